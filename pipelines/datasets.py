@@ -1,0 +1,44 @@
+"""Data shipped with the project and the semi-supervised anomaly-detection split that published numbers use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+THYROID_COLUMNS = ("age", "TSH", "T3", "TT4", "T4U", "FTI")
+
+
+@dataclass
+class Split:
+    """Row indices of one semi-supervised split: train and validation hold normal rows only."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def load_thyroid() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The bundled thyroid table (column -> (N,) values) and its labels (N,), 1 = anomaly."""
+    with resources.files("pipelines.data").joinpath("thyroid.npz").open("rb") as fh, np.load(fh) as data:
+        x, y = data["X"], data["y"].astype(np.int64)
+    return {name: x[:, i] for i, name in enumerate(THYROID_COLUMNS)}, y
+
+
+def one_class_split(labels: np.ndarray, seed: int, validation_share: float = 0.1) -> Split:
+    """ADBench protocol: shuffle the normal rows, train on half, test on the other half plus every anomaly.
+
+    A `validation_share` of the training half is set aside (normal rows only) for early stopping and the
+    threshold; the test rows are exactly the protocol's.
+    """
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(labels == 0))
+    half = len(normal) // 2
+    train, rest = normal[:half], normal[half:]
+    n_val = int(round(len(train) * validation_share))
+    return Split(
+        train=train[n_val:],
+        validation=train[:n_val],
+        test=np.concatenate([rest, np.flatnonzero(labels == 1)]),
+    )

@@ -1,0 +1,271 @@
+"""Typed, validated configuration for the model, the objective and the training loop.
+
+Every dataclass validates itself on construction: an impossible value raises `ConfigError`
+naming the class and the field, before any data is read or any process is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+LikelihoodKind = Literal["gaussian", "bernoulli", "categorical"]
+LIKELIHOOD_KINDS: tuple[str, ...] = typing.get_args(LikelihoodKind)
+
+
+class ConfigError(ValueError):
+    """A configuration value is impossible; the message starts with `Class.field`."""
+
+
+def _require(ok: bool, owner: object, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{type(owner).__name__}.{name}: {why}")
+
+
+def _number(owner: object, name: str, minimum: float = 0.0, strict: bool = False, integer: bool = False) -> None:
+    """Require a finite number (an int when `integer`) above `minimum` (`> minimum` when `strict`)."""
+    value = getattr(owner, name)
+    kind = int if integer else (int, float)
+    is_number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    bound = f"> {minimum}" if strict else f">= {minimum}"
+    ok = is_number and (value > minimum if strict else value >= minimum)
+    _require(ok, owner, name, f"must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+
+
+def _positive(owner: object, name: str, integer: bool = False) -> None:
+    _number(owner, name, 0, strict=True, integer=integer)
+
+
+def _fraction(owner: object, name: str) -> None:
+    _positive(owner, name)
+    value = getattr(owner, name)
+    _require(value < 1, owner, name, f"must be in (0, 1), got {value!r}")
+
+
+def _choice(owner: object, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(owner, name)
+    _require(value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FeatureBlock:
+    """A run of columns in the model's input vector that share one likelihood.
+
+    gaussian / bernoulli: one feature per column, `width == len(names)`.
+    categorical: one feature (a one-hot group), `names == (feature_name,)`, `width` = number of categories.
+    """
+
+    kind: LikelihoodKind
+    width: int
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _choice(self, "kind", LIKELIHOOD_KINDS)
+        _positive(self, "width", integer=True)
+        object.__setattr__(self, "names", tuple(self.names))
+        expected = 1 if self.kind == "categorical" else self.width
+        _require(
+            not self.names or len(self.names) == expected,
+            self,
+            "names",
+            f"a {self.kind} block of width {self.width} needs {expected} name(s), got {len(self.names)}",
+        )
+
+    @property
+    def n_features(self) -> int:
+        return 1 if self.kind == "categorical" else self.width
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        if self.names:
+            return self.names
+        return tuple(f"{self.kind}_{i}" for i in range(self.n_features))
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """What the model sees: the input vector's blocks, and the image shape when it is an image."""
+
+    blocks: tuple[FeatureBlock, ...]
+    image_shape: tuple[int, ...] | None = None  # (C, H, W)
+    condition_dim: int = 0
+
+    def __post_init__(self) -> None:
+        blocks = tuple(b if isinstance(b, FeatureBlock) else FeatureBlock(**b) for b in self.blocks)
+        object.__setattr__(self, "blocks", blocks)
+        _require(len(blocks) > 0, self, "blocks", "needs at least one feature block")
+        _number(self, "condition_dim", integer=True)
+        if self.image_shape is not None:
+            shape = tuple(int(s) for s in self.image_shape)
+            object.__setattr__(self, "image_shape", shape)
+            _require(len(shape) == 3, self, "image_shape", f"must be (C, H, W), got {shape}")
+            _require(
+                math.prod(shape) == self.input_dim,
+                self,
+                "image_shape",
+                f"{shape} has {math.prod(shape)} values but the blocks have {self.input_dim} columns",
+            )
+
+    @property
+    def input_dim(self) -> int:
+        return sum(b.width for b in self.blocks)
+
+    @property
+    def n_features(self) -> int:
+        return sum(b.n_features for b in self.blocks)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(name for b in self.blocks for name in b.feature_names)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network hyperparameters. `network="conv"` needs a layout with an image shape whose H and W divide by 4."""
+
+    latent_dim: int = 8
+    hidden_dims: tuple[int, ...] = (64, 64)
+    network: Literal["mlp", "conv"] = "mlp"
+    conv_channels: tuple[int, int] = (32, 64)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "silu"
+    gaussian_min_scale: float = 0.05  # floor on the decoder's std, in standardized units
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
+        _positive(self, "latent_dim", integer=True)
+        _require(
+            all(isinstance(h, int) and h >= 1 for h in self.hidden_dims),
+            self,
+            "hidden_dims",
+            f"every width must be an integer >= 1, got {list(self.hidden_dims)}",
+        )
+        _choice(self, "network", ("mlp", "conv"))
+        _require(
+            len(self.conv_channels) == 2 and all(isinstance(c, int) and c >= 1 for c in self.conv_channels),
+            self,
+            "conv_channels",
+            f"must be two widths >= 1, got {self.conv_channels}",
+        )
+        _choice(self, "activation", ("relu", "gelu", "silu", "tanh"))
+        _positive(self, "gaussian_min_scale")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The training objective: the beta-ELBO (with optional linear KL warm-up) or the IWAE bound with k samples."""
+
+    kind: Literal["elbo", "iwae"] = "elbo"
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    iwae_samples: int = 1
+    analytic_kl: bool = True  # ELBO only: closed-form KL instead of the one-sample Monte Carlo estimate
+
+    def __post_init__(self) -> None:
+        _choice(self, "kind", ("elbo", "iwae"))
+        _number(self, "beta")
+        _number(self, "kl_warmup_steps", integer=True)
+        _positive(self, "iwae_samples", integer=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop, independent of where it runs."""
+
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0
+    patience: int | None = 10  # epochs without improvement of the validation loss; None disables
+    min_delta: float = 0.0
+    mixed_precision: bool = True  # bf16 autocast, used only on CUDA
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", integer=True)
+        _positive(self, "batch_size", integer=True)
+        _positive(self, "lr")
+        _number(self, "weight_decay")
+        if self.grad_clip is not None:
+            _positive(self, "grad_clip")
+        if self.patience is not None:
+            _positive(self, "patience", integer=True)
+        _number(self, "min_delta")
+        _number(self, "seed", integer=True)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How rows are scored: negative ELBO, importance-sampled NLL or reconstruction error."""
+
+    kind: Literal["negative_elbo", "nll", "reconstruction"] = "negative_elbo"
+    samples: int = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
+    contamination: float | None = 0.05  # expected anomaly share, sets the threshold quantile
+    quantile: float | None = None  # alternatively the threshold as a quantile of validation scores
+
+    def __post_init__(self) -> None:
+        _choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
+        _positive(self, "samples", integer=True)
+        _require(
+            (self.contamination is None) != (self.quantile is None),
+            self,
+            "contamination",
+            "set exactly one of contamination and quantile",
+        )
+        if self.contamination is not None:
+            _fraction(self, "contamination")
+        if self.quantile is not None:
+            _fraction(self, "quantile")
+
+
+def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    """Build the dataclass `cls` from a plain mapping (as read from YAML or JSON).
+
+    Unknown keys raise `ConfigError` naming them; nested dataclass fields are built recursively.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The JSON-ready mapping of a config dataclass (tuples become lists)."""
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+__all__ = [
+    "ConfigError",
+    "DataLayout",
+    "FeatureBlock",
+    "LIKELIHOOD_KINDS",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "ScoreConfig",
+    "TrainConfig",
+    "from_dict",
+    "to_dict",
+]

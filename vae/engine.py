@@ -1,0 +1,151 @@
+"""A training engine that knows nothing of Ray: one epoch of training, one pass of evaluation, and early stopping.
+
+Batches come from any iterable: a tensor x, an (x, c) pair, or a mapping with "x" and optionally "c"
+(what Ray Data's `iter_torch_batches` yields). x is (B, D) or (B, C, H, W); c is (B, K).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import ObjectiveConfig
+from .objectives import LossParts, compute_loss
+
+Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
+
+
+@dataclass
+class EpochStats:
+    loss: float  # mean of the objective's total over rows
+    recon: float  # mean E_q[log p(x|z)] per row
+    kl: float  # mean KL per row
+    rows: int
+    seconds: float
+    step: int  # optimiser steps taken so far (training); 0 for evaluation
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else math.inf
+
+
+def unpack_batch(batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, c) on `device` as float32 from any supported batch form; c is None without a condition."""
+    if isinstance(batch, Mapping):
+        x, c = batch["x"], batch.get("c")
+    elif isinstance(batch, (tuple, list)):
+        x, c = batch
+    else:
+        x, c = batch, None
+    x = x.to(device, dtype=torch.float32, non_blocking=True)
+    return x, None if c is None else c.to(device, dtype=torch.float32, non_blocking=True)
+
+
+def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay in float32)."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.loss = self.recon = self.kl = 0.0
+        self.rows = 0
+        self.start = time.perf_counter()
+
+    def add(self, parts: LossParts, rows: int) -> None:
+        self.loss += parts.total.item() * rows
+        self.recon += parts.recon.item() * rows
+        self.kl += parts.kl.item() * rows
+        self.rows += rows
+
+    def stats(self, step: int) -> EpochStats:
+        n = max(self.rows, 1)
+        seconds = time.perf_counter() - self.start
+        return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step)
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    objective: ObjectiveConfig,
+    *,
+    device: torch.device | str = "cpu",
+    step: int = 0,
+    grad_clip: float | None = None,
+    mixed_precision: bool = False,
+    on_batch: Callable[[int, LossParts], Any] | None = None,
+) -> EpochStats:
+    """One pass of optimisation over `batches`; `step` counts optimiser steps for the KL warm-up.
+
+    Raises FloatingPointError when the loss becomes NaN or infinite, naming the step.
+    """
+    model.train()
+    totals = _Totals()
+    for batch in batches:
+        x, c = unpack_batch(batch, device)
+        with autocast(device, mixed_precision):
+            parts = compute_loss(model, x, c, objective, step)
+        if not torch.isfinite(parts.total):
+            raise FloatingPointError(f"training loss is {parts.total.item()} at step {step}; lower the lr")
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        step += 1
+        totals.add(parts, x.shape[0])
+        if on_batch is not None:
+            on_batch(step, parts)
+    return totals.stats(step)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    objective: ObjectiveConfig,
+    *,
+    device: torch.device | str = "cpu",
+    mixed_precision: bool = False,
+) -> EpochStats:
+    """The objective over `batches` without gradients, at full beta (no warm-up)."""
+    model.eval()
+    totals = _Totals()
+    for batch in batches:
+        x, c = unpack_batch(batch, device)
+        with autocast(device, mixed_precision):
+            parts = compute_loss(model, x, c, objective, step=None)
+        totals.add(parts, x.shape[0])
+    return totals.stats(step=0)
+
+
+class EarlyStopping:
+    """Stops after `patience` epochs in which the monitored value did not drop by more than `min_delta`."""
+
+    def __init__(self, patience: int | None, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record this epoch's value; True when it is a new best."""
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience

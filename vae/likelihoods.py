@@ -1,0 +1,116 @@
+"""Decoder likelihoods p(x | z): one per feature block, composed over a mixed row.
+
+The decoder emits one number per input column (a mean for Gaussian columns, a logit for Bernoulli
+columns and for each category of a categorical group). Each block turns its slice of those numbers
+into a log-likelihood per *feature*, so a row's score splits over its original columns.
+Shapes: `params` and `x` are (..., D) with D the layout's input width; per-feature outputs are (..., F).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DataLayout, FeatureBlock
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class GaussianBlock(nn.Module):
+    """Independent Gaussians with a learned per-feature standard deviation (floored at `min_scale`)."""
+
+    grouped = False
+
+    def __init__(self, width: int, min_scale: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(width))
+        self.log_min_scale = math.log(min_scale)
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(min=self.log_min_scale).exp()  # (W,)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_scale = self.log_scale.clamp(min=self.log_min_scale)
+        z = (x - params) / log_scale.exp()
+        return -0.5 * z.square() - log_scale - _HALF_LOG_2PI  # (..., W)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return params + self.scale() * torch.randn_like(params)
+
+
+class BernoulliBlock(nn.Module):
+    """Independent Bernoullis over values in [0, 1] (binary columns, pixel intensities)."""
+
+    grouped = False
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(params, x, reduction="none")  # (..., W)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(params))
+
+
+class CategoricalBlock(nn.Module):
+    """One categorical feature encoded one-hot over the block's columns."""
+
+    grouped = True  # its columns form one feature
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (x * F.log_softmax(params, dim=-1)).sum(-1, keepdim=True)  # (..., 1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return F.softmax(params, dim=-1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        index = torch.distributions.Categorical(logits=params).sample()
+        return F.one_hot(index, params.shape[-1]).to(params.dtype)
+
+
+def _make_block(block: FeatureBlock, min_scale: float) -> nn.Module:
+    if block.kind == "gaussian":
+        return GaussianBlock(block.width, min_scale)
+    if block.kind == "bernoulli":
+        return BernoulliBlock()
+    return CategoricalBlock()
+
+
+class MixedLikelihood(nn.Module):
+    """The product of the layout's block likelihoods over one input row."""
+
+    def __init__(self, layout: DataLayout, gaussian_min_scale: float = 0.05) -> None:
+        super().__init__()
+        self.widths = [b.width for b in layout.blocks]
+        self.blocks = nn.ModuleList(_make_block(b, gaussian_min_scale) for b in layout.blocks)
+
+    def _split(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(t, self.widths, dim=-1)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-feature log p(x | params): params (..., D), x broadcastable to it -> (..., F)."""
+        x = x.expand_as(params)
+        parts = zip(self.blocks, self._split(params), self._split(x), strict=True)
+        return torch.cat([block.log_prob(p, xb) for block, p, xb in parts], dim=-1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """Expected x under p(x | params), in the input's encoded space: (..., D)."""
+        return torch.cat([b.mean(p) for b, p in zip(self.blocks, self._split(params), strict=True)], dim=-1)
+
+    def squared_error(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-feature squared distance between x and a reconstruction `mean` (..., D), summed within a
+        categorical group: (..., F)."""
+        err = (x - mean).square()
+        parts = zip(self.blocks, self._split(err), strict=True)
+        return torch.cat([e.sum(-1, keepdim=True) if b.grouped else e for b, e in parts], dim=-1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """One draw of x per row of params: (..., D)."""
+        return torch.cat([b.sample(p) for b, p in zip(self.blocks, self._split(params), strict=True)], dim=-1)

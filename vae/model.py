@@ -1,0 +1,136 @@
+"""The variational autoencoder: a diagonal-Gaussian posterior q(z|x[,c]), a standard-normal prior p(z),
+and a mixed likelihood p(x|z[,c]) over the layout's feature blocks.
+
+B = batch, S = posterior samples per row, L = latent size, D = input width, F = features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import DataLayout, ModelConfig
+from .likelihoods import MixedLikelihood
+from .networks import build_networks
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last axis: (..., L) -> (...)."""
+    return -0.5 * (z.square() + _LOG_2PI).sum(-1)
+
+
+class DiagonalGaussian:
+    """N(mu, diag(exp(logvar))) with reparameterised sampling; mu and logvar are (B, L)."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        self.mu = mu
+        self.logvar = logvar
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (0.5 * self.logvar).exp()
+
+    def rsample(self, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n reparameterised draws: (n, B, L), differentiable in mu and logvar."""
+        eps = torch.randn((n, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + self.std * eps
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z) summed over the latent axis: (..., B, L) -> (..., B)."""
+        return -0.5 * (((z - self.mu) / self.std).square() + self.logvar + _LOG_2PI).sum(-1)
+
+    def kl_to_standard_normal(self) -> torch.Tensor:
+        """Closed-form KL(q || N(0, I)): (B,)."""
+        return 0.5 * (self.mu.square() + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+
+
+@dataclass
+class VAEOutput:
+    """Everything the objectives and scores need from one pass over a batch."""
+
+    log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s)
+    log_qz: torch.Tensor  # (S, B) log q(z_s | x)
+    log_pz: torch.Tensor  # (S, B) log p(z_s)
+    kl: torch.Tensor  # (B,) closed-form KL(q(z|x) || p(z))
+    posterior: DiagonalGaussian
+
+
+class VAE(nn.Module):
+    """A (conditional) VAE over rows laid out as `layout` describes.
+
+    x is (B, D) for feature vectors or (B, C, H, W) for images; c, when the layout has a condition, is (B, K).
+    """
+
+    def __init__(self, config: ModelConfig, layout: DataLayout) -> None:
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.encoder, self.decoder = build_networks(config, layout)
+        self.likelihood = MixedLikelihood(layout, config.gaussian_min_scale)
+
+    def _check_condition(self, c: torch.Tensor | None) -> None:
+        wanted = self.layout.condition_dim
+        if wanted and (c is None or c.shape[-1] != wanted):
+            got = None if c is None else tuple(c.shape)
+            raise ValueError(f"this VAE is conditional: c must be (B, {wanted}), got {got}")
+        if not wanted and c is not None:
+            raise ValueError("this VAE has no condition, but a condition c was given")
+
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> DiagonalGaussian:
+        self._check_condition(c)
+        mu, logvar = self.encoder(x, c)
+        return DiagonalGaussian(mu, logvar)
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Likelihood parameters for latents z (..., L): (..., D)."""
+        return self.decoder(z, c)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> VAEOutput:
+        """Encode, draw `n_samples` latents per row, decode, and evaluate every log-density."""
+        return self.evaluate(self.encode(x, c), x, c, n_samples, generator)
+
+    def evaluate(
+        self,
+        posterior: DiagonalGaussian,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> VAEOutput:
+        """Draw `n_samples` latents from an already computed posterior of x and evaluate every log-density."""
+        z = posterior.rsample(n_samples, generator)  # (S, B, L)
+        params = self.decode(z, c)  # (S, B, D)
+        x_flat = x.flatten(1).to(params.dtype)  # (B, D)
+        return VAEOutput(
+            log_px=self.likelihood.log_prob(params, x_flat),
+            log_qz=posterior.log_prob(z),
+            log_pz=standard_normal_log_prob(z),
+            kl=posterior.kl_to_standard_normal(),
+            posterior=posterior,
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's mean at the posterior mean, in the encoded input space: (B, D)."""
+        return self.likelihood.mean(self.decode(self.encode(x, c).mu, c))
+
+    @torch.no_grad()
+    def sample(self, n: int, c: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n rows drawn from p(z) p(x|z[,c]); c is (K,) or (n, K) for a conditional VAE: (n, D)."""
+        if c is not None and c.dim() == 1:
+            c = c.expand(n, -1)
+        self._check_condition(c)
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.config.latent_dim), generator=generator, device=device)
+        return self.likelihood.sample(self.decode(z, c))

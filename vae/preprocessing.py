@@ -1,0 +1,199 @@
+"""Feature preprocessing fitted on training rows and applied identically at scoring time.
+
+A table is any mapping from column name to a 1-D array-like (a dict of arrays, a pandas DataFrame).
+The encoded matrix is (N, D) float32, laid out block by block as `layout_blocks()` describes:
+standardized numeric columns (Gaussian), binary columns in {0, 1} (Bernoulli), then one one-hot
+group per categorical column whose first slot is the unknown bucket (Categorical).
+Missing values (None, NaN, +-inf) are imputed with training statistics, or rejected with `missing="error"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import FeatureBlock
+
+MISSING_POLICIES = ("impute", "error")
+
+
+def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
+    values = np.asarray(table[column])
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"column {column!r} must be numeric, got values like {values[:3].tolist()}") from err
+
+
+def _as_labels(table: Mapping[str, Any], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Category labels as strings, and the mask of missing entries (None or NaN)."""
+    values = np.asarray(table[column], dtype=object)
+    missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], dtype=bool)
+    return np.array([str(v) for v in values], dtype=object), missing
+
+
+class Preprocessor:
+    """Standardizes numeric columns, checks binary ones and one-hot encodes categorical ones."""
+
+    def __init__(
+        self,
+        numeric: Sequence[str] = (),
+        binary: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        missing: str = "impute",
+    ) -> None:
+        columns = [*numeric, *binary, *categorical]
+        if not columns:
+            raise ValueError("Preprocessor: declare at least one numeric, binary or categorical column")
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"Preprocessor: columns declared twice: {repeated}")
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"Preprocessor.missing: must be one of {list(MISSING_POLICIES)}, got {missing!r}")
+        self.numeric = list(numeric)
+        self.binary = list(binary)
+        self.categorical = list(categorical)
+        self.missing = missing
+        self.mean: np.ndarray | None = None  # (numeric,)
+        self.std: np.ndarray | None = None  # (numeric,), 1.0 for constant columns
+        self.rate: np.ndarray | None = None  # (binary,) share of ones, imputes missing binary values
+        self.categories: dict[str, list[str]] = {}
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.binary, *self.categorical]
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean is not None
+
+    def check_columns(self, table: Mapping[str, Any]) -> None:
+        """Raise a ValueError naming every declared column the table lacks."""
+        absent = [c for c in self.columns if c not in table]
+        if absent:
+            raise ValueError(f"missing column(s) {absent}; the table has {sorted(map(str, table.keys()))}")
+
+    def fit(self, table: Mapping[str, Any]) -> Preprocessor:
+        """Learn the statistics and category sets from training rows (missing entries ignored)."""
+        self.check_columns(table)
+        self.mean, self.std = np.zeros(len(self.numeric)), np.ones(len(self.numeric))
+        for i, column in enumerate(self.numeric):
+            values = _as_float(table, column)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise ValueError(f"column {column!r} has no finite value to fit on")
+            self.mean[i] = values.mean()
+            std = values.std()
+            self.std[i] = std if std > 1e-12 * max(1.0, abs(self.mean[i])) else 1.0
+        self.rate = np.zeros(len(self.binary))
+        for i, column in enumerate(self.binary):
+            values = self._binary_values(table, column)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise ValueError(f"column {column!r} has no value to fit on")
+            self.rate[i] = values.mean()
+        for column in self.categorical:
+            labels, missing = _as_labels(table, column)
+            self.categories[column] = sorted(set(labels[~missing].tolist()))
+        return self
+
+    def _binary_values(self, table: Mapping[str, Any], column: str) -> np.ndarray:
+        values = _as_float(table, column)
+        finite = values[np.isfinite(values)]
+        bad = finite[(finite != 0) & (finite != 1)]
+        if bad.size:
+            raise ValueError(f"binary column {column!r} has values other than 0/1, e.g. {bad[:3].tolist()}")
+        return values
+
+    def missing_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """For each numeric or binary column with missing or non-finite entries, the (N,) mask of them."""
+        masks = {}
+        for column in [*self.numeric, *self.binary]:
+            bad = ~np.isfinite(_as_float(table, column))
+            if bad.any():
+                masks[column] = bad
+        for column in self.categorical:
+            _, missing = _as_labels(table, column)
+            if missing.any():
+                masks[column] = missing
+        return masks
+
+    def transform(self, table: Mapping[str, Any]) -> np.ndarray:
+        """Encode rows with the fitted statistics: (N, D) float32."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.transform: call fit() first")
+        self.check_columns(table)
+        if self.missing == "error":
+            masks = self.missing_mask(table)
+            if masks:
+                counts = {c: int(m.sum()) for c, m in masks.items()}
+                raise ValueError(f"missing or non-finite values (rows per column): {counts}")
+        parts = []
+        if self.numeric:
+            raw = np.column_stack([_as_float(table, c) for c in self.numeric])
+            z = (raw - self.mean) / self.std
+            parts.append(np.where(np.isfinite(z), z, 0.0))  # missing -> the training mean
+        if self.binary:
+            raw = np.column_stack([self._binary_values(table, c) for c in self.binary])
+            parts.append(np.where(np.isfinite(raw), raw, self.rate))
+        for column in self.categorical:
+            parts.append(self._one_hot(table, column))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def _one_hot(self, table: Mapping[str, Any], column: str) -> np.ndarray:
+        labels, missing = _as_labels(table, column)
+        lookup = {label: i + 1 for i, label in enumerate(self.categories[column])}
+        index = np.array([lookup.get(label, 0) for label in labels])
+        index[missing] = 0  # missing and unseen categories share the unknown bucket
+        return np.eye(len(lookup) + 1)[index]
+
+    def unknown_counts(self, table: Mapping[str, Any]) -> dict[str, int]:
+        """Per categorical column, how many present values were not seen in training."""
+        counts = {}
+        for column in self.categorical:
+            labels, missing = _as_labels(table, column)
+            known = set(self.categories[column])
+            counts[column] = int(
+                sum(1 for label, m in zip(labels, missing, strict=True) if not m and label not in known)
+            )
+        return counts
+
+    def layout_blocks(self) -> tuple[FeatureBlock, ...]:
+        """The likelihood blocks of the encoded matrix, in column order."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.layout_blocks: call fit() first")
+        blocks = []
+        if self.numeric:
+            blocks.append(FeatureBlock("gaussian", len(self.numeric), tuple(self.numeric)))
+        if self.binary:
+            blocks.append(FeatureBlock("bernoulli", len(self.binary), tuple(self.binary)))
+        for column in self.categorical:
+            blocks.append(FeatureBlock("categorical", len(self.categories[column]) + 1, (column,)))
+        return tuple(blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: declared columns and fitted statistics."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.to_dict: call fit() first")
+        return {
+            "numeric": self.numeric,
+            "binary": self.binary,
+            "categorical": self.categorical,
+            "missing": self.missing,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "rate": self.rate.tolist(),
+            "categories": self.categories,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessor:
+        """Rebuild a fitted preprocessor from `to_dict()` output."""
+        pre = cls(data["numeric"], data["binary"], data["categorical"], data["missing"])
+        pre.mean = np.asarray(data["mean"], dtype=np.float64)
+        pre.std = np.asarray(data["std"], dtype=np.float64)
+        pre.rate = np.asarray(data["rate"], dtype=np.float64)
+        pre.categories = {k: list(v) for k, v in data["categories"].items()}
+        return pre

@@ -1,0 +1,96 @@
+"""`fit`: the in-process training loop over in-memory arrays (for notebooks, tests and the laptop demo).
+
+The distributed loop in `pipelines/` drives the same `train_epoch` / `evaluate` engine over Ray Data shards.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import ObjectiveConfig, TrainConfig
+from .engine import EarlyStopping, EpochStats, evaluate, train_epoch
+
+
+def tensor_batches(
+    x: torch.Tensor, c: torch.Tensor | None, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Mini-batches {"x": (b, ...), "c": (b, K)} in a random order (given a generator) or in row order."""
+    order = torch.arange(len(x)) if generator is None else torch.randperm(len(x), generator=generator)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        yield {"x": x[idx]} if c is None else {"x": x[idx], "c": c[idx]}
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    best_epoch: int = -1
+    best_val_loss: float = float("inf")
+
+
+def _as_tensor(a: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+    return None if a is None else torch.as_tensor(a, dtype=torch.float32)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_x: np.ndarray | torch.Tensor,
+    val_x: np.ndarray | torch.Tensor,
+    objective: ObjectiveConfig,
+    config: TrainConfig,
+    *,
+    train_c: np.ndarray | torch.Tensor | None = None,
+    val_c: np.ndarray | torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], object] | None = print,
+    log_every: int = 1,
+) -> FitResult:
+    """Train with Adam, validate every epoch, stop early on the validation loss and restore the best weights.
+
+    train_x is (N, D) or (N, C, H, W); val_x likewise. Prints a line every `log_every` epochs through `log`.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    tx, tc, vx, vc = map(_as_tensor, (train_x, train_c, val_x, val_c))
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    result, best_state, step = FitResult(), None, 0
+    amp = config.mixed_precision
+    for epoch in range(config.epochs):
+        train: EpochStats = train_epoch(
+            model,
+            tensor_batches(tx, tc, config.batch_size, generator),
+            optimizer,
+            objective,
+            device=device,
+            step=step,
+            grad_clip=config.grad_clip,
+            mixed_precision=amp,
+        )
+        step = train.step
+        val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device, mixed_precision=amp)
+        result.history.append({
+            "epoch": epoch, "train_loss": train.loss, "train_recon": train.recon, "train_kl": train.kl,
+            "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
+        })  # fmt: skip
+        if stopper.update(val.loss, epoch):
+            best_state = copy.deepcopy(model.state_dict())
+        if log is not None and (epoch + 1) % log_every == 0:
+            log(
+                f"epoch {epoch + 1:3d}/{config.epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, "
+                f"kl {train.kl:7.4f})  val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
+            )
+        if stopper.should_stop:
+            if log is not None:
+                log(f"early stop: no improvement for {stopper.bad_epochs} epochs")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.best_epoch, result.best_val_loss = stopper.best_epoch, stopper.best
+    return result
