@@ -6,7 +6,13 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo lint bench clean
+CONFIG ?= pipelines/configs/train.yaml
+CLUSTER_CONFIG ?= pipelines/configs/train-cluster.yaml
+ARGS ?=
+MLFLOW_PORT ?= 5000
+THYROID := data/thyroid/train.parquet
+
+.PHONY: help install test demo lint bench clean train train-cluster mlflow-ui data
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +32,25 @@ test: $(STAMP) ## Run the test suite (unit + integration)
 demo: $(STAMP) ## Train on the bundled thyroid data, print held-out AUROC and the top anomalies
 	$(PY) -m pipelines demo
 
+$(THYROID): $(STAMP)
+	$(PY) -m pipelines prepare-data --output data/thyroid
+
+data: $(THYROID) ## Write the bundled thyroid data as Parquet under data/thyroid/
+
+train: $(THYROID) ## Train with Ray Train on a local Ray (CONFIG=..., ARGS="key.sub=value ..."), register in MLflow
+	$(PY) -m pipelines train --config $(CONFIG) $(ARGS)
+
+train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS with `ray job submit` (needs MLFLOW_TRACKING_URI)
+	@test -n "$(RAY_ADDRESS)" || { echo "train-cluster: set RAY_ADDRESS=http://<head>:8265" >&2; exit 2; }
+	@test -n "$(MLFLOW_TRACKING_URI)" || { echo "train-cluster: set MLFLOW_TRACKING_URI to a server the cluster reaches" >&2; exit 2; }
+	$(VENV)/bin/ray job submit --address "$(RAY_ADDRESS)" --working-dir . \
+	  --runtime-env-json '{"excludes": [".venv", ".git", "mlruns", "runs", "outputs", "data"], "env_vars": {"MLFLOW_TRACKING_URI": "$(MLFLOW_TRACKING_URI)"}}' \
+	  -- python -m pipelines train --config $(CLUSTER_CONFIG) $(ARGS)
+
+mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check vae pipelines tests
 	$(PY) -m ruff format --check vae pipelines tests
@@ -33,5 +58,5 @@ lint: $(STAMP) ## Check style with ruff
 bench: $(STAMP) ## Run the benchmarks (not part of `make test`) and print their tables
 	$(PY) -m pytest tests/benchmarks -m benchmark -s
 
-clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+clean: ## Remove the virtual environment, caches and generated data (keeps mlruns/ and runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info data outputs

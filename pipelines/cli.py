@@ -1,12 +1,20 @@
-"""The `vae-anomaly` command (also `python -m pipelines`): one subcommand per pipeline."""
+"""The `vae-anomaly` command (also `python -m pipelines`): one subcommand per pipeline.
+
+Bad input (config, data, tracking) ends with one line on stderr naming the problem and a non-zero exit.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from . import demo
+from vae import ConfigError
 
-COMMANDS = {"demo": demo.main}
+COMMANDS = {
+    "train": "pipelines.train",
+    "prepare-data": "pipelines.prepare_data",
+    "demo": "pipelines.demo",
+}
 USAGE = f"usage: vae-anomaly {{{','.join(COMMANDS)}}} [options]   (each command has --help)"
 
 
@@ -18,5 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    COMMANDS[argv[0]](argv[1:])
+    from .data import DataError
+    from .tracking import TrackingError
+
+    command = importlib.import_module(COMMANDS[argv[0]])
+    try:
+        command.main(argv[1:])
+    except ConfigError as err:
+        print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
+        return 2
+    except (DataError, TrackingError, FileNotFoundError) as err:
+        print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 THYROID_COLUMNS = ("age", "TSH", "T3", "TT4", "T4U", "FTI")
 
@@ -21,7 +23,7 @@ class Split:
 
 def load_thyroid() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The bundled thyroid table (column -> (N,) values) and its labels (N,), 1 = anomaly."""
-    with resources.files("pipelines.data").joinpath("thyroid.npz").open("rb") as fh, np.load(fh) as data:
+    with resources.files("pipelines").joinpath("sample_data/thyroid.npz").open("rb") as fh, np.load(fh) as data:
         x, y = data["X"], data["y"].astype(np.int64)
     return {name: x[:, i] for i, name in enumerate(THYROID_COLUMNS)}, y
 
@@ -42,3 +44,18 @@ def one_class_split(labels: np.ndarray, seed: int, validation_share: float = 0.1
         validation=train[:n_val],
         test=np.concatenate([rest, np.flatnonzero(labels == 1)]),
     )
+
+
+def write_thyroid_parquet(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """The thyroid split as Parquet: `train.parquet` (the training half of the normal rows) and
+    `test.parquet` (the other normals and every anomaly), each with `row_id`, the features and `label`."""
+    table, labels = load_thyroid()
+    frame = pd.DataFrame(table).assign(label=labels)
+    frame.insert(0, "row_id", np.arange(len(frame)))
+    split = one_class_split(labels, seed, validation_share=0.0)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "train.parquet", directory / "test.parquet"
+    for path, rows in zip(paths, (split.train, np.sort(split.test)), strict=True):
+        frame.iloc[rows].to_parquet(path, index=False)
+    return paths

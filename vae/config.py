@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,34 +21,34 @@ class ConfigError(ValueError):
     """A configuration value is impossible; the message starts with `Class.field`."""
 
 
-def _require(ok: bool, owner: object, name: str, why: str) -> None:
+def require(ok: bool, owner: object, name: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"{type(owner).__name__}.{name}: {why}")
 
 
-def _number(owner: object, name: str, minimum: float = 0.0, strict: bool = False, integer: bool = False) -> None:
+def check_number(owner: object, name: str, minimum: float = 0.0, strict: bool = False, integer: bool = False) -> None:
     """Require a finite number (an int when `integer`) above `minimum` (`> minimum` when `strict`)."""
     value = getattr(owner, name)
     kind = int if integer else (int, float)
     is_number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
     bound = f"> {minimum}" if strict else f">= {minimum}"
     ok = is_number and (value > minimum if strict else value >= minimum)
-    _require(ok, owner, name, f"must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+    require(ok, owner, name, f"must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
 
 
-def _positive(owner: object, name: str, integer: bool = False) -> None:
-    _number(owner, name, 0, strict=True, integer=integer)
+def check_positive(owner: object, name: str, integer: bool = False) -> None:
+    check_number(owner, name, 0, strict=True, integer=integer)
 
 
-def _fraction(owner: object, name: str) -> None:
-    _positive(owner, name)
+def check_fraction(owner: object, name: str) -> None:
+    check_positive(owner, name)
     value = getattr(owner, name)
-    _require(value < 1, owner, name, f"must be in (0, 1), got {value!r}")
+    require(value < 1, owner, name, f"must be in (0, 1), got {value!r}")
 
 
-def _choice(owner: object, name: str, allowed: tuple[str, ...]) -> None:
+def check_choice(owner: object, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(owner, name)
-    _require(value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
+    require(value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ class FeatureBlock:
     names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _choice(self, "kind", LIKELIHOOD_KINDS)
-        _positive(self, "width", integer=True)
+        check_choice(self, "kind", LIKELIHOOD_KINDS)
+        check_positive(self, "width", integer=True)
         object.__setattr__(self, "names", tuple(self.names))
         expected = 1 if self.kind == "categorical" else self.width
-        _require(
+        require(
             not self.names or len(self.names) == expected,
             self,
             "names",
@@ -96,13 +97,13 @@ class DataLayout:
     def __post_init__(self) -> None:
         blocks = tuple(b if isinstance(b, FeatureBlock) else FeatureBlock(**b) for b in self.blocks)
         object.__setattr__(self, "blocks", blocks)
-        _require(len(blocks) > 0, self, "blocks", "needs at least one feature block")
-        _number(self, "condition_dim", integer=True)
+        require(len(blocks) > 0, self, "blocks", "needs at least one feature block")
+        check_number(self, "condition_dim", integer=True)
         if self.image_shape is not None:
             shape = tuple(int(s) for s in self.image_shape)
             object.__setattr__(self, "image_shape", shape)
-            _require(len(shape) == 3, self, "image_shape", f"must be (C, H, W), got {shape}")
-            _require(
+            require(len(shape) == 3, self, "image_shape", f"must be (C, H, W), got {shape}")
+            require(
                 math.prod(shape) == self.input_dim,
                 self,
                 "image_shape",
@@ -136,22 +137,22 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
-        _positive(self, "latent_dim", integer=True)
-        _require(
+        check_positive(self, "latent_dim", integer=True)
+        require(
             all(isinstance(h, int) and h >= 1 for h in self.hidden_dims),
             self,
             "hidden_dims",
             f"every width must be an integer >= 1, got {list(self.hidden_dims)}",
         )
-        _choice(self, "network", ("mlp", "conv"))
-        _require(
+        check_choice(self, "network", ("mlp", "conv"))
+        require(
             len(self.conv_channels) == 2 and all(isinstance(c, int) and c >= 1 for c in self.conv_channels),
             self,
             "conv_channels",
             f"must be two widths >= 1, got {self.conv_channels}",
         )
-        _choice(self, "activation", ("relu", "gelu", "silu", "tanh"))
-        _positive(self, "gaussian_min_scale")
+        check_choice(self, "activation", ("relu", "gelu", "silu", "tanh"))
+        check_positive(self, "gaussian_min_scale")
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,10 @@ class ObjectiveConfig:
     analytic_kl: bool = True  # ELBO only: closed-form KL instead of the one-sample Monte Carlo estimate
 
     def __post_init__(self) -> None:
-        _choice(self, "kind", ("elbo", "iwae"))
-        _number(self, "beta")
-        _number(self, "kl_warmup_steps", integer=True)
-        _positive(self, "iwae_samples", integer=True)
+        check_choice(self, "kind", ("elbo", "iwae"))
+        check_number(self, "beta")
+        check_number(self, "kl_warmup_steps", integer=True)
+        check_positive(self, "iwae_samples", integer=True)
 
 
 @dataclass(frozen=True)
@@ -186,16 +187,16 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", integer=True)
-        _positive(self, "batch_size", integer=True)
-        _positive(self, "lr")
-        _number(self, "weight_decay")
+        check_positive(self, "epochs", integer=True)
+        check_positive(self, "batch_size", integer=True)
+        check_positive(self, "lr")
+        check_number(self, "weight_decay")
         if self.grad_clip is not None:
-            _positive(self, "grad_clip")
+            check_positive(self, "grad_clip")
         if self.patience is not None:
-            _positive(self, "patience", integer=True)
-        _number(self, "min_delta")
-        _number(self, "seed", integer=True)
+            check_positive(self, "patience", integer=True)
+        check_number(self, "min_delta")
+        check_number(self, "seed", integer=True)
 
 
 @dataclass(frozen=True)
@@ -208,25 +209,46 @@ class ScoreConfig:
     quantile: float | None = None  # alternatively the threshold as a quantile of validation scores
 
     def __post_init__(self) -> None:
-        _choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
-        _positive(self, "samples", integer=True)
-        _require(
+        check_choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
+        check_positive(self, "samples", integer=True)
+        require(
             (self.contamination is None) != (self.quantile is None),
             self,
             "contamination",
             "set exactly one of contamination and quantile",
         )
         if self.contamination is not None:
-            _fraction(self, "contamination")
+            check_fraction(self, "contamination")
         if self.quantile is not None:
-            _fraction(self, "quantile")
+            check_fraction(self, "quantile")
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """Turn YAML/CLI scalars into the field's type where that is unambiguous ("1e-3" -> 0.001, 3 -> 3.0)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None or isinstance(value, bool):
+        return value
+    if float in options and isinstance(value, (int, str)):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if int in options and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
 
 
 def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     """Build the dataclass `cls` from a plain mapping (as read from YAML or JSON).
 
-    Unknown keys raise `ConfigError` naming them; nested dataclass fields are built recursively.
+    Unknown keys raise `ConfigError` naming them; nested dataclass fields are built recursively;
+    lists become tuples and numeric strings become numbers where the field is numeric.
     """
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping of keys to values, got {data!r}")
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -236,11 +258,11 @@ def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value)
         elif isinstance(value, list):
             value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _coerce(hint, value)
     return cls(**kwargs)
 
 

@@ -9,7 +9,7 @@ Missing values (None, NaN, +-inf) are imputed with training statistics, or rejec
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,20 @@ def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
         raise ValueError(f"column {column!r} must be numeric, got values like {values[:3].tolist()}") from err
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN, or a missing marker whose self-comparison is undefined (pandas.NA)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
 def _as_labels(table: Mapping[str, Any], column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Category labels as strings, and the mask of missing entries (None or NaN)."""
+    """Category labels as strings, and the mask of missing entries."""
     values = np.asarray(table[column], dtype=object)
-    missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], dtype=bool)
+    missing = np.array([_is_missing(v) for v in values], dtype=bool)
     return np.array([str(v) for v in values], dtype=object), missing
 
 
@@ -78,25 +88,34 @@ class Preprocessor:
     def fit(self, table: Mapping[str, Any]) -> Preprocessor:
         """Learn the statistics and category sets from training rows (missing entries ignored)."""
         self.check_columns(table)
-        self.mean, self.std = np.zeros(len(self.numeric)), np.ones(len(self.numeric))
-        for i, column in enumerate(self.numeric):
-            values = _as_float(table, column)
+        moments = {}
+        for column in [*self.numeric, *self.binary]:
+            values = self._binary_values(table, column) if column in self.binary else _as_float(table, column)
             values = values[np.isfinite(values)]
-            if values.size == 0:
-                raise ValueError(f"column {column!r} has no finite value to fit on")
-            self.mean[i] = values.mean()
-            std = values.std()
-            self.std[i] = std if std > 1e-12 * max(1.0, abs(self.mean[i])) else 1.0
-        self.rate = np.zeros(len(self.binary))
-        for i, column in enumerate(self.binary):
-            values = self._binary_values(table, column)
-            values = values[np.isfinite(values)]
-            if values.size == 0:
-                raise ValueError(f"column {column!r} has no value to fit on")
-            self.rate[i] = values.mean()
+            moments[column] = (values.size, values.mean() if values.size else 0.0, values.std() if values.size else 0.0)
+        categories = {}
         for column in self.categorical:
             labels, missing = _as_labels(table, column)
-            self.categories[column] = sorted(set(labels[~missing].tolist()))
+            categories[column] = set(labels[~missing].tolist())
+        return self.fit_statistics(moments, categories)
+
+    def fit_statistics(
+        self, moments: Mapping[str, tuple[int, float, float]], categories: Mapping[str, Iterable[str]]
+    ) -> Preprocessor:
+        """Set the fitted state from statistics computed elsewhere (e.g. by distributed aggregation).
+
+        moments: per numeric or binary column, (count of finite values, mean, population std).
+        categories: per categorical column, the labels seen in training.
+        """
+        for column in [*self.numeric, *self.binary]:
+            if moments[column][0] == 0:
+                raise ValueError(f"column {column!r} has no finite value to fit on")
+        self.mean = np.array([moments[c][1] for c in self.numeric], dtype=np.float64)
+        std = np.array([moments[c][2] for c in self.numeric], dtype=np.float64)
+        constant = ~(std > 1e-12 * np.maximum(1.0, np.abs(self.mean)))  # also catches a NaN std
+        self.std = np.where(constant, 1.0, std)
+        self.rate = np.array([moments[c][1] for c in self.binary], dtype=np.float64)
+        self.categories = {c: sorted(str(label) for label in categories[c]) for c in self.categorical}
         return self
 
     def _binary_values(self, table: Mapping[str, Any], column: str) -> np.ndarray:

@@ -88,3 +88,13 @@ def test_json_round_trip_encodes_identically(table):
     again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
     new = {**table, "colour": np.array(["red", "purple", None, "blue"], dtype=object)}
     np.testing.assert_array_equal(pre.transform(new), again.transform(new))
+
+
+def test_pandas_missing_markers_count_as_missing(table):
+    import pandas as pd
+
+    pre = _fitted(table)
+    frame = pd.DataFrame({**table, "colour": pd.array(["red", None, "blue", "red"], dtype="string")})
+    assert frame["colour"].isna().sum() == 1
+    np.testing.assert_array_equal(pre.transform(frame)[:, 3:].argmax(1), [3, 0, 1, 3])
+    np.testing.assert_array_equal(pre.missing_mask(frame)["colour"], [False, True, False, False])

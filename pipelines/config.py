@@ -1,0 +1,172 @@
+"""Pipeline configuration: YAML files plus `key.sub=value` overrides, validated before Ray starts.
+
+Hyperparameters (model, objective, train, score) reuse the library's dataclasses; where the run happens
+(`scaling`, `run`, `tracking`) has its own sections. Addresses are never required in a file: Ray reads
+`RAY_ADDRESS` and MLflow `MLFLOW_TRACKING_URI` when the config leaves them unset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vae import ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
+from vae.config import ConfigError, check_choice, check_fraction, check_number, check_positive, from_dict, require
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI."""
+
+    path: str = ""
+    numeric: tuple[str, ...] = ()
+    binary: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    condition_numeric: tuple[str, ...] = ()  # CVAE condition columns
+    condition_categorical: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # row identifiers, carried to outputs; also the split key when given
+    label: str | None = None  # 1 = anomaly; evaluation only, never a model input
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    missing: Literal["impute", "error"] = "impute"
+    materialize: bool = True  # keep encoded rows in Ray's object store across epochs (off: stream each epoch)
+
+    def __post_init__(self) -> None:
+        for name in ("numeric", "binary", "categorical", "condition_numeric", "condition_categorical", "key"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        require(isinstance(self.path, str) and self.path, self, "path", "set the Parquet file, directory or URI")
+        require(
+            bool(self.features), self, "numeric", "declare at least one feature column (numeric, binary or categorical)"
+        )
+        columns = [*self.features, *self.conditions, *self.key, *([self.label] if self.label else [])]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
+        check_fraction(self, "validation_fraction")
+        check_number(self, "split_seed", integer=True)
+        check_choice(self, "missing", ("impute", "error"))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return (*self.numeric, *self.binary, *self.categorical)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return (*self.condition_numeric, *self.condition_categorical)
+
+    @property
+    def split_key(self) -> tuple[str, ...]:
+        """Columns whose hash assigns a row to train or validation: the keys, else the features."""
+        return self.key or self.features
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """Ray Train workers. On a laptop each worker is a process; on a cluster, usually one per GPU."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # used only with use_gpu
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_workers", integer=True)
+        check_positive(self, "cpus_per_worker")
+        check_positive(self, "gpus_per_worker")
+
+    def resources_per_worker(self) -> dict[str, float]:
+        resources = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            resources["GPU"] = self.gpus_per_worker
+        return resources
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Identity and fault tolerance of a run. The same `name` and `storage_path` resume the run."""
+
+    name: str = "vae"
+    storage_path: str = "runs"  # relative paths resolve against the project directory; or a URI
+    max_failures: int = 2  # worker-group restarts from the last checkpoint
+    checkpoints_to_keep: int = 2  # the best by validation loss (the latest is always kept too)
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray started for the run
+    local_cpus: int = 4  # logical CPUs of a local Ray: more than workers use, so Ray Data can read
+
+    def __post_init__(self) -> None:
+        ok_name = isinstance(self.name, str) and self.name and "/" not in self.name
+        require(ok_name, self, "name", f"must be a non-empty name without '/', got {self.name!r}")
+        check_number(self, "max_failures", minimum=-1, integer=True)  # -1: retry forever
+        check_positive(self, "checkpoints_to_keep", integer=True)
+        check_positive(self, "local_cpus", integer=True)
+
+    def resolved_storage_path(self) -> str:
+        """An absolute path or a URI (Ray Train needs one or the other)."""
+        if "://" in self.storage_path:
+            return self.storage_path
+        path = Path(self.storage_path).expanduser()
+        return str(path if path.is_absolute() else PROJECT_DIR / path)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """MLflow: where runs go and what the trained model is registered as."""
+
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under mlruns/
+    experiment: str = "vae-anomaly"
+    model_name: str = "vae-anomaly"
+    alias: str = "challenger"
+
+    def __post_init__(self) -> None:
+        for name in ("experiment", "model_name", "alias"):
+            value = getattr(self, name)
+            require(isinstance(value, str) and value, self, name, f"must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainPipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        conv = self.model.network == "conv"
+        require(not conv, self.model, "network", "the Parquet training pipeline reads feature columns; use 'mlp'")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPipelineConfig) -> Any:
+    """Read a YAML config, apply overrides and validate everything; raises ConfigError naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from err
+    return from_dict(cls, apply_overrides(data, list(overrides)))

@@ -1,0 +1,170 @@
+"""Reading Parquet rows with Ray Data: schema checks, a deterministic split, fitted preprocessing, encoding.
+
+The schema and row count are checked with pyarrow (metadata only) before Ray starts; statistics are
+Ray Data aggregations over the training split, never a copy of the data on the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import ray.data
+from ray.data.aggregate import Count, Mean, Std, Unique
+
+from vae import Preprocessor
+
+from .config import DataConfig
+
+SPLIT_BUCKETS = 1_000_000
+
+
+class DataError(ValueError):
+    """The input data cannot be used; the message names the path or the columns."""
+
+
+def open_parquet(path: str) -> pads.Dataset:
+    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI."""
+    try:
+        filesystem, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+        info = filesystem.get_file_info(where)
+        if info.type == pafs.FileType.NotFound:
+            raise DataError(f"data path {path} does not exist")
+        return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
+    except DataError:
+        raise
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    )
+
+
+def check_parquet(config: DataConfig, required: tuple[str, ...] | None = None) -> int:
+    """Check that the declared columns exist with usable types; returns the row count (from metadata).
+
+    Raises DataError naming the missing or mistyped columns, or an empty input.
+    """
+    dataset = open_parquet(config.path)
+    schema = dataset.schema
+    required = required if required is not None else (*config.features, *config.conditions, *config.key)
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise DataError(f"{config.path}: missing column(s) {missing}; it has {schema.names}")
+    numeric = (*config.numeric, *config.binary, *config.condition_numeric)
+    mistyped = {c: str(schema.field(c).type) for c in numeric if not _is_numeric(schema.field(c).type)}
+    if mistyped:
+        raise DataError(f"{config.path}: numeric feature column(s) hold non-numeric values: {mistyped}")
+    try:
+        rows = dataset.count_rows()
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"cannot read Parquet at {config.path}: {str(err).splitlines()[0]}") from err
+    if rows == 0:
+        raise DataError(f"{config.path}: no rows to train on")
+    return rows
+
+
+def read_rows(config: DataConfig) -> ray.data.Dataset:
+    """The declared columns (features, conditions, keys, label) as a lazy Ray dataset."""
+    columns = [*config.features, *config.conditions, *config.key, *([config.label] if config.label else [])]
+    return ray.data.read_parquet(config.path, columns=columns)
+
+
+def split_bucket(batch: pd.DataFrame, key: tuple[str, ...], seed: int) -> np.ndarray:
+    """A stable per-row bucket in [0, SPLIT_BUCKETS) from the key columns' values: (N,)."""
+    salt = hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+    hashes = pd.util.hash_pandas_object(batch[list(key)], index=False, hash_key=salt).to_numpy()
+    return (hashes % SPLIT_BUCKETS).astype(np.int64)
+
+
+def split_rows(ds: ray.data.Dataset, config: DataConfig) -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """(train, validation): each row goes by the hash of its split key, the same on every run and block layout."""
+    cut = int(config.validation_fraction * SPLIT_BUCKETS)
+
+    def keep(batch: pd.DataFrame, validation: bool) -> pd.DataFrame:
+        in_validation = split_bucket(batch, config.split_key, config.split_seed) < cut
+        return batch[in_validation == validation]
+
+    train = ds.map_batches(keep, fn_kwargs={"validation": False}, batch_format="pandas")
+    validation = ds.map_batches(keep, fn_kwargs={"validation": True}, batch_format="pandas")
+    return train, validation
+
+
+def _as_statistics_input(batch: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Non-finite numbers become nulls (which the aggregations skip); categories become strings."""
+    out = pd.DataFrame(index=batch.index)
+    for column in numeric:
+        values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
+        out[column] = values.where(np.isfinite(values))
+    for column in categorical:
+        labels = batch[column].astype(object)
+        out[column] = labels.where(labels.notna(), None).map(lambda v: v if v is None else str(v))
+    return out
+
+
+def fit_preprocessor(
+    train: ray.data.Dataset,
+    numeric: tuple[str, ...],
+    binary: tuple[str, ...],
+    categorical: tuple[str, ...],
+    missing: str,
+) -> Preprocessor:
+    """A Preprocessor fitted with one pass of Ray Data aggregations over the training rows.
+
+    Raises DataError for a column with no finite value or a binary column with values other than 0/1.
+    """
+    pre = Preprocessor(numeric, binary, categorical, missing)
+    moment_columns = [*numeric, *binary]
+    stats_input = train.map_batches(
+        _as_statistics_input,
+        fn_kwargs={"numeric": moment_columns, "categorical": list(categorical)},
+        batch_format="pandas",
+    )
+    aggregations = [Count(on=c, ignore_nulls=True) for c in moment_columns]
+    aggregations += [Mean(on=c, ignore_nulls=True) for c in moment_columns]
+    aggregations += [Std(on=c, ddof=0, ignore_nulls=True) for c in moment_columns]
+    aggregations += [Unique(on=c, ignore_nulls=True) for c in [*binary, *categorical]]
+    result: dict[str, Any] = stats_input.aggregate(*aggregations)
+    moments = {c: (result[f"count({c})"], result[f"mean({c})"], result[f"std({c})"]) for c in moment_columns}
+    empty = [c for c, (count, _, _) in moments.items() if not count]
+    if empty:
+        raise DataError(f"column(s) {empty} have no finite value in the training rows")
+    for column in binary:
+        other = sorted(set(result[f"unique({column})"]) - {0.0, 1.0})
+        if other:
+            raise DataError(f"binary column {column!r} has values other than 0/1, e.g. {other[:3]}")
+    categories = {c: result[f"unique({c})"] for c in categorical}
+    return pre.fit_statistics(moments, categories)
+
+
+class EncodeRows:
+    """Ray Data batch function: raw columns -> {"x": (N, D) float32[, "c": (N, K) float32]}."""
+
+    def __init__(self, features: Preprocessor, condition: Preprocessor | None = None) -> None:
+        self.features = features
+        self.condition = condition
+
+    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        encoded = {"x": self.features.transform(batch)}
+        if self.condition is not None:
+            encoded["c"] = self.condition.transform(batch)
+        return encoded
+
+
+def encode_rows(
+    ds: ray.data.Dataset, features: Preprocessor, condition: Preprocessor | None, materialize: bool
+) -> ray.data.Dataset:
+    """The model inputs of `ds`; materialized in the object store (read once, iterated every epoch) if asked."""
+    encoded = ds.map_batches(EncodeRows(features, condition), batch_format="pandas")
+    return encoded.materialize() if materialize else encoded

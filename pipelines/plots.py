@@ -1,0 +1,63 @@
+"""Figures logged with each run (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def loss_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
+    """One line per metric name: history maps name -> [(epoch, value), ...]."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in sorted(history.items()):
+        if points:
+            epochs, values = zip(*sorted(points), strict=True)
+            ax.plot(epochs, values, marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats per row)")
+    ax.set_title("training and validation loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(scores: np.ndarray, threshold: float, title: str = "validation anomaly scores") -> Figure:
+    """Histogram of scores (N,) with the threshold marked; log-scaled x when scores span decades."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(scores, bins=60, color="tab:blue", alpha=0.8)
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("rows")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def latent_projection(means: np.ndarray, labels: np.ndarray | None = None) -> Figure:
+    """The first two principal components of posterior means (N, L), coloured by label when given."""
+    centred = means - means.mean(0)
+    if centred.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        points = centred @ vt[:2].T
+    else:
+        points = np.column_stack([centred[:, 0], np.zeros(len(centred))])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
+    else:
+        for value, colour in ((0, "tab:blue"), (1, "tab:red")):
+            mask = labels == value
+            ax.scatter(points[mask, 0], points[mask, 1], s=4 if value == 0 else 12, c=colour, alpha=0.6,
+                       label="anomaly" if value else "normal")  # fmt: skip
+        ax.legend()
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("posterior means (validation sample)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,217 @@
+"""The one module that talks to MLflow: runs, metrics, figures, the logged model and the registry.
+
+The tracking URI is always explicit (config, else MLFLOW_TRACKING_URI, else a SQLite store under
+`<project>/mlruns/`), and it travels to Ray workers as a value, never through a worker's cwd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from vae import Detector, load_detector, save_detector
+
+from .config import PROJECT_DIR, TrackingSettings
+
+LOCAL_STORE = PROJECT_DIR / "mlruns"
+RUN_NAME_TAG = "vae.run_name"
+MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
+
+
+@contextlib.contextmanager
+def _scoped_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+class TrackingError(RuntimeError):
+    """MLflow is unreachable or refused a request; the message says which and where."""
+
+
+def resolve_tracking_uri(settings: TrackingSettings) -> str:
+    """The config's URI, else MLFLOW_TRACKING_URI, else the project's local SQLite store."""
+    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    LOCAL_STORE.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{LOCAL_STORE / 'mlflow.db'}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """Artifacts of the default local store live beside it (not in whatever cwd a process has)."""
+    return (LOCAL_STORE / "artifacts").as_uri() if uri.startswith(f"sqlite:///{LOCAL_STORE}") else None
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"section.key": "value"} for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class EpochLogger:
+    """Logs one epoch's metrics to a run in a single request (used by rank 0 on a Ray worker)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    version: str
+    alias: str
+    model_uri: str  # models:/NAME/VERSION
+
+
+class Tracker:
+    """A training run's MLflow side: found again by run name, so a resumed run keeps logging to it."""
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.settings = settings
+        self.uri = resolve_tracking_uri(settings)
+        self.client = MlflowClient(self.uri)
+        self.run_id: str | None = None
+
+    def _experiment_id(self) -> str:
+        try:
+            experiment = self.client.get_experiment_by_name(self.settings.experiment)
+            if experiment is not None:
+                return experiment.experiment_id
+            return self.client.create_experiment(self.settings.experiment, _local_artifact_root(self.uri))
+        except MlflowException as err:
+            raise TrackingError(f"MLflow at {self.uri} refused the experiment: {err.message.splitlines()[0]}") from err
+        except Exception as err:  # connection errors surface as several exception types
+            raise TrackingError(f"MLflow at {self.uri} is unreachable: {str(err).splitlines()[0]}") from err
+
+    def start(self, run_name: str, params: Mapping[str, str]) -> tuple[str, bool]:
+        """Open the run named `run_name` (resuming an existing one); returns (run_id, resumed).
+
+        Params already on a resumed run keep their first value; new ones are added.
+        """
+        experiment_id = self._experiment_id()
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )  # fmt: skip
+        if found:
+            run = found[0]
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name})
+        self.run_id = run.info.run_id
+        new = {k: v for k, v in params.items() if k not in run.data.params}
+        items = [Param(k, v[:6000]) for k, v in new.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        return self.run_id, bool(found)
+
+    def end(self, ok: bool) -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def metric_history(self, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """name -> [(step, value)], the last value per step (a resumed epoch replaces its first try)."""
+        history = {}
+        for name in names:
+            latest: dict[int, tuple[int, float]] = {}
+            for m in self.client.get_metric_history(self.run_id, name):
+                if m.step not in latest or m.timestamp >= latest[m.step][0]:
+                    latest[m.step] = (m.timestamp, m.value)
+            history[name] = sorted((step, value) for step, (_, value) in latest.items())
+        return history
+
+    def log_figure(self, figure: Figure, path: str) -> None:
+        self.client.log_figure(self.run_id, figure, path)
+        plt.close(figure)
+
+    @contextlib.contextmanager
+    def _active_run(self) -> Iterator[None]:
+        """MLflow's model logging works on the fluent API's active run: scope it to this block."""
+        with _scoped_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+            yield
+
+    def log_and_register(
+        self, detector: Detector, signature: ModelSignature, tags: Mapping[str, Any]
+    ) -> RegisteredModel:
+        """Log the detector as a pyfunc model (code + plain-file artifacts), register a version, set the alias."""
+        name, alias = self.settings.model_name, self.settings.alias
+        with tempfile.TemporaryDirectory() as tmp, self._active_run():
+            directory = save_detector(detector, Path(tmp) / "detector")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(MODEL_CODE),
+                artifacts={"detector": str(directory)},
+                signature=signature,
+                pip_requirements=_requirements(),
+            )
+            version = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+        self.client.set_registered_model_alias(name, alias, version.version)
+        self.client.set_tag(self.run_id, "vae.registered_version", f"{name}/{version.version}")
+        return RegisteredModel(name, version.version, alias, f"models:/{name}/{version.version}")
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "numpy", "pandas", "mlflow")] + [
+        f"vae-anomaly=={version('vae-anomaly')}"
+    ]
+
+
+def input_signature(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> ModelSignature:
+    """Raw input columns (numeric as double, categorical as string) -> anomaly_score, is_anomaly."""
+    inputs = [ColSpec("double", c) for c in numeric] + [ColSpec("string", c) for c in categorical]
+    outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:
+    """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`)."""
+    uri = tracking_uri or resolve_tracking_uri(TrackingSettings())
+    with tempfile.TemporaryDirectory() as tmp, _scoped_uri(uri):
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        except MlflowException as err:
+            raise TrackingError(f"cannot load {model_uri} from {uri}: {err.message.splitlines()[0]}") from err
+        return load_detector(Path(local) / "artifacts" / "detector")

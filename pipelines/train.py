@@ -1,0 +1,200 @@
+"""`python -m pipelines train --config pipelines/configs/train.yaml key.sub=value ...`
+
+The recipe: validate config and data -> start (or join) Ray -> split and fit preprocessing with Ray Data ->
+Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the model and its version to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.data
+import torch
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from vae import DataLayout, Detector, load_detector, to_dict
+
+from . import plots
+from .config import CONFIG_DIR, RunSettings, TrainPipelineConfig, load_config
+from .data import check_parquet, encode_rows, fit_preprocessor, read_rows, split_rows
+from .scoring import score_dataset
+from .tracking import RegisteredModel, Tracker, flatten, input_signature
+from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+
+REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
+LATENT_SAMPLE = 2_000  # validation rows drawn for the latent-space plot
+LOSS_METRICS = ["train_loss", "val_loss"]
+
+
+@dataclass
+class TrainOutcome:
+    registered: RegisteredModel
+    tracking_uri: str
+    run_id: str
+    threshold: float
+    best_val_loss: float
+    last_epoch: int
+
+
+def quiet_ray_data() -> None:
+    """Epoch lines are the progress report: no per-operator progress bars or execution banners."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def ray_session(settings: RunSettings) -> Iterator[None]:
+    """Join RAY_ADDRESS / run.ray_address, or start a local Ray with `local_cpus` logical CPUs."""
+    quiet_ray_data()
+    if ray.is_initialized():
+        yield
+        return
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=settings.local_cpus, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _reference_statistics(scores: np.ndarray) -> dict[str, object]:
+    return {
+        "rows": int(scores.size),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "quantiles": np.quantile(scores, np.linspace(0, 1, 101)).tolist(),
+    }
+
+
+def _latent_means(detector: Detector, sample: pd.DataFrame) -> np.ndarray:
+    x, c = detector.encode(sample)
+    with torch.no_grad():
+        c_t = None if c is None else torch.as_tensor(c)
+        return detector.model.encode(torch.as_tensor(x), c_t).mu.numpy()
+
+
+def run(config: TrainPipelineConfig) -> TrainOutcome:
+    """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
+    data = config.data
+    rows = check_parquet(data)
+    tracker = Tracker(config.tracking)
+    run_id, resumed = tracker.start(config.run.name, flatten(to_dict(config)))
+    ok = False
+    try:
+        print(f"{'resuming' if resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
+              f"MLflow {tracker.uri} (run {run_id})", flush=True)  # fmt: skip
+        with ray_session(config.run):
+            outcome = _train_and_register(config, tracker)
+        ok = True
+        return outcome
+    finally:
+        tracker.end(ok)
+
+
+def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
+    data = config.data
+    train_rows, val_rows = split_rows(read_rows(data), data)
+    features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
+    condition = None
+    if data.conditions:
+        condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
+    condition_dim = 0 if condition is None else sum(b.width for b in condition.layout_blocks())
+    layout = DataLayout(features.layout_blocks(), condition_dim=condition_dim)
+
+    spec = LoopSpec(
+        model=to_dict(config.model), layout=to_dict(layout), objective=to_dict(config.objective),
+        train=to_dict(config.train), score=to_dict(config.score), preprocessor=features.to_dict(),
+        condition=None if condition is None else condition.to_dict(), tracking_uri=tracker.uri, run_id=tracker.run_id,
+    )  # fmt: skip
+    scaling = config.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=dataclasses.asdict(spec),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker=scaling.resources_per_worker(),
+        ),
+        run_config=RunConfig(
+            name=config.run.name,
+            storage_path=config.run.resolved_storage_path(),
+            failure_config=FailureConfig(max_failures=config.run.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
+            ),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={"train": encode_rows(train_rows, features, condition, data.materialize),
+                  "validation": encode_rows(val_rows, features, condition, data.materialize)},
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = trainer.fit()
+    print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
+    best = result.get_best_checkpoint("val_loss", "min")
+    if best is None:
+        raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
+    best_val_loss = min(m["val_loss"] for _, m in result.best_checkpoints)
+    with best.as_directory() as directory:
+        detector = load_detector(os.path.join(directory, DETECTOR_DIR))
+    detector.score_config = config.score
+
+    val_scores = score_dataset(val_rows, detector)["anomaly_score"].to_numpy()
+    threshold = detector.calibrate(val_scores)
+    reference = score_dataset(train_rows.limit(REFERENCE_SAMPLE), detector)["anomaly_score"].to_numpy()
+    detector.metadata = {
+        "run_name": config.run.name,
+        "mlflow_run_id": tracker.run_id,
+        "key_columns": list(data.key),
+        "score_reference": _reference_statistics(reference),
+    }
+    last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
+    tracker.log_metrics({"best_val_loss": best_val_loss, "threshold": threshold,
+                         "val_score_p50": float(np.median(val_scores))}, step=last_epoch)  # fmt: skip
+
+    tracker.log_figure(plots.loss_curves(tracker.metric_history(LOSS_METRICS)), "plots/loss_curves.png")
+    tracker.log_figure(plots.score_histogram(val_scores, threshold), "plots/validation_scores.png")
+    sample = val_rows.limit(LATENT_SAMPLE).to_pandas()
+    labels = sample[data.label].to_numpy() if data.label else None
+    tracker.log_figure(plots.latent_projection(_latent_means(detector, sample), labels), "plots/latent_means.png")
+
+    signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
+                                (*data.categorical, *data.condition_categorical))  # fmt: skip
+    registered = tracker.log_and_register(
+        detector, signature, {"run_name": config.run.name, "val_loss": best_val_loss, "threshold": threshold}
+    )
+    return TrainOutcome(registered, tracker.uri, tracker.run_id, threshold, best_val_loss, last_epoch)
+
+
+def report(outcome: TrainOutcome) -> None:
+    r = outcome.registered
+    print(f"\nregistered {r.name} version {r.version} with alias @{r.alias}  ({r.model_uri})")
+    print(f"best validation loss {outcome.best_val_loss:.4f}; threshold {outcome.threshold:.4f}; "
+          f"epochs run {outcome.last_epoch}")  # fmt: skip
+    print(f"MLflow: {outcome.tracking_uri}  run {outcome.run_id}  (browse with `make mlflow-ui`)")
+
+
+def main(argv: list[str] | None = None) -> TrainOutcome:
+    parser = argparse.ArgumentParser(prog="vae-anomaly train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / "train.yaml"), help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=5")
+    args = parser.parse_args(argv)
+    outcome = run(load_config(args.config, args.overrides))
+    report(outcome)
+    return outcome

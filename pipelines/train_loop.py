@@ -1,0 +1,175 @@
+"""The Ray Train worker loop: DDP over Ray Data shards, per-epoch validation, checkpoints, resume.
+
+Every rank trains on its shard and reports each epoch; rank 0 attaches the checkpoint (a saved
+Detector plus the optimiser state) and logs the epoch to MLflow, so metrics appear once per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from vae import (
+    VAE,
+    DataLayout,
+    Detector,
+    EarlyStopping,
+    EpochStats,
+    ModelConfig,
+    ObjectiveConfig,
+    Preprocessor,
+    ScoreConfig,
+    TrainConfig,
+    evaluate,
+    from_dict,
+    load_detector,
+    save_detector,
+    train_epoch,
+)
+
+from .tracking import EpochLogger
+
+DETECTOR_DIR = "detector"
+STATE_FILE = "train_state.pt"
+SHUFFLE_BUFFER = 4096
+
+
+@dataclass
+class LoopSpec:
+    """What every worker needs, as plain data (it crosses process boundaries)."""
+
+    model: dict[str, Any]
+    layout: dict[str, Any]
+    objective: dict[str, Any]
+    train: dict[str, Any]
+    score: dict[str, Any]
+    preprocessor: dict[str, Any]
+    condition: dict[str, Any] | None
+    tracking_uri: str
+    run_id: str
+
+
+def _global(stats: EpochStats, device: torch.device) -> EpochStats:
+    """Row-weighted means over all ranks (the slowest rank's time): every rank gets the same numbers."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return stats
+    sums = torch.tensor(
+        [stats.loss * stats.rows, stats.recon * stats.rows, stats.kl * stats.rows, stats.rows], device=device,
+        dtype=torch.float64,
+    )  # fmt: skip
+    seconds = torch.tensor([stats.seconds], device=device, dtype=torch.float64)
+    dist.all_reduce(sums)
+    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    rows = max(int(sums[3].item()), 1)
+    return EpochStats(sums[0].item() / rows, sums[1].item() / rows, sums[2].item() / rows, int(sums[3].item()),
+                      seconds.item(), stats.step)  # fmt: skip
+
+
+def _save_checkpoint(directory: Path, detector: Detector, optimizer, epoch: int, step: int, stopper) -> None:
+    save_detector(detector, directory / DETECTOR_DIR)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best": stopper.best,
+        "best_epoch": stopper.best_epoch,
+        "bad_epochs": stopper.bad_epochs,
+    }
+    torch.save(state, directory / STATE_FILE)
+
+
+def _progress(line: str) -> None:
+    """One line to the driver's console (Ray Train's patched print would log it twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point; returns (on rank 0) how the run went."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no per-report INFO lines from every rank
+    spec = LoopSpec(**spec_dict)
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    train_cfg: TrainConfig = from_dict(TrainConfig, spec.train)
+    objective: ObjectiveConfig = from_dict(ObjectiveConfig, spec.objective)
+    torch.manual_seed(train_cfg.seed)
+
+    model = VAE(from_dict(ModelConfig, spec.model), from_dict(DataLayout, spec.layout))
+    optimizer_state, start_epoch, step = None, 0, 0
+    stopper = EarlyStopping(train_cfg.patience, train_cfg.min_delta)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            model.load_state_dict(load_detector(Path(directory) / DETECTOR_DIR).model.state_dict())
+            state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+        optimizer_state, start_epoch, step = state["optimizer"], state["epoch"] + 1, state["step"]
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        if rank == 0:
+            _progress(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
+
+    module = model  # the plain VAE, for checkpoints; `model` becomes the DDP wrapper
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+
+    detector = Detector(
+        module,
+        Preprocessor.from_dict(spec.preprocessor),
+        from_dict(ScoreConfig, spec.score),
+        condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
+    )
+    logger = EpochLogger(spec.tracking_uri, spec.run_id) if rank == 0 else None
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    amp = train_cfg.mixed_precision
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, train_cfg.epochs):
+        if stopper.should_stop:
+            break
+        batches = train_shard.iter_torch_batches(
+            batch_size=train_cfg.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER,
+            local_shuffle_seed=train_cfg.seed + epoch,
+        )  # fmt: skip
+        train = _global(
+            train_epoch(model, batches, optimizer, objective, device=device, step=step, grad_clip=train_cfg.grad_clip,
+                        mixed_precision=amp),
+            device,
+        )  # fmt: skip
+        step = train.step
+        val = _global(
+            evaluate(model, val_shard.iter_torch_batches(batch_size=train_cfg.batch_size), objective, device=device,
+                     mixed_precision=amp),
+            device,
+        )  # fmt: skip
+        stopper.update(val.loss, epoch)
+        metrics = {
+            "epoch": epoch + 1, "train_loss": train.loss, "train_recon": train.recon, "train_kl": train.kl,
+            "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
+        }  # fmt: skip
+        if rank == 0:
+            _progress(
+                f"epoch {epoch + 1:3d}/{train_cfg.epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, "
+                f"kl {train.kl:7.4f})  val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
+            )
+            logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_checkpoint(Path(tmp), detector, optimizer, epoch, step, stopper)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+    if rank == 0:
+        if stopper.should_stop:
+            _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
+        return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
+    return None

@@ -1,0 +1,57 @@
+"""Bad input to `vae-anomaly train`: one line on stderr naming the problem, a non-zero exit, nothing registered."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.config import CONFIG_DIR
+from tests.integration.conftest import train_overrides
+
+
+@pytest.fixture
+def frame(thyroid_dir) -> pd.DataFrame:
+    return pd.read_parquet(thyroid_dir / "train")
+
+
+def _train(tmp_path, mlflow_server, path, *extra) -> subprocess.CompletedProcess:
+    args = train_overrides(path, tmp_path, mlflow_server, "bad-input", epochs=1)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", "train", "--config", str(CONFIG_DIR / "train.yaml"), *args, *extra],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _write(tmp_path, frame: pd.DataFrame) -> str:
+    path = tmp_path / "rows.parquet"
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def _variants(frame: pd.DataFrame, tmp_path):
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not a parquet file")
+    yield "missing path", str(tmp_path / "nowhere"), (), "does not exist"
+    yield "missing column", _write(tmp_path, frame.drop(columns=["TSH"])), (), "missing column(s) ['TSH']"
+    yield ("non-numeric feature", _write(tmp_path, frame.assign(TSH=frame.TSH.astype(str))), (),
+           "numeric feature column(s) hold non-numeric values: {'TSH'")  # fmt: skip
+    yield "empty dataset", _write(tmp_path, frame.iloc[:0]), (), "no rows to train on"
+    yield "corrupt file", str(corrupt), (), "cannot read Parquet at"
+    yield "impossible config", str(tmp_path), ("model.latent_dim=0",), "ModelConfig.latent_dim: must be an integer > 0"
+    yield "unknown key", str(tmp_path), ("model.latent_size=4",), "unknown key(s) ['latent_size']"
+    yield "all-NaN column", _write(tmp_path, frame.assign(TSH=np.nan)), (), "['TSH'] have no finite value"
+
+
+@pytest.mark.timeout(900)
+def test_each_bad_input_exits_non_zero_with_one_line_naming_the_problem(frame, tmp_path, mlflow_server):
+    for case, path, extra, message in _variants(frame, tmp_path):
+        done = _train(tmp_path, mlflow_server, path, *extra)
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        assert done.returncode != 0, case
+        assert last.startswith("vae-anomaly train:") and message in last, (case, last)
+    assert MlflowClient(mlflow_server).search_registered_models("name = 'bad-input'") == []

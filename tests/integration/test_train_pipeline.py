@@ -1,0 +1,105 @@
+"""Ray Train + MLflow end to end: real local Ray, real `mlflow server`, real Parquet, the bundled real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import train
+from pipelines.config import CONFIG_DIR, load_config
+from tests.integration.conftest import train_overrides
+
+CONFIG = CONFIG_DIR / "train.yaml"
+
+
+def _run(overrides: list[str]) -> train.TrainOutcome:
+    return train.run(load_config(CONFIG, overrides))
+
+
+def _epoch_steps(client: MlflowClient, run_id: str, metric: str = "val_loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
+    local_ray, mlflow_server, thyroid_dir, tmp_path
+):
+    outcome = _run(train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "two-workers", epochs=4))
+    client = MlflowClient(mlflow_server)
+    assert _epoch_steps(client, outcome.run_id) == [1, 2, 3, 4]  # rank 0 only: one value per epoch
+    for metric in ("train_loss", "train_recon", "train_kl", "val_loss", "rows_per_s"):
+        assert len(client.get_metric_history(outcome.run_id, metric)) == 4, metric
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["scaling.num_workers"] == "2" and run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
+    assert artifacts == {"plots/loss_curves.png", "plots/validation_scores.png", "plots/latent_means.png"}
+    version = client.get_model_version_by_alias("two-workers", "challenger")
+    assert version.version == outcome.registered.version and version.run_id == outcome.run_id
+
+    code = f"""
+import json, sys, mlflow, pandas as pd
+from pipelines.tracking import load_registered_detector
+rows = pd.read_parquet({str(thyroid_dir / "test.parquet")!r})
+detector = load_registered_detector("models:/two-workers@challenger", {mlflow_server!r})
+scores, contributions = detector.score(rows)
+mlflow.set_tracking_uri({mlflow_server!r})
+pyfunc = mlflow.pyfunc.load_model("models:/two-workers@challenger")
+out = pyfunc.predict(rows[{list(load_config(CONFIG).data.numeric)!r}])
+print(json.dumps({{"n": len(scores), "threshold": detector.threshold, "flagged": int(out.is_anomaly.sum()),
+  "same": bool((abs(out.anomaly_score.to_numpy() - scores) < 1e-5).all()),
+  "anomaly_median": float(pd.Series(scores)[rows.label.to_numpy() == 1].median()),
+  "normal_median": float(pd.Series(scores)[rows.label.to_numpy() == 0].median())}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["n"] == 1933 and result["same"]
+    assert result["threshold"] == pytest.approx(outcome.threshold)
+    assert result["anomaly_median"] > result["normal_median"]
+
+
+@pytest.mark.timeout(600)
+def test_the_same_run_name_resumes_instead_of_starting_over(local_ray, mlflow_server, thyroid_dir, tmp_path, capfd):
+    base = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "resume", epochs=2)
+    first = _run(base)
+    second = _run([*base, "train.epochs=4"])
+    assert second.run_id == first.run_id and second.last_epoch == 4
+    assert "resuming from the checkpoint of epoch 2" in capfd.readouterr().out
+    assert _epoch_steps(MlflowClient(mlflow_server), first.run_id) == [1, 2, 3, 4]  # epochs 1-2 not trained again
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_server, thyroid_dir, tmp_path):
+    from ray.util.state import list_actors
+
+    epochs = 12
+    overrides = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "worker-kill", epochs=epochs)
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=_run(overrides)), daemon=True)
+    thread.start()
+
+    client = MlflowClient(mlflow_server)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline and thread.is_alive():
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string="tags.`vae.run_name` = 'worker-kill'")  # fmt: skip
+        if runs and len(_epoch_steps(client, runs[0].info.run_id)) >= 3:
+            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            victim = workers[-1].pid
+            os.kill(victim, signal.SIGKILL)  # a real worker process dies mid-training
+        time.sleep(0.2)
+    assert victim is not None, "training never reached epoch 3"
+    thread.join(timeout=400)
+    result = outcome["result"]
+    assert result.last_epoch == epochs
+    assert sorted(set(_epoch_steps(client, result.run_id))) == list(range(1, epochs + 1))
+    dead = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])
+    assert victim in {a.pid for a in dead}
