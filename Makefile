@@ -29,7 +29,7 @@ install: $(STAMP) ## Create .venv and install torch (CPU wheel) and the project 
 test: $(STAMP) ## Run the test suite (unit + integration)
 	$(PY) -m pytest -m "not benchmark"
 
-demo: $(STAMP) ## Train on the bundled thyroid data, print held-out AUROC and the top anomalies
+demo: $(STAMP) ## Whole pipeline on the bundled thyroid data: Parquet -> Ray Train -> MLflow registry -> scores + AUROC
 	$(PY) -m pipelines demo
 
 $(THYROID): $(STAMP)

@@ -6,6 +6,7 @@ Bad input (config, data, tracking) ends with one line on stderr naming the probl
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from vae import ConfigError
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is enough
     from .data import DataError
     from .tracking import TrackingError
 

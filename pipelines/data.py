@@ -149,22 +149,26 @@ def fit_preprocessor(
 
 
 class EncodeRows:
-    """Ray Data batch function: raw columns -> {"x": (N, D) float32[, "c": (N, K) float32]}."""
+    """Ray Data batch function: raw columns -> {"x": (N, D) float32[, "c": (N, K)][, "label": (N,)]}."""
 
-    def __init__(self, features: Preprocessor, condition: Preprocessor | None = None) -> None:
+    def __init__(self, features: Preprocessor, condition: Preprocessor | None, label: str | None) -> None:
         self.features = features
         self.condition = condition
+        self.label = label
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         encoded = {"x": self.features.transform(batch)}
         if self.condition is not None:
             encoded["c"] = self.condition.transform(batch)
+        if self.label is not None:
+            encoded["label"] = batch[self.label].to_numpy()
         return encoded
 
 
 def encode_rows(
-    ds: ray.data.Dataset, features: Preprocessor, condition: Preprocessor | None, materialize: bool
+    ds: ray.data.Dataset, config: DataConfig, features: Preprocessor, condition: Preprocessor | None
 ) -> ray.data.Dataset:
-    """The model inputs of `ds`; materialized in the object store (read once, iterated every epoch) if asked."""
-    encoded = ds.map_batches(EncodeRows(features, condition), batch_format="pandas")
-    return encoded.materialize() if materialize else encoded
+    """The model inputs of `ds` (and the label, for plots and evaluation); materialized in the object store
+    (read once, iterated every epoch) when `config.materialize` is set."""
+    encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
+    return encoded.materialize() if config.materialize else encoded

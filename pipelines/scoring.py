@@ -1,30 +1,38 @@
-"""Scoring Ray datasets with a Detector: one model per actor, batches of raw rows in, scores out."""
+"""Scoring encoded Ray datasets with a Detector on the driver (validation and reference scores after training)."""
 
 from __future__ import annotations
 
-import pandas as pd
+from dataclasses import dataclass
+
+import numpy as np
 import ray.data
+import torch
 
-from vae import Detector
+from vae import Detector, score_array
 
-SCORE_BATCH = 4096
-
-
-class ScoreRows:
-    """Ray Data callable class: adds `anomaly_score` to a pandas batch of raw rows."""
-
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        scores, _ = self.detector.score(batch, batch_size=SCORE_BATCH)
-        return batch.assign(anomaly_score=scores)
+BATCH_ROWS = 4096
 
 
-def score_dataset(ds: ray.data.Dataset, detector: Detector, concurrency: int = 1) -> pd.DataFrame:
-    """The `anomaly_score` column of every row of `ds`, collected on the driver (scores only): (N, 1)."""
-    scored = ds.map_batches(
-        ScoreRows, fn_constructor_kwargs={"detector": detector}, batch_format="pandas", batch_size=SCORE_BATCH,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-    )  # fmt: skip
-    return scored.select_columns(["anomaly_score"]).to_pandas()
+@dataclass
+class EncodedScores:
+    scores: np.ndarray  # (N,)
+    latent_means: np.ndarray  # (N, L) posterior means
+    labels: np.ndarray | None  # (N,) when the dataset carries a label column
+
+
+def score_encoded(detector: Detector, ds: ray.data.Dataset) -> EncodedScores:
+    """Scores and posterior means of every row of an encoded dataset ({"x", ["c"], ["label"]} columns).
+
+    The rows stream to the caller in batches: use it on validation data and samples, not on a whole table.
+    """
+    model = detector.model.eval()
+    scores, means, labels = [], [], []
+    for batch in ds.iter_batches(batch_size=BATCH_ROWS, batch_format="numpy"):
+        x, c = batch["x"], batch.get("c")
+        scores.append(score_array(model, x, c, detector.score_config, batch_size=BATCH_ROWS)[0])
+        with torch.no_grad():
+            c_t = None if c is None else torch.as_tensor(c, dtype=torch.float32)
+            means.append(model.encode(torch.as_tensor(x, dtype=torch.float32), c_t).mu.numpy())
+        if "label" in batch:
+            labels.append(batch["label"])
+    return EncodedScores(np.concatenate(scores), np.concatenate(means), np.concatenate(labels) if labels else None)

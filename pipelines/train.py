@@ -16,24 +16,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import ray
 import ray.data
-import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from vae import DataLayout, Detector, load_detector, to_dict
+from vae import DataLayout, load_detector, to_dict
 
 from . import plots
 from .config import CONFIG_DIR, RunSettings, TrainPipelineConfig, load_config
 from .data import check_parquet, encode_rows, fit_preprocessor, read_rows, split_rows
-from .scoring import score_dataset
+from .scoring import score_encoded
 from .tracking import RegisteredModel, Tracker, flatten, input_signature
 from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
 
 REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
-LATENT_SAMPLE = 2_000  # validation rows drawn for the latent-space plot
+LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
 LOSS_METRICS = ["train_loss", "val_loss"]
 
 
@@ -83,13 +81,6 @@ def _reference_statistics(scores: np.ndarray) -> dict[str, object]:
     }
 
 
-def _latent_means(detector: Detector, sample: pd.DataFrame) -> np.ndarray:
-    x, c = detector.encode(sample)
-    with torch.no_grad():
-        c_t = None if c is None else torch.as_tensor(c)
-        return detector.model.encode(torch.as_tensor(x), c_t).mu.numpy()
-
-
 def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
@@ -118,6 +109,8 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     condition_dim = 0 if condition is None else sum(b.width for b in condition.layout_blocks())
     layout = DataLayout(features.layout_blocks(), condition_dim=condition_dim)
 
+    train_encoded = encode_rows(train_rows, data, features, condition)
+    val_encoded = encode_rows(val_rows, data, features, condition)
     spec = LoopSpec(
         model=to_dict(config.model), layout=to_dict(layout), objective=to_dict(config.objective),
         train=to_dict(config.train), score=to_dict(config.score), preprocessor=features.to_dict(),
@@ -141,8 +134,7 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
             ),
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": encode_rows(train_rows, features, condition, data.materialize),
-                  "validation": encode_rows(val_rows, features, condition, data.materialize)},
+        datasets={"train": train_encoded, "validation": val_encoded},
     )  # fmt: skip
     started = time.perf_counter()
     result = trainer.fit()
@@ -155,9 +147,9 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
         detector = load_detector(os.path.join(directory, DETECTOR_DIR))
     detector.score_config = config.score
 
-    val_scores = score_dataset(val_rows, detector)["anomaly_score"].to_numpy()
-    threshold = detector.calibrate(val_scores)
-    reference = score_dataset(train_rows.limit(REFERENCE_SAMPLE), detector)["anomaly_score"].to_numpy()
+    validation = score_encoded(detector, val_encoded)
+    threshold = detector.calibrate(validation.scores)
+    reference = score_encoded(detector, train_encoded.limit(REFERENCE_SAMPLE)).scores
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
@@ -166,13 +158,12 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     }
     last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
     tracker.log_metrics({"best_val_loss": best_val_loss, "threshold": threshold,
-                         "val_score_p50": float(np.median(val_scores))}, step=last_epoch)  # fmt: skip
-
+                         "val_score_p50": float(np.median(validation.scores))}, step=last_epoch)  # fmt: skip
     tracker.log_figure(plots.loss_curves(tracker.metric_history(LOSS_METRICS)), "plots/loss_curves.png")
-    tracker.log_figure(plots.score_histogram(val_scores, threshold), "plots/validation_scores.png")
-    sample = val_rows.limit(LATENT_SAMPLE).to_pandas()
-    labels = sample[data.label].to_numpy() if data.label else None
-    tracker.log_figure(plots.latent_projection(_latent_means(detector, sample), labels), "plots/latent_means.png")
+    tracker.log_figure(plots.score_histogram(validation.scores, threshold), "plots/validation_scores.png")
+    sample = slice(0, LATENT_SAMPLE)
+    labels = None if validation.labels is None else validation.labels[sample]
+    tracker.log_figure(plots.latent_projection(validation.latent_means[sample], labels), "plots/latent_means.png")
 
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
                                 (*data.categorical, *data.condition_categorical))  # fmt: skip

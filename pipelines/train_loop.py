@@ -30,6 +30,7 @@ from vae import (
     ScoreConfig,
     TrainConfig,
     evaluate,
+    format_epoch,
     from_dict,
     load_detector,
     save_detector,
@@ -95,7 +96,10 @@ def _progress(line: str) -> None:
 
 def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point; returns (on rank 0) how the run went."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no per-report INFO lines from every rank
+    # Ray Train logs every report of every rank at INFO, partly through loggers named by file path: keep the
+    # console to warnings, so the epoch lines below are the progress report.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     spec = LoopSpec(**spec_dict)
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -158,10 +162,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
         }  # fmt: skip
         if rank == 0:
-            _progress(
-                f"epoch {epoch + 1:3d}/{train_cfg.epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, "
-                f"kl {train.kl:7.4f})  val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
-            )
+            _progress(format_epoch(epoch + 1, train_cfg.epochs, train, val))
             logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
             with tempfile.TemporaryDirectory() as tmp:
                 _save_checkpoint(Path(tmp), detector, optimizer, epoch, step, stopper)

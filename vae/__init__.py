@@ -12,7 +12,7 @@ from .config import (
     to_dict,
 )
 from .detector import Detector
-from .engine import EarlyStopping, EpochStats, evaluate, train_epoch
+from .engine import EarlyStopping, EpochStats, evaluate, format_epoch, train_epoch
 from .model import VAE, DiagonalGaussian, VAEOutput
 from .objectives import LossParts, compute_loss, elbo, iwae, kl_weight
 from .persistence import load_detector, save_detector
@@ -31,6 +31,6 @@ __all__ = [
     "VAE", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "EarlyStopping", "EpochStats",
     "FeatureBlock", "FitResult", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
     "ScoreConfig", "TrainConfig", "VAEOutput", "calibrate_threshold", "compute_loss", "elbo", "evaluate", "fit",
-    "from_dict", "importance_sampled_nll", "iwae", "kl_weight", "load_detector", "negative_elbo",
+    "format_epoch", "from_dict", "importance_sampled_nll", "iwae", "kl_weight", "load_detector", "negative_elbo",
     "reconstruction_error", "save_detector", "score_array", "to_dict", "train_epoch",
 ]  # fmt: skip

@@ -35,6 +35,14 @@ class EpochStats:
         return self.rows / self.seconds if self.seconds > 0 else math.inf
 
 
+def format_epoch(epoch: int, epochs: int, train: EpochStats, val: EpochStats) -> str:
+    """The one-line progress report of an epoch (1-based `epoch`)."""
+    return (
+        f"epoch {epoch:3d}/{epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, kl {train.kl:7.4f})  "
+        f"val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
+    )
+
+
 def unpack_batch(batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x, c) on `device` as float32 from any supported batch form; c is None without a condition."""
     if isinstance(batch, Mapping):

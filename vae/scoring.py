@@ -96,6 +96,14 @@ def score_batch(
     return RowScores(score=nll, contributions=explained.contributions)
 
 
+def _batch_tensor(a: np.ndarray | torch.Tensor, start: int, size: int, device: torch.device) -> torch.Tensor:
+    """Rows [start, start + size) as float32 on `device`; numpy input is copied (it may be read-only)."""
+    rows = a[start : start + size]
+    if isinstance(rows, np.ndarray):
+        rows = torch.from_numpy(np.array(rows, dtype=np.float32))
+    return rows.to(device=device, dtype=torch.float32)
+
+
 @torch.no_grad()
 def score_array(
     model: VAE,
@@ -117,12 +125,8 @@ def score_array(
     scores, contributions = [], []
     try:
         for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
-            cb = (
-                None
-                if c is None
-                else torch.as_tensor(c[start : start + batch_size], dtype=torch.float32, device=device)
-            )
+            xb = _batch_tensor(x, start, batch_size, device)
+            cb = None if c is None else _batch_tensor(c, start, batch_size, device)
             rows = score_batch(model, xb, cb, config, generator)
             scores.append(rows.score.float().cpu())
             contributions.append(rows.contributions.float().cpu())

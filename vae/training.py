@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import ObjectiveConfig, TrainConfig
-from .engine import EarlyStopping, EpochStats, evaluate, train_epoch
+from .engine import EarlyStopping, EpochStats, evaluate, format_epoch, train_epoch
 
 
 def tensor_batches(
@@ -82,10 +82,7 @@ def fit(
         if stopper.update(val.loss, epoch):
             best_state = copy.deepcopy(model.state_dict())
         if log is not None and (epoch + 1) % log_every == 0:
-            log(
-                f"epoch {epoch + 1:3d}/{config.epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, "
-                f"kl {train.kl:7.4f})  val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
-            )
+            log(format_epoch(epoch + 1, config.epochs, train, val))
         if stopper.should_stop:
             if log is not None:
                 log(f"early stop: no improvement for {stopper.bad_epochs} epochs")

@@ -41,7 +41,8 @@ def test_training_survives_losing_a_worker_node(mlflow_server, thyroid_dir, tmp_
             runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                       filter_string="tags.`vae.run_name` = 'node-loss'")  # fmt: skip
             if runs and len(client.get_metric_history(runs[0].info.run_id, "val_loss")) >= 3:
-                workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+                workers = list_actors(cluster.address, filters=alive)
                 hosts = {a.node_id for a in workers}
                 removed = next(n for n in nodes if n.node_id in hosts)  # a worker node, never the head
                 cluster.remove_node(removed)  # main thread only

@@ -77,7 +77,10 @@ def test_the_same_run_name_resumes_instead_of_starting_over(local_ray, mlflow_se
 
 @pytest.mark.timeout(600)
 def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_server, thyroid_dir, tmp_path):
+    import ray
     from ray.util.state import list_actors
+
+    gcs = ray.get_runtime_context().gcs_address  # explicit: never a stale cluster from another test
 
     epochs = 12
     overrides = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "worker-kill", epochs=epochs)
@@ -92,7 +95,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_ser
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   filter_string="tags.`vae.run_name` = 'worker-kill'")  # fmt: skip
         if runs and len(_epoch_steps(client, runs[0].info.run_id)) >= 3:
-            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            workers = list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             victim = workers[-1].pid
             os.kill(victim, signal.SIGKILL)  # a real worker process dies mid-training
         time.sleep(0.2)
@@ -101,5 +104,5 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_ser
     result = outcome["result"]
     assert result.last_epoch == epochs
     assert sorted(set(_epoch_steps(client, result.run_id))) == list(range(1, epochs + 1))
-    dead = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])
+    dead = list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])
     assert victim in {a.pid for a in dead}
