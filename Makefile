@@ -12,7 +12,9 @@ ARGS ?=
 MLFLOW_PORT ?= 5000
 THYROID := data/thyroid/train.parquet
 
-.PHONY: help install test demo lint bench clean train train-cluster mlflow-ui data
+SCORE_CONFIG ?= pipelines/configs/score.yaml
+
+.PHONY: help install test demo lint bench clean train train-cluster score score-cluster mlflow-ui data
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,12 +42,23 @@ data: $(THYROID) ## Write the bundled thyroid data as Parquet under data/thyroid
 train: $(THYROID) ## Train with Ray Train on a local Ray (CONFIG=..., ARGS="key.sub=value ..."), register in MLflow
 	$(PY) -m pipelines train --config $(CONFIG) $(ARGS)
 
-train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS with `ray job submit` (needs MLFLOW_TRACKING_URI)
-	@test -n "$(RAY_ADDRESS)" || { echo "train-cluster: set RAY_ADDRESS=http://<head>:8265" >&2; exit 2; }
-	@test -n "$(MLFLOW_TRACKING_URI)" || { echo "train-cluster: set MLFLOW_TRACKING_URI to a server the cluster reaches" >&2; exit 2; }
+# `ray job submit` of a pipeline command to the cluster at RAY_ADDRESS, with this directory as working dir.
+define submit
+	@test -n "$(RAY_ADDRESS)" || { echo "$@: set RAY_ADDRESS=http://<head>:8265" >&2; exit 2; }
+	@test -n "$(MLFLOW_TRACKING_URI)" || { echo "$@: set MLFLOW_TRACKING_URI to a server the cluster reaches" >&2; exit 2; }
 	$(VENV)/bin/ray job submit --address "$(RAY_ADDRESS)" --working-dir . \
 	  --runtime-env-json '{"excludes": [".venv", ".git", "mlruns", "runs", "outputs", "data"], "env_vars": {"MLFLOW_TRACKING_URI": "$(MLFLOW_TRACKING_URI)"}}' \
-	  -- python -m pipelines train --config $(CLUSTER_CONFIG) $(ARGS)
+	  -- python -m pipelines $(1) $(ARGS)
+endef
+
+train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS with `ray job submit` (needs MLFLOW_TRACKING_URI)
+	$(call submit,train --config $(CLUSTER_CONFIG))
+
+score: $(THYROID) ## Score Parquet rows with a registered model into a run-date partition (ARGS="input=... model=NAME@ALIAS")
+	$(PY) -m pipelines score --config $(SCORE_CONFIG) $(ARGS)
+
+score-cluster: $(STAMP) ## Submit the scoring job to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
+	$(call submit,score --config $(SCORE_CONFIG))
 
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -7,6 +7,8 @@ Hyperparameters (model, objective, train, score) reuse the library's dataclasses
 
 from __future__ import annotations
 
+import datetime
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -106,10 +108,7 @@ class RunSettings:
 
     def resolved_storage_path(self) -> str:
         """An absolute path or a URI (Ray Train needs one or the other)."""
-        if "://" in self.storage_path:
-            return self.storage_path
-        path = Path(self.storage_path).expanduser()
-        return str(path if path.is_absolute() else PROJECT_DIR / path)
+        return resolve_path(self.storage_path)
 
 
 @dataclass(frozen=True)
@@ -143,6 +142,95 @@ class TrainPipelineConfig:
         require(not conv, self.model, "network", "the Parquet training pipeline reads feature columns; use 'mlp'")
 
 
+def resolve_path(path: str) -> str:
+    """A URI as it is; a relative local path against the project directory (absolute for Ray workers)."""
+    if "://" in path:
+        return path
+    local = Path(path).expanduser()
+    return str(local if local.is_absolute() else PROJECT_DIR / local)
+
+
+MODEL_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ScoreJobConfig:
+    """The scheduled scoring job: which model scores which rows into which run-date partition."""
+
+    input: str = ""  # Parquet file, directory or URI; "{run_date}" in it is replaced by the run date
+    output: str = "outputs/scores"  # local or shared mount; partitions land in <output>/run_date=YYYY-MM-DD/
+    model: str = "vae-anomaly@champion"  # NAME@ALIAS or NAME/VERSION in the MLflow registry
+    run_date: str = ""  # YYYY-MM-DD; default: today (UTC)
+    key: tuple[str, ...] = ()  # id columns copied to the output; default: the model's key columns
+    kind: Literal["negative_elbo", "nll", "reconstruction"] | None = None  # default: the model's score kind
+    samples: int | None = None  # posterior samples (k for the NLL); default: the model's
+    threshold: float | None = None  # default: the model's calibrated threshold
+    top_features: int = 3
+    unknown_categories: Literal["score", "quarantine"] = "score"  # score them in the unknown bucket, or set aside
+    batch_size: int = 4096
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
+    local_cpus: int = 4
+    tracking: TrackingSettings = field(default_factory=lambda: TrackingSettings(experiment="vae-anomaly-scoring"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", tuple(self.key))
+        if isinstance(self.run_date, datetime.date):  # YAML reads 2026-01-02 as a date
+            object.__setattr__(self, "run_date", self.run_date.isoformat())
+        require(isinstance(self.input, str) and self.input, self, "input", "set the Parquet file, directory or URI")
+        require(isinstance(self.output, str) and self.output, self, "output", "set the output directory")
+        require(
+            "://" not in self.output, self, "output",
+            f"partitions are published by an atomic directory rename: use a local or shared-mount path, got "
+            f"{self.output!r}",
+        )  # fmt: skip
+        spec_ok = isinstance(self.model, str) and MODEL_SPEC.match(self.model)
+        require(bool(spec_ok), self, "model", f"must be NAME@ALIAS or NAME/VERSION, got {self.model!r}")
+        if self.run_date:
+            try:
+                datetime.date.fromisoformat(str(self.run_date))
+            except ValueError:
+                require(False, self, "run_date", f"must be a date YYYY-MM-DD, got {self.run_date!r}")
+        if self.kind is not None:
+            check_choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
+        if self.samples is not None:
+            check_positive(self, "samples", integer=True)
+        if self.threshold is not None:
+            check_number(self, "threshold", minimum=-float("inf"))
+        check_number(self, "top_features", integer=True)
+        check_choice(self, "unknown_categories", ("score", "quarantine"))
+        check_positive(self, "batch_size", integer=True)
+        check_positive(self, "actors", integer=True)
+        check_positive(self, "cpus_per_actor")
+        check_number(self, "gpus_per_actor")
+        check_positive(self, "local_cpus", integer=True)
+
+    @property
+    def date(self) -> str:
+        return str(self.run_date) if self.run_date else datetime.datetime.now(datetime.UTC).date().isoformat()
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model}"
+
+    @property
+    def input_path(self) -> str:
+        """`input` with "{run_date}" replaced, so a schedule can name each night's partition."""
+        return self.input.replace("{run_date}", self.date)
+
+
+def _parse_value(raw: str) -> Any:
+    """A YAML scalar or list; text YAML cannot read (e.g. the date 2026-02-30) stays text for validation."""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError):
+        return raw
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping."""
     data = dict(data)
@@ -156,7 +244,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        node[leaf] = _parse_value(raw)
     return data
 
 

@@ -51,28 +51,55 @@ def _is_numeric(kind: pa.DataType) -> bool:
     )
 
 
-def check_parquet(config: DataConfig, required: tuple[str, ...] | None = None) -> int:
-    """Check that the declared columns exist with usable types; returns the row count (from metadata).
-
-    Raises DataError naming the missing or mistyped columns, or an empty input.
-    """
-    dataset = open_parquet(config.path)
+def check_parquet(path: str, required: tuple[str, ...], numeric: tuple[str, ...]) -> int:
+    """Check that the `required` columns exist and the `numeric` ones hold numbers; returns the row count
+    (from Parquet metadata). Raises DataError naming the missing or mistyped columns, or an empty input."""
+    dataset = open_parquet(path)
     schema = dataset.schema
-    required = required if required is not None else (*config.features, *config.conditions, *config.key)
     missing = [c for c in required if c not in schema.names]
     if missing:
-        raise DataError(f"{config.path}: missing column(s) {missing}; it has {schema.names}")
-    numeric = (*config.numeric, *config.binary, *config.condition_numeric)
+        raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
+    null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
     mistyped = {c: str(schema.field(c).type) for c in numeric if not _is_numeric(schema.field(c).type)}
+    mistyped = {c: kind for c, kind in mistyped.items() if c not in null_typed}
     if mistyped:
-        raise DataError(f"{config.path}: numeric feature column(s) hold non-numeric values: {mistyped}")
+        raise DataError(f"{path}: numeric feature column(s) hold non-numeric values: {mistyped}")
     try:
         rows = dataset.count_rows()
+        empty = null_typed or (all_null_columns(dataset, required) if rows else [])
     except (OSError, pa.ArrowException) as err:
-        raise DataError(f"cannot read Parquet at {config.path}: {str(err).splitlines()[0]}") from err
+        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
     if rows == 0:
-        raise DataError(f"{config.path}: no rows to train on")
+        raise DataError(f"{path}: no rows")
+    if empty:
+        raise DataError(f"{path}: column(s) {empty} hold only nulls")
     return rows
+
+
+def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[str]:
+    """Columns whose every value is null, from the Parquet footers' statistics (no data is read);
+    a column whose statistics are missing in any row group is not reported."""
+    nulls = dict.fromkeys(columns, 0)
+    total = 0
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        names = metadata.schema.to_arrow_schema().names
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            total += group.num_rows
+            for column in list(nulls):
+                stats = group.column(names.index(column)).statistics if column in names else None
+                if stats is None or not stats.has_null_count:
+                    nulls.pop(column)
+                else:
+                    nulls[column] += stats.null_count
+    return [c for c, n in nulls.items() if total and n == total]
+
+
+def check_training_data(config: DataConfig) -> int:
+    """`check_parquet` for the training config's declared columns; returns the row count."""
+    required = (*config.features, *config.conditions, *config.key)
+    return check_parquet(config.path, required, (*config.numeric, *config.binary, *config.condition_numeric))
 
 
 def read_rows(config: DataConfig) -> ray.data.Dataset:

@@ -61,3 +61,22 @@ def latent_projection(means: np.ndarray, labels: np.ndarray | None = None) -> Fi
     ax.set_title("posterior means (validation sample)")
     fig.tight_layout()
     return fig
+
+
+def score_drift(scores: np.ndarray, reference_quantiles: list[float] | None, threshold: float | None) -> Figure:
+    """Today's score density against the training reference (rebuilt from its 101 quantiles: 1 % of mass
+    between consecutive quantiles), with the threshold."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(scores, bins=60, density=True, alpha=0.6, color="tab:blue", label="this run")
+    if reference_quantiles:
+        edges = np.asarray(reference_quantiles)
+        widths = np.maximum(np.diff(edges), 1e-12)
+        ax.stairs(0.01 / widths, edges, color="black", label="training reference")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("density")
+    ax.set_title("scores against the training reference")
+    ax.legend()
+    fig.tight_layout()
+    return fig

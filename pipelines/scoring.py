@@ -16,6 +16,7 @@ BATCH_ROWS = 4096
 @dataclass
 class EncodedScores:
     scores: np.ndarray  # (N,)
+    contributions: np.ndarray  # (N, F)
     latent_means: np.ndarray  # (N, L) posterior means
     labels: np.ndarray | None  # (N,) when the dataset carries a label column
 
@@ -26,13 +27,20 @@ def score_encoded(detector: Detector, ds: ray.data.Dataset) -> EncodedScores:
     The rows stream to the caller in batches: use it on validation data and samples, not on a whole table.
     """
     model = detector.model.eval()
-    scores, means, labels = [], [], []
+    scores, contributions, means, labels = [], [], [], []
     for batch in ds.iter_batches(batch_size=BATCH_ROWS, batch_format="numpy"):
         x, c = batch["x"], batch.get("c")
-        scores.append(score_array(model, x, c, detector.score_config, batch_size=BATCH_ROWS)[0])
+        batch_scores, batch_contributions = score_array(model, x, c, detector.score_config, batch_size=BATCH_ROWS)
+        scores.append(batch_scores)
+        contributions.append(batch_contributions)
         with torch.no_grad():
             c_t = None if c is None else torch.as_tensor(c, dtype=torch.float32)
             means.append(model.encode(torch.as_tensor(x, dtype=torch.float32), c_t).mu.numpy())
         if "label" in batch:
             labels.append(batch["label"])
-    return EncodedScores(np.concatenate(scores), np.concatenate(means), np.concatenate(labels) if labels else None)
+    return EncodedScores(
+        np.concatenate(scores),
+        np.concatenate(contributions),
+        np.concatenate(means),
+        np.concatenate(labels) if labels else None,
+    )

@@ -115,13 +115,13 @@ class Tracker:
         except Exception as err:  # connection errors surface as several exception types
             raise TrackingError(f"MLflow at {self.uri} is unreachable: {str(err).splitlines()[0]}") from err
 
-    def start(self, run_name: str, params: Mapping[str, str]) -> tuple[str, bool]:
-        """Open the run named `run_name` (resuming an existing one); returns (run_id, resumed).
+    def start(self, run_name: str, params: Mapping[str, str], resume: bool = True) -> tuple[str, bool]:
+        """Open the run named `run_name` (with `resume`, an existing one of that name); returns (run_id, resumed).
 
         Params already on a resumed run keep their first value; new ones are added.
         """
         experiment_id = self._experiment_id()
-        found = self.client.search_runs(
+        found = resume and self.client.search_runs(
             [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
             order_by=["attributes.start_time DESC"],
         )  # fmt: skip
@@ -204,6 +204,22 @@ def input_signature(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> M
     inputs = [ColSpec("double", c) for c in numeric] + [ColSpec("string", c) for c in categorical]
     outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def resolve_model_version(name: str, alias: str | None, version: str | None, tracking_uri: str) -> str:
+    """The version number that `NAME@ALIAS` points to now (or `NAME/VERSION`, checked to exist)."""
+    client = MlflowClient(tracking_uri)
+    spec = f"{name}@{alias}" if alias else f"{name}/{version}"
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as err:
+        first_line = err.message.splitlines()[0]
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise TrackingError(f"model {spec} not found in {tracking_uri}: {first_line}") from err
+        raise TrackingError(f"MLflow at {tracking_uri} did not answer: {first_line[:300]}") from err
+    except Exception as err:  # connection errors surface as several exception types
+        raise TrackingError(f"MLflow at {tracking_uri} is unreachable: {str(err).splitlines()[0]}") from err
+    return str(found.version)
 
 
 def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:

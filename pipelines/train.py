@@ -7,25 +7,22 @@ Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import ray
-import ray.data
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from vae import DataLayout, load_detector, to_dict
 
 from . import plots
-from .config import CONFIG_DIR, RunSettings, TrainPipelineConfig, load_config
-from .data import check_parquet, encode_rows, fit_preprocessor, read_rows, split_rows
+from .config import CONFIG_DIR, TrainPipelineConfig, load_config
+from .data import check_training_data, encode_rows, fit_preprocessor, read_rows, split_rows
+from .monitoring import reference_statistics
+from .ray_runtime import ray_session
 from .scoring import score_encoded
 from .tracking import RegisteredModel, Tracker, flatten, input_signature
 from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
@@ -45,53 +42,17 @@ class TrainOutcome:
     last_epoch: int
 
 
-def quiet_ray_data() -> None:
-    """Epoch lines are the progress report: no per-operator progress bars or execution banners."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
-@contextlib.contextmanager
-def ray_session(settings: RunSettings) -> Iterator[None]:
-    """Join RAY_ADDRESS / run.ray_address, or start a local Ray with `local_cpus` logical CPUs."""
-    quiet_ray_data()
-    if ray.is_initialized():
-        yield
-        return
-    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=settings.local_cpus, logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def _reference_statistics(scores: np.ndarray) -> dict[str, object]:
-    return {
-        "rows": int(scores.size),
-        "mean": float(scores.mean()),
-        "std": float(scores.std()),
-        "quantiles": np.quantile(scores, np.linspace(0, 1, 101)).tolist(),
-    }
-
-
 def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
-    rows = check_parquet(data)
+    rows = check_training_data(data)
     tracker = Tracker(config.tracking)
     run_id, resumed = tracker.start(config.run.name, flatten(to_dict(config)))
     ok = False
     try:
         print(f"{'resuming' if resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
               f"MLflow {tracker.uri} (run {run_id})", flush=True)  # fmt: skip
-        with ray_session(config.run):
+        with ray_session(config.run.ray_address, config.run.local_cpus):
             outcome = _train_and_register(config, tracker)
         ok = True
         return outcome
@@ -149,12 +110,12 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
 
     validation = score_encoded(detector, val_encoded)
     threshold = detector.calibrate(validation.scores)
-    reference = score_encoded(detector, train_encoded.limit(REFERENCE_SAMPLE)).scores
+    reference = score_encoded(detector, train_encoded.limit(REFERENCE_SAMPLE))
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
-        "score_reference": _reference_statistics(reference),
+        "score_reference": reference_statistics(reference.scores, reference.contributions),
     }
     last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
     tracker.log_metrics({"best_val_loss": best_val_loss, "threshold": threshold,

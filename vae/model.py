@@ -35,9 +35,18 @@ class DiagonalGaussian:
     def std(self) -> torch.Tensor:
         return (0.5 * self.logvar).exp()
 
-    def rsample(self, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n reparameterised draws: (n, B, L), differentiable in mu and logvar."""
-        eps = torch.randn((n, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+    def rsample(
+        self, n: int = 1, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n reparameterised draws: (n, B, L), differentiable in mu and logvar.
+
+        `noise` (n, L) gives the standard-normal draws to use for every row (common random numbers: a row's
+        samples then do not depend on which other rows share its batch); otherwise they are drawn here.
+        """
+        if noise is not None:
+            eps = noise.to(self.mu)[:, None, :]  # (n, 1, L), broadcast over rows
+        else:
+            eps = torch.randn((n, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + self.std * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -96,9 +105,10 @@ class VAE(nn.Module):
         c: torch.Tensor | None = None,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> VAEOutput:
         """Encode, draw `n_samples` latents per row, decode, and evaluate every log-density."""
-        return self.evaluate(self.encode(x, c), x, c, n_samples, generator)
+        return self.evaluate(self.encode(x, c), x, c, n_samples, generator, noise)
 
     def evaluate(
         self,
@@ -107,9 +117,11 @@ class VAE(nn.Module):
         c: torch.Tensor | None = None,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> VAEOutput:
-        """Draw `n_samples` latents from an already computed posterior of x and evaluate every log-density."""
-        z = posterior.rsample(n_samples, generator)  # (S, B, L)
+        """Draw `n_samples` latents from an already computed posterior of x and evaluate every log-density
+        (`noise`: shared standard-normal draws (n_samples, L), see `DiagonalGaussian.rsample`)."""
+        z = posterior.rsample(n_samples, generator, noise)  # (S, B, L)
         params = self.decode(z, c)  # (S, B, D)
         x_flat = x.flatten(1).to(params.dtype)  # (B, D)
         return VAEOutput(

@@ -34,12 +34,14 @@ def negative_elbo(
     c: torch.Tensor | None = None,
     samples: int = 16,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> RowScores:
-    """-ELBO with the closed-form KL and E_q[log p(x|z)] averaged over `samples` draws.
+    """-ELBO with the closed-form KL and E_q[log p(x|z)] averaged over `samples` draws
+    (`noise`: shared standard-normal draws (samples, L) that make each row's score independent of its batch).
 
     contributions[:, f] = -E_q[log p(x_f | z)]; score = contributions.sum(1) + KL.
     """
-    out = model(x, c, n_samples=samples, generator=generator)
+    out = model(x, c, n_samples=samples, generator=generator, noise=noise)
     contributions = -out.log_px.mean(0)  # (B, F)
     return RowScores(score=contributions.sum(-1) + out.kl, contributions=contributions)
 
@@ -51,10 +53,12 @@ def importance_sampled_nll(
     c: torch.Tensor | None = None,
     k: int = 5000,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-log p(x) estimated as -log (1/k) sum_s p(x, z_s) / q(z_s | x), z_s ~ q(z | x): (B,).
 
-    The k samples are drawn in chunks whose size keeps S * B * D under a fixed memory budget.
+    The k samples are drawn in chunks whose size keeps S * B * D under a fixed memory budget;
+    `noise` (k, L) fixes the standard-normal draws shared by all rows.
     """
     posterior = model.encode(x, c)
     rows, width = x.shape[0], model.layout.input_dim
@@ -63,7 +67,8 @@ def importance_sampled_nll(
     drawn = 0
     while drawn < k:
         n = min(chunk, k - drawn)
-        out = model.evaluate(posterior, x, c, n, generator)
+        chunk_noise = None if noise is None else noise[drawn : drawn + n]
+        out = model.evaluate(posterior, x, c, n, generator, chunk_noise)
         log_w = out.log_px.sum(-1) + out.log_pz - out.log_qz  # (n, B)
         total = torch.logaddexp(total, torch.logsumexp(log_w.float(), dim=0))
         drawn += n
@@ -83,16 +88,17 @@ def score_batch(
     x: torch.Tensor,
     c: torch.Tensor | None,
     config: ScoreConfig,
-    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> RowScores:
     """The configured score of one batch. The NLL score explains itself with the -ELBO's contributions
     (from at most `_EXPLAIN_SAMPLES` draws: they only rank features)."""
     if config.kind == "reconstruction":
         return reconstruction_error(model, x, c)
     if config.kind == "negative_elbo":
-        return negative_elbo(model, x, c, config.samples, generator)
-    explained = negative_elbo(model, x, c, min(config.samples, _EXPLAIN_SAMPLES), generator)
-    nll = importance_sampled_nll(model, x, c, config.samples, generator)
+        return negative_elbo(model, x, c, config.samples, noise=noise)
+    explain = min(config.samples, _EXPLAIN_SAMPLES)
+    explained = negative_elbo(model, x, c, explain, noise=None if noise is None else noise[:explain])
+    nll = importance_sampled_nll(model, x, c, config.samples, noise=noise)
     return RowScores(score=nll, contributions=explained.contributions)
 
 
@@ -115,11 +121,13 @@ def score_array(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score N encoded rows in batches on the model's device: (scores (N,), contributions (N, F)).
 
-    Sampling is seeded, so the same model, rows and seed give the same scores.
+    Every row uses the same seeded standard-normal draws, so a row's score depends only on the model, the
+    row and the seed: not on the batch size or on which rows it is scored with.
     """
     config = config or ScoreConfig()
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((config.samples, model.config.latent_dim), generator=generator).to(device)
     was_training = model.training
     model.eval()
     scores, contributions = [], []
@@ -127,7 +135,7 @@ def score_array(
         for start in range(0, len(x), batch_size):
             xb = _batch_tensor(x, start, batch_size, device)
             cb = None if c is None else _batch_tensor(c, start, batch_size, device)
-            rows = score_batch(model, xb, cb, config, generator)
+            rows = score_batch(model, xb, cb, config, noise)
             scores.append(rows.score.float().cpu())
             contributions.append(rows.contributions.float().cpu())
     finally:

@@ -108,3 +108,47 @@ def train_overrides(data_dir: Path, tmp: Path, tracking_uri: str, name: str, epo
         f"tracking.tracking_uri={tracking_uri}", f"tracking.model_name={name}", f"tracking.experiment={name}",
         "train.patience=null",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def scoring_model(mlflow_server, thyroid_dir) -> str:
+    """A real registered model `thyroid-scorer@champion` (trained in-process in seconds; the Ray Train path
+    has its own tests), with the reference statistics and key columns the training pipeline stores."""
+    from pipelines.config import TrackingSettings
+    from pipelines.datasets import THYROID_COLUMNS
+    from pipelines.monitoring import reference_statistics
+    from pipelines.tracking import Tracker, input_signature
+    from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
+
+    rows = pd.read_parquet(thyroid_dir / "train")
+    pre = Preprocessor(numeric=THYROID_COLUMNS).fit(rows)
+    model = VAE(ModelConfig(latent_dim=4), DataLayout(pre.layout_blocks()))
+    x = pre.transform(rows)
+    fit(model, x[100:], x[:100], ObjectiveConfig(), TrainConfig(epochs=30, batch_size=64, lr=5e-3), log=None)
+    detector = Detector(model, pre, metadata={"key_columns": ["row_id"]})
+    detector.calibrate(detector.score(rows.iloc[:100])[0])
+    scores, contributions = detector.score(rows)
+    detector.metadata["score_reference"] = reference_statistics(scores, contributions)
+    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="fixtures", model_name="thyroid-scorer",
+                                alias="champion")  # fmt: skip
+    tracker = Tracker(settings)
+    tracker.start("scoring-fixture", {})
+    tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
+    tracker.end(ok=True)
+    return "thyroid-scorer@champion"
+
+
+@pytest.fixture(scope="session")
+def scoring_input(thyroid_dir, tmp_path_factory) -> Path:
+    """The held-out thyroid rows as four Parquet files, plus rows that cannot be scored (NaN, inf, null)."""
+    rows = pd.read_parquet(thyroid_dir / "test.parquet")
+    bad = rows.iloc[:3].copy()
+    bad["row_id"] = [900_001, 900_002, 900_003]
+    bad.loc[bad.index[0], "TSH"] = np.nan
+    bad.loc[bad.index[1], "T3"] = np.inf
+    bad.loc[bad.index[2], "FTI"] = None
+    directory = tmp_path_factory.mktemp("to-score")
+    frame = pd.concat([rows, bad], ignore_index=True)
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 4)):
+        frame.iloc[part].to_parquet(directory / f"part-{i}.parquet", index=False)
+    return directory

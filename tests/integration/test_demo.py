@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 def test_demo_trains_registers_and_reports_auroc(tmp_path, mlflow_server):
     done = subprocess.run(
         [sys.executable, "-m", "pipelines", "demo", "--data-dir", str(tmp_path / "data"),
-         f"run.storage_path={tmp_path / 'runs'}", f"tracking.tracking_uri={mlflow_server}",
-         "tracking.model_name=demo-model"],
+         "--output", str(tmp_path / "scores"), f"run.storage_path={tmp_path / 'runs'}",
+         f"tracking.tracking_uri={mlflow_server}", "tracking.model_name=demo-model"],
         capture_output=True, text=True, timeout=850,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -24,6 +24,8 @@ def test_demo_trains_registers_and_reports_auroc(tmp_path, mlflow_server):
     table = re.findall(r"^\s+\d+\s+[\d.]+\s+(anomaly|normal)\s", out, flags=re.M)
     assert len(table) == 10 and table.count("anomaly") >= 7  # anomalies are 4.8 % of the held-out rows
     assert f"MLflow: {mlflow_server}" in out
+    assert re.search(r"scores: .*/scores/run_date=\d{4}-\d{2}-\d{2}", out)
+    assert re.search(r"1,933 rows read, 1,933 scored, 0 quarantined", out)
     version = re.search(r"registered demo-model version (\d+) with alias @challenger", out).group(1)
     assert MlflowClient(mlflow_server).get_model_version_by_alias("demo-model", "challenger").version == version
 

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
@@ -40,11 +42,16 @@ def _variants(frame: pd.DataFrame, tmp_path):
     yield "missing column", _write(tmp_path, frame.drop(columns=["TSH"])), (), "missing column(s) ['TSH']"
     yield ("non-numeric feature", _write(tmp_path, frame.assign(TSH=frame.TSH.astype(str))), (),
            "numeric feature column(s) hold non-numeric values: {'TSH'")  # fmt: skip
-    yield "empty dataset", _write(tmp_path, frame.iloc[:0]), (), "no rows to train on"
+    yield "empty dataset", _write(tmp_path, frame.iloc[:0]), (), ": no rows"
     yield "corrupt file", str(corrupt), (), "cannot read Parquet at"
     yield "impossible config", str(tmp_path), ("model.latent_dim=0",), "ModelConfig.latent_dim: must be an integer > 0"
     yield "unknown key", str(tmp_path), ("model.latent_size=4",), "unknown key(s) ['latent_size']"
-    yield "all-NaN column", _write(tmp_path, frame.assign(TSH=np.nan)), (), "['TSH'] have no finite value"
+    yield "all-null column", _write(tmp_path, frame.assign(TSH=None)), (), "column(s) ['TSH'] hold only nulls"
+    nan_values = pa.Table.from_pandas(frame, preserve_index=False).set_column(
+        frame.columns.get_loc("TSH"), "TSH", pa.array(np.full(len(frame), np.nan), from_pandas=False)
+    )  # real NaN values (pandas would write NaN as nulls)
+    pq.write_table(nan_values, tmp_path / "nan.parquet")
+    yield "all-NaN column", str(tmp_path / "nan.parquet"), (), "['TSH'] have no finite value"
 
 
 @pytest.mark.timeout(900)

@@ -4,22 +4,46 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import CONFIG_DIR, PROJECT_DIR, TrainPipelineConfig, apply_overrides, load_config
+from pipelines.config import (
+    CONFIG_DIR,
+    PROJECT_DIR,
+    ScoreJobConfig,
+    TrainPipelineConfig,
+    apply_overrides,
+    load_config,
+)
 from vae import ConfigError
 
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
 
 
+CONFIG_CLASSES = {"score.yaml": ScoreJobConfig}
+
+
 def test_the_repo_has_configs():
-    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml"}
+    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml"}
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
 def test_every_yaml_file_loads_and_validates(path: Path):
-    config = load_config(path)
-    assert isinstance(config, TrainPipelineConfig)
-    assert config.data.features and config.run.name
+    cls = CONFIG_CLASSES.get(path.name, TrainPipelineConfig)
+    config = load_config(path, cls=cls)
+    assert isinstance(config, cls)
     assert path.read_text().startswith("#"), "each config starts with the command that runs it"
+
+
+def test_score_job_config_reads_dates_and_model_specs():
+    config = load_config(CONFIG_DIR / "score.yaml", ["run_date=2026-11-24", "model=fraud-vae/7", "input=x.parquet"],
+                         cls=ScoreJobConfig)  # fmt: skip
+    assert config.date == "2026-11-24" and config.model_uri == "models:/fraud-vae/7"
+    for override, message in [
+        ("run_date=2026-02-30", "ScoreJobConfig.run_date"),
+        ("model=nope", "NAME@ALIAS"),
+        ("actors=0", "ScoreJobConfig.actors"),
+        ("kind=entropy", "ScoreJobConfig.kind"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(CONFIG_DIR / "score.yaml", [override], cls=ScoreJobConfig)
 
 
 def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):

@@ -1,0 +1,275 @@
+"""`python -m pipelines score --config pipelines/configs/score.yaml input=... output=... model=NAME@ALIAS
+run_date=YYYY-MM-DD`
+
+The nightly job: resolve the registered model -> check the input's schema against it (before Ray starts) ->
+Ray Data: read Parquet, set aside rows that cannot be scored (with a reason), score the rest on actors that
+load the model once -> publish the run date's partition atomically -> log the run, its drift signal and a
+histogram to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import ray
+import ray.data
+
+from vae import ConfigError, Detector, Preprocessor
+
+from . import plots
+from .config import CONFIG_DIR, MODEL_SPEC, ScoreJobConfig, load_config, resolve_path
+from .data import check_parquet
+from .monitoring import population_stability_index
+from .partitions import new_staging_dir, publish
+from .ray_runtime import ray_session
+from .tracking import Tracker, flatten, load_registered_detector, resolve_model_version, resolve_tracking_uri
+
+REASON = "quarantine_reason"
+QUARANTINE_DIR = "_quarantine"
+PROGRESS_EVERY_S = 5.0
+
+
+@dataclass
+class ScoreSummary:
+    model: str  # NAME/VERSION actually used
+    run_date: str
+    rows_read: int
+    rows_scored: int
+    rows_quarantined: int
+    anomalies: int
+    psi: float
+    partition: str
+    seconds: float
+
+
+def _feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
+    """(numeric-valued, categorical) raw input columns the model needs."""
+    pres = [p for p in (detector.preprocessor, detector.condition) if p is not None]
+    numeric = [c for p in pres for c in (*p.numeric, *p.binary)]
+    return numeric, [c for p in pres for c in p.categorical]
+
+
+def quarantine_reasons(
+    batch: pd.DataFrame, numeric: list[str], categorical: list[str], known: dict[str, list[str]] | None
+) -> pd.DataFrame:
+    """Adds `quarantine_reason`: why a row cannot be scored ("; "-joined), or None when it can.
+
+    Missing, NaN or infinite values in any feature make a row unscorable; unseen categories too when
+    `known` (column -> training categories) is given.
+    """
+    reasons = pd.Series([[] for _ in range(len(batch))], index=batch.index, dtype=object)
+    for column in numeric:
+        values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
+        for i in batch.index[~np.isfinite(values.to_numpy())]:
+            reasons[i].append(f"{column} is missing or not finite")
+    for column in categorical:
+        for i in batch.index[batch[column].isna().to_numpy()]:
+            reasons[i].append(f"{column} is missing")
+        if known is not None:
+            present = batch[column].notna() & ~batch[column].astype(str).isin(known[column])
+            for i in batch.index[present.to_numpy()]:
+                reasons[i].append(f"{column} has an unseen category")
+    return batch.assign(**{REASON: reasons.map(lambda r: "; ".join(r) if r else None)})
+
+
+def _keep(batch: pd.DataFrame, quarantined: bool) -> pd.DataFrame:
+    mask = batch[REASON].notna() == quarantined
+    return batch[mask] if quarantined else batch[mask].drop(columns=[REASON])
+
+
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    """Rows scored so far, summed over every scoring actor."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def value(self) -> int:
+        return self.rows
+
+
+class ScoreActor:
+    """Ray Data callable class: loads the registered model once, then scores pandas batches of raw rows."""
+
+    def __init__(self, model_uri: str, tracking_uri: str, job: dict, counter) -> None:
+        self.detector = load_registered_detector(model_uri, tracking_uri)
+        self.detector.score_config = dataclasses.replace(
+            self.detector.score_config, **{k: v for k, v in (("kind", job["kind"]), ("samples", job["samples"])) if v}
+        )
+        self.job = job
+        reference = self.detector.metadata.get("score_reference", {})
+        self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
+        self.names = np.asarray(self.detector.feature_names, dtype=object)
+        self.counter = counter
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        scores, contributions = self.detector.score(batch, batch_size=len(batch) or 1)
+        out = batch[list(self.job["keys"])].reset_index(drop=True)
+        out["anomaly_score"] = scores
+        out["is_anomaly"] = scores > self.job["threshold"]
+        excess = np.clip(contributions - self.baseline, 0.0, None)  # (N, F) beyond the typical contribution
+        shares = excess / np.maximum(excess.sum(1, keepdims=True), 1e-12)
+        order = np.argsort(-excess, axis=1)[:, : self.job["top_features"]]
+        for rank in range(order.shape[1]):
+            out[f"top_feature_{rank + 1}"] = self.names[order[:, rank]]
+            out[f"top_feature_{rank + 1}_share"] = np.take_along_axis(shares, order[:, rank : rank + 1], 1)[:, 0]
+        out["model_name"], out["model_version"] = self.job["model_name"], self.job["model_version"]
+        out["run_date"], out["scored_at"] = self.job["run_date"], pd.Timestamp(self.job["scored_at"])
+        self.counter.add.remote(len(batch))
+        return out
+
+
+def _report_progress(counter, total: int, stop: threading.Event) -> None:
+    start = time.perf_counter()
+    while not stop.wait(PROGRESS_EVERY_S):
+        rows = ray.get(counter.value.remote())
+        elapsed = time.perf_counter() - start
+        print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
+
+
+def _threshold(config: ScoreJobConfig, detector: Detector) -> float:
+    if config.threshold is not None:
+        return config.threshold
+    if config.kind is not None and config.kind != detector.score_config.kind:
+        raise ConfigError(
+            f"ScoreJobConfig.threshold: the model's threshold is calibrated for {detector.score_config.kind} scores;"
+            f" set threshold= to score with {config.kind}"
+        )
+    if detector.threshold is None:
+        raise ConfigError("ScoreJobConfig.threshold: the model has no calibrated threshold; set threshold=")
+    return detector.threshold
+
+
+def run(config: ScoreJobConfig) -> ScoreSummary:
+    """Score one run date; raises DataError / ConfigError / TrackingError on bad input, before writing."""
+    started = time.perf_counter()
+    tracking_uri = resolve_tracking_uri(config.tracking)
+    spec = MODEL_SPEC.match(config.model)
+    name = spec["name"]
+    version = resolve_model_version(name, spec["alias"], spec["version"], tracking_uri)
+    model_uri = f"models:/{name}/{version}"  # pinned: every actor scores with the same version
+    detector = load_registered_detector(model_uri, tracking_uri)
+    threshold = _threshold(config, detector)
+    numeric, categorical = _feature_columns(detector)
+    keys = config.key or tuple(detector.metadata.get("key_columns", ()))
+    columns = list(dict.fromkeys([*keys, *numeric, *categorical]))
+    rows = check_parquet(config.input_path, tuple(columns), tuple(numeric))
+    date, output = config.date, resolve_path(config.output)
+
+    tracker = Tracker(config.tracking)
+    run_id, _ = tracker.start(f"score-{name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
+    tracker.set_tags({"vae.model": f"{name}/{version}", "vae.run_date": date})
+    print(f"scoring {rows:,} rows of {config.input_path} with {name} version {version} for {date}; "
+          f"MLflow {tracking_uri} (run {run_id})", flush=True)  # fmt: skip
+    ok = False
+    try:
+        with ray_session(config.ray_address, config.local_cpus):
+            staged = new_staging_dir(output, date)
+            _score_into(staged, config, detector, model_uri, tracking_uri, threshold, columns, numeric, categorical,
+                        name, version, rows)  # fmt: skip
+        summary = _summarize(staged, detector, name, version, date, rows)
+        summary.seconds = time.perf_counter() - started
+        summary.partition = str(publish(staged, output, date, dataclasses.asdict(summary)))
+        _log_run(tracker, summary, staged_scores=Path(summary.partition), detector=detector)
+        ok = True
+        return summary
+    finally:
+        tracker.end(ok)
+
+
+def _score_into(staged: Path, config: ScoreJobConfig, detector: Detector, model_uri: str, tracking_uri: str,
+                threshold: float, columns: list[str], numeric: list[str], categorical: list[str], name: str,
+                version: str, rows: int) -> None:  # fmt: skip
+    """Write scored rows to `staged` and quarantined rows to `staged/_quarantine` with Ray Data."""
+    known = None
+    if config.unknown_categories == "quarantine":
+        pres: list[Preprocessor] = [p for p in (detector.preprocessor, detector.condition) if p is not None]
+        known = {c: v for p in pres for c, v in p.categories.items()}
+    tagged = (
+        ray.data.read_parquet(config.input_path)
+        .select_columns(columns)
+        .map_batches(quarantine_reasons, fn_kwargs={"numeric": numeric, "categorical": categorical, "known": known},
+                     batch_format="pandas")
+        .materialize()
+    )  # fmt: skip
+    job = {
+        "keys": list(config.key or detector.metadata.get("key_columns", ())), "threshold": threshold,
+        "kind": config.kind, "samples": config.samples, "top_features": config.top_features, "model_name": name,
+        "model_version": version, "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }  # fmt: skip
+    counter = ProgressCounter.remote()
+    scored = tagged.map_batches(_keep, fn_kwargs={"quarantined": False}, batch_format="pandas").map_batches(
+        ScoreActor, fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri, "job": job,
+                                           "counter": counter},
+        batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
+        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
+    )  # fmt: skip
+    stop = threading.Event()
+    reporter = threading.Thread(target=_report_progress, args=(counter, rows, stop), daemon=True)
+    reporter.start()
+    try:
+        scored.write_parquet(str(staged))
+    finally:
+        stop.set()
+        reporter.join()
+    quarantined = tagged.map_batches(_keep, fn_kwargs={"quarantined": True}, batch_format="pandas")
+    quarantined.write_parquet(str(staged / QUARANTINE_DIR))
+
+
+def _read_column(directory: Path, column: str) -> np.ndarray:
+    if not any(directory.glob("*.parquet")):
+        return np.array([])
+    return pads.dataset(directory, format="parquet").to_table(columns=[column]).column(column).to_numpy()
+
+
+def _summarize(staged: Path, detector: Detector, name: str, version: str, date: str, rows: int) -> ScoreSummary:
+    scores = _read_column(staged, "anomaly_score")
+    flags = _read_column(staged, "is_anomaly")
+    reasons = _read_column(staged / QUARANTINE_DIR, REASON)
+    reference = detector.metadata.get("score_reference", {})
+    psi = population_stability_index(scores, reference["quantiles"]) if len(scores) and reference else float("nan")
+    return ScoreSummary(f"{name}/{version}", date, rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
+
+
+def _log_run(tracker: Tracker, summary: ScoreSummary, staged_scores: Path, detector: Detector) -> None:
+    scores = _read_column(staged_scores, "anomaly_score")
+    metrics = {
+        "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
+        "rows_quarantined": summary.rows_quarantined, "anomalies": summary.anomalies,
+        "anomaly_rate": summary.anomalies / max(summary.rows_scored, 1), "psi": summary.psi,
+        "seconds": summary.seconds, "rows_per_s": summary.rows_read / max(summary.seconds, 1e-9),
+    }  # fmt: skip
+    if len(scores):
+        metrics.update({f"score_p{q}": float(np.quantile(scores, q / 100)) for q in (50, 90, 99)})
+        reference = detector.metadata.get("score_reference", {}).get("quantiles")
+        tracker.log_figure(plots.score_drift(scores, reference, detector.threshold), "plots/scores_vs_reference.png")
+    tracker.log_metrics(metrics)
+    tracker.set_tags({"vae.partition": summary.partition})
+
+
+def report(summary: ScoreSummary) -> None:
+    print(f"{summary.run_date}: {summary.rows_read:,} rows read, {summary.rows_scored:,} scored, "
+          f"{summary.rows_quarantined:,} quarantined, {summary.anomalies:,} anomalies "
+          f"({summary.anomalies / max(summary.rows_scored, 1):.2%}), PSI {summary.psi:.3f}, model {summary.model}, "
+          f"{summary.seconds:.1f} s -> {summary.partition}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> ScoreSummary:
+    parser = argparse.ArgumentParser(prog="vae-anomaly score", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / "score.yaml"), help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=... run_date=2026-11-24")
+    args = parser.parse_args(argv)
+    summary = run(load_config(args.config, args.overrides, cls=ScoreJobConfig))
+    report(summary)
+    return summary

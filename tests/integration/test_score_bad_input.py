@@ -1,0 +1,59 @@
+"""Bad input to `vae-anomaly score`: one line naming the problem, a non-zero exit, no partition written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.config import CONFIG_DIR
+from tests.integration.conftest import free_port
+
+
+def _score(tmp_path, tracking_uri, input_path, model, env=None) -> subprocess.CompletedProcess:
+    args = [f"input={input_path}", f"output={tmp_path / 'out'}", f"model={model}", "run_date=2026-11-24",
+            f"tracking.tracking_uri={tracking_uri}"]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", "score", "--config", str(CONFIG_DIR / "score.yaml"), *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _write(tmp_path, name, frame) -> str:
+    path = tmp_path / name
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.mark.timeout(600)
+def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
+    mlflow_server, scoring_model, thyroid_dir, tmp_path
+):
+    rows = pd.read_parquet(thyroid_dir / "test.parquet")
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 not really parquet")
+    fast_fail = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    cases = [
+        ("schema mismatch", mlflow_server, _write(tmp_path, "a.parquet", rows.drop(columns=["T3"])), scoring_model,
+         "missing column(s) ['T3']"),
+        ("mistyped column", mlflow_server, _write(tmp_path, "b.parquet", rows.assign(T3=rows.T3.astype(str))),
+         scoring_model, "non-numeric values: {'T3'"),
+        ("all-null column", mlflow_server, _write(tmp_path, "c.parquet", rows.assign(FTI=np.nan)), scoring_model,
+         "column(s) ['FTI'] hold only nulls"),  # pandas writes NaN as Parquet nulls
+        ("corrupt file", mlflow_server, str(corrupt), scoring_model, "cannot read Parquet at"),
+        ("empty input", mlflow_server, _write(tmp_path, "d.parquet", rows.iloc[:0]), scoring_model, ": no rows"),
+        ("unknown alias", mlflow_server, str(thyroid_dir / "test.parquet"), "thyroid-scorer@nightly",
+         "model thyroid-scorer@nightly not found"),
+        ("unreachable tracking server", f"http://127.0.0.1:{free_port()}", str(thyroid_dir / "test.parquet"),
+         scoring_model, "did not answer"),
+    ]  # fmt: skip
+    for case, tracking_uri, path, model, message in cases:
+        done = _score(tmp_path, tracking_uri, path, model, env=fast_fail)
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        assert done.returncode != 0, case
+        assert last.startswith("vae-anomaly score:") and message in last, (case, last)
+        assert not (tmp_path / "out" / "run_date=2026-11-24").exists(), case

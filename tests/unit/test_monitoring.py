@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+
+from pipelines.monitoring import population_stability_index, reference_statistics
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    reference = reference_statistics(rng.normal(size=50_000), rng.normal(size=(50_000, 3)))
+    same = population_stability_index(rng.normal(size=20_000), reference["quantiles"])
+    shifted = population_stability_index(rng.normal(0.5, 1.0, size=20_000), reference["quantiles"])
+    assert same < 0.01 and shifted > 0.1
+
+
+def test_psi_matches_the_formula_on_a_hand_computed_case():
+    quantiles = list(np.linspace(0, 100, 101))  # deciles at 0, 10, ..., 100
+    scores = np.array([5.0] * 50 + [95.0] * 50)  # half in the first decile, half in the last
+    expected = 2 * (0.5 - 0.1) * np.log(0.5 / 0.1) + 8 * (1e-4 - 0.1) * np.log(1e-4 / 0.1)
+    assert population_stability_index(scores, quantiles) == pytest.approx(expected)
+
+
+def test_reference_statistics_keep_quantiles_and_the_median_contribution():
+    stats = reference_statistics(np.arange(101.0), np.array([[1.0, 5.0], [3.0, 7.0], [2.0, 6.0]]))
+    assert stats["quantiles"][50] == 50.0 and len(stats["quantiles"]) == 101
+    assert stats["feature_baseline"] == [2.0, 6.0]
