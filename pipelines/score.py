@@ -38,6 +38,26 @@ PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
+class ScoringPlan:
+    """What one run scores, resolved before Ray starts."""
+
+    model_name: str
+    model_version: str
+    model_uri: str  # models:/NAME/VERSION, pinned so every actor uses the same version
+    tracking_uri: str
+    threshold: float
+    keys: list[str]
+    numeric: list[str]  # numeric-valued feature columns
+    categorical: list[str]
+    known_categories: dict[str, list[str]] | None  # set when unseen categories are quarantined
+    rows: int
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys([*self.keys, *self.numeric, *self.categorical]))
+
+
+@dataclass
 class ScoreSummary:
     model: str  # NAME/VERSION actually used
     run_date: str
@@ -151,72 +171,74 @@ def _threshold(config: ScoreJobConfig, detector: Detector) -> float:
     return detector.threshold
 
 
+def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
+    """Resolve the model and check the input against it; raises TrackingError / DataError / ConfigError."""
+    tracking_uri = resolve_tracking_uri(config.tracking)
+    spec = MODEL_SPEC.match(config.model)
+    version = resolve_model_version(spec["name"], spec["alias"], spec["version"], tracking_uri)
+    model_uri = f"models:/{spec['name']}/{version}"
+    detector = load_registered_detector(model_uri, tracking_uri)
+    numeric, categorical = _feature_columns(detector)
+    known = None
+    if config.unknown_categories == "quarantine":
+        pres: list[Preprocessor] = [p for p in (detector.preprocessor, detector.condition) if p is not None]
+        known = {c: v for p in pres for c, v in p.categories.items()}
+    keys = list(config.key or detector.metadata.get("key_columns", ()))
+    scoring = ScoringPlan(spec["name"], version, model_uri, tracking_uri, _threshold(config, detector), keys, numeric,
+                          categorical, known, rows=0)  # fmt: skip
+    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric))
+    return scoring, detector
+
+
 def run(config: ScoreJobConfig) -> ScoreSummary:
     """Score one run date; raises DataError / ConfigError / TrackingError on bad input, before writing."""
     started = time.perf_counter()
-    tracking_uri = resolve_tracking_uri(config.tracking)
-    spec = MODEL_SPEC.match(config.model)
-    name = spec["name"]
-    version = resolve_model_version(name, spec["alias"], spec["version"], tracking_uri)
-    model_uri = f"models:/{name}/{version}"  # pinned: every actor scores with the same version
-    detector = load_registered_detector(model_uri, tracking_uri)
-    threshold = _threshold(config, detector)
-    numeric, categorical = _feature_columns(detector)
-    keys = config.key or tuple(detector.metadata.get("key_columns", ()))
-    columns = list(dict.fromkeys([*keys, *numeric, *categorical]))
-    rows = check_parquet(config.input_path, tuple(columns), tuple(numeric))
+    scoring, detector = plan(config)
     date, output = config.date, resolve_path(config.output)
-
     tracker = Tracker(config.tracking)
-    run_id, _ = tracker.start(f"score-{name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
-    tracker.set_tags({"vae.model": f"{name}/{version}", "vae.run_date": date})
-    print(f"scoring {rows:,} rows of {config.input_path} with {name} version {version} for {date}; "
-          f"MLflow {tracking_uri} (run {run_id})", flush=True)  # fmt: skip
+    run_id, _ = tracker.start(f"score-{scoring.model_name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
+    tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
+    print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
+          f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {run_id})", flush=True)  # fmt: skip
     ok = False
     try:
         with ray_session(config.ray_address, config.local_cpus):
             staged = new_staging_dir(output, date)
-            _score_into(staged, config, detector, model_uri, tracking_uri, threshold, columns, numeric, categorical,
-                        name, version, rows)  # fmt: skip
-        summary = _summarize(staged, detector, name, version, date, rows)
+            _score_into(staged, config, scoring)
+        summary = _summarize(staged, detector, scoring, date)
         summary.seconds = time.perf_counter() - started
         summary.partition = str(publish(staged, output, date, dataclasses.asdict(summary)))
-        _log_run(tracker, summary, staged_scores=Path(summary.partition), detector=detector)
+        _log_run(tracker, summary, Path(summary.partition), detector)
         ok = True
         return summary
     finally:
         tracker.end(ok)
 
 
-def _score_into(staged: Path, config: ScoreJobConfig, detector: Detector, model_uri: str, tracking_uri: str,
-                threshold: float, columns: list[str], numeric: list[str], categorical: list[str], name: str,
-                version: str, rows: int) -> None:  # fmt: skip
+def _score_into(staged: Path, config: ScoreJobConfig, scoring: ScoringPlan) -> None:
     """Write scored rows to `staged` and quarantined rows to `staged/_quarantine` with Ray Data."""
-    known = None
-    if config.unknown_categories == "quarantine":
-        pres: list[Preprocessor] = [p for p in (detector.preprocessor, detector.condition) if p is not None]
-        known = {c: v for p in pres for c, v in p.categories.items()}
     tagged = (
         ray.data.read_parquet(config.input_path)
-        .select_columns(columns)
-        .map_batches(quarantine_reasons, fn_kwargs={"numeric": numeric, "categorical": categorical, "known": known},
-                     batch_format="pandas")
+        .select_columns(scoring.columns)
+        .map_batches(quarantine_reasons, batch_format="pandas", fn_kwargs={
+            "numeric": scoring.numeric, "categorical": scoring.categorical, "known": scoring.known_categories})
         .materialize()
     )  # fmt: skip
     job = {
-        "keys": list(config.key or detector.metadata.get("key_columns", ())), "threshold": threshold,
-        "kind": config.kind, "samples": config.samples, "top_features": config.top_features, "model_name": name,
-        "model_version": version, "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "keys": scoring.keys, "threshold": scoring.threshold, "kind": config.kind, "samples": config.samples,
+        "top_features": config.top_features, "model_name": scoring.model_name, "model_version": scoring.model_version,
+        "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }  # fmt: skip
     counter = ProgressCounter.remote()
     scored = tagged.map_batches(_keep, fn_kwargs={"quarantined": False}, batch_format="pandas").map_batches(
-        ScoreActor, fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri, "job": job,
-                                           "counter": counter},
+        ScoreActor,
+        fn_constructor_kwargs={"model_uri": scoring.model_uri, "tracking_uri": scoring.tracking_uri, "job": job,
+                               "counter": counter},
         batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
     )  # fmt: skip
     stop = threading.Event()
-    reporter = threading.Thread(target=_report_progress, args=(counter, rows, stop), daemon=True)
+    reporter = threading.Thread(target=_report_progress, args=(counter, scoring.rows, stop), daemon=True)
     reporter.start()
     try:
         scored.write_parquet(str(staged))
@@ -233,17 +255,18 @@ def _read_column(directory: Path, column: str) -> np.ndarray:
     return pads.dataset(directory, format="parquet").to_table(columns=[column]).column(column).to_numpy()
 
 
-def _summarize(staged: Path, detector: Detector, name: str, version: str, date: str, rows: int) -> ScoreSummary:
+def _summarize(staged: Path, detector: Detector, scoring: ScoringPlan, date: str) -> ScoreSummary:
     scores = _read_column(staged, "anomaly_score")
     flags = _read_column(staged, "is_anomaly")
     reasons = _read_column(staged / QUARANTINE_DIR, REASON)
     reference = detector.metadata.get("score_reference", {})
     psi = population_stability_index(scores, reference["quantiles"]) if len(scores) and reference else float("nan")
-    return ScoreSummary(f"{name}/{version}", date, rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
+    model = f"{scoring.model_name}/{scoring.model_version}"
+    return ScoreSummary(model, date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
 
 
-def _log_run(tracker: Tracker, summary: ScoreSummary, staged_scores: Path, detector: Detector) -> None:
-    scores = _read_column(staged_scores, "anomaly_score")
+def _log_run(tracker: Tracker, summary: ScoreSummary, partition: Path, detector: Detector) -> None:
+    scores = _read_column(partition, "anomaly_score")
     metrics = {
         "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
         "rows_quarantined": summary.rows_quarantined, "anomalies": summary.anomalies,
