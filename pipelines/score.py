@@ -155,7 +155,8 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
     while not stop.wait(PROGRESS_EVERY_S):
         rows = ray.get(counter.value.remote())
         elapsed = time.perf_counter() - start
-        print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
+        if rows:  # nothing to say while the actors load the model
+            print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
 
 
 def _threshold(config: ScoreJobConfig, detector: Detector) -> float:

@@ -33,9 +33,9 @@ def score_encoded(detector: Detector, ds: ray.data.Dataset) -> EncodedScores:
         batch_scores, batch_contributions = score_array(model, x, c, detector.score_config, batch_size=BATCH_ROWS)
         scores.append(batch_scores)
         contributions.append(batch_contributions)
-        with torch.no_grad():
-            c_t = None if c is None else torch.as_tensor(c, dtype=torch.float32)
-            means.append(model.encode(torch.as_tensor(x, dtype=torch.float32), c_t).mu.numpy())
+        with torch.no_grad():  # Ray's numpy batches are read-only: copy them into tensors
+            c_t = None if c is None else torch.tensor(c, dtype=torch.float32)
+            means.append(model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy())
         if "label" in batch:
             labels.append(batch["label"])
     return EncodedScores(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pandas as pd
 import pytest
@@ -26,11 +27,34 @@ def ray_head(tmp_path_factory):
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", timeout=180, proc=head)
-        yield f"http://127.0.0.1:{dashboard}", env
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for_http(f"{address}/api/version", timeout=180, proc=head)
+        _wait_for_job_agent(address)
+        yield address, env
     finally:
         stop_process_group(head, grace=30)
         log.close()
+
+
+def _wait_for_job_agent(address: str, timeout: float = 180) -> None:
+    """The dashboard answers before the node's job agent has registered ("No available agent to submit
+    job"): submit a no-op job until one is accepted and succeeds."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            job = client.submit_job(entrypoint="true")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the no-op job on {address} did not finish")
+        time.sleep(1)
 
 
 def _make(target: str, address: str, env: dict, mlflow_server: str, overrides: list[str]):
