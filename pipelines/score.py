@@ -206,10 +206,10 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
         with ray_session(config.ray_address, config.local_cpus):
             staged = new_staging_dir(output, date)
             _score_into(staged, config, scoring)
-        summary = _summarize(staged, detector, scoring, date)
+        summary, scores = _summarize(staged, detector, scoring, date)
         summary.seconds = time.perf_counter() - started
         summary.partition = str(publish(staged, output, date, dataclasses.asdict(summary)))
-        _log_run(tracker, summary, Path(summary.partition), detector)
+        _log_run(tracker, summary, scores, detector, scoring.threshold)
         ok = True
         return summary
     finally:
@@ -256,18 +256,19 @@ def _read_column(directory: Path, column: str) -> np.ndarray:
     return pads.dataset(directory, format="parquet").to_table(columns=[column]).column(column).to_numpy()
 
 
-def _summarize(staged: Path, detector: Detector, scoring: ScoringPlan, date: str) -> ScoreSummary:
+def _summarize(staged: Path, detector: Detector, scoring: ScoringPlan, date: str) -> tuple[ScoreSummary, np.ndarray]:
+    """The run's counts and drift signal, and its scores (N,), read once from the staged output."""
     scores = _read_column(staged, "anomaly_score")
     flags = _read_column(staged, "is_anomaly")
     reasons = _read_column(staged / QUARANTINE_DIR, REASON)
     reference = detector.metadata.get("score_reference", {})
     psi = population_stability_index(scores, reference["quantiles"]) if len(scores) and reference else float("nan")
     model = f"{scoring.model_name}/{scoring.model_version}"
-    return ScoreSummary(model, date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
+    summary = ScoreSummary(model, date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
+    return summary, scores
 
 
-def _log_run(tracker: Tracker, summary: ScoreSummary, partition: Path, detector: Detector) -> None:
-    scores = _read_column(partition, "anomaly_score")
+def _log_run(tracker: Tracker, summary: ScoreSummary, scores: np.ndarray, detector: Detector, threshold: float) -> None:
     metrics = {
         "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
         "rows_quarantined": summary.rows_quarantined, "anomalies": summary.anomalies,
@@ -277,7 +278,7 @@ def _log_run(tracker: Tracker, summary: ScoreSummary, partition: Path, detector:
     if len(scores):
         metrics.update({f"score_p{q}": float(np.quantile(scores, q / 100)) for q in (50, 90, 99)})
         reference = detector.metadata.get("score_reference", {}).get("quantiles")
-        tracker.log_figure(plots.score_drift(scores, reference, detector.threshold), "plots/scores_vs_reference.png")
+        tracker.log_figure(plots.score_drift(scores, reference, threshold), "plots/scores_vs_reference.png")
     tracker.log_metrics(metrics)
     tracker.set_tags({"vae.partition": summary.partition})
 

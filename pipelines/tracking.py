@@ -74,6 +74,12 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """All `metrics` at one step, in a single request."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 class EpochLogger:
     """Logs one epoch's metrics to a run in a single request (used by rank 0 on a Ray worker)."""
 
@@ -82,9 +88,7 @@ class EpochLogger:
         self.run_id = run_id
 
     def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        _log_metrics(self.client, self.run_id, metrics, epoch)
 
 
 @dataclass
@@ -142,9 +146,7 @@ class Tracker:
             self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        _log_metrics(self.client, self.run_id, metrics, step or 0)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
