@@ -13,8 +13,10 @@ MLFLOW_PORT ?= 5000
 THYROID := data/thyroid/train.parquet
 
 SCORE_CONFIG ?= pipelines/configs/score.yaml
+TUNE_CONFIG ?= pipelines/configs/tune.yaml
+TUNE_CLUSTER_CONFIG ?= pipelines/configs/tune-cluster.yaml
 
-.PHONY: help install test demo lint bench clean train train-cluster score score-cluster mlflow-ui data
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster mlflow-ui data
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +44,9 @@ data: $(THYROID) ## Write the bundled thyroid data as Parquet under data/thyroid
 train: $(THYROID) ## Train with Ray Train on a local Ray (CONFIG=..., ARGS="key.sub=value ..."), register in MLflow
 	$(PY) -m pipelines train --config $(CONFIG) $(ARGS)
 
+tune: $(THYROID) ## Ray Tune sweep of beta x latent size on a local Ray (TUNE_CONFIG=..., ARGS=...); registers the best
+	$(PY) -m pipelines tune --config $(TUNE_CONFIG) $(ARGS)
+
 # `ray job submit` of a pipeline command to the cluster at RAY_ADDRESS, with this directory as working dir.
 define submit
 	@test -n "$(RAY_ADDRESS)" || { echo "$@: set RAY_ADDRESS=http://<head>:8265" >&2; exit 2; }
@@ -53,6 +58,9 @@ endef
 
 train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS with `ray job submit` (needs MLFLOW_TRACKING_URI)
 	$(call submit,train --config $(CLUSTER_CONFIG))
+
+tune-cluster: $(STAMP) ## Submit a Ray Tune sweep to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
+	$(call submit,tune --config $(TUNE_CLUSTER_CONFIG))
 
 score: $(THYROID) ## Score Parquet rows with a registered model into a run-date partition (ARGS="input=... model=NAME@ALIAS")
 	$(PY) -m pipelines score --config $(SCORE_CONFIG) $(ARGS)

@@ -13,6 +13,7 @@ from vae import ConfigError
 
 COMMANDS = {
     "train": "pipelines.train",
+    "tune": "pipelines.tune",
     "score": "pipelines.score",
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",

@@ -7,6 +7,7 @@ Hyperparameters (model, objective, train, score) reuse the library's dataclasses
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from dataclasses import dataclass, field
@@ -16,7 +17,18 @@ from typing import Any, Literal
 import yaml
 
 from vae import ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
-from vae.config import ConfigError, check_choice, check_fraction, check_number, check_positive, from_dict, require
+from vae.config import (
+    ConfigError,
+    check_choice,
+    check_fraction,
+    check_number,
+    check_positive,
+    from_dict,
+    json_ready,
+    require,
+)
+
+from .search_space import parse_space
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -142,6 +154,97 @@ class TrainPipelineConfig:
         require(not conv, self.model, "network", "the Parquet training pipeline reads feature columns; use 'mlp'")
 
 
+@dataclass(frozen=True)
+class AshaSettings:
+    """ASHA early stopping of trials on the selection metric, one rung step per epoch."""
+
+    enabled: bool = True
+    grace_period: int = 2  # epochs every trial runs before it may be stopped
+    reduction_factor: float = 2.0  # at each rung, the best 1/reduction_factor of trials go on
+
+    def __post_init__(self) -> None:
+        check_positive(self, "grace_period", integer=True)
+        check_number(self, "reduction_factor", minimum=1, strict=True)
+
+
+SELECTION_METRICS = {"nll": ("val_nll", "min"), "auroc": ("val_auroc", "max")}
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """A Ray Tune sweep: each trial is a full Ray Train run of the config with the trial's values swept in.
+
+    The same `name` (and `run.storage_path`) resumes the sweep, and finds its MLflow parent run again.
+    """
+
+    name: str = "vae-sweep"
+    space: dict[str, Any] = field(default_factory=dict)  # see pipelines/search_space.py
+    metric: Literal["nll", "auroc"] = "nll"  # validation NLL, or AUROC of the score against `data.label`
+    search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
+    num_samples: int = 8  # optuna: trials; grid: repeats of the whole grid
+    max_concurrent_trials: int | None = None  # default: as many as the cluster's CPUs (GPUs) hold
+    seed: int = 0
+    nll_samples: int = 32  # importance samples per validation row for val_nll
+    max_failures: int = 1  # restarts of a failed trial (from its last checkpoint)
+    asha: AshaSettings = field(default_factory=AshaSettings)
+
+    def __post_init__(self) -> None:
+        ok_name = isinstance(self.name, str) and self.name and "/" not in self.name
+        require(ok_name, self, "name", f"must be a non-empty name without '/', got {self.name!r}")
+        check_choice(self, "metric", tuple(SELECTION_METRICS))
+        check_choice(self, "search", ("optuna", "grid"))
+        check_positive(self, "num_samples", integer=True)
+        if self.max_concurrent_trials is not None:
+            check_positive(self, "max_concurrent_trials", integer=True)
+        check_number(self, "seed", integer=True)
+        check_positive(self, "nll_samples", integer=True)
+        check_number(self, "max_failures", minimum=-1, integer=True)
+        for axis in parse_space(self.space):
+            if self.search == "optuna" and axis.kind == "grid":
+                raise ConfigError(f"tune.space.{axis.name}: grid axes need tune.search=grid; Optuna samples: "
+                                  f"use choice")  # fmt: skip
+            if self.search == "optuna" and axis.kind == "choice":
+                scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in axis.values)
+                require(scalar, self, f"space.{axis.name}", "Optuna chooses among scalars only; use tune.search=grid")
+
+    @property
+    def reported_metric(self) -> tuple[str, str]:
+        """(metric name as the trials report it, "min" or "max")."""
+        return SELECTION_METRICS[self.metric]
+
+
+@dataclass(frozen=True)
+class TunePipelineConfig(TrainPipelineConfig):
+    """A training config plus the sweep over it; every value a trial can get is checked up front."""
+
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tune.metric == "auroc":
+            require(bool(self.data.label), self.data, "label", "tune.metric=auroc needs the label column")
+        base = self.train_dict()
+        for axis in parse_space(self.tune.space):
+            for value in axis.candidates():
+                try:
+                    from_dict(TrainPipelineConfig, set_dotted(base, axis.name, value))
+                except ConfigError as err:
+                    raise ConfigError(f"tune.space.{axis.name}: value {value!r} is invalid: {err}") from err
+
+    def train_dict(self) -> dict[str, Any]:
+        """The training config (without `tune`) as a plain mapping."""
+        data = json_ready(dataclasses.asdict(self))
+        data.pop("tune")
+        return data
+
+    def trial_config(self, params: dict[str, Any], run_name: str) -> TrainPipelineConfig:
+        """The training config of one trial: `params` ({"objective.beta": 0.5, ...}) swept in."""
+        data = set_dotted(self.train_dict(), "run.name", run_name)
+        for key, value in params.items():
+            data = set_dotted(data, key, list(value) if isinstance(value, tuple) else value)
+        return from_dict(TrainPipelineConfig, data)
+
+
 def resolve_path(path: str) -> str:
     """A URI as it is; a relative local path against the project directory (absolute for Ray workers)."""
     if "://" in path:
@@ -231,26 +334,34 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of the nested mapping `data` with `key` ("section.sub.leaf") set to `value`."""
+    data = dict(data)
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[leaf] = value
+    return data
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping."""
-    data = dict(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[leaf] = _parse_value(raw)
-    return data
+        data = set_dotted(data, key, _parse_value(raw))
+    return dict(data)
 
 
 def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPipelineConfig) -> Any:
     """Read a YAML config, apply overrides and validate everything; raises ConfigError naming the field."""
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (PROJECT_DIR / path).is_file():
+        path = PROJECT_DIR / path  # `ray submit` runs scripts from the home directory, not the project's
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

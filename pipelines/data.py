@@ -116,12 +116,16 @@ def split_bucket(batch: pd.DataFrame, key: tuple[str, ...], seed: int) -> np.nda
 
 
 def split_rows(ds: ray.data.Dataset, config: DataConfig) -> tuple[ray.data.Dataset, ray.data.Dataset]:
-    """(train, validation): each row goes by the hash of its split key, the same on every run and block layout."""
+    """(train, validation): each row goes by the hash of its split key, the same on every run and block layout.
+
+    Rows labelled anomalous (label 1) never train the model; in the validation split they stay, to be found.
+    """
     cut = int(config.validation_fraction * SPLIT_BUCKETS)
 
     def keep(batch: pd.DataFrame, validation: bool) -> pd.DataFrame:
         in_validation = split_bucket(batch, config.split_key, config.split_seed) < cut
-        return batch[in_validation == validation]
+        rows = batch[in_validation == validation]
+        return rows if validation or not config.label else rows[rows[config.label] != 1]
 
     train = ds.map_batches(keep, fn_kwargs={"validation": False}, batch_format="pandas")
     validation = ds.map_batches(keep, fn_kwargs={"validation": True}, batch_format="pandas")

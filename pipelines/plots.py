@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
@@ -78,5 +79,30 @@ def score_drift(scores: np.ndarray, reference_quantiles: list[float] | None, thr
     ax.set_ylabel("density")
     ax.set_title("scores against the training reference")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def metric_by_param(table: pd.DataFrame, metric: str, params: list[str]) -> Figure:
+    """A sweep's best `metric` per trial against each swept parameter (one panel each; log x for positive
+    values spanning a decade or more; lists and strings as categories). `table` has a column per param and
+    `best <metric>`."""
+    fig, axes = plt.subplots(1, len(params), figsize=(4.5 * len(params), 4), squeeze=False, sharey=True)
+    y = table[f"best {metric}"].to_numpy(dtype=float)
+    for ax, name in zip(axes[0], params, strict=True):
+        values = table[name].tolist()
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            x = np.asarray(values, dtype=float)
+            ax.scatter(x, y, alpha=0.8)
+            if x.min() > 0 and x.max() >= 10 * x.min():
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(v) for v in values})
+            ax.scatter([labels.index(str(v)) for v in values], y, alpha=0.8)
+            ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_xlabel(name)
+    axes[0][0].set_ylabel(f"best {metric}")
+    fig.suptitle(f"sweep: best {metric} of each trial")
     fig.tight_layout()
     return fig

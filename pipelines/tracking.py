@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import mlflow
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
@@ -30,6 +30,7 @@ from .config import PROJECT_DIR, TrackingSettings
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
 MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
 
 
@@ -119,10 +120,13 @@ class Tracker:
         except Exception as err:  # connection errors surface as several exception types
             raise TrackingError(f"MLflow at {self.uri} is unreachable: {str(err).splitlines()[0]}") from err
 
-    def start(self, run_name: str, params: Mapping[str, str], resume: bool = True) -> tuple[str, bool]:
+    def start(
+        self, run_name: str, params: Mapping[str, str], resume: bool = True, parent_run_id: str | None = None
+    ) -> tuple[str, bool]:
         """Open the run named `run_name` (with `resume`, an existing one of that name); returns (run_id, resumed).
 
-        Params already on a resumed run keep their first value; new ones are added.
+        Params already on a resumed run keep their first value; new ones are added. With `parent_run_id` the
+        run is created as that run's child (a sweep's trial).
         """
         experiment_id = self._experiment_id()
         found = resume and self.client.search_runs(
@@ -133,7 +137,8 @@ class Tracker:
             run = found[0]
             self.client.update_run(run.info.run_id, status="RUNNING")
         else:
-            run = self.client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name})
+            tags = {RUN_NAME_TAG: run_name} | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         new = {k: v for k, v in params.items() if k not in run.data.params}
         items = [Param(k, v[:6000]) for k, v in new.items()]
@@ -144,6 +149,22 @@ class Tracker:
     def end(self, ok: bool) -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+    def child_runs(self) -> dict[str, Run]:
+        """This run's children (a sweep's trials) by run name."""
+        found = self.client.search_runs(
+            [self._experiment_id()], filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}'", max_results=10_000
+        )
+        return {run.data.tags.get(RUN_NAME_TAG, run.info.run_name): run for run in found}
+
+    def close_run(self, run_id: str, ok: bool, tags: Mapping[str, Any]) -> None:
+        """Tag and terminate another run of this experiment (a trial that Tune stopped or lost)."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+        self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         _log_metrics(self.client, self.run_id, metrics, step or 0)

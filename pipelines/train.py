@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+import ray.data
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from vae import DataLayout, load_detector, to_dict
+from vae import DataLayout, Detector, Preprocessor, ScoreConfig, load_detector, to_dict
 
 from . import plots
-from .config import CONFIG_DIR, TrainPipelineConfig, load_config
+from .config import CONFIG_DIR, DataConfig, TrainPipelineConfig, load_config
 from .data import check_training_data, encode_rows, fit_preprocessor, read_rows, split_rows
 from .monitoring import reference_statistics
 from .ray_runtime import ray_session
@@ -60,25 +61,43 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
         tracker.end(ok)
 
 
-def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
-    data = config.data
+@dataclass
+class PreparedData:
+    """The split, encoded rows and the preprocessing fitted on the training split (what every trial shares)."""
+
+    train: ray.data.Dataset
+    validation: ray.data.Dataset
+    features: Preprocessor
+    condition: Preprocessor | None
+
+    @property
+    def layout(self) -> DataLayout:
+        condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
+        return DataLayout(self.features.layout_blocks(), condition_dim=condition_dim)
+
+
+def prepare_data(data: DataConfig) -> PreparedData:
+    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits."""
     train_rows, val_rows = split_rows(read_rows(data), data)
     features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
     condition = None
     if data.conditions:
         condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
-    condition_dim = 0 if condition is None else sum(b.width for b in condition.layout_blocks())
-    layout = DataLayout(features.layout_blocks(), condition_dim=condition_dim)
+    return PreparedData(encode_rows(train_rows, data, features, condition),
+                        encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip
 
-    train_encoded = encode_rows(train_rows, data, features, condition)
-    val_encoded = encode_rows(val_rows, data, features, condition)
-    spec = LoopSpec(
-        model=to_dict(config.model), layout=to_dict(layout), objective=to_dict(config.objective),
-        train=to_dict(config.train), score=to_dict(config.score), preprocessor=features.to_dict(),
-        condition=None if condition is None else condition.to_dict(), tracking_uri=tracker.uri, run_id=tracker.run_id,
-    )  # fmt: skip
+
+def build_trainer(
+    config: TrainPipelineConfig,
+    prepared: PreparedData,
+    spec: LoopSpec,
+    storage_path: str | None = None,
+    callbacks: tuple = (),
+) -> TorchTrainer:
+    """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`."""
     scaling = config.scaling
-    trainer = TorchTrainer(
+    metric, mode = spec.checkpoint_metric
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=dataclasses.asdict(spec),
         scaling_config=ScalingConfig(
@@ -87,16 +106,40 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
         ),
         run_config=RunConfig(
             name=config.run.name,
-            storage_path=config.run.resolved_storage_path(),
+            storage_path=storage_path or config.run.resolved_storage_path(),
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
-                checkpoint_score_order="min",
+                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute=metric,
+                checkpoint_score_order=mode,
             ),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
         ),
-        datasets={"train": train_encoded, "validation": val_encoded},
+        datasets={"train": prepared.train, "validation": prepared.validation},
     )  # fmt: skip
+
+
+def loop_spec(config: TrainPipelineConfig, prepared: PreparedData, tracking_uri: str, run_id: str, **extra) -> LoopSpec:
+    """What the workers of `config`'s run need, as plain data (`extra`: LoopSpec's sweep fields)."""
+    return LoopSpec(
+        model=to_dict(config.model), layout=to_dict(prepared.layout), objective=to_dict(config.objective),
+        train=to_dict(config.train), score=to_dict(config.score), preprocessor=prepared.features.to_dict(),
+        condition=None if prepared.condition is None else prepared.condition.to_dict(), tracking_uri=tracking_uri,
+        run_id=run_id, **extra,
+    )  # fmt: skip
+
+
+def load_checkpoint_detector(checkpoint: Checkpoint, score: ScoreConfig) -> Detector:
+    """The Detector saved in a training checkpoint (local or remote storage), scoring with `score`."""
+    with checkpoint.as_directory() as directory:
+        detector = load_detector(os.path.join(directory, DETECTOR_DIR))
+    detector.score_config = score
+    return detector
+
+
+def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
+    prepared = prepare_data(config.data)
+    trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
     started = time.perf_counter()
     result = trainer.fit()
     print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
@@ -104,22 +147,33 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     if best is None:
         raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
     best_val_loss = min(m["val_loss"] for _, m in result.best_checkpoints)
-    with best.as_directory() as directory:
-        detector = load_detector(os.path.join(directory, DETECTOR_DIR))
-    detector.score_config = config.score
+    last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
+    detector = load_checkpoint_detector(best, config.score)
+    return register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)
 
-    validation = score_encoded(detector, val_encoded)
+
+def register(
+    config: TrainPipelineConfig,
+    tracker: Tracker,
+    detector: Detector,
+    prepared: PreparedData,
+    best: dict[str, float],
+    last_epoch: int,
+) -> TrainOutcome:
+    """Calibrate the threshold on the validation scores, attach the drift reference, log plots, then log and
+    register the model in `tracker`'s run. `best` holds the chosen checkpoint's metrics (with best_val_loss)."""
+    data = config.data
+    validation = score_encoded(detector, prepared.validation)
     threshold = detector.calibrate(validation.scores)
-    reference = score_encoded(detector, train_encoded.limit(REFERENCE_SAMPLE))
+    reference = score_encoded(detector, prepared.train.limit(REFERENCE_SAMPLE))
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
         "score_reference": reference_statistics(reference.scores, reference.contributions),
     }
-    last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
-    tracker.log_metrics({"best_val_loss": best_val_loss, "threshold": threshold,
-                         "val_score_p50": float(np.median(validation.scores))}, step=last_epoch)  # fmt: skip
+    tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores))},
+                        step=last_epoch)  # fmt: skip
     tracker.log_figure(plots.loss_curves(tracker.metric_history(LOSS_METRICS)), "plots/loss_curves.png")
     tracker.log_figure(plots.score_histogram(validation.scores, threshold), "plots/validation_scores.png")
     sample = slice(0, LATENT_SAMPLE)
@@ -129,9 +183,9 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
                                 (*data.categorical, *data.condition_categorical))  # fmt: skip
     registered = tracker.log_and_register(
-        detector, signature, {"run_name": config.run.name, "val_loss": best_val_loss, "threshold": threshold}
+        detector, signature, {"run_name": config.run.name, **best, "threshold": threshold}
     )
-    return TrainOutcome(registered, tracker.uri, tracker.run_id, threshold, best_val_loss, last_epoch)
+    return TrainOutcome(registered, tracker.uri, tracker.run_id, threshold, best["best_val_loss"], last_epoch)
 
 
 def report(outcome: TrainOutcome) -> None:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from sklearn.metrics import roc_auc_score
 
 from vae import (
     VAE,
@@ -34,6 +36,7 @@ from vae import (
     from_dict,
     load_detector,
     save_detector,
+    score_array,
     train_epoch,
 )
 
@@ -57,6 +60,10 @@ class LoopSpec:
     condition: dict[str, Any] | None
     tracking_uri: str
     run_id: str
+    checkpoint_metric: tuple[str, str] = ("val_loss", "min")  # what the kept checkpoints are ranked by
+    nll_samples: int = 0  # > 0: also report val_nll, the importance-sampled NLL of the validation rows
+    auroc: bool = False  # also report val_auroc, the anomaly score's AUROC against the validation labels
+    progress: bool = True  # print an epoch line (a sweep prints its own per-trial lines instead)
 
 
 def _global(stats: EpochStats, device: torch.device) -> EpochStats:
@@ -73,6 +80,44 @@ def _global(stats: EpochStats, device: torch.device) -> EpochStats:
     rows = max(int(sums[3].item()), 1)
     return EpochStats(sums[0].item() / rows, sums[1].item() / rows, sums[2].item() / rows, int(sums[3].item()),
                       seconds.item(), stats.step)  # fmt: skip
+
+
+def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    totals = torch.tensor(values, device=device, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    return totals.tolist()
+
+
+def _gather(array: np.ndarray) -> np.ndarray:
+    """The concatenation of every rank's `array` (N_rank,) in rank order."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return array
+    parts: list[np.ndarray | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts)
+
+
+def selection_metrics(model: VAE, shard, spec: LoopSpec, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Metrics that compare runs whatever their beta or objective, over all ranks' validation rows:
+    val_nll (mean importance-sampled -log p(x), `spec.nll_samples` draws) and, with `spec.auroc`, val_auroc."""
+    nll_config = ScoreConfig(kind="nll", samples=spec.nll_samples)
+    score_config = from_dict(ScoreConfig, spec.score)
+    nll_sum, rows, scores, labels = 0.0, 0, [], []
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        x, c = batch["x"], batch.get("c")
+        nll, _ = score_array(model, x, c, nll_config, batch_size=batch_size)
+        nll_sum, rows = nll_sum + float(nll.sum()), rows + len(nll)
+        if spec.auroc:
+            scores.append(score_array(model, x, c, score_config, batch_size=batch_size)[0])
+            labels.append(np.asarray(batch["label"]))
+    nll_sum, rows = _sum_over_ranks([nll_sum, rows], device)
+    metrics = {"val_nll": nll_sum / max(rows, 1)}
+    if spec.auroc:
+        y = _gather(np.concatenate(labels) if labels else np.zeros(0)).astype(int)
+        s = _gather(np.concatenate(scores) if scores else np.zeros(0))
+        metrics["val_auroc"] = float(roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else float("nan")
+    return metrics
 
 
 def _save_checkpoint(directory: Path, detector: Detector, optimizer, epoch: int, step: int, stopper) -> None:
@@ -161,8 +206,11 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             "epoch": epoch + 1, "train_loss": train.loss, "train_recon": train.recon, "train_kl": train.kl,
             "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
         }  # fmt: skip
+        if spec.nll_samples:
+            metrics |= selection_metrics(module, val_shard, spec, train_cfg.batch_size, device)
         if rank == 0:
-            _progress(format_epoch(epoch + 1, train_cfg.epochs, train, val))
+            if spec.progress:
+                _progress(format_epoch(epoch + 1, train_cfg.epochs, train, val))
             logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
             with tempfile.TemporaryDirectory() as tmp:
                 _save_checkpoint(Path(tmp), detector, optimizer, epoch, step, stopper)
@@ -170,7 +218,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
         else:
             ray.train.report(metrics)
     if rank == 0:
-        if stopper.should_stop:
+        if stopper.should_stop and spec.progress:
             _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
         return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
     return None

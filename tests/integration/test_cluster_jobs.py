@@ -1,9 +1,12 @@
-"""`make train-cluster` and `make score-cluster`: `ray job submit` against a Ray head this module starts."""
+"""`make train-cluster`, `make score-cluster` and `make tune-cluster`: `ray job submit` against a Ray head this
+module starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -57,10 +60,10 @@ def _wait_for_job_agent(address: str, timeout: float = 180) -> None:
         time.sleep(1)
 
 
-def _make(target: str, address: str, env: dict, mlflow_server: str, overrides: list[str]):
+def _make(target: str, address: str, env: dict, mlflow_server: str, overrides: list[str], *variables: str):
     return subprocess.run(
         ["make", "--no-print-directory", target, f"RAY_ADDRESS={address}", f"MLFLOW_TRACKING_URI={mlflow_server}",
-         f"ARGS={' '.join(overrides)}"],
+         f"ARGS={' '.join(overrides)}", *variables],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=800,
     )  # fmt: skip
 
@@ -88,9 +91,59 @@ def test_make_train_cluster_then_score_cluster(ray_head, mlflow_server, thyroid_
     assert len(pd.read_parquet(partition)) == len(pd.read_parquet(thyroid_dir / "test.parquet"))
 
 
+EPOCHS = 6
+
+
+@pytest.mark.timeout(900)
+def test_make_tune_cluster_sweeps_and_registers_the_best_trial(ray_head, mlflow_server, thyroid_dir, tmp_path):
+    """A 3 x 2 grid of beta x latent size, each trial a 2-worker Ray Train run, ASHA on the validation NLL."""
+    address, env = ray_head
+    swept = _make("tune-cluster", address, env, mlflow_server, [
+        f"data.path={thyroid_dir / 'train'}", f"run.storage_path={tmp_path / 'runs'}", "tune.name=sweep-job",
+        f"train.epochs={EPOCHS}", "tune.asha.grace_period=1", "tune.space.objective.beta.grid=[0.5,1,4]",
+        "tune.space.model.latent_dim.grid=[2,4]", "tracking.experiment=sweep-job", "tracking.model_name=sweep-job",
+    ], "TUNE_CLUSTER_CONFIG=pipelines/configs/tune.yaml")  # fmt: skip
+    out = swept.stdout + swept.stderr
+    assert swept.returncode == 0, out[-4000:]
+    assert "succeeded" in out and "registered sweep-job version 1 with alias @challenger" in out
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("sweep-job").experiment_id
+    parent = client.search_runs([experiment], "tags.`vae.run_name` = 'sweep-job'")[0]
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    history = {c.info.run_id: client.get_metric_history(c.info.run_id, "val_nll") for c in children}
+    assert all(1 <= len(h) <= EPOCHS for h in history.values())
+    stopped = [c for c in children if c.data.tags["vae.trial.outcome"] == "stopped by ASHA"]
+    assert len(stopped) >= 2 and all(len(history[c.info.run_id]) < EPOCHS for c in stopped)
+    assert {(c.data.params["objective.beta"], c.data.params["model.latent_dim"]) for c in children} == {
+        (b, z) for b in ("0.5", "1.0", "4.0") for z in ("2", "4")
+    }
+
+    best_nll = {c.info.run_id: min(m.value for m in h) for c, h in zip(children, history.values(), strict=True)}
+    best_run = min(best_nll, key=best_nll.get)
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/results.csv", str(tmp_path)))
+    assert len(table) == 6 and table["best val_nll"].min() == pytest.approx(best_nll[best_run])
+    version = client.get_model_version_by_alias("sweep-job", "challenger")
+    assert version.run_id == best_run
+    assert client.get_run(parent.info.run_id).data.tags["vae.registered_version"] == "sweep-job/1"
+
+    scored = subprocess.run([sys.executable, "-c", f"""
+import json, pandas as pd
+from pipelines.tracking import load_registered_detector
+detector = load_registered_detector("models:/sweep-job@challenger", {mlflow_server!r})
+scores, _ = detector.score(pd.read_parquet({str(thyroid_dir / 'test.parquet')!r}))
+print(json.dumps({{"n": len(scores), "finite": bool((scores == scores).all()), "threshold": detector.threshold}}))
+"""], capture_output=True, text=True, timeout=300, cwd=PROJECT)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    result = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert result["n"] == len(pd.read_parquet(thyroid_dir / "test.parquet")) and result["finite"]
+    assert result["threshold"] == pytest.approx(float(version.tags["threshold"]))
+
+
 def test_cluster_targets_require_the_addresses():
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    for target in ("train-cluster", "score-cluster"):
+    for target in ("train-cluster", "score-cluster", "tune-cluster"):
         done = subprocess.run(["make", "--no-print-directory", target], cwd=PROJECT, env=env,
                               capture_output=True, text=True)  # fmt: skip
         assert done.returncode != 0 and f"{target}: set RAY_ADDRESS" in done.stderr

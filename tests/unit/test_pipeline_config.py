@@ -9,6 +9,7 @@ from pipelines.config import (
     PROJECT_DIR,
     ScoreJobConfig,
     TrainPipelineConfig,
+    TunePipelineConfig,
     apply_overrides,
     load_config,
 )
@@ -17,11 +18,13 @@ from vae import ConfigError
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
 
 
-CONFIG_CLASSES = {"score.yaml": ScoreJobConfig}
+CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "tune.yaml": TunePipelineConfig,
+                  "tune-cluster.yaml": TunePipelineConfig}  # fmt: skip
 
 
 def test_the_repo_has_configs():
-    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml"}
+    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml", "tune.yaml",
+                                            "tune-cluster.yaml"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))

@@ -1,0 +1,331 @@
+"""`python pipelines/tune.py --config pipelines/configs/tune.yaml key.sub=value ...` (what `ray submit` runs on the
+head node), also `python -m pipelines tune` and `make tune`.
+
+The recipe: validate the config and every value of its search space -> start (or join) Ray -> split, fit the
+preprocessing and encode once for all trials -> Ray Tune runs one driver function per trial, which fits a
+TorchTrainer (DDP workers) and forwards its epochs to Tune; ASHA stops weak trials, seeded Optuna or a grid picks
+the values -> the best trial's best checkpoint is calibrated, logged and registered with the alias `challenger`.
+MLflow holds one parent run per sweep (results table, plots) with one child run per trial (params, epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.train import Checkpoint
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from pipelines import plots
+from pipelines.config import CONFIG_DIR, TunePipelineConfig, load_config
+from pipelines.data import DataError, check_training_data
+from pipelines.ray_runtime import quiet_ray_data, ray_session
+from pipelines.search_space import Axis, parse_space
+from pipelines.tracking import Tracker, flatten
+from pipelines.train import (
+    PreparedData,
+    TrainOutcome,
+    build_trainer,
+    load_checkpoint_detector,
+    loop_spec,
+    prepare_data,
+    register,
+)
+from pipelines.train import report as report_training
+from vae import to_dict
+
+TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
+OUTCOME_TAG = "vae.trial.outcome"
+TRIAL_TAG = "vae.trial.id"
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    params: dict[str, Any]
+    epochs: int
+    best: float  # the best epoch's selection metric (nan when the trial reported none)
+    best_epoch: int
+    val_loss: float  # the training objective at the best epoch
+    outcome: str  # completed / early stop (patience) / stopped by ASHA / failed
+    checkpoint_path: str | None  # the best epoch's checkpoint
+    run_id: str | None  # the trial's MLflow child run
+
+
+@dataclass
+class SweepOutcome:
+    trials: list[TrialSummary]
+    best: TrialSummary
+    metric: str
+    training: TrainOutcome  # the best trial's registration
+    parent_run_id: str
+
+
+def search_space(axes: tuple[Axis, ...]) -> dict[str, Any]:
+    """The one place where config axes become Ray Tune domains, keyed by dotted config name."""
+    make = {
+        "grid": lambda v: tune.grid_search(list(v)),
+        "choice": lambda v: tune.choice(list(v)),
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(*v),
+    }
+    return {axis.name: make[axis.kind](axis.values) for axis in axes}
+
+
+def concurrent_trials(config: TunePipelineConfig) -> int:
+    """The configured limit, else as many trials as the cluster's GPUs (or CPUs) hold at once."""
+    if config.tune.max_concurrent_trials:
+        return config.tune.max_concurrent_trials
+    scaling, resources = config.scaling, ray.cluster_resources()
+    if scaling.use_gpu:
+        need, have = scaling.num_workers * scaling.gpus_per_worker, resources.get("GPU", 0.0)
+    else:
+        need, have = scaling.num_workers * scaling.cpus_per_worker, resources.get("CPU", 0.0)
+    return max(1, int(have // need))
+
+
+def run_trial(
+    params: dict[str, Any], *, config: TunePipelineConfig, prepared: PreparedData, tracking_uri: str, parent_run_id: str
+) -> None:
+    """Tune's driver function for one trial: a child MLflow run and a full Ray Train run of the trial's config.
+
+    The Train run's name holds the trial id, so a restarted trial resumes from its last checkpoint.
+    """
+    quiet_ray_data()  # this process's Ray Data context drives the trial's dataset splits
+    trial_id = tune.get_context().get_trial_id()
+    trial = config.trial_config(params, run_name=f"{config.tune.name}-{trial_id}")
+    tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
+    tracker.start(trial.run.name, flatten(to_dict(trial)), parent_run_id=parent_run_id)
+    tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
+    metric, mode = config.tune.reported_metric
+    spec = loop_spec(
+        trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
+        nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
+    )  # fmt: skip
+    storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
+    result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
+    stopped = (result.return_value or {}).get("stopped_early", False)
+    tracker.set_tags({OUTCOME_TAG: "early stop (patience)" if stopped else "completed"})
+    tracker.end(ok=True)
+
+
+class TrialProgress(tune.Callback):
+    """One console line per trial event: started (with its values), each epoch's metric, finished."""
+
+    def __init__(self, metric: str, epochs: int) -> None:
+        self.metric, self.epochs = metric, epochs
+
+    @staticmethod
+    def _say(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        values = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+        self._say(f"trial {trial.trial_id} started: {values}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric, math.nan)
+        self._say(f"trial {trial.trial_id} epoch {result['training_iteration']:3d}/{self.epochs}  "
+                  f"{self.metric} {value:.4f}  val_loss {result.get('val_loss', math.nan):.4f}")  # fmt: skip
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epochs = trial.last_result.get("training_iteration", 0)
+        self._say(f"trial {trial.trial_id} finished after {epochs} epoch(s)")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._say(f"trial {trial.trial_id} failed: {str(trial.error_file or 'see the Ray logs')}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any]) -> tune.Tuner:
+    """A new Tuner, or the one of an earlier run of the same sweep name (finished trials are kept)."""
+    settings, storage = config.tune, config.run.resolved_storage_path()
+    path = f"{storage}/{settings.name}"
+    if tune.Tuner.can_restore(path):
+        print(f"resuming sweep {settings.name!r} from {path}", flush=True)
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=param_space)
+    metric, mode = settings.reported_metric
+    asha = settings.asha
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=config.train.epochs,
+                      grace_period=min(asha.grace_period, config.train.epochs),
+                      reduction_factor=asha.reduction_factor)
+        if asha.enabled else FIFOScheduler()
+    )  # fmt: skip
+    # The grid generator limits concurrency itself (Tune ignores max_concurrent_trials for it).
+    concurrency = concurrent_trials(config)
+    search = (
+        OptunaSearch(seed=settings.seed) if settings.search == "optuna"
+        else BasicVariantGenerator(random_state=settings.seed, max_concurrent=concurrency)
+    )  # fmt: skip
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, scheduler=scheduler, search_alg=search, num_samples=settings.num_samples,
+            max_concurrent_trials=concurrency if settings.search == "optuna" else None,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name, storage_path=storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            callbacks=[TrialProgress(metric, config.train.epochs)],
+        ),
+    )  # fmt: skip
+
+
+def summarize(result: tune.Result, metric: str, mode: str, epochs: int, child) -> TrialSummary:
+    """A trial's row of the results table, from its per-epoch results and its MLflow child run."""
+    frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+    params = dict(result.config or {})
+    done = int(frame["training_iteration"].max()) if "training_iteration" in frame else 0
+    scored = frame[frame[metric].notna()] if metric in frame else frame.iloc[0:0]
+    if scored.empty:
+        best, best_epoch, val_loss, checkpoint = math.nan, 0, math.nan, None
+    else:
+        row = scored.loc[scored[metric].idxmin() if mode == "min" else scored[metric].idxmax()]
+        best, best_epoch, val_loss = float(row[metric]), int(row["training_iteration"]), float(row["val_loss"])
+        checkpoint = row.get("checkpoint_path")
+    if result.error is not None:
+        outcome = "failed"
+    elif child is not None and OUTCOME_TAG in child.data.tags:
+        outcome = child.data.tags[OUTCOME_TAG]
+    else:
+        outcome = "completed" if done >= epochs else "stopped by ASHA"
+    run_id = None if child is None else child.info.run_id
+    return TrialSummary(trial_id, params, done, best, best_epoch, val_loss, outcome, checkpoint, run_id)
+
+
+def results_table(trials: list[TrialSummary], metric: str) -> pd.DataFrame:
+    """One row per trial: its values, epochs run, best metric and how it ended, best first."""
+    rows = [{"trial": t.trial_id, **t.params, "epochs": t.epochs, f"best {metric}": t.best,
+             "best epoch": t.best_epoch, "outcome": t.outcome} for t in trials]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """`frame` as a GitHub markdown table, floats to 4 significant digits."""
+    cells = [[_short(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def run(config: TunePipelineConfig) -> SweepOutcome:
+    """Run (or resume) the sweep, register the best trial's model; raises ConfigError / DataError / TrackingError."""
+    check_training_data(config.data)
+    axes = parse_space(config.tune.space)
+    parent = Tracker(config.tracking)
+    parent_run_id, resumed = parent.start(config.tune.name, flatten(to_dict(config)))
+    ok = False
+    try:
+        swept = ", ".join(a.name for a in axes)
+        print(f"{'resuming' if resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
+              f"MLflow {parent.uri} (parent run {parent_run_id})", flush=True)  # fmt: skip
+        with ray_session(config.run.ray_address, config.run.local_cpus):
+            outcome = _sweep_and_register(config, axes, parent)
+        ok = True
+        return outcome
+    finally:
+        parent.end(ok)
+
+
+def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:
+    prepared = prepare_data(config.data)
+    metric, mode = config.tune.reported_metric
+    if config.tune.metric == "auroc":
+        _require_both_classes(prepared, config.data.label)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, config=config, prepared=prepared, tracking_uri=parent.uri,
+                             parent_run_id=parent.run_id),
+        {"CPU": TRIAL_DRIVER_CPUS},
+    )  # fmt: skip
+    started = time.perf_counter()
+    results = _tuner(config, trainable, search_space(axes)).fit()
+    print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
+
+    children = parent.child_runs()
+    trials = [summarize(r, metric, mode, config.train.epochs, children.get(_run_name(config, r))) for r in results]
+    _close_stopped_trials(parent, trials, children)
+    candidates = [t for t in trials if not math.isnan(t.best) and t.checkpoint_path]
+    if not candidates:
+        raise RuntimeError(f"sweep {config.tune.name!r}: no trial reported {metric}; see the trial errors above")
+    best = (min if mode == "min" else max)(candidates, key=lambda t: t.best)
+    trials.sort(key=lambda t: (math.isnan(t.best), t.best if mode == "min" else -t.best))
+
+    table = results_table(trials, metric)
+    parent.log_text(markdown_table(table), "sweep/results.md")
+    parent.log_text(table.to_csv(index=False), "sweep/results.csv")
+    parent.log_figure(plots.metric_by_param(table, metric, [a.name for a in axes]), "plots/metric_by_param.png")
+    parent.log_metrics({f"best_{metric}": best.best, "trials": len(trials),
+                        "trials_stopped_early": sum(t.epochs < config.train.epochs for t in trials)})  # fmt: skip
+
+    trial = config.trial_config(best.params, run_name=f"{config.tune.name}-{best.trial_id}")
+    detector = load_checkpoint_detector(Checkpoint(best.checkpoint_path), trial.score)
+    tracker = Tracker(replace(trial.tracking, tracking_uri=parent.uri))
+    tracker.start(trial.run.name, {})
+    best_metrics = {"best_val_loss": best.val_loss, f"best_{metric}": best.best}
+    training = register(trial, tracker, detector, prepared, best_metrics, best.epochs)
+    tracker.end(ok=True)
+    parent.set_tags({"vae.best_trial": best.trial_id, "vae.registered_version":
+                     f"{training.registered.name}/{training.registered.version}"})  # fmt: skip
+    return SweepOutcome(trials, best, metric, training, parent.run_id)
+
+
+def _run_name(config: TunePipelineConfig, result: tune.Result) -> str:
+    return f"{config.tune.name}-{(result.metrics or {}).get('trial_id', '')}"
+
+
+def _close_stopped_trials(parent: Tracker, trials: list[TrialSummary], children: dict) -> None:
+    """Trials that Tune stopped (ASHA) or lost never closed their MLflow runs: close them with their outcome."""
+    by_id = {run.info.run_id: run for run in children.values()}
+    for trial in trials:
+        run = by_id.get(trial.run_id)
+        if run is not None and run.info.status == "RUNNING":
+            parent.close_run(run.info.run_id, trial.outcome != "failed", {OUTCOME_TAG: trial.outcome})
+
+
+def _require_both_classes(prepared: PreparedData, label: str) -> None:
+    counts = prepared.validation.groupby("label").count().to_pandas()
+    if len(counts) < 2:
+        raise DataError(f"tune.metric=auroc needs normal and anomalous rows in the validation split; label "
+                        f"{label!r} there holds only {counts['label'].tolist()}")  # fmt: skip
+
+
+def report(outcome: SweepOutcome) -> None:
+    table = results_table(outcome.trials, outcome.metric)
+    print(f"\nsweep results ({len(outcome.trials)} trials, best first):")
+    print(markdown_table(table))
+    print(f"\nbest trial {outcome.best.trial_id}: {outcome.metric} {outcome.best.best:.4f} at epoch "
+          f"{outcome.best.best_epoch}")  # fmt: skip
+    report_training(outcome.training)
+
+
+def main(argv: list[str] | None = None) -> SweepOutcome:
+    parser = argparse.ArgumentParser(prog="vae-anomaly tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / "tune.yaml"), help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. tune.num_samples=4")
+    args = parser.parse_args(argv)
+    outcome = run(load_config(args.config, args.overrides, cls=TunePipelineConfig))
+    report(outcome)
+    return outcome
+
+
+if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/tune.py -- --config ...` runs the file as a script
+    from pipelines.cli import main as cli_main
+
+    sys.exit(cli_main(["tune", *sys.argv[1:]]))
