@@ -14,6 +14,7 @@ from vae import ConfigError
 COMMANDS = {
     "train": "pipelines.train",
     "score": "pipelines.score",
+    "evaluate": "pipelines.evaluate",
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",
 }
