@@ -15,8 +15,10 @@ THYROID := data/thyroid/train.parquet
 SCORE_CONFIG ?= pipelines/configs/score.yaml
 TUNE_CONFIG ?= pipelines/configs/tune.yaml
 TUNE_CLUSTER_CONFIG ?= pipelines/configs/tune-cluster.yaml
+EVALUATE_CONFIG ?= pipelines/configs/evaluate.yaml
+PROMOTE ?=
 
-.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster mlflow-ui data
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate mlflow-ui data
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +69,9 @@ score: $(THYROID) ## Score Parquet rows with a registered model into a run-date 
 
 score-cluster: $(STAMP) ## Submit the scoring job to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
 	$(call submit,score --config $(SCORE_CONFIG))
+
+evaluate: $(THYROID) ## Challenger vs champion vs baselines on labelled rows, logged to MLflow (PROMOTE=1: apply the gate)
+	$(PY) -m pipelines evaluate --config $(EVALUATE_CONFIG) $(if $(PROMOTE),--promote) $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "pipelines.train",
     "tune": "pipelines.tune",
     "score": "pipelines.score",
+    "evaluate": "pipelines.evaluate",
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",
 }

@@ -324,6 +324,43 @@ class ScoreJobConfig:
         return self.input.replace("{run_date}", self.date)
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Champion/challenger evaluation on labelled rows, and the promotion gate (`evaluate --promote`).
+
+    The registered model is `model_name`; `tracking.model_name` and `tracking.alias` are not used here.
+    """
+
+    input: str = ""  # labelled Parquet rows (file, directory or URI)
+    train: str = ""  # the rows the model was trained on: the baselines are fitted on them
+    label: str = "label"  # 1 = anomaly, 0 = normal
+    model_name: str = "vae-anomaly"
+    challenger: str = "challenger"  # registry aliases
+    champion: str = "champion"
+    metric: Literal["auroc", "average_precision"] = "auroc"  # what the promotion gate compares
+    margin: float = 0.0  # the challenger must beat the champion's metric by more than this
+    seed: int = 0  # posterior samples of the VAE scores and the IsolationForest
+    baselines: bool = True  # IsolationForest and PCA reconstruction error, fitted on `train`
+    pca_variance: float = 0.5  # share of the training variance the PCA baseline's subspace keeps
+    tracking: TrackingSettings = field(default_factory=lambda: TrackingSettings(experiment="vae-anomaly-evaluation"))
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.input, str) and self.input, self, "input", "set the labelled Parquet file or directory")
+        require(
+            not self.baselines or (isinstance(self.train, str) and self.train), self, "train",
+            "set the training rows the baselines are fitted on (or baselines=false)",
+        )  # fmt: skip
+        for name in ("label", "model_name", "challenger", "champion"):
+            value = getattr(self, name)
+            require(isinstance(value, str) and value, self, name, f"must be a non-empty string, got {value!r}")
+        require(self.challenger != self.champion, self, "champion", "must differ from the challenger alias")
+        check_choice(self, "metric", ("auroc", "average_precision"))
+        check_number(self, "margin")
+        check_number(self, "seed", integer=True)
+        require(isinstance(self.baselines, bool), self, "baselines", f"must be true or false, got {self.baselines!r}")
+        check_fraction(self, "pca_variance")
+
+
 def _parse_value(raw: str) -> Any:
     """A YAML scalar or list; text YAML cannot read (e.g. the date 2026-02-30) stays text for validation."""
     if not raw:

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
 def loss_curves(history: dict[str, list[tuple[int, float]]]) -> Figure:
@@ -104,5 +105,23 @@ def metric_by_param(table: pd.DataFrame, metric: str, params: list[str]) -> Figu
         ax.set_xlabel(name)
     axes[0][0].set_ylabel(f"best {metric}")
     fig.suptitle(f"sweep: best {metric} of each trial")
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(labels: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
+    """ROC and precision-recall curves against labels (N,) (1 = anomaly) of each named score array (N,)."""
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 5))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(labels, values)
+        roc.plot(fpr, tpr, label=name)
+        precision, recall, _ = precision_recall_curve(labels, values)
+        pr.step(recall, precision, where="post", label=name)
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    pr.axhline(np.mean(labels), color="grey", linestyle=":", label="chance (anomaly share)")
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    for ax in (roc, pr):
+        ax.legend(fontsize="small", loc="lower right" if ax is roc else "lower left")
     fig.tight_layout()
     return fig

@@ -70,7 +70,7 @@ class ScoreSummary:
     seconds: float
 
 
-def _feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
+def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
     """(numeric-valued, categorical) raw input columns the model needs."""
     pres = [p for p in (detector.preprocessor, detector.condition) if p is not None]
     numeric = [c for p in pres for c in (*p.numeric, *p.binary)]
@@ -179,7 +179,7 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     version = resolve_model_version(spec["name"], spec["alias"], spec["version"], tracking_uri)
     model_uri = f"models:/{spec['name']}/{version}"
     detector = load_registered_detector(model_uri, tracking_uri)
-    numeric, categorical = _feature_columns(detector)
+    numeric, categorical = feature_columns(detector)
     known = None
     if config.unknown_categories == "quarantine":
         pres: list[Preprocessor] = [p for p in (detector.preprocessor, detector.condition) if p is not None]

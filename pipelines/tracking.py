@@ -49,6 +49,10 @@ class TrackingError(RuntimeError):
     """MLflow is unreachable or refused a request; the message says which and where."""
 
 
+class ModelNotFoundError(TrackingError):
+    """The registry has no such model, alias or version."""
+
+
 def resolve_tracking_uri(settings: TrackingSettings) -> str:
     """The config's URI, else MLFLOW_TRACKING_URI, else the project's local SQLite store."""
     uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -213,6 +217,14 @@ class Tracker:
         self.client.set_tag(self.run_id, "vae.registered_version", f"{name}/{version.version}")
         return RegisteredModel(name, version.version, alias, f"models:/{name}/{version.version}")
 
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point `NAME@ALIAS` at `version` (moving it from any other version)."""
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
 
 def _requirements() -> list[str]:
     from importlib.metadata import version
@@ -238,11 +250,19 @@ def resolve_model_version(name: str, alias: str | None, version: str | None, tra
     except MlflowException as err:
         first_line = err.message.splitlines()[0]
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise TrackingError(f"model {spec} not found in {tracking_uri}: {first_line}") from err
+            raise ModelNotFoundError(f"model {spec} not found in {tracking_uri}: {first_line}") from err
         raise TrackingError(f"MLflow at {tracking_uri} did not answer: {first_line[:300]}") from err
     except Exception as err:  # connection errors surface as several exception types
         raise TrackingError(f"MLflow at {tracking_uri} is unreachable: {str(err).splitlines()[0]}") from err
     return str(found.version)
+
+
+def version_by_alias(name: str, alias: str, tracking_uri: str) -> str | None:
+    """The version `NAME@ALIAS` points to, or None when the model or the alias does not exist."""
+    try:
+        return resolve_model_version(name, alias, None, tracking_uri)
+    except ModelNotFoundError:
+        return None
 
 
 def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:

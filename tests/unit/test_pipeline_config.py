@@ -1,5 +1,6 @@
 """The pipeline config system: every YAML in the repo loads; overrides and validation name the field."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from pipelines.config import (
     CONFIG_DIR,
     PROJECT_DIR,
+    EvaluateConfig,
     ScoreJobConfig,
     TrainPipelineConfig,
     TunePipelineConfig,
@@ -18,13 +20,13 @@ from vae import ConfigError
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
 
 
-CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "tune.yaml": TunePipelineConfig,
+CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "evaluate.yaml": EvaluateConfig, "tune.yaml": TunePipelineConfig,
                   "tune-cluster.yaml": TunePipelineConfig}  # fmt: skip
 
 
 def test_the_repo_has_configs():
-    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml", "tune.yaml",
-                                            "tune-cluster.yaml"}  # fmt: skip
+    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml", "evaluate.yaml",
+                                            "tune.yaml", "tune-cluster.yaml"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
@@ -47,6 +49,24 @@ def test_score_job_config_reads_dates_and_model_specs():
     ]:
         with pytest.raises(ConfigError, match=message):
             load_config(CONFIG_DIR / "score.yaml", [override], cls=ScoreJobConfig)
+
+
+def test_evaluate_config_reads_the_thyroid_files_and_validates_the_gate():
+    config = load_config(CONFIG_DIR / "evaluate.yaml", ["margin=0.02", "baselines=false", "train="],
+                         cls=EvaluateConfig)  # fmt: skip
+    assert config.input == "data/thyroid/test.parquet" and config.label == "label" and config.margin == 0.02
+    assert config.tracking.experiment == "vae-anomaly-evaluation" and not config.baselines
+    for override, message in [
+        ("metric=f1", "EvaluateConfig.metric: must be one of ['auroc', 'average_precision']"),
+        ("margin=-0.1", "EvaluateConfig.margin"),
+        ("champion=challenger", "EvaluateConfig.champion: must differ from the challenger alias"),
+        ("train=", "EvaluateConfig.train: set the training rows"),
+        ("label=", "EvaluateConfig.label"),
+        ("pca_variance=1.0", "EvaluateConfig.pca_variance"),
+        ("baselines=maybe", "EvaluateConfig.baselines"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(CONFIG_DIR / "evaluate.yaml", [override], cls=EvaluateConfig)
 
 
 def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):

@@ -1,0 +1,227 @@
+"""`python -m pipelines evaluate --config pipelines/configs/evaluate.yaml [--promote] [key=value ...]`
+
+Champion/challenger evaluation on labelled rows, in-process (labelled sets are small): resolve both aliases ->
+check the rows against the models' columns -> score them with each registered Detector and with two baselines
+fitted on the training rows -> AUROC, average precision and precision/recall/F1 at each threshold -> one MLflow
+run with the numbers and a ROC / precision-recall figure -> the promotion gate: with --promote, `champion` moves
+to the challenger when it beats the champion by the margin (or when there is no champion), and the decision and
+its reason are recorded on the run and on the challenger's model version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vae import Detector, calibrate_threshold
+
+from . import plots
+from .config import CONFIG_DIR, EvaluateConfig, load_config
+from .data import DataError, check_parquet, open_parquet
+from .evaluation import (
+    METRIC_TITLES,
+    METRICS,
+    Decision,
+    decide,
+    isolation_forest_scores,
+    metrics,
+    pca_reconstruction_scores,
+)
+from .score import feature_columns
+from .tracking import (
+    Tracker,
+    TrackingError,
+    flatten,
+    load_registered_detector,
+    resolve_model_version,
+    resolve_tracking_uri,
+    version_by_alias,
+)
+
+BASELINE_VERSION = "baseline"
+
+
+@dataclass
+class EvaluationOutcome:
+    model_name: str
+    challenger_version: str
+    previous_champion: str | None  # the champion's version before this evaluation; None when there was none
+    versions: dict[str, str]  # row name (challenger, champion, isolation_forest, pca) -> model version or "baseline"
+    results: dict[str, dict[str, float]]  # row name -> metric name -> value (see evaluation.METRICS)
+    metric: str
+    decision: Decision
+    applied: bool  # --promote was given: the alias and version tags follow the decision
+    run_id: str
+    tracking_uri: str
+
+    @property
+    def champion_version(self) -> str | None:
+        """The champion's version after this evaluation."""
+        moved = self.applied and self.decision.moves_champion
+        return self.challenger_version if moved else self.previous_champion
+
+
+def read_labelled(path: str, label: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of a labelled Parquet input and their labels (N,); DataError when the label column is absent,
+    not 0/1 or holds one class only."""
+    names = open_parquet(path).schema.names
+    if label not in names:
+        raise DataError(f"{path}: label column {label!r} not found; it has {names}")
+    check_parquet(path, (label,), (label,))
+    rows = open_parquet(path).to_table().to_pandas()
+    values = rows[label]
+    if values.isna().any() or not values.isin([0, 1]).all():
+        bad = sorted(set(values[values.isna() | ~values.isin([0, 1])].astype(str)))[:5]
+        raise DataError(f"{path}: label column {label!r} must hold 0 (normal) or 1 (anomaly); found {bad}")
+    labels = values.to_numpy(dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{path}: label column {label!r} holds only {labels[0]}: AUROC needs both classes")
+    return rows, labels
+
+
+def _check_features(path: str, detectors: list[Detector]) -> list[str]:
+    """The columns the detectors read, after checking the Parquet at `path` has them (DataError otherwise)."""
+    numeric = [c for d in detectors for c in feature_columns(d)[0]]
+    categorical = [c for d in detectors for c in feature_columns(d)[1]]
+    check_parquet(path, tuple(dict.fromkeys([*numeric, *categorical])), tuple(dict.fromkeys(numeric)))
+    return list(dict.fromkeys([*numeric, *categorical]))
+
+
+def _scored(what: str, compute):
+    """compute() with the preprocessor's refusals (e.g. missing values under `missing: error`) as a DataError."""
+    try:
+        return compute()
+    except ValueError as err:
+        raise DataError(f"cannot score the rows with {what}: {err}") from err
+
+
+def _threshold(detector: Detector, who: str) -> float:
+    if detector.threshold is None:
+        raise TrackingError(f"model {who} has no calibrated threshold")
+    return detector.threshold
+
+
+def baseline_scores(
+    detector: Detector, train: pd.DataFrame, rows: pd.DataFrame, config: EvaluateConfig
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Baseline name -> (scores of `rows` (N,), threshold). Both are fitted on the training rows encoded by the
+    detector's own preprocessor (standardized numeric columns, one-hot categories); each threshold is the
+    detector's contamination (or quantile) of the baseline's training scores, so P/R/F1 compare like with like."""
+    x_train, x = detector.preprocessor.transform(train), detector.preprocessor.transform(rows)
+    fitted = {
+        "isolation_forest": isolation_forest_scores(x_train, x, config.seed),
+        "pca": pca_reconstruction_scores(x_train, x, config.pca_variance),
+    }
+    sc = detector.score_config
+    return {row: (s, calibrate_threshold(s_train, sc.contamination, sc.quantile)) for row, (s_train, s) in
+            fitted.items()}  # fmt: skip
+
+
+def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
+    """Evaluate the challenger against the champion and the baselines; with `promote`, apply the gate.
+
+    Everything that can fail on bad input (labels, aliases, columns) is checked before the MLflow run starts:
+    DataError for the rows, TrackingError for the registry.
+    """
+    rows, labels = read_labelled(config.input, config.label)
+    uri = resolve_tracking_uri(config.tracking)
+    name = config.model_name
+    versions = {"challenger": resolve_model_version(name, config.challenger, None, uri)}
+    previous_champion = version_by_alias(name, config.champion, uri)
+    if previous_champion not in (None, versions["challenger"]):
+        versions["champion"] = previous_champion
+    detectors = {row: load_registered_detector(f"models:/{name}/{v}", uri) for row, v in versions.items()}
+    thresholds = {row: _threshold(d, f"{name}/{versions[row]}") for row, d in detectors.items()}
+    _check_features(config.input, list(detectors.values()))
+    train = None
+    if config.baselines:
+        columns = _check_features(config.train, [detectors["challenger"]])
+        train = open_parquet(config.train).to_table(columns=columns).to_pandas()
+
+    scores = {}
+    for row, detector in detectors.items():
+        scores[row] = _scored(f"{name}/{versions[row]}", lambda d=detector: d.score(rows, seed=config.seed)[0])
+    if train is not None:
+        fitted = _scored("the baselines", lambda: baseline_scores(detectors["challenger"], train, rows, config))
+        for row, (row_scores, threshold) in fitted.items():
+            versions[row], scores[row], thresholds[row] = BASELINE_VERSION, row_scores, threshold
+    results = {row: metrics(labels, scores[row], thresholds[row]) for row in scores}
+
+    challenger_entry = (f"{name}/{versions['challenger']}", results["challenger"][config.metric])
+    champion_row = "champion" if "champion" in versions else "challenger"  # the same version when already champion
+    incumbent = None
+    if previous_champion is not None:
+        incumbent = (f"{name}/{previous_champion}", results[champion_row][config.metric])
+    decision = decide(config.metric, config.margin, challenger_entry, incumbent)
+    outcome = EvaluationOutcome(name, versions["challenger"], previous_champion, versions, results, config.metric,
+                                decision, promote, "", uri)  # fmt: skip
+    _record(config, outcome, labels, scores)
+    return outcome
+
+
+def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarray, scores: dict) -> None:
+    """One MLflow run with the numbers, the curves and the decision; with --promote, the alias and the
+    challenger version's tags follow (the run's record first, so a failure never leaves an unexplained alias)."""
+    name, version = outcome.model_name, outcome.challenger_version
+    tracker = Tracker(config.tracking)
+    params = {
+        **flatten(dataclasses.asdict(config)), "challenger_version": version,
+        "champion_version": outcome.previous_champion or "none", "promote": str(outcome.applied),
+    }  # fmt: skip
+    outcome.run_id, _ = tracker.start(f"evaluate-{name}-v{version}", params, resume=False)
+    reason = outcome.decision.reason if outcome.applied else f"dry run (no --promote): {outcome.decision.reason}"
+    ok = False
+    try:
+        tracker.log_metrics({f"{row}_{m}": v for row, values in outcome.results.items() for m, v in values.items()})
+        curves = {f"{row} {_label(outcome, row)}": scores[row] for row in outcome.results}
+        tracker.log_figure(plots.roc_pr_curves(labels, curves), "plots/roc_precision_recall.png")
+        decision_tags = {"vae.promotion.decision": outcome.decision.kind, "vae.promotion.reason": reason}
+        tracker.set_tags({**decision_tags, "vae.promotion.applied": outcome.applied,
+                          "vae.model": f"{name}/{version}"})  # fmt: skip
+        if outcome.applied:
+            if outcome.decision.moves_champion:
+                tracker.set_alias(name, config.champion, version)
+            evaluation = {f"vae.evaluation.{m}": f"{v:.6g}" for m, v in outcome.results["challenger"].items()}
+            tracker.set_version_tags(name, version, {**decision_tags, **evaluation,
+                                                     "vae.evaluation.run_id": outcome.run_id})  # fmt: skip
+        ok = True
+    finally:
+        tracker.end(ok)
+
+
+def _label(outcome: EvaluationOutcome, row: str) -> str:
+    """e.g. "thyroid-vae/3 (AUROC 0.9712)" or "baseline (AUROC 0.9511)"."""
+    version = outcome.versions[row]
+    who = version if version == BASELINE_VERSION else f"{outcome.model_name}/{version}"
+    return f"{who} ({METRIC_TITLES[outcome.metric]} {outcome.results[row][outcome.metric]:.4f})"
+
+
+def report(outcome: EvaluationOutcome) -> None:
+    """A markdown table (one row per model and baseline) and the promotion decision."""
+    print("| model | version | AUROC | AP | precision | recall | F1 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row, values in outcome.results.items():
+        numbers = " | ".join(f"{values[m]:.4f}" for m in METRICS)
+        print(f"| {row} | {outcome.versions[row]} | {numbers} |")
+    if outcome.applied:
+        print(f"\npromotion: {outcome.decision.kind}. {outcome.decision.reason}")
+    else:
+        print(f"\npromotion gate (dry run; --promote applies it): {outcome.decision.kind}. {outcome.decision.reason}")
+    champion = outcome.champion_version
+    print(f"champion: {f'{outcome.model_name}/{champion}' if champion else 'none'}; "
+          f"MLflow run {outcome.run_id} at {outcome.tracking_uri}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> EvaluationOutcome:
+    parser = argparse.ArgumentParser(prog="vae-anomaly evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / "evaluate.yaml"), help="YAML config file")
+    parser.add_argument("--promote", action="store_true", help="move the champion alias when the challenger wins")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. margin=0.01 metric=average_precision")
+    args = parser.parse_args(argv)
+    outcome = run(load_config(args.config, args.overrides, cls=EvaluateConfig), promote=args.promote)
+    report(outcome)
+    return outcome

@@ -1,0 +1,157 @@
+"""Champion/challenger evaluation and the promotion gate against a real `mlflow server`.
+
+Models are trained in-process in seconds (the Ray Train path has its own tests): a good one on the normal
+training rows, and a clearly worse one trained on the anomalies, which it then finds normal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from pipelines import evaluate
+from pipelines.config import CONFIG_DIR, EvaluateConfig, TrackingSettings, load_config
+from pipelines.data import DataError
+from pipelines.datasets import THYROID_COLUMNS
+from pipelines.tracking import Tracker, TrackingError, input_signature
+from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
+
+MODEL = "thyroid-gate"
+EXPERIMENT = "evaluate-tests"
+
+
+def _detector(rows: pd.DataFrame, epochs: int) -> Detector:
+    pre = Preprocessor(numeric=THYROID_COLUMNS).fit(rows)
+    model = VAE(ModelConfig(latent_dim=4, hidden_dims=(32,)), DataLayout(pre.layout_blocks()))
+    x = pre.transform(rows)
+    fit(model, x[20:], x[:20], ObjectiveConfig(), TrainConfig(epochs=epochs, batch_size=64, lr=5e-3), log=None)
+    detector = Detector(model, pre)
+    detector.calibrate(detector.score(rows)[0])
+    return detector
+
+
+@pytest.fixture(scope="module")
+def detectors(thyroid_dir) -> dict[str, Detector]:
+    test = pd.read_parquet(thyroid_dir / "test.parquet")
+    return {
+        "good": _detector(pd.read_parquet(thyroid_dir / "train"), epochs=10),
+        "worse": _detector(test[test.label == 1], epochs=30),  # learns the anomalies as normal
+    }
+
+
+def _register(tracking_uri: str, detector: Detector, purpose: str) -> str:
+    settings = TrackingSettings(tracking_uri=tracking_uri, experiment=EXPERIMENT, model_name=MODEL)
+    tracker = Tracker(settings)  # the alias is `challenger`, as the training pipeline sets it
+    tracker.start(purpose, {}, resume=False)
+    version = tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": purpose}).version
+    tracker.end(ok=True)
+    return version
+
+
+def _config(tracking_uri: str, thyroid_dir, *overrides: str) -> EvaluateConfig:
+    return load_config(
+        CONFIG_DIR / "evaluate.yaml",
+        [f"input={thyroid_dir / 'test.parquet'}", f"train={thyroid_dir / 'train'}", f"model_name={MODEL}",
+         "margin=0.01", f"tracking.tracking_uri={tracking_uri}", f"tracking.experiment={EXPERIMENT}", *overrides],
+        cls=EvaluateConfig,
+    )  # fmt: skip
+
+
+def _assert_recorded(client: MlflowClient, outcome: evaluate.EvaluationOutcome, kind: str, champion: str | None):
+    """The decision is on the run (tags, params, metrics, figure) and on the challenger's version tags."""
+    run = client.get_run(outcome.run_id)
+    tags, params, logged = run.data.tags, run.data.params, run.data.metrics
+    challenger = outcome.results["challenger"]
+    assert tags["vae.promotion.decision"] == kind and tags["vae.promotion.applied"] == "True"
+    assert f"{challenger['auroc']:.4f}" in tags["vae.promotion.reason"]
+    assert params["challenger_version"] == outcome.challenger_version
+    assert params["champion_version"] == (champion or "none") and params["margin"] == "0.01"
+    assert params["metric"] == "auroc"
+    for row, values in outcome.results.items():
+        for name, value in values.items():
+            assert logged[f"{row}_{name}"] == pytest.approx(value)
+    assert {"challenger_auroc", "isolation_forest_auroc", "pca_auroc"} <= set(logged)
+    assert ("champion_auroc" in logged) == (champion is not None)
+    assert "plots/roc_precision_recall.png" in [a.path for a in client.list_artifacts(outcome.run_id, "plots")]
+    version_tags = client.get_model_version(MODEL, outcome.challenger_version).tags
+    assert version_tags["vae.promotion.decision"] == kind
+    assert version_tags["vae.promotion.reason"] == tags["vae.promotion.reason"]
+    assert version_tags["vae.evaluation.run_id"] == outcome.run_id
+    assert float(version_tags["vae.evaluation.auroc"]) == pytest.approx(challenger["auroc"], abs=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_first_model_becomes_champion_a_better_one_is_promoted_a_worse_one_is_kept(
+    mlflow_server, thyroid_dir, detectors
+):
+    client = MlflowClient(mlflow_server)
+    config = _config(mlflow_server, thyroid_dir)
+    test = pd.read_parquet(thyroid_dir / "test.parquet")
+
+    first = _register(mlflow_server, detectors["worse"], "worse")
+    outcome = evaluate.run(config, promote=True)
+    assert outcome.decision.kind == "first_champion" and outcome.champion_version == first
+    assert client.get_model_version_by_alias(MODEL, "champion").version == first
+    assert outcome.results["challenger"]["auroc"] < 0.2  # clearly worse than chance
+    _assert_recorded(client, outcome, "first_champion", champion=None)
+
+    second = _register(mlflow_server, detectors["good"], "good")
+    outcome = evaluate.run(config, promote=True)
+    assert outcome.decision.kind == "promoted" and outcome.champion_version == second
+    assert client.get_model_version_by_alias(MODEL, "champion").version == second
+    expected = roc_auc_score(test["label"], detectors["good"].score(test, seed=0)[0])  # seeded: same scores
+    assert outcome.results["challenger"]["auroc"] == pytest.approx(expected) and expected > 0.9
+    _assert_recorded(client, outcome, "promoted", champion=first)
+
+    third = _register(mlflow_server, detectors["worse"], "worse again")
+    outcome = evaluate.run(config, promote=True)
+    assert outcome.decision.kind == "kept" and outcome.champion_version == second
+    assert client.get_model_version_by_alias(MODEL, "champion").version == second
+    assert outcome.results["champion"]["auroc"] == pytest.approx(expected)
+    _assert_recorded(client, outcome, "kept", champion=second)
+
+    dry = evaluate.run(_config(mlflow_server, thyroid_dir, "challenger=champion", "champion=incumbent",
+                               "baselines=false"), promote=False)  # fmt: skip
+    assert dry.decision.kind == "first_champion" and not dry.applied and dry.champion_version is None
+    assert client.get_run(dry.run_id).data.tags["vae.promotion.reason"].startswith("dry run (no --promote)")
+    assert "vae.promotion.decision" in client.get_model_version(MODEL, third).tags  # untouched by the dry run
+    assert "incumbent" not in client.get_registered_model(MODEL).aliases
+
+
+def test_bad_labels_or_aliases_fail_before_any_run(mlflow_server, thyroid_dir, tmp_path):
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs_before = len(client.search_runs([experiment.experiment_id])) if experiment else 0
+    rows = pd.read_parquet(thyroid_dir / "test.parquet")
+    three_classes, one_class = tmp_path / "three.parquet", tmp_path / "one.parquet"
+    rows.assign(label=rows.label * 2 + (rows.index % 2 == 0)).to_parquet(three_classes)
+    rows[rows.label == 0].to_parquet(one_class)
+    cases = [
+        (["label=is_bad"], DataError, "label column 'is_bad' not found"),
+        ([f"input={three_classes}"], DataError, "must hold 0 (normal) or 1 (anomaly); found ['2', '3']"),
+        ([f"input={one_class}"], DataError, "holds only 0"),
+        (["challenger=nightly"], TrackingError, f"model {MODEL}@nightly not found"),
+    ]
+    for overrides, error, message in cases:
+        with pytest.raises(error) as err:
+            evaluate.run(_config(mlflow_server, thyroid_dir, *overrides), promote=True)
+        assert message in str(err.value), overrides
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert (len(client.search_runs([experiment.experiment_id])) if experiment else 0) == runs_before
+
+
+def test_cli_names_a_missing_label_column_in_one_line(mlflow_server, thyroid_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines", "evaluate", "--config", str(CONFIG_DIR / "evaluate.yaml"), "--promote",
+         f"input={thyroid_dir / 'test.parquet'}", "label=is_anomaly", f"tracking.tracking_uri={mlflow_server}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vae-anomaly evaluate: error:")
+    assert "label column 'is_anomaly' not found" in lines[0]
