@@ -19,6 +19,21 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
+def _export_cluster_address() -> None:
+    """Worker-process setup hook: name this cluster in RAY_ADDRESS. Ray's state API (which Train's
+    placement-group cleaner uses to see that a stopped trial's controller is gone) otherwise reads
+    /tmp/ray/ray_current_cluster, written by the last `ray start`: on a laptop or CI box, a cluster long gone.
+    Without this, trials stopped by ASHA keep their workers' CPUs and the next trial waits forever."""
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """A private local Ray with `num_cpus` logical CPUs and no auth token, never attached to a stale cluster."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, logging_level="WARNING",
+             runtime_env={"worker_process_setup_hook": _export_cluster_address})  # fmt: skip
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
     """Join `address` (else RAY_ADDRESS), or start a local Ray with `local_cpus` logical CPUs; an already
@@ -31,8 +46,7 @@ def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
-        ray.init(address="local", num_cpus=local_cpus, logging_level="WARNING")
+        start_local_ray(local_cpus)
     try:
         yield
     finally:

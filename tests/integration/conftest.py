@@ -95,8 +95,9 @@ def local_ray():
     """A fresh local Ray for in-process pipeline runs (never a stale cluster)."""
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=4, logging_level="WARNING", include_dashboard=True)
+    from pipelines.ray_runtime import start_local_ray
+
+    start_local_ray(num_cpus=4)
     yield
     ray.shutdown()
 

@@ -1,4 +1,5 @@
-"""`make demo`'s command, run as a user runs it: bundled real data -> Ray Train -> MLflow registry -> AUROC."""
+"""`make demo`'s command, run as a user runs it: bundled real data -> Ray Tune sweep of Ray Train runs ->
+MLflow registry -> evaluate and promote -> the scoring job with @champion -> AUROC."""
 
 import re
 import subprocess
@@ -9,7 +10,7 @@ from mlflow import MlflowClient
 
 
 @pytest.mark.timeout(900)
-def test_demo_trains_registers_and_reports_auroc(tmp_path, mlflow_server):
+def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server):
     done = subprocess.run(
         [sys.executable, "-m", "pipelines", "demo", "--data-dir", str(tmp_path / "data"),
          "--output", str(tmp_path / "scores"), f"run.storage_path={tmp_path / 'runs'}",
@@ -18,16 +19,21 @@ def test_demo_trains_registers_and_reports_auroc(tmp_path, mlflow_server):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    auroc = float(re.search(r"AUROC (\d\.\d+)", out).group(1))
+    assert [int(n) for n in re.findall(r"^=== (\d)/4 ", out, flags=re.M)] == [1, 2, 3, 4]
+    trials = re.findall(r"^\| \w+_\d+ \| [\d.]+ \| \d \| (\d+) \| [\d.]+ \| \d+ \| ([\w ()]+) \|$", out, flags=re.M)
+    assert len(trials) == 4 and any(outcome == "stopped by ASHA" for _, outcome in trials), out
+    assert len(re.findall(r"trial \w+ epoch +1/10 ", out)) == 4, "one progress line per trial epoch"
+    version = re.search(r"registered demo-model version (\d+) with alias @challenger", out).group(1)
+    assert f"promotion: first_champion. no champion yet: challenger demo-model/{version}" in out
+    client = MlflowClient(mlflow_server)
+    assert client.get_model_version_by_alias("demo-model", "champion").version == version
+    assert re.search(rf"rows read, 1,933 scored, 0 quarantined, .* model demo-model/{version}", out)
+    auroc = float(re.search(r"held-out rows: .* AUROC (\d\.\d+)", out).group(1))
     assert auroc > 0.95, out  # the published VAE number on this protocol is 0.9855
-    assert len(re.findall(r"\bepoch\s+1/40 ", out)) == 1, "per-epoch progress is printed once per epoch"
     table = re.findall(r"^\s+\d+\s+[\d.]+\s+(anomaly|normal)\s", out, flags=re.M)
     assert len(table) == 10 and table.count("anomaly") >= 7  # anomalies are 4.8 % of the held-out rows
     assert f"MLflow: {mlflow_server}" in out
     assert re.search(r"scores: .*/scores/run_date=\d{4}-\d{2}-\d{2}", out)
-    assert re.search(r"1,933 rows read, 1,933 scored, 0 quarantined", out)
-    version = re.search(r"registered demo-model version (\d+) with alias @challenger", out).group(1)
-    assert MlflowClient(mlflow_server).get_model_version_by_alias("demo-model", "challenger").version == version
 
 
 def test_unknown_command_exits_non_zero():
