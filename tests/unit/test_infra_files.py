@@ -13,7 +13,8 @@ from pipelines.cli import COMMANDS
 from pipelines.config import PROJECT_DIR, ScoreJobConfig, load_config
 
 INFRA = PROJECT_DIR / "infra"
-MANIFESTS = sorted(INFRA.rglob("*.yaml"))
+MANIFESTS = sorted((INFRA / "k8s").glob("*.yaml"))
+CLUSTER_CONFIGS = sorted((INFRA / "ray").glob("*.yaml"))
 
 
 def _cron_fields(schedule: str) -> list[str]:
@@ -60,3 +61,21 @@ def test_crontab_line_is_a_valid_schedule_of_make_score_cluster():
 def test_score_command_has_help():
     done = subprocess.run([sys.executable, "-m", "pipelines", "score", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "run_date" in done.stdout
+
+
+@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
+def test_ray_cluster_configs_pass_the_autoscaler_schema(path: Path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load(path.read_text())
+    validate_config(prepare_config(config))  # what `ray up` / `ray submit` check: defaults filled, then the schema
+    assert config["docker"]["image"].startswith(f"rayproject/ray:{ray_version()}-py311")
+    head = config["available_node_types"][config["head_node_type"]]
+    assert "GPU" not in head["resources"], "drivers run on a CPU head; GPUs are for the Train workers"
+    assert any(t.get("resources", {}).get("GPU") for t in config["available_node_types"].values())
+
+
+def ray_version() -> str:
+    from importlib.metadata import version
+
+    return version("ray")
