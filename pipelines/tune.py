@@ -137,11 +137,11 @@ class TrialProgress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric, math.nan)
-        self._say(f"trial {trial.trial_id} epoch {result['training_iteration']:3d}/{self.epochs}  "
+        self._say(f"trial {trial.trial_id} epoch {result.get('epoch', 0):3d}/{self.epochs}  "
                   f"{self.metric} {value:.4f}  val_loss {result.get('val_loss', math.nan):.4f}")  # fmt: skip
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epochs = trial.last_result.get("training_iteration", 0)
+        epochs = trial.last_result.get("epoch", 0)
         self._say(f"trial {trial.trial_id} finished after {epochs} epoch(s)")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -162,7 +162,7 @@ def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any]) -
     metric, mode = settings.reported_metric
     asha = settings.asha
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=config.train.epochs,
+        ASHAScheduler(time_attr="epoch", max_t=config.train.epochs,
                       grace_period=min(asha.grace_period, config.train.epochs),
                       reduction_factor=asha.reduction_factor)
         if asha.enabled else FIFOScheduler()
@@ -193,13 +193,14 @@ def summarize(result: tune.Result, metric: str, mode: str, epochs: int, child) -
     frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
     params = dict(result.config or {})
-    done = int(frame["training_iteration"].max()) if "training_iteration" in frame else 0
+    done = int(frame["epoch"].max()) if "epoch" in frame else 0  # epochs, not Tune iterations: a restarted trial
+    # resumes its Train run mid-way while Tune counts its reports from 1 again
     scored = frame[frame[metric].notna()] if metric in frame else frame.iloc[0:0]
     if scored.empty:
         best, best_epoch, val_loss, checkpoint = math.nan, 0, math.nan, None
     else:
         row = scored.loc[scored[metric].idxmin() if mode == "min" else scored[metric].idxmax()]
-        best, best_epoch, val_loss = float(row[metric]), int(row["training_iteration"]), float(row["val_loss"])
+        best, best_epoch, val_loss = float(row[metric]), int(row["epoch"]), float(row["val_loss"])
         checkpoint = row.get("checkpoint_path")
     if result.error is not None:
         outcome = "failed"
