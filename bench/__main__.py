@@ -21,6 +21,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_DIR.parent / "shared" / "data"
 TABLES = {1: "training", 2: "scoring", 3: "detection", 4: "density"}
+NOTES = "<!-- bench:notes -->"
 SECTION = re.compile(r"^<!-- bench:table (\d) -->$", re.MULTILINE)
 RAY_TABLES = (1, 2)  # each starts its own local Ray (its start-up is outside every measurement)
 LOCAL_RAY_CPUS = 4  # logical CPUs: more than the workers take, so Ray Data can read (see DESIGN.md)
@@ -54,15 +55,19 @@ def machine_description(device) -> str:
 
 
 def write_results(path: Path, sections: dict[int, str]) -> None:
-    """Replace the sections of the tables that ran, keep the others, write atomically."""
+    """Replace the sections of the tables that ran, keep the others and the hand-written reading of the results
+    (from the line `<!-- bench:notes -->` on), write atomically."""
     kept: dict[int, str] = {}
+    notes = ""
     if path.is_file():
-        parts = SECTION.split(path.read_text())
+        text, marker, rest = path.read_text().partition(NOTES)
+        notes = marker + rest
+        parts = SECTION.split(text)
         kept = {int(number): body for number, body in zip(parts[1::2], parts[2::2], strict=True)}
     kept.update({n: "\n" + body for n, body in sections.items()})
     header = ("# Benchmark results\n\nWritten by `make bench` (`python -m bench --results bench/RESULTS.md`); each "
               "table keeps the machine and date of its latest full run.\n\n")  # fmt: skip
-    text = header + "".join(f"<!-- bench:table {n} -->{kept[n].rstrip()}\n\n" for n in sorted(kept))
+    text = header + "".join(f"<!-- bench:table {n} -->{kept[n].rstrip()}\n\n" for n in sorted(kept)) + notes
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text.rstrip() + "\n")
     tmp.replace(path)
