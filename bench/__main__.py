@@ -23,7 +23,7 @@ DEFAULT_DATA_DIR = PROJECT_DIR.parent / "shared" / "data"
 TABLES = {1: "training", 2: "scoring", 3: "detection", 4: "density"}
 NOTES = "<!-- bench:notes -->"
 SECTION = re.compile(r"^<!-- bench:table (\d) -->$", re.MULTILINE)
-RAY_TABLES = (1, 2)  # each starts its own local Ray (its start-up is outside every measurement)
+RAY_TABLES = (1, 2)  # share one local Ray, started before and stopped after them (outside every measurement)
 LOCAL_RAY_CPUS = 4  # logical CPUs: more than the workers take, so Ray Data can read (see DESIGN.md)
 
 
@@ -73,6 +73,18 @@ def write_results(path: Path, sections: dict[int, str]) -> None:
     tmp.replace(path)
 
 
+def _run_table(module, setup, mode: str, machine: str) -> str:
+    """Run one table module and print its markdown; returns the section kept in the results file."""
+    started = time.perf_counter()
+    result = module.run(setup)
+    tables = result if isinstance(result, list) else [result]
+    text = "\n".join(t.markdown() for t in tables)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"{text}\n_{mode} mode, {stamp}, {time.perf_counter() - started:.0f} s; machine: {machine}_\n"
+    print(f"\n{section}", flush=True)
+    return section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and schedules (the test runs this)")
@@ -107,16 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vae-bench-"))
     try:
         setup = Setup(args.data_dir.resolve(), args.quick, device, workdir)
-        for number in args.tables:
-            started = time.perf_counter()
-            with ray_session(None, LOCAL_RAY_CPUS) if number in RAY_TABLES else contextlib.nullcontext():
-                result = modules[number].run(setup)
-            tables = result if isinstance(result, list) else [result]
-            took = time.perf_counter() - started
-            text = "\n".join(t.markdown() for t in tables)
-            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            sections[number] = f"{text}\n_{mode} mode, {stamp}, {took:.0f} s; machine: {machine}_\n"
-            print(f"\n{sections[number]}", flush=True)
+        with_ray = [n for n in args.tables if n in RAY_TABLES]
+        with ray_session(None, LOCAL_RAY_CPUS) if with_ray else contextlib.nullcontext():
+            for number in with_ray:
+                sections[number] = _run_table(modules[number], setup, mode, machine)
+        for number in (n for n in args.tables if n not in RAY_TABLES):
+            sections[number] = _run_table(modules[number], setup, mode, machine)
     except (FileNotFoundError, DataError, TrackingError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 1
