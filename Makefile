@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install torch (CPU wheel) and the project with its dev extra
 
 test: $(STAMP) ## Run the test suite (unit + integration)
-	$(PY) -m pytest -m "not benchmark"
+	$(PY) -m pytest
 
 demo: $(STAMP) ## Whole pipeline on the bundled thyroid data: Parquet -> Ray Train -> MLflow registry -> scores + AUROC
 	$(PY) -m pipelines demo
@@ -78,11 +78,11 @@ mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0
 	  --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 lint: $(STAMP) ## Check style with ruff
-	$(PY) -m ruff check vae pipelines tests
-	$(PY) -m ruff format --check vae pipelines tests
+	$(PY) -m ruff check vae pipelines bench tests
+	$(PY) -m ruff format --check vae pipelines bench tests
 
-bench: $(STAMP) ## Run the benchmarks (not part of `make test`) and print their tables
-	$(PY) -m pytest tests/benchmarks -m benchmark -s
+bench: $(STAMP) ## Benchmark tables -> bench/RESULTS.md (not in `make test`; BENCH_QUICK=1: tiny, no file; BENCH_ARGS=...)
+	$(PY) -m bench $(if $(filter 1,$(BENCH_QUICK)),--quick,--results bench/RESULTS.md) $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment, caches and generated data (keeps mlruns/ and runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info data outputs

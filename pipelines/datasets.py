@@ -23,9 +23,26 @@ class Split:
 
 def load_thyroid() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The bundled thyroid table (column -> (N,) values) and its labels (N,), 1 = anomaly."""
-    with resources.files("pipelines").joinpath("sample_data/thyroid.npz").open("rb") as fh, np.load(fh) as data:
-        x, y = data["X"], data["y"].astype(np.int64)
+    with resources.as_file(resources.files("pipelines").joinpath("sample_data/thyroid.npz")) as path:
+        x, y = load_adbench(path)
     return {name: x[:, i] for i, name in enumerate(THYROID_COLUMNS)}, y
+
+
+def load_adbench(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An ADBench "Classical" `.npz` file: features X (N, d) as float64 and labels y (N,), 1 = anomaly.
+
+    Raises FileNotFoundError naming the path, ValueError when the arrays are not X (N, d) and y (N,).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        if "X" not in data or "y" not in data:
+            raise ValueError(f"{path}: expected arrays X and y, found {sorted(data.keys())}")
+        x, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise ValueError(f"{path}: X must be (N, d) and y (N,), got {x.shape} and {y.shape}")
+    return x, y
 
 
 def one_class_split(labels: np.ndarray, seed: int, validation_share: float = 0.1) -> Split:

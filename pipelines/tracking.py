@@ -63,8 +63,11 @@ def resolve_tracking_uri(settings: TrackingSettings) -> str:
 
 
 def _local_artifact_root(uri: str) -> str | None:
-    """Artifacts of the default local store live beside it (not in whatever cwd a process has)."""
-    return (LOCAL_STORE / "artifacts").as_uri() if uri.startswith(f"sqlite:///{LOCAL_STORE}") else None
+    """Artifacts of a local SQLite store live in `artifacts/` beside its database file (MLflow's default
+    would be `./mlruns` in whatever cwd a process has)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

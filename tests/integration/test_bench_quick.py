@@ -1,0 +1,88 @@
+"""`python -m bench --quick` end to end on tiny data (so the benchmark code cannot rot): every table has its
+rows and only finite numbers. Full mode is `make bench`, not part of the tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from bench.context import TABULAR
+from pipelines.datasets import load_thyroid
+from tests.integration.conftest import PROJECT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Every file the benchmarks read, small: the bundled thyroid rows under each tabular name, and 8x8 digits
+    (scikit-learn's real images) scaled to 28x28 as `mnist.npz`."""
+    root = tmp_path_factory.mktemp("bench-data")
+    (root / "tabular").mkdir()
+    table, labels = load_thyroid()
+    x = np.column_stack(list(table.values()))
+    for name in TABULAR.values():
+        np.savez(root / "tabular" / name, X=x, y=labels)
+    digits = load_digits()
+    images = np.pad(np.kron(digits.images, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2))) * (255 / 16)
+    images = images.astype(np.uint8)
+    np.savez(root / "mnist.npz", x_train=images[:1500], y_train=digits.target[:1500], x_test=images[1500:],
+             y_test=digits.target[1500:])  # fmt: skip
+    return root
+
+
+def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """title (without its number) -> rows of cells, header row first."""
+    tables: dict[str, list[list[str]]] = {}
+    for block in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
+        title, *lines = block.splitlines()
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+        tables[title.split(". ", 1)[0]] = [r for r in rows if not set("".join(r)) <= {"-"}]
+    return tables
+
+
+@pytest.mark.timeout(240)
+def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    done = run_bench("--quick", "--data-dir", str(tiny_data), "--results", str(results), "--device", "cpu",
+                     timeout=230)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = results.read_text()
+    assert "machine:" in text and "quick mode" in text
+    tables = markdown_tables(text)
+    first_cells = {title: [row[0] for row in rows[1:]] for title, rows in tables.items()}
+    assert set(first_cells["Table 1"][:-1]) == {"plain loop (vae.fit)"}  # 1 thread, and every thread if more
+    assert first_cells["Table 1"][-1] == "Ray Train (pipelines.train)"  # quick mode: 1 worker
+    assert first_cells["Table 2"] == ["1,000", "10,000"]
+    assert first_cells["Table 2b"] == ["plain loop", "Ray Data job"]
+    assert first_cells["Table 3"] == first_cells["Table 3b"] == ["thyroid", "cardio", "mammography", "shuttle"]
+    assert first_cells["Table 4"] == ["VAE (ELBO)", "IWAE k=1", "IWAE k=5", "IWAE k=50"]
+    for title, rows in tables.items():
+        for row in rows[1:]:
+            numbers = [float(n.replace(",", "")) for cell in row for n in re.findall(r"-?[\d,]*\d\.\d+", cell)]
+            assert numbers and all(np.isfinite(numbers)), (title, row)
+            assert not any(word in cell.lower() for cell in row for word in ("nan", "inf")), (title, row)
+    ray_one_worker = tables["Table 1"][-1]
+    assert re.search(r"(met|MISSED)", ray_one_worker[7]), ray_one_worker
+
+
+def test_a_missing_data_dir_is_one_line_and_exit_1(tmp_path):
+    done = run_bench("--data-dir", str(tmp_path / "absent"), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "absent" in done.stderr and "--data-dir" in done.stderr
+
+
+def test_an_unknown_table_is_a_usage_error(tmp_path):
+    done = run_bench("--tables", "5", "--data-dir", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "1,2,3,4" in done.stderr
