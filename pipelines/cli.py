@@ -5,6 +5,7 @@ Bad input (config, data, tracking) ends with one line on stderr naming the probl
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -19,6 +20,19 @@ COMMANDS = {
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",
 }
+
+
+def config_parser(command: str, doc: str, default_config: str, example: str) -> argparse.ArgumentParser:
+    """The arguments every pipeline command takes: `--config FILE` (default `pipelines/configs/<default_config>`)
+    and `key.sub=value` overrides; `doc`'s first line describes the command."""
+    from .config import CONFIG_DIR
+
+    parser = argparse.ArgumentParser(prog=f"vae-anomaly {command}", description=doc.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / default_config), help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help=f"key.sub=value overrides, e.g. {example}")
+    return parser
+
+
 USAGE = f"usage: vae-anomaly {{{','.join(COMMANDS)}}} [options]   (each command has --help)"
 
 

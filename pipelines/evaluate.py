@@ -10,7 +10,6 @@ its reason are recorded on the run and on the challenger's model version.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ import pandas as pd
 from vae import Detector, calibrate_threshold
 
 from . import plots
-from .config import CONFIG_DIR, EvaluateConfig, load_config
+from .cli import config_parser
+from .config import EvaluateConfig, load_config
 from .data import DataError, check_parquet, open_parquet
 from .evaluation import (
     METRIC_TITLES,
@@ -217,10 +217,8 @@ def report(outcome: EvaluationOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> EvaluationOutcome:
-    parser = argparse.ArgumentParser(prog="vae-anomaly evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(CONFIG_DIR / "evaluate.yaml"), help="YAML config file")
+    parser = config_parser("evaluate", __doc__, "evaluate.yaml", "margin=0.01 metric=average_precision")
     parser.add_argument("--promote", action="store_true", help="move the champion alias when the challenger wins")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. margin=0.01 metric=average_precision")
     args = parser.parse_args(argv)
     outcome = run(load_config(args.config, args.overrides, cls=EvaluateConfig), promote=args.promote)
     report(outcome)

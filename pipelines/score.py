@@ -9,7 +9,6 @@ histogram to MLflow.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import threading
 import time
@@ -25,7 +24,8 @@ import ray.data
 from vae import ConfigError, Detector, Preprocessor
 
 from . import plots
-from .config import CONFIG_DIR, MODEL_SPEC, ScoreJobConfig, load_config, resolve_path
+from .cli import config_parser
+from .config import MODEL_SPEC, ScoreJobConfig, load_config, resolve_path
 from .data import check_parquet
 from .monitoring import population_stability_index
 from .partitions import new_staging_dir, publish
@@ -291,10 +291,7 @@ def report(summary: ScoreSummary) -> None:
 
 
 def main(argv: list[str] | None = None) -> ScoreSummary:
-    parser = argparse.ArgumentParser(prog="vae-anomaly score", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(CONFIG_DIR / "score.yaml"), help="YAML config file")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=... run_date=2026-11-24")
-    args = parser.parse_args(argv)
+    args = config_parser("score", __doc__, "score.yaml", "input=... run_date=2026-11-24").parse_args(argv)
     summary = run(load_config(args.config, args.overrides, cls=ScoreJobConfig))
     report(summary)
     return summary

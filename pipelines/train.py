@@ -6,7 +6,6 @@ Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -20,7 +19,8 @@ from ray.train.torch import TorchTrainer
 from vae import DataLayout, Detector, Preprocessor, ScoreConfig, load_detector, to_dict
 
 from . import plots
-from .config import CONFIG_DIR, DataConfig, TrainPipelineConfig, load_config
+from .cli import config_parser
+from .config import DataConfig, TrainPipelineConfig, load_config
 from .data import check_training_data, encode_rows, fit_preprocessor, read_rows, split_rows
 from .monitoring import reference_statistics
 from .ray_runtime import ray_session
@@ -197,10 +197,7 @@ def report(outcome: TrainOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> TrainOutcome:
-    parser = argparse.ArgumentParser(prog="vae-anomaly train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(CONFIG_DIR / "train.yaml"), help="YAML config file")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=5")
-    args = parser.parse_args(argv)
+    args = config_parser("train", __doc__, "train.yaml", "train.epochs=5").parse_args(argv)
     outcome = run(load_config(args.config, args.overrides))
     report(outcome)
     return outcome

@@ -10,7 +10,6 @@ MLflow holds one parent run per sweep (results table, plots) with one child run 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -28,7 +27,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from pipelines import plots
-from pipelines.config import CONFIG_DIR, TunePipelineConfig, load_config
+from pipelines.cli import config_parser
+from pipelines.config import TunePipelineConfig, load_config
 from pipelines.data import DataError, check_training_data
 from pipelines.ray_runtime import quiet_ray_data, ray_session
 from pipelines.search_space import Axis, parse_space
@@ -317,10 +317,7 @@ def report(outcome: SweepOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> SweepOutcome:
-    parser = argparse.ArgumentParser(prog="vae-anomaly tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(CONFIG_DIR / "tune.yaml"), help="YAML config file")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. tune.num_samples=4")
-    args = parser.parse_args(argv)
+    args = config_parser("tune", __doc__, "tune.yaml", "tune.num_samples=4").parse_args(argv)
     outcome = run(load_config(args.config, args.overrides, cls=TunePipelineConfig))
     report(outcome)
     return outcome
