@@ -17,8 +17,11 @@ TUNE_CONFIG ?= pipelines/configs/tune.yaml
 TUNE_CLUSTER_CONFIG ?= pipelines/configs/tune-cluster.yaml
 EVALUATE_CONFIG ?= pipelines/configs/evaluate.yaml
 PROMOTE ?=
+RAY_VERSION := 2.60.0
+IMAGE ?= vae-anomaly:ray$(RAY_VERSION)-py311-gpu
+PUSH ?=
 
-.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate mlflow-ui data
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate mlflow-ui data image
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +79,11 @@ evaluate: $(THYROID) ## Challenger vs champion vs baselines on labelled rows, lo
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 	  --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+image: ## Build the cluster image from infra/docker/Dockerfile where a Docker engine runs (IMAGE=..., PUSH=1 to push)
+	@docker info > /dev/null 2>&1 || { echo "image: no Docker engine reachable (docker info failed); build where one runs" >&2; exit 2; }
+	docker build -f infra/docker/Dockerfile -t $(IMAGE) .
+	$(if $(filter 1,$(PUSH)),docker push $(IMAGE))
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check vae pipelines bench tests

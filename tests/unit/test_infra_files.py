@@ -1,81 +1,357 @@
-"""Every file in infra/ parses, and the commands it schedules exist. (Schema checks against the KubeRay and
-Kubernetes schemas come with the infra issue.)"""
+"""Every file in infra/ is well formed and consistent with the code it deploys.
 
+- Ray cluster launcher configs pass Ray's own autoscaler schema (what `ray up` checks).
+- Kubernetes manifests pass the schema of their kind: the CRDs of KubeRay v1.7.0 and Kubernetes v1.34 schemas,
+  kept in tests/schemas/ (see its README: source, version, how to refresh); nothing is downloaded.
+- The image is built on the pinned Ray, and every command the manifests run exists (each runs with --help) and
+  its config arguments load.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
+from urllib.parse import urlparse
 
+import jsonschema
 import pytest
 import yaml
 
 from pipelines.cli import COMMANDS
-from pipelines.config import PROJECT_DIR, ScoreJobConfig, load_config
+from pipelines.config import PROJECT_DIR, ScoreJobConfig, TrainPipelineConfig, TunePipelineConfig, load_config
 
 INFRA = PROJECT_DIR / "infra"
-MANIFESTS = sorted((INFRA / "k8s").glob("*.yaml"))
+SCHEMAS = PROJECT_DIR / "tests" / "schemas"
+VENV_BIN = Path(sys.executable).parent
+MANIFEST_FILES = sorted((INFRA / "k8s").glob("*.yaml"))
 CLUSTER_CONFIGS = sorted((INFRA / "ray").glob("*.yaml"))
+NAMESPACE = "vae-anomaly"
+SCHEMA_OF_KIND = {
+    ("ray.io/v1", "RayCluster"): "kuberay/raycluster-ray.io-v1.json",
+    ("ray.io/v1", "RayJob"): "kuberay/rayjob-ray.io-v1.json",
+    ("ray.io/v1", "RayCronJob"): "kuberay/raycronjob-ray.io-v1.json",
+    ("v1", "Namespace"): "kubernetes/namespace-v1.json",
+    ("v1", "PersistentVolumeClaim"): "kubernetes/persistentvolumeclaim-v1.json",
+    ("v1", "Service"): "kubernetes/service-v1.json",
+    ("apps/v1", "Deployment"): "kubernetes/deployment-apps-v1.json",
+    ("apps/v1", "StatefulSet"): "kubernetes/statefulset-apps-v1.json",
+    ("batch/v1", "CronJob"): "kubernetes/cronjob-batch-v1.json",
+}
+CONFIG_CLASS = {"train": TrainPipelineConfig, "tune": TunePipelineConfig, "score": ScoreJobConfig}
+SECRET_NAMED = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI")
+USER_AND_PASSWORD_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
-def _cron_fields(schedule: str) -> list[str]:
-    fields = schedule.split()
-    assert len(fields) == 5, schedule
-    return fields
+def documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
-def test_manifests_parse_with_kind_and_a_schedule(path: Path):
-    document = yaml.safe_load(path.read_text())
-    assert document["apiVersion"] and document["kind"] and document["metadata"]["name"]
-    assert path.read_text().startswith("# kubectl apply -f " + str(path.relative_to(PROJECT_DIR)))
-    if document["kind"] in ("RayCronJob", "CronJob"):
-        _cron_fields(document["spec"]["schedule"])
+MANIFESTS = [(path, doc) for path in MANIFEST_FILES for doc in documents(path)]
+MANIFEST_IDS = [f"{path.name}:{doc['kind']}" for path, doc in MANIFESTS]
 
 
-def _scheduled_command(path: Path) -> list[str]:
-    document = yaml.safe_load(path.read_text())
-    if document["kind"] == "RayCronJob":
-        return shlex.split(document["spec"]["jobTemplate"]["entrypoint"])
-    container = document["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:3] == ["ray", "job", "submit"]
-    return container["args"]
+def ray_version() -> str:
+    return version("ray")
 
 
-@pytest.mark.parametrize("name", ["scoring-raycronjob.yaml", "scoring-cronjob.yaml"])
-def test_scheduled_scoring_commands_are_valid_score_invocations(name):
-    command = _scheduled_command(INFRA / "k8s" / name)
-    assert command[:4] == ["python", "-m", "pipelines", "score"] and "score" in COMMANDS
-    config_path, overrides = command[5], command[6:]
-    config = load_config(PROJECT_DIR / config_path, overrides, cls=ScoreJobConfig)
-    assert "{run_date}" in config.input and config.date in config.input_path
+@functools.cache
+def validator(schema_file: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / schema_file).read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(document: dict) -> list[str]:
+    """Every way `document` breaks the schema of its kind (and its metadata the ObjectMeta schema), one per line."""
+    schema_file = SCHEMA_OF_KIND.get((document.get("apiVersion"), document.get("kind")))
+    if schema_file is None:
+        return [f"no schema kept for {document.get('apiVersion')} {document.get('kind')}"]
+    errors = list(validator(schema_file).iter_errors(document))
+    errors += validator("kubernetes/objectmeta-meta-v1.json").iter_errors(document.get("metadata", {}))
+    return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
+
+
+def walk(node, key: str | None = None) -> Iterator[tuple[str | None, object]]:
+    """Every (key, value) pair in a parsed YAML tree, depth first."""
+    yield key, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def containers(document: dict) -> list[dict]:
+    return [c for key, value in walk(document) if key in ("containers", "initContainers") for c in value]
+
+
+def project_image() -> str:
+    (line,) = [line for line in (PROJECT_DIR / "Makefile").read_text().splitlines() if line.startswith("IMAGE ?=")]
+    return line.split("?=")[1].strip().replace("$(RAY_VERSION)", ray_version())
+
+
+def dockerfile_base() -> str:
+    (line,) = [line for line in (INFRA / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("FROM")]
+    return line.split()[1]
+
+
+def commands(document: dict) -> list[list[str]]:
+    """The command lines a manifest runs in the project image: Ray job entrypoints and container commands
+    (`sh -c` scripts split into words; a `ray job submit ... --` line yields the submitted command too)."""
+    found = [shlex.split(value) for key, value in walk(document) if key == "entrypoint"]
+    for container in containers(document):
+        if container["image"] != project_image() or "command" not in container:
+            continue  # another program's image, or the image's own command (KubeRay starts Ray in its pods)
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if argv[:2] == ["sh", "-c"]:
+            argv = shlex.split(argv[2])
+        if argv[:3] == ["ray", "job", "submit"]:
+            found.append(argv[argv.index("--") + 1 :])
+            argv = argv[: argv.index("--")]
+        found.append(argv)
+    return found
+
+
+def command_words(argv: list[str]) -> tuple[str, ...]:
+    """The program and subcommand words of a command line: everything before its first option or argument."""
+    words = []
+    for word in argv:
+        if word != "-m" and (word.startswith(("-", "$", "{")) or "=" in word or "/" in word):
+            break
+        words.append(word)
+    return tuple(words)
+
+
+ENTRYPOINTS = sorted({command_words(argv) for _, doc in MANIFESTS for argv in commands(doc)})
+PIPELINE_COMMANDS = [(path, argv) for path, doc in MANIFESTS for argv in commands(doc)
+                     if argv[:3] == ["python", "-m", "pipelines"]]  # fmt: skip
+
+
+# --- Kubernetes manifests --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "document"), MANIFESTS, ids=MANIFEST_IDS)
+def test_manifest_passes_the_schema_of_its_kind(path: Path, document: dict):
+    assert schema_errors(document) == []
+    if document["kind"] != "Namespace":
+        assert document["metadata"]["namespace"] == NAMESPACE
+
+
+def test_the_schema_check_rejects_what_the_api_server_would():
+    by_kind = {doc["kind"]: doc for _, doc in MANIFESTS}
+    typo = copy.deepcopy(by_kind["RayCluster"])
+    typo["spec"]["workerGroupSpecs"][0]["maxReplica"] = typo["spec"]["workerGroupSpecs"][0].pop("maxReplicas")
+    assert any("maxReplica" in e for e in schema_errors(typo))
+    wrong_type = copy.deepcopy(by_kind["Deployment"])
+    wrong_type["spec"]["replicas"] = "two"
+    assert any(e.startswith("spec/replicas:") for e in schema_errors(wrong_type))
+    unscheduled = copy.deepcopy(by_kind["CronJob"])
+    del unscheduled["spec"]["schedule"]
+    assert any("'schedule' is a required property" in e for e in schema_errors(unscheduled))
+    bad_container = copy.deepcopy(by_kind["RayCronJob"])
+    bad_container["spec"]["jobTemplate"]["entrypoint"] = ["python", "-m", "pipelines"]
+    assert any("jobTemplate/entrypoint" in e for e in schema_errors(bad_container))
+
+
+@pytest.mark.parametrize("path", MANIFEST_FILES, ids=lambda p: p.name)
+def test_each_manifest_starts_with_the_command_that_applies_it(path: Path):
+    assert path.read_text().startswith(f"# kubectl apply -f {path.relative_to(PROJECT_DIR)}\n")
+
+
+def test_the_deployment_paths_are_all_there():
+    kinds = {doc["kind"] for _, doc in MANIFESTS}
+    assert {"RayCluster", "RayJob", "RayCronJob", "CronJob", "Deployment", "Service"} <= kinds
+    job_commands = {argv[3] for path, argv in PIPELINE_COMMANDS if path.name.startswith("rayjob")}
+    assert job_commands == {"train", "tune"}
+    scheduled = {path.name for path, argv in PIPELINE_COMMANDS if argv[3] == "score"}
+    assert scheduled == {"scoring-raycronjob.yaml", "scoring-cronjob.yaml"}
+
+
+def test_gpu_workers_ask_for_gpus_and_the_head_for_none():
+    (cluster,) = [doc for _, doc in MANIFESTS if doc["kind"] == "RayCluster"]
+    head = cluster["spec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    assert all("nvidia.com/gpu" not in c["resources"]["limits"] for c in containers(head))
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    assert workers["minReplicas"] == 0 < workers["maxReplicas"]
+    assert all(int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1 for c in containers(workers))
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    assert cluster["spec"]["rayVersion"] == ray_version()
+
+
+def test_scheduled_runs_use_the_same_schedule():
+    schedules = {doc["spec"]["schedule"] for _, doc in MANIFESTS if doc["kind"] in ("RayCronJob", "CronJob")}
+    assert len(schedules) == 1
+    assert len(schedules.pop().split()) == 5
+
+
+def test_no_credentials_are_written_in_the_manifests():
+    for path, document in MANIFESTS:
+        assert document["kind"] != "Secret", f"{path.name}: Secrets are created by hand (infra/README.md)"
+        for key, value in walk(document):
+            if key == "env":
+                for variable in value:
+                    if SECRET_NAMED.search(variable["name"]):
+                        assert "secretKeyRef" in variable.get("valueFrom", {}), f"{path.name}: {variable['name']}"
+            if isinstance(value, str):
+                assert not USER_AND_PASSWORD_IN_URI.search(value), f"{path.name}: a password in {value!r}"
+
+
+def test_every_secret_claim_and_service_the_manifests_use_is_explained_or_defined():
+    readme = (INFRA / "README.md").read_text()
+    secrets = {v["name"] for _, doc in MANIFESTS for k, v in walk(doc) if k in ("secretRef", "secretKeyRef")}
+    secrets |= {doc["spec"]["authOptions"]["secretName"] for _, doc in MANIFESTS if doc["kind"] == "RayCluster"}
+    assert secrets == {"mlflow-db", "object-store", "ray-auth-token"}
+    for name in secrets:
+        assert f"kubectl -n {NAMESPACE} create secret generic {name}" in readme, name
+    claims = {v["claimName"] for _, doc in MANIFESTS for k, v in walk(doc) if k == "persistentVolumeClaim"}
+    defined = {doc["metadata"]["name"] for _, doc in MANIFESTS if doc["kind"] == "PersistentVolumeClaim"}
+    assert claims and claims <= defined
+
+
+def test_addresses_in_the_manifests_point_at_what_they_define():
+    services = {doc["metadata"]["name"]: doc for _, doc in MANIFESTS if doc["kind"] == "Service"}
+    tracking = {v["value"] for _, doc in MANIFESTS for k, v in walk(doc) if k == "env"
+                for v in v if v["name"] == "MLFLOW_TRACKING_URI"}  # fmt: skip
+    assert len(tracking) == 1
+    url = urlparse(tracking.pop())
+    service, namespace = url.hostname.split(".")[:2]
+    assert namespace == NAMESPACE and url.port in [p["port"] for p in services[service]["spec"]["ports"]]
+    (cluster,) = [doc for _, doc in MANIFESTS if doc["kind"] == "RayCluster"]
+    for path, document in MANIFESTS:
+        for key, value in walk(document):
+            if key == "clusterSelector":
+                assert value == {"ray.io/cluster": cluster["metadata"]["name"]}, path.name
+            if isinstance(value, list) and value[:3] == ["ray", "job", "submit"]:
+                address = urlparse(value[value.index("--address") + 1])
+                assert (address.hostname, address.port) == (f"{cluster['metadata']['name']}-head-svc", 8265)
+
+
+def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_in_s3():
+    (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["command"][:2] == ["mlflow", "server"]]
+    assert any(arg.startswith("--artifacts-destination=s3://") for arg in server["args"])
+    assert not any(arg.startswith("--backend-store-uri") for arg in server["args"]), "the URI holds a password"
+    assert {"secretRef": {"name": "mlflow-db"}} in server["envFrom"]
+    (upgrade,) = pod["initContainers"]
+    assert shlex.split(upgrade["command"][2]) == ["mlflow", "db", "upgrade", "$MLFLOW_BACKEND_STORE_URI"]
+    (postgres,) = [doc for _, doc in MANIFESTS if doc["kind"] == "StatefulSet"]
+    assert postgres["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:15"
+
+
+def test_the_raycronjob_feature_gate_values_switch_it_on():
+    values = yaml.safe_load((INFRA / "k8s" / "helm" / "kuberay-operator-values.yaml").read_text())
+    gates = {gate["name"]: gate["enabled"] for gate in values["featureGates"]}
+    assert gates["RayCronJob"] is True
+    assert "helm/kuberay-operator-values.yaml" in (INFRA / "k8s" / "scoring-raycronjob.yaml").read_text()
+
+
+# --- commands the manifests run ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("words", ENTRYPOINTS, ids=" ".join)
+def test_entrypoints_named_in_the_manifests_exist(words: tuple[str, ...]):
+    program = sys.executable if words[0] == "python" else str(VENV_BIN / words[0])
+    done = subprocess.run([program, *words[1:], "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout.lower()
+
+
+def test_the_entrypoints_cover_every_kind_of_command():
+    assert {("python", "-m", "pipelines", c) for c in ("train", "tune", "score")} <= set(ENTRYPOINTS)
+    assert {("ray", "job", "submit"), ("mlflow", "server"), ("mlflow", "db", "upgrade")} <= set(ENTRYPOINTS)
+
+
+@pytest.mark.parametrize(("path", "argv"), PIPELINE_COMMANDS, ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_pipeline_commands_in_the_manifests_load_their_config(path: Path, argv: list[str]):
+    command = argv[3]
+    assert command in COMMANDS
+    assert argv[4] == "--config"
+    config = load_config(PROJECT_DIR / argv[5], argv[6:], cls=CONFIG_CLASS[command])
+    if command == "score":
+        assert "{run_date}" in config.input and config.date in config.input_path
 
 
 def test_crontab_line_is_a_valid_schedule_of_make_score_cluster():
     lines = [line for line in (INFRA / "cron" / "scoring.crontab").read_text().splitlines()
              if line and not line.startswith("#")]  # fmt: skip
     assert len(lines) == 1
-    _cron_fields(" ".join(lines[0].split()[:5]))
+    assert len(lines[0].split()) > 5
     assert "make score-cluster" in lines[0]
 
 
-def test_score_command_has_help():
-    done = subprocess.run([sys.executable, "-m", "pipelines", "score", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "run_date" in done.stdout
+def test_pipelines_learn_addresses_only_from_the_environment():
+    pattern = re.compile(r"https?://|localhost|127\.0\.0\.1|:8265|:5000|:6379")
+    for package in ("vae", "pipelines"):
+        for source in (PROJECT_DIR / package).rglob("*.py"):
+            hits = [line for line in source.read_text().splitlines() if pattern.search(line)]
+            assert not hits, f"{source.relative_to(PROJECT_DIR)}: {hits}"
 
 
-@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
+# --- the image ------------------------------------------------------------------------------------------------------
+
+
+def test_the_image_is_built_on_the_pinned_ray():
+    assert dockerfile_base() == f"rayproject/ray:{ray_version()}-py311-gpu"
+    assert project_image() == f"vae-anomaly:ray{ray_version()}-py311-gpu"
+    images = {c["image"] for _, doc in MANIFESTS for c in containers(doc)}
+    assert images == {project_image(), "postgres:15"}
+    done = subprocess.run(["make", "-n", "image"], cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert f"docker build -f infra/docker/Dockerfile -t {project_image()} ." in done.stdout
+
+
+def test_the_dockerfile_copies_what_its_ignore_file_lets_through():
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in (INFRA / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.startswith("!")}  # fmt: skip
+    sources = [word for line in dockerfile if line.startswith("COPY") for word in line.split()[1:-1]
+               if not word.startswith("--")]  # fmt: skip
+    assert sources and set(sources) <= allowed
+    assert all((PROJECT_DIR / source).exists() for source in sources)
+
+
+def test_install_script_pins_the_torch_the_makefile_pins():
+    script = INFRA / "docker" / "install.sh"
+    pin = re.search(r"^TORCH_PIN := (\S+)$", (PROJECT_DIR / "Makefile").read_text(), re.M).group(1)
+    assert f'"{pin}"' in script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: install.sh" in usage.stderr
+
+
+# --- Ray cluster launcher configs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: p.name)
 def test_ray_cluster_configs_pass_the_autoscaler_schema(path: Path):
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load(path.read_text())
     validate_config(prepare_config(config))  # what `ray up` / `ray submit` check: defaults filled, then the schema
-    assert config["docker"]["image"].startswith(f"rayproject/ray:{ray_version()}-py311")
-    head = config["available_node_types"][config["head_node_type"]]
-    assert "GPU" not in head["resources"], "drivers run on a CPU head; GPUs are for the Train workers"
-    assert any(t.get("resources", {}).get("GPU") for t in config["available_node_types"].values())
+    assert config["docker"]["image"] == dockerfile_base()
+    assert [c.split()[:2] for c in config["setup_commands"]] == [["bash", "~/vae-anomaly/infra/docker/install.sh"]] * 2
+    assert config["file_mounts"] == {"~/vae-anomaly": "."}
+    if config["provider"]["type"] == "local":
+        assert "--num-gpus=0" in " ".join(config["head_start_ray_commands"])
+    else:
+        head = config["available_node_types"][config["head_node_type"]]
+        assert "GPU" not in head["resources"], "drivers run on a CPU head; GPUs are for the Train workers"
+        assert any(t.get("resources", {}).get("GPU") for t in config["available_node_types"].values())
 
 
-def ray_version() -> str:
-    from importlib.metadata import version
+def test_the_autoscaler_schema_check_can_fail():
+    from ray.autoscaler._private.util import prepare_config, validate_config
 
-    return version("ray")
+    config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    config["available_node_types"]["ray.worker.gpu"]["max_worker"] = 8  # a typo
+    with pytest.raises(Exception, match="max_worker"):
+        validate_config(prepare_config(config))
