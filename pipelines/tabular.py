@@ -18,14 +18,11 @@ import pyarrow.parquet as pq
 
 from vae import Detector
 
-from .data import open_parquet
-
 SCHEMA_KEY = "input_schema"
 
 
-def recorded_schema(path: str, columns: tuple[str, ...]) -> dict[str, str]:
-    """column -> Arrow type name of the Parquet input at `path` (metadata only), for `Detector.metadata`."""
-    schema = open_parquet(path).schema
+def recorded_schema(schema: pa.Schema, columns: tuple[str, ...]) -> dict[str, str]:
+    """column -> Arrow type name in the training input's schema, for `Detector.metadata[SCHEMA_KEY]`."""
     return {column: str(schema.field(column).type) for column in columns}
 
 

@@ -1,10 +1,11 @@
 """Generation: rows drawn from a trained VAE come back in the training columns, values and types."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
-from pipelines.tabular import column_types, to_arrow
+from pipelines.tabular import SCHEMA_KEY, column_types, recorded_schema, to_arrow
 from vae import VAE, DataLayout, FeatureBlock, ModelConfig
 from vae.generation import generate, generate_table
 
@@ -43,16 +44,17 @@ def test_generated_rows_respect_the_training_schema(detector, table, mode):
 
 
 def test_recorded_training_types_are_restored(detector):
-    detector.metadata["input_schema"] = {"income": "float", "age": "int64", "smoker": "bool", "colour": "string",
-                                         "grade": "int32"}  # fmt: skip
+    training = pa.schema({"income": pa.float32(), "age": pa.int64(), "smoker": pa.bool_(),
+                          "colour": pa.large_string(), "grade": pa.int32(), "row_id": pa.int64()})  # fmt: skip
+    detector.metadata[SCHEMA_KEY] = recorded_schema(training, tuple(detector.preprocessor.columns))
     try:
         rows = generate_table(detector.model, detector.preprocessor, 50, seed=1)
         types = column_types(detector)
         arrays = {name: to_arrow(values, types[name]) for name, values in rows.items()}
     finally:
-        detector.metadata.pop("input_schema")
+        detector.metadata.pop(SCHEMA_KEY)
     assert {n: str(a.type) for n, a in arrays.items()} == {"income": "float", "age": "int64", "smoker": "bool",
-                                                           "colour": "string", "grade": "int32"}  # fmt: skip
+                                                           "colour": "large_string", "grade": "int32"}  # fmt: skip
     np.testing.assert_array_equal(arrays["age"].to_numpy(), np.rint(rows["age"]))  # rounded, not truncated
     assert set(arrays["grade"].to_pylist()) <= {1, 2, 3}
     np.testing.assert_array_equal(arrays["smoker"].to_numpy(zero_copy_only=False), rows["smoker"] == 1)
