@@ -9,7 +9,9 @@ training mean, the share of ones, the unknown bucket). Rows with nothing observe
 The point estimate of a missing entry is the decoder mean averaged over the chains and over the iterations
 after burn-in (a Rao-Blackwellised estimate of E[x_missing | x_observed]); categorical and binary entries take
 the most probable value of that average. Each chain's last draw is one multiple imputation.
-Observed entries are copied through: only entries flagged missing change.
+Observed entries are copied through: only entries flagged missing change. Slots in `forbidden` (the unknown
+bucket) are never drawn; the acceptance ratio uses the model's unmasked likelihood, exact when the model gives
+those slots ~0 probability (it does unless its training rows had missing categories).
 N = rows, D = input width, S = chains, L = latent size.
 """
 
