@@ -16,12 +16,14 @@ SCORE_CONFIG ?= pipelines/configs/score.yaml
 TUNE_CONFIG ?= pipelines/configs/tune.yaml
 TUNE_CLUSTER_CONFIG ?= pipelines/configs/tune-cluster.yaml
 EVALUATE_CONFIG ?= pipelines/configs/evaluate.yaml
+GENERATE_CONFIG ?= pipelines/configs/generate.yaml
+IMPUTE_CONFIG ?= pipelines/configs/impute.yaml
 PROMOTE ?=
 RAY_VERSION := 2.60.0
 IMAGE ?= vae-anomaly:ray$(RAY_VERSION)-py311-gpu
 PUSH ?=
 
-.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate mlflow-ui data image
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate generate impute mlflow-ui data image
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +77,12 @@ score-cluster: $(STAMP) ## Submit the scoring job to the Ray cluster at RAY_ADDR
 
 evaluate: $(THYROID) ## Challenger vs champion vs baselines on labelled rows, logged to MLflow (PROMOTE=1: apply the gate)
 	$(PY) -m pipelines evaluate --config $(EVALUATE_CONFIG) $(if $(PROMOTE),--promote) $(ARGS)
+
+generate: $(STAMP) ## Synthetic rows from a registered model into one Parquet file (ARGS="model=NAME@ALIAS n=1000")
+	$(PY) -m pipelines generate --config $(GENERATE_CONFIG) $(ARGS)
+
+impute: $(THYROID) ## Fill missing values of Parquet rows with a registered model (ARGS="input=... output=... model=...")
+	$(PY) -m pipelines impute --config $(IMPUTE_CONFIG) $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -17,6 +17,8 @@ COMMANDS = {
     "tune": "pipelines.tune",
     "score": "pipelines.score",
     "evaluate": "pipelines.evaluate",
+    "generate": "pipelines.generate",
+    "impute": "pipelines.impute",
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",
 }

@@ -361,6 +361,69 @@ class EvaluateConfig:
         check_fraction(self, "pca_variance")
 
 
+def _check_model_and_output(owner: object) -> None:
+    """`model` is NAME@ALIAS or NAME/VERSION; `output` is a local Parquet file path (published by a rename)."""
+    spec_ok = isinstance(owner.model, str) and MODEL_SPEC.match(owner.model)
+    require(bool(spec_ok), owner, "model", f"must be NAME@ALIAS or NAME/VERSION, got {owner.model!r}")
+    output = owner.output
+    require(isinstance(output, str) and output.endswith(".parquet"), owner, "output",
+            f"must be a path ending in .parquet, got {output!r}")  # fmt: skip
+    require(
+        "://" not in output, owner, "output", f"the file is published by a rename: use a local path, got {output!r}"
+    )
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Synthetic rows from a registered model: z ~ N(0, I), decoded into the training columns."""
+
+    model: str = "vae-anomaly@champion"  # NAME@ALIAS or NAME/VERSION in the MLflow registry
+    n: int = 1000
+    output: str = "outputs/generated.parquet"
+    mode: Literal["mean", "sample"] = "sample"  # a draw of p(x|z), or its mean (most probable category / bit)
+    seed: int = 0
+    condition: dict[str, Any] = field(default_factory=dict)  # conditional models: condition column -> value
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        _check_model_and_output(self)
+        check_positive(self, "n", integer=True)
+        check_choice(self, "mode", ("mean", "sample"))
+        check_number(self, "seed", integer=True)
+        require(isinstance(self.condition, dict), self, "condition",
+                f"must be a mapping of condition column to value, got {self.condition!r}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImputeConfig:
+    """Missing feature values of Parquet rows filled by a registered model (Markov chains given the observed)."""
+
+    input: str = ""  # Parquet file, directory or URI
+    output: str = "outputs/imputed.parquet"
+    model: str = "vae-anomaly@champion"
+    method: Literal["metropolis", "pseudo_gibbs"] = "metropolis"
+    iterations: int = 50  # steps of each chain; the second half is averaged into the estimate
+    samples: int = 8  # independent chains per row
+    return_samples: bool = False  # write each chain's last draw (`imputation` = 0..samples-1), not the estimate
+    seed: int = 0
+    batch_size: int = 1024  # rows imputed at once (each with `samples` chains)
+    truth: str | None = None  # the same rows complete: prints the imputation RMSE of the model and of the mean
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.input, str) and self.input, self, "input", "set the Parquet file, directory or URI")
+        _check_model_and_output(self)
+        check_choice(self, "method", ("metropolis", "pseudo_gibbs"))
+        check_positive(self, "iterations", integer=True)
+        check_positive(self, "samples", integer=True)
+        require(isinstance(self.return_samples, bool), self, "return_samples",
+                f"must be true or false, got {self.return_samples!r}")  # fmt: skip
+        check_number(self, "seed", integer=True)
+        check_positive(self, "batch_size", integer=True)
+        require(self.truth is None or (isinstance(self.truth, str) and self.truth), self, "truth",
+                "must be a Parquet path or null")  # fmt: skip
+
+
 def _parse_value(raw: str) -> Any:
     """A YAML scalar or list; text YAML cannot read (e.g. the date 2026-02-30) stays text for validation."""
     if not raw:

@@ -26,7 +26,7 @@ from mlflow.types import ColSpec, Schema
 
 from vae import Detector, load_detector, save_detector
 
-from .config import PROJECT_DIR, TrackingSettings
+from .config import MODEL_SPEC, PROJECT_DIR, TrackingSettings
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
@@ -277,3 +277,13 @@ def load_registered_detector(model_uri: str, tracking_uri: str | None = None) ->
         except MlflowException as err:
             raise TrackingError(f"cannot load {model_uri} from {uri}: {err.message.splitlines()[0]}") from err
         return load_detector(Path(local) / "artifacts" / "detector")
+
+
+def load_model_spec(spec: str, tracking_uri: str) -> tuple[Detector, str]:
+    """The Detector that `NAME@ALIAS` (resolved now) or `NAME/VERSION` names, and that `NAME/VERSION`."""
+    found = MODEL_SPEC.match(spec)
+    if not found:
+        raise ModelNotFoundError(f"model {spec!r} is not NAME@ALIAS or NAME/VERSION")
+    version = resolve_model_version(found["name"], found["alias"], found["version"], tracking_uri)
+    pinned = f"{found['name']}/{version}"
+    return load_registered_detector(f"models:/{pinned}", tracking_uri), pinned

@@ -21,10 +21,11 @@ from vae import DataLayout, Detector, Preprocessor, ScoreConfig, load_detector, 
 from . import plots
 from .cli import config_parser
 from .config import DataConfig, TrainPipelineConfig, load_config
-from .data import check_training_data, encode_rows, fit_preprocessor, read_rows, split_rows
+from .data import check_training_data, encode_rows, fit_preprocessor, open_parquet, read_rows, split_rows
 from .monitoring import reference_statistics
 from .ray_runtime import ray_session
 from .scoring import score_encoded
+from .tabular import SCHEMA_KEY, recorded_schema
 from .tracking import RegisteredModel, Tracker, flatten, input_signature
 from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
 
@@ -170,6 +171,7 @@ def register(
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
+        SCHEMA_KEY: recorded_schema(open_parquet(data.path).schema, (*data.features, *data.conditions)),
         "score_reference": reference_statistics(reference.scores, reference.contributions),
     }
     tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores))},

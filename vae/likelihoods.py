@@ -40,8 +40,9 @@ class GaussianBlock(nn.Module):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
-        return params + self.scale() * torch.randn_like(params)
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(params.shape, generator=generator, device=params.device, dtype=params.dtype)
+        return params + self.scale() * noise
 
 
 class BernoulliBlock(nn.Module):
@@ -55,8 +56,8 @@ class BernoulliBlock(nn.Module):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params)
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.bernoulli(torch.sigmoid(params))
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(params), generator=generator)
 
 
 class CategoricalBlock(nn.Module):
@@ -70,8 +71,9 @@ class CategoricalBlock(nn.Module):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return F.softmax(params, dim=-1)
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
-        index = torch.distributions.Categorical(logits=params).sample()
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = F.softmax(params, dim=-1).reshape(-1, params.shape[-1])
+        index = torch.multinomial(probs, 1, generator=generator).reshape(params.shape[:-1])
         return F.one_hot(index, params.shape[-1]).to(params.dtype)
 
 
@@ -111,6 +113,7 @@ class MixedLikelihood(nn.Module):
         parts = zip(self.blocks, self._split(err), strict=True)
         return torch.cat([e.sum(-1, keepdim=True) if b.grouped else e for b, e in parts], dim=-1)
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw of x per row of params: (..., D)."""
-        return torch.cat([b.sample(p) for b, p in zip(self.blocks, self._split(params), strict=True)], dim=-1)
+        parts = zip(self.blocks, self._split(params), strict=True)
+        return torch.cat([b.sample(p, generator) for b, p in parts], dim=-1)

@@ -5,6 +5,7 @@ The encoded matrix is (N, D) float32, laid out block by block as `layout_blocks(
 standardized numeric columns (Gaussian), binary columns in {0, 1} (Bernoulli), then one one-hot
 group per categorical column whose first slot is the unknown bucket (Categorical).
 Missing values (None, NaN, +-inf) are imputed with training statistics, or rejected with `missing="error"`.
+`inverse_transform` maps encoded rows (real or generated) back to raw columns.
 """
 
 from __future__ import annotations
@@ -178,6 +179,63 @@ class Preprocessor:
                 sum(1 for label, m in zip(labels, missing, strict=True) if not m and label not in known)
             )
         return counts
+
+    def _group_slices(self) -> dict[str, slice]:
+        """Each categorical column's one-hot group in the encoded matrix."""
+        start = len(self.numeric) + len(self.binary)
+        groups = {}
+        for column in self.categorical:
+            width = len(self.categories[column]) + 1
+            groups[column] = slice(start, start + width)
+            start += width
+        return groups
+
+    def encoded_missing(self, table: Mapping[str, Any]) -> np.ndarray:
+        """Which encoded columns stand for a missing (or non-finite) raw value: (N, D) bool, a categorical
+        column's whole one-hot group at once."""
+        groups = self._group_slices()
+        n = len(np.asarray(table[self.columns[0]]))
+        mask = np.zeros((n, self.input_dim), dtype=bool)
+        for column, missing in self.missing_mask(table).items():
+            if column in groups:
+                mask[:, groups[column]] = missing[:, None]
+            else:
+                mask[:, [*self.numeric, *self.binary].index(column)] = missing
+        return mask
+
+    def unknown_slots(self) -> np.ndarray:
+        """(D,) bool: the unknown buckets of the one-hot groups, a category that generation never emits."""
+        slots = np.zeros(self.input_dim, dtype=bool)
+        for group in self._group_slices().values():
+            slots[group.start] = True
+        return slots
+
+    @property
+    def input_dim(self) -> int:
+        """Width D of the encoded matrix."""
+        return len(self.numeric) + len(self.binary) + sum(len(v) + 1 for v in self.categories.values())
+
+    def inverse_transform(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw columns from encoded rows x (N, D): the exact inverse of `transform` on complete rows.
+
+        Numeric: un-standardized float64. Binary: int64 0/1, a value (e.g. a probability) >= 0.5 gives 1.
+        Categorical: object array of the training labels (strings) by the group's largest entry, so
+        probabilities work as well as one-hot rows; the unknown bucket gives None.
+        """
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.inverse_transform: call fit() first")
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"expected encoded rows (N, {self.input_dim}), got {x.shape}")
+        columns: dict[str, np.ndarray] = {}
+        for i, column in enumerate(self.numeric):
+            columns[column] = x[:, i] * self.std[i] + self.mean[i]
+        for i, column in enumerate(self.binary):
+            columns[column] = (x[:, len(self.numeric) + i] >= 0.5).astype(np.int64)
+        for column, group in self._group_slices().items():
+            labels = np.array([None, *self.categories[column]], dtype=object)
+            columns[column] = labels[x[:, group].argmax(axis=1)]
+        return columns
 
     def layout_blocks(self) -> tuple[FeatureBlock, ...]:
         """The likelihood blocks of the encoded matrix, in column order."""

@@ -9,6 +9,8 @@ from pipelines.config import (
     CONFIG_DIR,
     PROJECT_DIR,
     EvaluateConfig,
+    GenerateConfig,
+    ImputeConfig,
     ScoreJobConfig,
     TrainPipelineConfig,
     TunePipelineConfig,
@@ -21,12 +23,14 @@ YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated
 
 
 CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "evaluate.yaml": EvaluateConfig, "tune.yaml": TunePipelineConfig,
-                  "tune-cluster.yaml": TunePipelineConfig}  # fmt: skip
+                  "tune-cluster.yaml": TunePipelineConfig, "generate.yaml": GenerateConfig,
+                  "impute.yaml": ImputeConfig}  # fmt: skip
 
 
 def test_the_repo_has_configs():
     assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml", "evaluate.yaml",
-                                            "tune.yaml", "tune-cluster.yaml"}  # fmt: skip
+                                            "tune.yaml", "tune-cluster.yaml", "generate.yaml",
+                                            "impute.yaml"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
@@ -67,6 +71,28 @@ def test_evaluate_config_reads_the_thyroid_files_and_validates_the_gate():
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(CONFIG_DIR / "evaluate.yaml", [override], cls=EvaluateConfig)
+
+
+def test_generate_and_impute_configs_take_conditions_and_validate():
+    config = load_config(CONFIG_DIR / "generate.yaml", ["n=5", "condition.region=north", "condition.tier=2"],
+                         cls=GenerateConfig)  # fmt: skip
+    assert config.n == 5 and config.condition == {"region": "north", "tier": 2} and config.mode == "sample"
+    impute = load_config(CONFIG_DIR / "impute.yaml", ["samples=3", "return_samples=true"], cls=ImputeConfig)
+    assert impute.samples == 3 and impute.return_samples and impute.method == "metropolis" and impute.truth is None
+    for cls, override, message in [
+        (GenerateConfig, "n=0", "GenerateConfig.n: must be an integer > 0, got 0"),
+        (GenerateConfig, "n=-5", "GenerateConfig.n: must be an integer > 0, got -5"),
+        (GenerateConfig, "mode=median", "GenerateConfig.mode: must be one of ['mean', 'sample']"),
+        (GenerateConfig, "model=thyroid", "GenerateConfig.model: must be NAME@ALIAS or NAME/VERSION"),
+        (GenerateConfig, "output=out.csv", "GenerateConfig.output: must be a path ending in .parquet"),
+        (GenerateConfig, "condition=north", "GenerateConfig.condition: must be a mapping"),
+        (ImputeConfig, "output=s3://b/x.parquet", "ImputeConfig.output: the file is published by a rename"),
+        (ImputeConfig, "samples=0", "ImputeConfig.samples"),
+        (ImputeConfig, "method=em", "ImputeConfig.method: must be one of ['metropolis', 'pseudo_gibbs']"),
+        (ImputeConfig, "input=", "ImputeConfig.input"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(CONFIG_DIR / f"{'generate' if cls is GenerateConfig else 'impute'}.yaml", [override], cls=cls)
 
 
 def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):

@@ -98,3 +98,42 @@ def test_pandas_missing_markers_count_as_missing(table):
     assert frame["colour"].isna().sum() == 1
     np.testing.assert_array_equal(pre.transform(frame)[:, 3:].argmax(1), [3, 0, 1, 3])
     np.testing.assert_array_equal(pre.missing_mask(frame)["colour"], [False, True, False, False])
+
+
+def test_inverse_transform_undoes_transform_on_real_rows():
+    from pipelines.datasets import THYROID_COLUMNS, load_thyroid
+
+    thyroid, _ = load_thyroid()
+    rng = np.random.default_rng(0)
+    table = {**thyroid, "flag": rng.integers(0, 2, len(thyroid["age"])),
+             "kind": rng.choice(["a", "b", "c"], len(thyroid["age"])).astype(object)}  # fmt: skip
+    pre = Preprocessor(numeric=THYROID_COLUMNS, binary=["flag"], categorical=["kind"]).fit(table)
+    back = pre.inverse_transform(pre.transform(table))
+    for column in THYROID_COLUMNS:  # float32 encoding: 1e-5 of the column's spread
+        np.testing.assert_allclose(back[column], table[column], rtol=1e-5, atol=1e-5 * table[column].std())
+    np.testing.assert_array_equal(back["flag"], table["flag"])
+    np.testing.assert_array_equal(back["kind"], table["kind"])
+
+
+def test_inverse_transform_reads_probabilities_and_the_unknown_bucket(table):
+    pre = _fitted(table)
+    x = np.zeros((3, pre.input_dim))
+    x[:, 2] = [0.49, 0.5, 0.9]  # smoker probabilities
+    x[:, 3:] = [[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1], [0.0, 0.0, 1.0, 0.0]]  # unknown, blue, green, red
+    back = pre.inverse_transform(x)
+    np.testing.assert_array_equal(back["smoker"], [0, 1, 1])
+    assert back["colour"].tolist() == ["red", None, "green"]
+    np.testing.assert_array_equal(back["age"], [35.0] * 3)  # 0 is the training mean
+    np.testing.assert_array_equal(pre.unknown_slots(), [False, False, False, True, False, False, False])
+    with pytest.raises(ValueError, match=r"expected encoded rows \(N, 7\), got \(3, 6\)"):
+        pre.inverse_transform(x[:, :6])
+
+
+def test_encoded_missing_flags_whole_categorical_groups(table):
+    pre = _fitted(table)
+    holed = {**table, "age": np.array([np.nan, 1.0, np.inf, 2.0]), "colour": np.array([None, "red", "x", "blue"])}
+    mask = pre.encoded_missing(holed)
+    assert mask.shape == (4, 7)
+    np.testing.assert_array_equal(mask[:, 0], [True, False, True, False])
+    np.testing.assert_array_equal(mask[:, 3:], np.array([[True] * 4, [False] * 4, [False] * 4, [False] * 4]))
+    assert not mask[:, 1:3].any()

@@ -1,0 +1,76 @@
+"""Raw columns between the library and Parquet: the Arrow types a model's columns had in training, the
+conversion of the library's numpy columns to them, and atomic single-file Parquet writes.
+
+The training pipeline records each raw column's Arrow type in the model's metadata (`input_schema`);
+a model without it gets the defaults: numeric double, binary int64, categorical string.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vae import Detector
+
+SCHEMA_KEY = "input_schema"
+
+
+def recorded_schema(schema: pa.Schema, columns: tuple[str, ...]) -> dict[str, str]:
+    """column -> Arrow type name in the training input's schema, for `Detector.metadata[SCHEMA_KEY]`."""
+    return {column: str(schema.field(column).type) for column in columns}
+
+
+def _parse(name: str | None) -> pa.DataType | None:
+    try:
+        return pa.type_for_alias(name) if name else None
+    except ValueError:  # e.g. dictionary<...> or timestamp types: not written back as such
+        return None
+
+
+def column_types(detector: Detector) -> dict[str, pa.DataType]:
+    """The Arrow type of every raw feature and condition column of the model, as it was in training."""
+    recorded = detector.metadata.get(SCHEMA_KEY, {})
+    types: dict[str, pa.DataType] = {}
+    for pre in (p for p in (detector.preprocessor, detector.condition) if p is not None):
+        defaults = [(pre.numeric, pa.float64()), (pre.binary, pa.int64()), (pre.categorical, pa.string())]
+        for columns, default in defaults:
+            for column in columns:
+                types[column] = _parse(recorded.get(column)) or default
+    return types
+
+
+def to_arrow(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A library column (float64 numbers, int64 0/1, or object labels with None) as an Arrow array of `kind`;
+    numbers going to an integer column are rounded first, labels are parsed (e.g. "3" -> 3 for int64)."""
+    values = np.asarray(values)
+    if pa.types.is_null(kind):  # the column held only nulls: keep the library's own type
+        kind = pa.string() if values.dtype == object else pa.from_numpy_dtype(values.dtype)
+    if values.dtype == object:
+        labels = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        return labels.cast(kind)
+    if pa.types.is_integer(kind):
+        values = np.rint(values)
+    elif pa.types.is_boolean(kind):
+        values = values >= 0.5
+    return pa.array(values).cast(kind)
+
+
+def write_parquet_atomically(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
+    """Write `table` (with `metadata` in its schema) to a temporary file beside `path`, then rename it into
+    place: a reader sees the old file or the whole new one, and a failed write leaves nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    merged = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+    try:
+        pq.write_table(table.replace_schema_metadata(merged), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
