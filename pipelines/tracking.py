@@ -22,9 +22,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
-from vae import Detector, load_detector, save_detector
+from vae import Detector, ImagePreprocessor, load_detector, save_detector
 
 from .config import PROJECT_DIR, TrackingSettings
 
@@ -237,9 +238,15 @@ def _requirements() -> list[str]:
     ]
 
 
-def input_signature(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> ModelSignature:
-    """Raw input columns (numeric as double, categorical as string) -> anomaly_score, is_anomaly."""
+def input_signature(
+    numeric: tuple[str, ...], categorical: tuple[str, ...], image: ImagePreprocessor | None = None
+) -> ModelSignature:
+    """Raw input columns (numeric as double, categorical as string, an image column as an array of doubles
+    or PNG bytes) -> anomaly_score, is_anomaly."""
     inputs = [ColSpec("double", c) for c in numeric] + [ColSpec("string", c) for c in categorical]
+    if image is not None:
+        kind = DataType.binary if image.encoding == "png" else Array(DataType.double)
+        inputs.append(ColSpec(kind, image.column))
     outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
