@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from pipelines.config import CONFIG_DIR, load_config
-from pipelines.data import DataError, check_parquet
+from pipelines.data import DataError, ImageProblems, check_parquet
 from pipelines.datasets import load_digits_images, write_digits_parquet
 from pipelines.image_figures import image_figures, sample_conditions
 from pipelines.plots import image_grid
 from pipelines.score import quarantine_reasons
+from pipelines.tracking import input_signature
 from vae import (
     VAE,
     ConfigError,
@@ -198,3 +199,17 @@ def test_the_digits_as_array_and_png_parquet_hold_the_same_images(tmp_path):
     ids = test["image_id"].to_numpy()
     np.testing.assert_allclose(from_arrays, images[ids].reshape(len(ids), -1) / 16.0)
     assert torch.equal(torch.tensor(test["digit"].to_numpy()), torch.tensor(classes[ids]))
+
+
+def test_training_finds_the_keys_of_unusable_images_and_the_model_signature_names_the_image_column():
+    good = PIXELS[0].reshape(-1).tolist()
+    batch = pd.DataFrame({"image_id": [7, 8, 9], "pixels": [good, None, good[:2]]})
+    bad = ImageProblems(_digits_like(), ("image_id",))(batch)
+    assert bad.to_dict("records") == [
+        {"image_id": "8", "problem": "pixels is missing"},
+        {"image_id": "9", "problem": "pixels has 2 values, expected 6 values (1x2x3)"},
+    ]
+    arrays = input_signature((), ("digit",), _digits_like()).inputs.to_dict()
+    pngs = input_signature((), (), _digits_like("png")).inputs.to_dict()
+    assert arrays[-1] == {"type": "array", "items": {"type": "double"}, "name": "pixels", "required": True}
+    assert pngs == [{"type": "binary", "name": "pixels", "required": True}]
