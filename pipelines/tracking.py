@@ -37,13 +37,20 @@ MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
 
 @contextlib.contextmanager
 def _scoped_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it."""
-    previous = mlflow.get_tracking_uri()
+    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it.
+
+    `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
+    later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
+    previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
 class TrackingError(RuntimeError):
