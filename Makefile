@@ -11,6 +11,7 @@ CLUSTER_CONFIG ?= pipelines/configs/train-cluster.yaml
 ARGS ?=
 MLFLOW_PORT ?= 5000
 THYROID := data/thyroid/train.parquet
+DIGITS := data/digits/train.parquet
 
 SCORE_CONFIG ?= pipelines/configs/score.yaml
 TUNE_CONFIG ?= pipelines/configs/tune.yaml
@@ -46,9 +47,12 @@ demo: $(STAMP) ## Whole pipeline on the bundled thyroid data: Parquet -> Ray Tra
 $(THYROID): $(STAMP)
 	$(PY) -m pipelines prepare-data --output data/thyroid
 
-data: $(THYROID) ## Write the bundled thyroid data as Parquet under data/thyroid/
+$(DIGITS): $(STAMP)
+	$(PY) -m pipelines prepare-data --dataset digits --output data/digits
 
-train: $(THYROID) ## Train with Ray Train on a local Ray (CONFIG=..., ARGS="key.sub=value ..."), register in MLflow
+data: $(THYROID) $(DIGITS) ## Write the bundled thyroid data and scikit-learn's digits images as Parquet under data/
+
+train: $(THYROID) $(DIGITS) ## Train with Ray Train on a local Ray (CONFIG=..., ARGS="key.sub=value ..."), register in MLflow
 	$(PY) -m pipelines train --config $(CONFIG) $(ARGS)
 
 tune: $(THYROID) ## Ray Tune sweep of beta x latent size on a local Ray (TUNE_CONFIG=..., ARGS=...); registers the best
@@ -69,7 +73,7 @@ train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS wit
 tune-cluster: $(STAMP) ## Submit a Ray Tune sweep to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
 	$(call submit,tune --config $(TUNE_CLUSTER_CONFIG))
 
-score: $(THYROID) ## Score Parquet rows with a registered model into a run-date partition (ARGS="input=... model=NAME@ALIAS")
+score: $(THYROID) $(DIGITS) ## Score Parquet rows with a registered model into a run-date partition (ARGS="input=... model=NAME@ALIAS")
 	$(PY) -m pipelines score --config $(SCORE_CONFIG) $(ARGS)
 
 score-cluster: $(STAMP) ## Submit the scoring job to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from vae import ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
+from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import (
     ConfigError,
     check_choice,
@@ -35,6 +35,31 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass(frozen=True)
+class ImageColumn:
+    """An image per row in `column`: C*H*W numbers (`array`: a list, fixed-size list or nested lists) or PNG
+    bytes (`png`). Pixels are divided by `scale` (their largest possible value) to lie in [0, 1]."""
+
+    column: str = ""
+    shape: tuple[int, ...] = ()  # (C, H, W)
+    encoding: Literal["array", "png"] = "array"
+    scale: float = 255.0
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # of each pixel intensity in [0, 1]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape) if isinstance(self.shape, (list, tuple)) else self.shape)
+        require(isinstance(self.column, str) and self.column, self, "column", "name the column holding the images")
+        ok_shape = (isinstance(self.shape, tuple) and len(self.shape) == 3
+                    and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.shape))  # fmt: skip
+        require(ok_shape, self, "shape", f"must be three integers [C, H, W] >= 1, got {self.shape!r}")
+        check_choice(self, "encoding", ("array", "png"))
+        check_positive(self, "scale")
+        check_choice(self, "likelihood", ("bernoulli", "gaussian"))
+
+    def preprocessor(self) -> ImagePreprocessor:
+        return ImagePreprocessor(self.column, self.shape, self.encoding, self.scale, self.likelihood)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI."""
 
@@ -50,15 +75,31 @@ class DataConfig:
     split_seed: int = 0
     missing: Literal["impute", "error"] = "impute"
     materialize: bool = True  # keep encoded rows in Ray's object store across epochs (off: stream each epoch)
+    image: ImageColumn | None = None  # image rows: the image column is then the only model input
 
     def __post_init__(self) -> None:
         for name in ("numeric", "binary", "categorical", "condition_numeric", "condition_categorical", "key"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.image, dict):
+            object.__setattr__(self, "image", from_dict(ImageColumn, self.image))
         require(isinstance(self.path, str) and self.path, self, "path", "set the Parquet file, directory or URI")
-        require(
-            bool(self.features), self, "numeric", "declare at least one feature column (numeric, binary or categorical)"
-        )
-        columns = [*self.features, *self.conditions, *self.key, *([self.label] if self.label else [])]
+        if self.image is None:
+            require(
+                bool(self.features),
+                self,
+                "numeric",
+                "declare at least one feature column (numeric, binary or categorical) or an image column",
+            )
+        else:
+            require(isinstance(self.image, ImageColumn), self, "image", f"expected a mapping, got {self.image!r}")
+            require(
+                not self.features,
+                self,
+                "image",
+                f"an image model reads only its image column; remove the feature columns {list(self.features)}",
+            )
+            require(bool(self.key), self, "key", "image rows are split by their key columns: declare at least one")
+        columns = [*self.inputs, *self.conditions, *self.key, *([self.label] if self.label else [])]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
         check_fraction(self, "validation_fraction")
@@ -68,6 +109,11 @@ class DataConfig:
     @property
     def features(self) -> tuple[str, ...]:
         return (*self.numeric, *self.binary, *self.categorical)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The columns the model encodes: the feature columns, or the image column."""
+        return (self.image.column,) if self.image else self.features
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -150,8 +196,15 @@ class TrainPipelineConfig:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     def __post_init__(self) -> None:
-        conv = self.model.network == "conv"
-        require(not conv, self.model, "network", "the Parquet training pipeline reads feature columns; use 'mlp'")
+        image = self.data.image
+        if self.model.network == "conv":
+            require(image is not None, self.model, "network", "'conv' needs image rows (data.image); use 'mlp'")
+            require(
+                image.shape[1] % 4 == 0 and image.shape[2] % 4 == 0,
+                self.model,
+                "network",
+                f"'conv' needs image height and width divisible by 4, data.image.shape is {list(image.shape)}",
+            )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import ray.data
 from ray.data.aggregate import Count, Mean, Std, Unique
 
-from vae import Preprocessor
+from vae import ImagePreprocessor, Preprocessor
 
 from .config import DataConfig
 
@@ -51,9 +51,39 @@ def _is_numeric(kind: pa.DataType) -> bool:
     )
 
 
-def check_parquet(path: str, required: tuple[str, ...], numeric: tuple[str, ...]) -> int:
-    """Check that the `required` columns exist and the `numeric` ones hold numbers; returns the row count
-    (from Parquet metadata). Raises DataError naming the missing or mistyped columns, or an empty input."""
+def _list_values(kind: pa.DataType) -> tuple[pa.DataType, int | None]:
+    """The leaf type of a (nested) list type, and its values per row when every level has a fixed size."""
+    fixed: int | None = 1
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        fixed = fixed * kind.list_size if fixed is not None and pa.types.is_fixed_size_list(kind) else None
+        kind = kind.value_type
+    return kind, fixed
+
+
+def check_image_column(path: str, schema: pa.Schema, image: ImagePreprocessor) -> None:
+    """Raise DataError unless the image column's type can hold `image`'s images: a (nested) list of numbers
+    (of exactly C*H*W values where the type fixes the size) for `array`, binary for `png`."""
+    kind = schema.field(image.column).type
+    if pa.types.is_null(kind):
+        return  # reported with the other all-null columns
+    expected = f"{image.described_size} per row as {'PNG bytes' if image.encoding == 'png' else 'a list of numbers'}"
+    if image.encoding == "png":
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
+        return
+    leaf, fixed = _list_values(kind)
+    if leaf == kind or not _is_numeric(leaf):
+        raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
+    if fixed is not None and fixed != image.size:
+        raise DataError(f"{path}: image column {image.column!r} holds {fixed} values per row; expected {expected}")
+
+
+def check_parquet(
+    path: str, required: tuple[str, ...], numeric: tuple[str, ...], image: ImagePreprocessor | None = None
+) -> int:
+    """Check that the `required` columns exist, the `numeric` ones hold numbers and the `image` column (one of
+    `required`) can hold its images; returns the row count (from Parquet metadata). Raises DataError naming
+    the missing or mistyped columns, or an empty input."""
     dataset = open_parquet(path)
     schema = dataset.schema
     missing = [c for c in required if c not in schema.names]
@@ -64,6 +94,8 @@ def check_parquet(path: str, required: tuple[str, ...], numeric: tuple[str, ...]
     mistyped = {c: kind for c, kind in mistyped.items() if c not in null_typed}
     if mistyped:
         raise DataError(f"{path}: numeric feature column(s) hold non-numeric values: {mistyped}")
+    if image is not None:
+        check_image_column(path, schema, image)
     try:
         rows = dataset.count_rows()
         empty = null_typed or (all_null_columns(dataset, required) if rows else [])
@@ -98,14 +130,41 @@ def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[st
 
 def check_training_data(config: DataConfig) -> int:
     """`check_parquet` for the training config's declared columns; returns the row count."""
-    required = (*config.features, *config.conditions, *config.key)
-    return check_parquet(config.path, required, (*config.numeric, *config.binary, *config.condition_numeric))
+    required = (*config.inputs, *config.conditions, *config.key)
+    numeric = (*config.numeric, *config.binary, *config.condition_numeric)
+    return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
 
 
 def read_rows(config: DataConfig) -> ray.data.Dataset:
-    """The declared columns (features, conditions, keys, label) as a lazy Ray dataset."""
-    columns = [*config.features, *config.conditions, *config.key, *([config.label] if config.label else [])]
+    """The declared columns (features or image, conditions, keys, label) as a lazy Ray dataset."""
+    columns = [*config.inputs, *config.conditions, *config.key, *([config.label] if config.label else [])]
     return ray.data.read_parquet(config.path, columns=columns)
+
+
+class ImageProblems:
+    """Ray Data batch function: the rows whose image cannot be used, as their keys and `problem`."""
+
+    def __init__(self, image: ImagePreprocessor, key: tuple[str, ...]) -> None:
+        self.image = image
+        self.key = list(key)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        problems = pd.Series(self.image.problems(batch), index=batch.index, dtype=object)
+        bad = problems.notna()
+        return batch.loc[bad, self.key].astype(str).assign(problem=problems[bad])
+
+
+def check_images(ds: ray.data.Dataset, config: DataConfig) -> None:
+    """One Ray Data pass over the rows' images; raises DataError with the count of unusable images (missing,
+    wrong size, NaN/inf, out of range) and the first one's keys and problem."""
+    bad = ds.map_batches(ImageProblems(config.image.preprocessor(), config.key), batch_format="pandas").materialize()
+    count = bad.count()
+    if count:
+        first = bad.take(1)[0]
+        keys = ", ".join(f"{k}={first[k]}" for k in config.key)
+        raise DataError(
+            f"{config.path}: {count} image(s) cannot be used for training; first {keys}: {first['problem']}"
+        )
 
 
 def split_bucket(batch: pd.DataFrame, key: tuple[str, ...], seed: int) -> np.ndarray:

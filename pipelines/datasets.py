@@ -1,4 +1,5 @@
-"""Data shipped with the project and the semi-supervised anomaly-detection split that published numbers use."""
+"""Data shipped with the project (thyroid here, scikit-learn's digits images in its package) and the
+semi-supervised anomaly-detection split that published numbers use."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vae.images import encode_png
 
 THYROID_COLUMNS = ("age", "TSH", "T3", "TT4", "T4U", "FTI")
+DIGITS_SHAPE = (1, 8, 8)
+DIGITS_SCALE = 16  # digits' pixels are integers 0..16
 
 
 @dataclass
@@ -75,4 +82,41 @@ def write_thyroid_parquet(directory: str | Path, seed: int = 0) -> tuple[Path, P
     paths = directory / "train.parquet", directory / "test.parquet"
     for path, rows in zip(paths, (split.train, np.sort(split.test)), strict=True):
         frame.iloc[rows].to_parquet(path, index=False)
+    return paths
+
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images (1797, 1, 8, 8) of integers 0..16 and their classes (1797,) 0..9."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images.astype(np.uint8).reshape(-1, *DIGITS_SHAPE), digits.target.astype(np.int64)
+
+
+def digits_table(images: np.ndarray, classes: np.ndarray, ids: np.ndarray, encoding: str = "array") -> pa.Table:
+    """`image_id`, `digit` and `pixels`: per row 64 numbers (a fixed-size list, encoding "array") or the bytes of
+    an 8x8 grey PNG whose pixel values are the digits' 0..16 (encoding "png")."""
+    if encoding == "png":
+        pixels = pa.array([encode_png(image) for image in images], pa.binary())
+    elif encoding == "array":
+        flat = images.reshape(len(images), -1)
+        pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.uint8()), flat.shape[1])
+    else:
+        raise ValueError(f"encoding must be 'array' or 'png', got {encoding!r}")
+    return pa.table({"image_id": pa.array(ids, pa.int64()), "digit": pa.array(classes, pa.int64()), "pixels": pixels})
+
+
+def write_digits_parquet(
+    directory: str | Path, encoding: str = "array", seed: int = 0, test_share: float = 0.2
+) -> tuple[Path, Path]:
+    """The digits as image Parquet: `train.parquet` and `test.parquet` (a seeded `test_share` of the images),
+    columns as `digits_table` describes."""
+    images, classes = load_digits_images()
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = int(round(test_share * len(images)))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "train.parquet", directory / "test.parquet"
+    for path, rows in zip(paths, (np.sort(order[n_test:]), np.sort(order[:n_test])), strict=True):
+        pq.write_table(digits_table(images[rows], classes[rows], rows, encoding), path)
     return paths

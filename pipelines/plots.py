@@ -125,3 +125,22 @@ def roc_pr_curves(labels: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
         ax.legend(fontsize="small", loc="lower right" if ax is roc else "lower left")
     fig.tight_layout()
     return fig
+
+
+def image_grid(rows: list[tuple[str, np.ndarray]], title: str) -> Figure:
+    """One row of tiles per (label, images (N, C, H, W) in [0, 1]): grey for one channel, colour for three.
+    Rows shorter than the longest leave their last cells empty."""
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(0.8 * columns + 1.4, 0.8 * len(rows) + 0.6), squeeze=False)
+    for (label, images), row in zip(rows, axes, strict=True):
+        for ax, image in zip(row, images, strict=False):
+            tile = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)  # (H, W) or (H, W, C)
+            ax.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in row[len(images) :]:
+            ax.axis("off")
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 import ray
 import ray.data
 
-from vae import ConfigError, Detector, Preprocessor
+from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor
 
 from . import plots
 from .cli import config_parser
@@ -51,10 +51,12 @@ class ScoringPlan:
     categorical: list[str]
     known_categories: dict[str, list[str]] | None  # set when unseen categories are quarantined
     rows: int
+    image: dict | None = None  # the image model's ImagePreprocessor.to_dict()
 
     @property
     def columns(self) -> list[str]:
-        return list(dict.fromkeys([*self.keys, *self.numeric, *self.categorical]))
+        image = [self.image["column"]] if self.image else []
+        return list(dict.fromkeys([*self.keys, *image, *self.numeric, *self.categorical]))
 
 
 @dataclass
@@ -70,22 +72,36 @@ class ScoreSummary:
     seconds: float
 
 
+def _table_preprocessors(detector: Detector) -> list[Preprocessor]:
+    """The detector's column preprocessors (features unless they are an image column, and the condition)."""
+    return [p for p in (detector.preprocessor, detector.condition) if isinstance(p, Preprocessor)]
+
+
 def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
-    """(numeric-valued, categorical) raw input columns the model needs."""
-    pres = [p for p in (detector.preprocessor, detector.condition) if p is not None]
+    """(numeric-valued, categorical) raw input columns the model needs, besides an image column."""
+    pres = _table_preprocessors(detector)
     numeric = [c for p in pres for c in (*p.numeric, *p.binary)]
     return numeric, [c for p in pres for c in p.categorical]
 
 
 def quarantine_reasons(
-    batch: pd.DataFrame, numeric: list[str], categorical: list[str], known: dict[str, list[str]] | None
+    batch: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    known: dict[str, list[str]] | None,
+    image: dict | None = None,
 ) -> pd.DataFrame:
     """Adds `quarantine_reason`: why a row cannot be scored ("; "-joined), or None when it can.
 
     Missing, NaN or infinite values in any feature make a row unscorable; unseen categories too when
-    `known` (column -> training categories) is given.
+    `known` (column -> training categories) is given; and an image that `image` (an ImagePreprocessor's
+    `to_dict()`) cannot use: missing, of another size, with NaN/inf or out-of-range pixels.
     """
     reasons = pd.Series([[] for _ in range(len(batch))], index=batch.index, dtype=object)
+    if image is not None:
+        for i, problem in zip(batch.index, ImagePreprocessor.from_dict(image).problems(batch), strict=True):
+            if problem:
+                reasons[i].append(problem)
     for column in numeric:
         values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
         for i in batch.index[~np.isfinite(values.to_numpy())]:
@@ -182,12 +198,12 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     numeric, categorical = feature_columns(detector)
     known = None
     if config.unknown_categories == "quarantine":
-        pres: list[Preprocessor] = [p for p in (detector.preprocessor, detector.condition) if p is not None]
-        known = {c: v for p in pres for c, v in p.categories.items()}
+        known = {c: v for p in _table_preprocessors(detector) for c, v in p.categories.items()}
     keys = list(config.key or detector.metadata.get("key_columns", ()))
+    image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
     scoring = ScoringPlan(spec["name"], version, model_uri, tracking_uri, _threshold(config, detector), keys, numeric,
-                          categorical, known, rows=0)  # fmt: skip
-    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric))
+                          categorical, known, rows=0, image=image and image.to_dict())  # fmt: skip
+    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image)
     return scoring, detector
 
 
@@ -222,7 +238,8 @@ def _score_into(staged: Path, config: ScoreJobConfig, scoring: ScoringPlan) -> N
         ray.data.read_parquet(config.input_path)
         .select_columns(scoring.columns)
         .map_batches(quarantine_reasons, batch_format="pandas", fn_kwargs={
-            "numeric": scoring.numeric, "categorical": scoring.categorical, "known": scoring.known_categories})
+            "numeric": scoring.numeric, "categorical": scoring.categorical, "known": scoring.known_categories,
+            "image": scoring.image})
         .materialize()
     )  # fmt: skip
     job = {

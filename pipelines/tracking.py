@@ -22,9 +22,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
-from vae import Detector, load_detector, save_detector
+from vae import Detector, ImagePreprocessor, load_detector, save_detector
 
 from .config import MODEL_SPEC, PROJECT_DIR, TrackingSettings
 
@@ -36,13 +37,20 @@ MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
 
 @contextlib.contextmanager
 def _scoped_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it."""
-    previous = mlflow.get_tracking_uri()
+    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it.
+
+    `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
+    later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
+    previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
 class TrackingError(RuntimeError):
@@ -237,9 +245,15 @@ def _requirements() -> list[str]:
     ]
 
 
-def input_signature(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> ModelSignature:
-    """Raw input columns (numeric as double, categorical as string) -> anomaly_score, is_anomaly."""
+def input_signature(
+    numeric: tuple[str, ...], categorical: tuple[str, ...], image: ImagePreprocessor | None = None
+) -> ModelSignature:
+    """Raw input columns (numeric as double, categorical as string, an image column as an array of doubles
+    or PNG bytes) -> anomaly_score, is_anomaly."""
     inputs = [ColSpec("double", c) for c in numeric] + [ColSpec("string", c) for c in categorical]
+    if image is not None:
+        kind = DataType.binary if image.encoding == "png" else Array(DataType.double)
+        inputs.append(ColSpec(kind, image.column))
     outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 

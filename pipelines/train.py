@@ -16,12 +16,13 @@ import ray.data
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from vae import DataLayout, Detector, Preprocessor, ScoreConfig, load_detector, to_dict
+from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
 
 from . import plots
 from .cli import config_parser
 from .config import DataConfig, TrainPipelineConfig, load_config
-from .data import check_training_data, encode_rows, fit_preprocessor, open_parquet, read_rows, split_rows
+from .data import check_images, check_training_data, encode_rows, fit_preprocessor, open_parquet, read_rows, split_rows
+from .image_figures import GRID_COLUMNS, image_figures
 from .monitoring import reference_statistics
 from .ray_runtime import ray_session
 from .scoring import score_encoded
@@ -68,19 +69,27 @@ class PreparedData:
 
     train: ray.data.Dataset
     validation: ray.data.Dataset
-    features: Preprocessor
+    features: Preprocessor | ImagePreprocessor
     condition: Preprocessor | None
 
     @property
     def layout(self) -> DataLayout:
         condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
-        return DataLayout(self.features.layout_blocks(), condition_dim=condition_dim)
+        image_shape = self.features.shape if isinstance(self.features, ImagePreprocessor) else None
+        return DataLayout(self.features.layout_blocks(), image_shape=image_shape, condition_dim=condition_dim)
 
 
 def prepare_data(data: DataConfig) -> PreparedData:
-    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits."""
-    train_rows, val_rows = split_rows(read_rows(data), data)
-    features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
+    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits.
+    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError."""
+    rows = read_rows(data)
+    if data.image:
+        check_images(rows, data)
+    train_rows, val_rows = split_rows(rows, data)
+    if data.image:
+        features = data.image.preprocessor()
+    else:
+        features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
     condition = None
     if data.conditions:
         condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
@@ -181,9 +190,14 @@ def register(
     sample = slice(0, LATENT_SAMPLE)
     labels = None if validation.labels is None else validation.labels[sample]
     tracker.log_figure(plots.latent_projection(validation.latent_means[sample], labels), "plots/latent_means.png")
+    if data.image:
+        batch = prepared.validation.take_batch(GRID_COLUMNS, batch_format="numpy")
+        for path, figure in image_figures(detector, batch["x"], batch.get("c")).items():
+            tracker.log_figure(figure, path)
 
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
-                                (*data.categorical, *data.condition_categorical))  # fmt: skip
+                                (*data.categorical, *data.condition_categorical),
+                                detector.preprocessor if data.image else None)  # fmt: skip
     registered = tracker.log_and_register(
         detector, signature, {"run_name": config.run.name, **best, "threshold": threshold}
     )

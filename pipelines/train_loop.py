@@ -35,6 +35,7 @@ from vae import (
     format_epoch,
     from_dict,
     load_detector,
+    preprocessor_from_dict,
     save_detector,
     score_array,
     train_epoch,
@@ -174,7 +175,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
 
     detector = Detector(
         module,
-        Preprocessor.from_dict(spec.preprocessor),
+        preprocessor_from_dict(spec.preprocessor),
         from_dict(ScoreConfig, spec.score),
         condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
     )

@@ -13,9 +13,10 @@ from .config import (
 )
 from .detector import Detector
 from .engine import EarlyStopping, EpochStats, evaluate, format_epoch, train_epoch
+from .images import ImageError, ImagePreprocessor
 from .model import VAE, DiagonalGaussian, VAEOutput
 from .objectives import LossParts, compute_loss, elbo, iwae, kl_weight
-from .persistence import load_detector, save_detector
+from .persistence import load_detector, preprocessor_from_dict, save_detector
 from .preprocessing import Preprocessor
 from .scoring import (
     RowScores,
@@ -29,8 +30,9 @@ from .training import FitResult, fit
 
 __all__ = [
     "VAE", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "EarlyStopping", "EpochStats",
-    "FeatureBlock", "FitResult", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
-    "ScoreConfig", "TrainConfig", "VAEOutput", "calibrate_threshold", "compute_loss", "elbo", "evaluate", "fit",
-    "format_epoch", "from_dict", "importance_sampled_nll", "iwae", "kl_weight", "load_detector", "negative_elbo",
-    "reconstruction_error", "save_detector", "score_array", "to_dict", "train_epoch",
+    "FeatureBlock", "FitResult", "ImageError", "ImagePreprocessor", "LossParts", "ModelConfig", "ObjectiveConfig",
+    "Preprocessor", "RowScores", "ScoreConfig", "TrainConfig", "VAEOutput", "calibrate_threshold", "compute_loss",
+    "elbo", "evaluate", "fit", "format_epoch", "from_dict", "importance_sampled_nll", "iwae", "kl_weight",
+    "load_detector", "negative_elbo", "preprocessor_from_dict", "reconstruction_error", "save_detector",
+    "score_array", "to_dict", "train_epoch",
 ]  # fmt: skip

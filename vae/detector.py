@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .config import ScoreConfig
+from .images import ImagePreprocessor
 from .model import VAE
 from .preprocessing import Preprocessor
 from .scoring import calibrate_threshold, score_array
@@ -19,7 +20,7 @@ class Detector:
     """Scores tables (column name -> values) with `model`; rows above `threshold` are anomalies."""
 
     model: VAE
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | ImagePreprocessor  # the feature columns, or the image column
     score_config: ScoreConfig = field(default_factory=ScoreConfig)
     threshold: float | None = None
     condition: Preprocessor | None = None  # encodes the condition columns of a conditional VAE

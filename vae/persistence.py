@@ -14,6 +14,7 @@ import torch
 
 from .config import DataLayout, ModelConfig, ScoreConfig, from_dict, to_dict
 from .detector import Detector
+from .images import ImagePreprocessor
 from .model import VAE
 from .preprocessing import Preprocessor
 
@@ -40,6 +41,13 @@ def detector_spec(detector: Detector) -> dict[str, Any]:
         "condition": None if detector.condition is None else detector.condition.to_dict(),
         "metadata": detector.metadata,
     }
+
+
+def preprocessor_from_dict(data: dict[str, Any]) -> Preprocessor | ImagePreprocessor:
+    """Rebuild either preprocessor from its `to_dict()` output (images carry `"kind": "image"`)."""
+    if data.get("kind") == ImagePreprocessor.kind:
+        return ImagePreprocessor.from_dict(data)
+    return Preprocessor.from_dict(data)
 
 
 def save_detector(detector: Detector, directory: str | os.PathLike) -> Path:
@@ -70,7 +78,7 @@ def load_detector(directory: str | os.PathLike, map_location: str | torch.device
     condition = spec["condition"]
     return Detector(
         model=model,
-        preprocessor=Preprocessor.from_dict(spec["preprocessor"]),
+        preprocessor=preprocessor_from_dict(spec["preprocessor"]),
         score_config=from_dict(ScoreConfig, spec["score_config"]),
         threshold=spec["threshold"],
         condition=None if condition is None else Preprocessor.from_dict(condition),

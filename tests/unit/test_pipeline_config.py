@@ -22,15 +22,15 @@ from vae import ConfigError
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
 
 
-CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "evaluate.yaml": EvaluateConfig, "tune.yaml": TunePipelineConfig,
-                  "tune-cluster.yaml": TunePipelineConfig, "generate.yaml": GenerateConfig,
-                  "impute.yaml": ImputeConfig}  # fmt: skip
+CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "score-digits.yaml": ScoreJobConfig, "evaluate.yaml": EvaluateConfig,
+                  "tune.yaml": TunePipelineConfig, "tune-cluster.yaml": TunePipelineConfig,
+                  "generate.yaml": GenerateConfig, "impute.yaml": ImputeConfig}  # fmt: skip
 
 
 def test_the_repo_has_configs():
-    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "score.yaml", "evaluate.yaml",
-                                            "tune.yaml", "tune-cluster.yaml", "generate.yaml",
-                                            "impute.yaml"}  # fmt: skip
+    assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "train-digits.yaml", "score.yaml",
+                                            "score-digits.yaml", "evaluate.yaml", "tune.yaml", "tune-cluster.yaml",
+                                            "generate.yaml", "impute.yaml"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
@@ -118,7 +118,7 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
         ("data.numeric=[]", "DataConfig.numeric: declare at least one feature column"),
         ("data.key=[age]", "DataConfig.columns: each column may have one role only; repeated: ['age']"),
         ("run.name=a/b", "RunSettings.name"),
-        ("model.network=conv", "ModelConfig.network: the Parquet training pipeline reads feature columns"),
+        ("model.network=conv", "ModelConfig.network: 'conv' needs image rows (data.image)"),
         ("modle.latent_dim=3", "TrainPipelineConfig: unknown key(s) ['modle']"),
         ("train", "override 'train': expected key.sub=value"),
     ],
