@@ -1,9 +1,10 @@
 """`python -m pipelines generate --config pipelines/configs/generate.yaml model=NAME@ALIAS n=1000
 [condition.COLUMN=VALUE ...] [mode=mean|sample] [seed=0] [output=outputs/generated.parquet]`
 
-Synthetic rows from a registered model: resolve the model -> check the condition against it -> draw z ~ N(0, I),
-decode (`vae.generation`) -> map back to the training columns and their types -> write one Parquet file
-atomically. Single process; nothing is logged to MLflow (the file's metadata names the model version).
+Synthetic rows (or images) from a registered model: resolve the model -> check the condition against it -> draw
+z ~ N(0, I), decode (`vae.generation`) -> map back to the training columns and their types (an image model's
+column holds pixel lists on the training scale, or PNG bytes) -> write one Parquet file atomically. Single
+process; nothing is logged to MLflow (the file's metadata names the model version).
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ class GenerateOutcome:
 def run(config: GenerateConfig) -> GenerateOutcome:
     """Generate `config.n` rows into `config.output`; raises ConfigError / TrackingError before writing."""
     detector, model = load_model_spec(config.model, resolve_tracking_uri(config.tracking))
-    if detector.model.layout.image_shape is not None:
-        raise ConfigError(f"GenerateConfig.model: {model} models images; this command writes tabular rows")
     try:
         columns = generate_table(detector.model, detector.preprocessor, config.n, detector.condition,
                                  config.condition, config.mode, config.seed)  # fmt: skip
     except ValueError as err:
         raise ConfigError(f"GenerateConfig.condition: {err}") from err
     types = column_types(detector)
-    table = pa.table({name: to_arrow(values, types[name]) for name, values in columns.items()})
+    # an image column has no recorded scalar type: its values are pixel lists or PNG bytes
+    table = pa.table({name: to_arrow(values, types[name]) if name in types else pa.array(list(values))
+                      for name, values in columns.items()})  # fmt: skip
     metadata = {"vae.model": model, "vae.mode": config.mode, "vae.seed": str(config.seed)}
     path = write_parquet_atomically(table, resolve_path(config.output), metadata)
     return GenerateOutcome(model, config.n, str(path))

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vae import Detector
+from vae import Detector, Preprocessor
 
 SCHEMA_KEY = "input_schema"
 
@@ -37,7 +37,7 @@ def column_types(detector: Detector) -> dict[str, pa.DataType]:
     """The Arrow type of every raw feature and condition column of the model, as it was in training."""
     recorded = detector.metadata.get(SCHEMA_KEY, {})
     types: dict[str, pa.DataType] = {}
-    for pre in (p for p in (detector.preprocessor, detector.condition) if p is not None):
+    for pre in (p for p in (detector.preprocessor, detector.condition) if isinstance(p, Preprocessor)):
         defaults = [(pre.numeric, pa.float64()), (pre.binary, pa.int64()), (pre.categorical, pa.string())]
         for columns, default in defaults:
             for column in columns:

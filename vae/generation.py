@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .images import ImagePreprocessor
 from .model import VAE
 from .preprocessing import Preprocessor
 
@@ -104,15 +105,16 @@ def condition_rows(condition: Preprocessor | None, values: Mapping[str, Any], n:
 
 def generate_table(
     model: VAE,
-    preprocessor: Preprocessor,
+    preprocessor: Preprocessor | ImagePreprocessor,
     n: int,
     condition: Preprocessor | None = None,
     condition_values: Mapping[str, Any] | None = None,
     mode: str = "mean",
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """n raw rows (column -> (n,) values, see `Preprocessor.inverse_transform`) for a tabular model, the
-    condition columns included. Categorical columns never take the unknown bucket."""
+    """n raw rows (column -> (n,) values, see `Preprocessor.inverse_transform`, or the image column of
+    `ImagePreprocessor.inverse_transform`), the condition columns included. Categorical columns never take the
+    unknown bucket."""
     values = dict(condition_values or {})
     c = condition_rows(condition, values, n)
     x = generate(model, n, c, mode, seed, forbidden=preprocessor.unknown_slots())

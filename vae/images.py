@@ -164,6 +164,22 @@ class ImagePreprocessor:
         """Encoded rows (N, D) back to images (N, C, H, W) in [0, 1] (clipped), e.g. for plots."""
         return np.clip(np.asarray(x, dtype=np.float32).reshape(-1, *self.shape), 0.0, 1.0)
 
+    def inverse_transform(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Encoded rows (N, D) back to the image column as the training data held it: (N,) objects, each a flat
+        list of C*H*W pixel values on the original `scale` (array encoding) or PNG bytes (png encoding)."""
+        pixels = self.images(x) * self.scale  # (N, C, H, W)
+        if self.encoding == "png":
+            values = [encode_png(np.clip(np.rint(image), 0, 255)) for image in pixels]
+        else:
+            values = [image.reshape(-1).tolist() for image in pixels]
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return {self.column: column}
+
+    def unknown_slots(self) -> None:
+        """Pixels have no unknown-category slots to keep out of generated rows."""
+        return None
+
     def layout_blocks(self) -> tuple[FeatureBlock, ...]:
         """One block of D pixel features named `column[c,h,w]`."""
         channels, height, width = self.shape

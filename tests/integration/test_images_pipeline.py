@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import score, train
-from pipelines.config import CONFIG_DIR, ScoreJobConfig, load_config
+from pipelines import generate, score, train
+from pipelines.config import CONFIG_DIR, GenerateConfig, ScoreJobConfig, load_config
 from pipelines.data import DataError
 from pipelines.datasets import write_digits_parquet
 from tests.integration.conftest import train_overrides
@@ -66,3 +66,12 @@ def test_digits_cvae_trains_one_epoch_logs_image_grids_and_scores_every_image(lo
         900_002: "pixels has NaN or infinite pixels",
     }
     assert scored["top_feature_1"].str.fullmatch(r"pixels\[0,\d,\d\]").all()
+
+    generated = generate.run(load_config(CONFIG_DIR / "generate.yaml", [
+        "model=digits-images@challenger", "n=12", "condition.digit=3", f"output={tmp_path / 'threes.parquet'}",
+        f"tracking.tracking_uri={mlflow_server}",
+    ], cls=GenerateConfig))  # fmt: skip
+    threes = pd.read_parquet(generated.output)
+    assert len(threes) == 12 and (threes["digit"] == 3).all()
+    pixels = np.stack(threes["pixels"].to_numpy())  # (12, 64) on the training scale, 0..16
+    assert pixels.shape == (12, 64) and pixels.min() >= 0 and pixels.max() <= 16

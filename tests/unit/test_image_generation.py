@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pipelines.datasets import load_digits_images
 from vae import VAE, DataLayout, ImagePreprocessor, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
+from vae.generation import generate_table
 
 SAMPLES_PER_CLASS = 50
 # Measured on a shared 2-core CPU (10 epochs, 25 s): 83% of the samples are labelled as the requested class
@@ -41,8 +42,11 @@ def test_a_digits_cvae_samples_the_requested_class():
     torch.manual_seed(1)
     accuracy = {}
     for digit in range(10):
-        requested = torch.tensor(condition.transform({"digit": np.array([digit])})[0])  # (11,)
-        samples = model.sample(SAMPLES_PER_CLASS, requested).numpy()  # (50, 64) Bernoulli draws
+        # what `python -m pipelines generate condition.digit=D` runs: Bernoulli draws given the class, (50, 64)
+        table = generate_table(model, image, SAMPLES_PER_CLASS, condition, {"digit": digit}, mode="sample", seed=digit)
+        assert set(table) == {"pixels", "digit"} and (table["digit"] == digit).all()
+        pixels = np.stack([np.asarray(row) for row in table["pixels"]])  # (50, 64) on the 0..16 scale
+        samples = image.transform({"pixels": list(pixels)})
         accuracy[digit] = float((classifier.predict(samples) == digit).mean())
     mean = float(np.mean(list(accuracy.values())))
     print(f"trained in {seconds:.1f} s; samples labelled as requested: {mean:.0%} {accuracy}")

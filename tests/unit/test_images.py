@@ -64,6 +64,20 @@ def test_png_images_decode_to_the_known_pixels_grey_and_colour():
     np.testing.assert_allclose(decoded[0], rgb.reshape(-1) / 255.0, atol=1e-7)  # R plane, then G, then B
 
 
+@pytest.mark.parametrize("encoding", ["array", "png"])
+def test_inverse_transform_gives_back_the_training_column(encoding):
+    image = _digits_like(encoding)
+    column = list(PIXELS.reshape(len(PIXELS), -1)) if encoding == "array" else [encode_png(p) for p in PIXELS]
+    restored = image.inverse_transform(image.transform({"pixels": column}))["pixels"]
+    assert restored.shape == (len(PIXELS),)
+    if encoding == "array":
+        np.testing.assert_allclose(np.stack([np.asarray(r) for r in restored]), PIXELS.reshape(len(PIXELS), -1),
+                                   atol=1e-5)  # fmt: skip
+    else:
+        assert list(restored) == column  # the same PNG bytes
+    assert image.unknown_slots() is None
+
+
 def test_unusable_images_get_a_reason_each_and_transform_refuses_them():
     good = PIXELS[0].reshape(-1).tolist()
     rows = [good, good[:5], [*good[:5], float("nan")], [*good[:5], 17], None, [[1, 2], [3]], good]
