@@ -23,6 +23,7 @@ from vae.config import (
     check_fraction,
     check_number,
     check_positive,
+    check_variant,
     from_dict,
     json_ready,
     require,
@@ -152,6 +153,7 @@ class TrainPipelineConfig:
     def __post_init__(self) -> None:
         conv = self.model.network == "conv"
         require(not conv, self.model, "network", "the Parquet training pipeline reads feature columns; use 'mlp'")
+        check_variant(self.model, self.objective, self.score)
 
 
 @dataclass(frozen=True)
