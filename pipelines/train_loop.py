@@ -91,6 +91,19 @@ def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return totals.tolist()
 
 
+def replica_divergence(modules: list[torch.nn.Module], device: torch.device) -> float:
+    """The largest absolute difference between any rank's parameters of `modules` and rank 0's: 0 while DDP keeps
+    the replicas in step (the VAE and an AAE's discriminator alike); every rank must call it."""
+    flat = torch.cat([p.detach().flatten().double() for m in modules for p in m.parameters()]).to(device)
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    gap = (flat - reference).abs().max()
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return gap.item()
+
+
 def _gather(array: np.ndarray) -> np.ndarray:
     """The concatenation of every rank's `array` (N_rank,) in rank order."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -225,8 +238,10 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+    divergence = replica_divergence([module] if adversary is None else [module, adversary.module], device)
     if rank == 0:
         if stopper.should_stop and spec.progress:
             _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
+        logger.log(epoch + 1, {"replica_divergence": divergence})
         return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
     return None
