@@ -127,6 +127,8 @@ def test_the_readme_variant_commands_load():
     assert aae.objective.adversarial_weight == 2.0 and aae.objective.discriminator_hidden_dims == (64, 64)
     iwae = load_config(train, ["objective.kind=iwae", "objective.iwae_samples=8", "model.flow_steps=2"])
     assert iwae.objective.iwae_samples == 8  # the IWAE bound needs no closed-form KL
+    cvae = load_config(train, ["data.numeric=[TSH,T3,TT4,T4U,FTI]", "data.condition_numeric=[age]"])
+    assert cvae.data.conditions == ("age",) and "age" not in cvae.data.features
 
 
 def test_missing_or_broken_config_files(tmp_path):
