@@ -23,6 +23,7 @@ from vae.config import (
     check_fraction,
     check_number,
     check_positive,
+    check_variant,
     from_dict,
     json_ready,
     require,
@@ -205,6 +206,7 @@ class TrainPipelineConfig:
                 "network",
                 f"'conv' needs image height and width divisible by 4, data.image.shape is {list(image.shape)}",
             )
+        check_variant(self.model, self.objective, self.score)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 import ray
 import ray.data
 
-from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor
+from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor, check_score_kind
 
 from . import plots
 from .cli import config_parser
@@ -195,6 +195,7 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     version = resolve_model_version(spec["name"], spec["alias"], spec["version"], tracking_uri)
     model_uri = f"models:/{spec['name']}/{version}"
     detector = load_registered_detector(model_uri, tracking_uri)
+    check_score_kind(detector.objective, config.kind or detector.score_config.kind)
     numeric, categorical = feature_columns(detector)
     known = None
     if config.unknown_categories == "quarantine":

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from vae import (
     VAE,
+    Adversary,
     DataLayout,
     Detector,
     EarlyStopping,
@@ -31,6 +32,7 @@ from vae import (
     Preprocessor,
     ScoreConfig,
     TrainConfig,
+    epoch_metrics,
     evaluate,
     format_epoch,
     from_dict,
@@ -68,19 +70,19 @@ class LoopSpec:
 
 
 def _global(stats: EpochStats, device: torch.device) -> EpochStats:
-    """Row-weighted means over all ranks (the slowest rank's time): every rank gets the same numbers."""
+    """Row-weighted means over all ranks (the slowest rank's time): every rank gets the same numbers.
+    Every rank runs the same objective, so every rank has the same `extras` names."""
     if not (dist.is_available() and dist.is_initialized()):
         return stats
-    sums = torch.tensor(
-        [stats.loss * stats.rows, stats.recon * stats.rows, stats.kl * stats.rows, stats.rows], device=device,
-        dtype=torch.float64,
-    )  # fmt: skip
+    names = sorted(stats.extras)
+    means = [stats.loss, stats.recon, stats.kl, *(stats.extras[name] for name in names)]
+    sums = torch.tensor([*(m * stats.rows for m in means), stats.rows], device=device, dtype=torch.float64)
     seconds = torch.tensor([stats.seconds], device=device, dtype=torch.float64)
     dist.all_reduce(sums)
     dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
-    rows = max(int(sums[3].item()), 1)
-    return EpochStats(sums[0].item() / rows, sums[1].item() / rows, sums[2].item() / rows, int(sums[3].item()),
-                      seconds.item(), stats.step)  # fmt: skip
+    rows = int(sums[-1].item())
+    loss, recon, kl, *extras = (s / max(rows, 1) for s in sums[:-1].tolist())
+    return EpochStats(loss, recon, kl, rows, seconds.item(), stats.step, dict(zip(names, extras, strict=True)))
 
 
 def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
@@ -88,6 +90,19 @@ def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     return totals.tolist()
+
+
+def replica_divergence(modules: list[torch.nn.Module], device: torch.device) -> float:
+    """The largest absolute difference between any rank's parameters of `modules` and rank 0's: 0 while DDP keeps
+    the replicas in step (the VAE and an AAE's discriminator alike); every rank must call it."""
+    flat = torch.cat([p.detach().flatten().double() for m in modules for p in m.parameters()]).to(device)
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    gap = (flat - reference).abs().max()
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return gap.item()
 
 
 def _gather(array: np.ndarray) -> np.ndarray:
@@ -121,7 +136,9 @@ def selection_metrics(model: VAE, shard, spec: LoopSpec, batch_size: int, device
     return metrics
 
 
-def _save_checkpoint(directory: Path, detector: Detector, optimizer, epoch: int, step: int, stopper) -> None:
+def _save_checkpoint(
+    directory: Path, detector: Detector, optimizer, adversary: Adversary | None, epoch: int, step: int, stopper
+) -> None:
     save_detector(detector, directory / DETECTOR_DIR)
     state = {
         "optimizer": optimizer.state_dict(),
@@ -131,6 +148,8 @@ def _save_checkpoint(directory: Path, detector: Detector, optimizer, epoch: int,
         "best_epoch": stopper.best_epoch,
         "bad_epochs": stopper.bad_epochs,
     }
+    if adversary is not None:
+        state["adversary"] = adversary.state_dict()
     torch.save(state, directory / STATE_FILE)
 
 
@@ -155,7 +174,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(train_cfg.seed)
 
     model = VAE(from_dict(ModelConfig, spec.model), from_dict(DataLayout, spec.layout))
-    optimizer_state, start_epoch, step = None, 0, 0
+    optimizer_state, adversary_state, start_epoch, step = None, None, 0, 0
     stopper = EarlyStopping(train_cfg.patience, train_cfg.min_delta)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -163,6 +182,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             model.load_state_dict(load_detector(Path(directory) / DETECTOR_DIR).model.state_dict())
             state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
         optimizer_state, start_epoch, step = state["optimizer"], state["epoch"] + 1, state["step"]
+        adversary_state = state.get("adversary")
         stopper.best, stopper.best_epoch, stopper.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         if rank == 0:
             _progress(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
@@ -172,12 +192,16 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    # An AAE's discriminator: DDP-wrapped too, so its gradients are averaged and the ranks stay in step.
+    adversary = Adversary.for_objective(objective, module.config.latent_dim, ray.train.torch.prepare_model,
+                                        adversary_state)  # fmt: skip
 
     detector = Detector(
         module,
         preprocessor_from_dict(spec.preprocessor),
         from_dict(ScoreConfig, spec.score),
         condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
+        objective=objective,
     )
     logger = EpochLogger(spec.tracking_uri, spec.run_id) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
@@ -193,20 +217,17 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
         )  # fmt: skip
         train = _global(
             train_epoch(model, batches, optimizer, objective, device=device, step=step, grad_clip=train_cfg.grad_clip,
-                        mixed_precision=amp),
+                        mixed_precision=amp, adversary=adversary),
             device,
         )  # fmt: skip
         step = train.step
         val = _global(
             evaluate(model, val_shard.iter_torch_batches(batch_size=train_cfg.batch_size), objective, device=device,
-                     mixed_precision=amp),
+                     mixed_precision=amp, adversary=adversary),
             device,
         )  # fmt: skip
         stopper.update(val.loss, epoch)
-        metrics = {
-            "epoch": epoch + 1, "train_loss": train.loss, "train_recon": train.recon, "train_kl": train.kl,
-            "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
-        }  # fmt: skip
+        metrics = {"epoch": epoch + 1, **epoch_metrics(train, val)}
         if spec.nll_samples:
             metrics |= selection_metrics(module, val_shard, spec, train_cfg.batch_size, device)
         if rank == 0:
@@ -214,12 +235,14 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                 _progress(format_epoch(epoch + 1, train_cfg.epochs, train, val))
             logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
             with tempfile.TemporaryDirectory() as tmp:
-                _save_checkpoint(Path(tmp), detector, optimizer, epoch, step, stopper)
+                _save_checkpoint(Path(tmp), detector, optimizer, adversary, epoch, step, stopper)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+    divergence = replica_divergence([module] if adversary is None else [module, adversary.module], device)
     if rank == 0:
         if stopper.should_stop and spec.progress:
             _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
+        logger.log(epoch + 1, {"replica_divergence": divergence})
         return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
     return None

@@ -1,5 +1,6 @@
 """vae: variational autoencoders for anomaly detection, in pure PyTorch + NumPy (no Ray, no MLflow)."""
 
+from .adversarial import Adversary, Discriminator
 from .config import (
     ConfigError,
     DataLayout,
@@ -8,14 +9,17 @@ from .config import (
     ObjectiveConfig,
     ScoreConfig,
     TrainConfig,
+    check_score_kind,
+    check_variant,
     from_dict,
     to_dict,
 )
 from .detector import Detector
-from .engine import EarlyStopping, EpochStats, evaluate, format_epoch, train_epoch
+from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
+from .flows import InverseAutoregressiveFlow
 from .images import ImageError, ImagePreprocessor
-from .model import VAE, DiagonalGaussian, VAEOutput
-from .objectives import LossParts, compute_loss, elbo, iwae, kl_weight
+from .model import VAE, DiagonalGaussian, FlowPosterior, VAEOutput
+from .objectives import LossParts, adversarial_autoencoder, compute_loss, elbo, iwae, kl_weight
 from .persistence import load_detector, preprocessor_from_dict, save_detector
 from .preprocessing import Preprocessor
 from .scoring import (
@@ -29,10 +33,11 @@ from .scoring import (
 from .training import FitResult, fit
 
 __all__ = [
-    "VAE", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "EarlyStopping", "EpochStats",
-    "FeatureBlock", "FitResult", "ImageError", "ImagePreprocessor", "LossParts", "ModelConfig", "ObjectiveConfig",
-    "Preprocessor", "RowScores", "ScoreConfig", "TrainConfig", "VAEOutput", "calibrate_threshold", "compute_loss",
-    "elbo", "evaluate", "fit", "format_epoch", "from_dict", "importance_sampled_nll", "iwae", "kl_weight",
-    "load_detector", "negative_elbo", "preprocessor_from_dict", "reconstruction_error", "save_detector",
-    "score_array", "to_dict", "train_epoch",
+    "VAE", "Adversary", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator", "EarlyStopping",
+    "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
+    "InverseAutoregressiveFlow", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
+    "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "calibrate_threshold", "check_score_kind",
+    "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch", "from_dict",
+    "importance_sampled_nll", "iwae", "kl_weight", "load_detector", "negative_elbo", "preprocessor_from_dict",
+    "reconstruction_error", "save_detector", "score_array", "to_dict", "train_epoch",
 ]  # fmt: skip

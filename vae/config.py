@@ -133,6 +133,8 @@ class ModelConfig:
     conv_channels: tuple[int, int] = (32, 64)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "silu"
     gaussian_min_scale: float = 0.05  # floor on the decoder's std, in standardized units
+    flow_steps: int = 0  # inverse autoregressive flow steps on the Gaussian posterior; 0: the plain posterior
+    flow_hidden_dims: tuple[int, ...] = (32,)  # hidden widths of each step's MADE network
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
@@ -153,23 +155,47 @@ class ModelConfig:
         )
         check_choice(self, "activation", ("relu", "gelu", "silu", "tanh"))
         check_positive(self, "gaussian_min_scale")
+        check_number(self, "flow_steps", integer=True)
+        object.__setattr__(self, "flow_hidden_dims", tuple(self.flow_hidden_dims))
+        require(
+            len(self.flow_hidden_dims) > 0 and all(isinstance(h, int) and h >= 1 for h in self.flow_hidden_dims),
+            self,
+            "flow_hidden_dims",
+            f"needs at least one width, each an integer >= 1, got {list(self.flow_hidden_dims)}",
+        )
+
+
+OBJECTIVE_KINDS = ("elbo", "iwae", "aae")
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """The training objective: the beta-ELBO (with optional linear KL warm-up) or the IWAE bound with k samples."""
+    """The training objective: the beta-ELBO (with optional linear KL warm-up), the IWAE bound with k samples,
+    or an adversarial autoencoder (reconstruction + a discriminator matching the aggregate posterior to N(0, I))."""
 
-    kind: Literal["elbo", "iwae"] = "elbo"
+    kind: Literal["elbo", "iwae", "aae"] = "elbo"
     beta: float = 1.0
     kl_warmup_steps: int = 0
     iwae_samples: int = 1
     analytic_kl: bool = True  # ELBO only: closed-form KL instead of the one-sample Monte Carlo estimate
+    adversarial_weight: float = 1.0  # AAE only: weight of the generator's adversarial loss
+    discriminator_lr: float = 1e-3  # AAE only: Adam learning rate of the discriminator
+    discriminator_hidden_dims: tuple[int, ...] = (64, 64)  # AAE only
 
     def __post_init__(self) -> None:
-        check_choice(self, "kind", ("elbo", "iwae"))
+        check_choice(self, "kind", OBJECTIVE_KINDS)
         check_number(self, "beta")
         check_number(self, "kl_warmup_steps", integer=True)
         check_positive(self, "iwae_samples", integer=True)
+        check_number(self, "adversarial_weight")
+        check_positive(self, "discriminator_lr")
+        object.__setattr__(self, "discriminator_hidden_dims", tuple(self.discriminator_hidden_dims))
+        require(
+            all(isinstance(h, int) and h >= 1 for h in self.discriminator_hidden_dims),
+            self,
+            "discriminator_hidden_dims",
+            f"every width must be an integer >= 1, got {list(self.discriminator_hidden_dims)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -221,6 +247,37 @@ class ScoreConfig:
             check_fraction(self, "contamination")
         if self.quantile is not None:
             check_fraction(self, "quantile")
+
+
+def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreConfig | None = None) -> None:
+    """Reject combinations of model, objective and score that do not make sense together (ConfigError).
+
+    A flow posterior has no closed-form KL: its ELBO needs `analytic_kl=False` (the Monte Carlo estimate).
+    An adversarial autoencoder has no KL-trained posterior: no flows, and it scores by reconstruction only.
+    """
+    if model.flow_steps and objective.kind == "elbo" and objective.analytic_kl:
+        raise ConfigError(
+            f"ObjectiveConfig.analytic_kl: a flow posterior (model.flow_steps={model.flow_steps}) has no closed-form "
+            f"KL; set objective.analytic_kl=false (the Monte Carlo estimate)"
+        )
+    if objective.kind != "aae":
+        return
+    if model.flow_steps:
+        raise ConfigError(
+            "ModelConfig.flow_steps: an adversarial autoencoder (objective.kind=aae) matches the aggregate posterior "
+            "with its discriminator, not a KL-trained flow posterior; set model.flow_steps=0"
+        )
+    if score is not None:
+        check_score_kind(objective, score.kind)
+
+
+def check_score_kind(objective: ObjectiveConfig, kind: str) -> None:
+    """An AAE's encoder is not a KL-trained posterior, so -ELBO and importance-sampled NLL mean nothing for it."""
+    if objective.kind == "aae" and kind != "reconstruction":
+        raise ConfigError(
+            f"ScoreConfig.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so "
+            f"{kind!r} is not a likelihood bound; score it with 'reconstruction'"
+        )
 
 
 def _coerce(hint: Any, value: Any) -> Any:
@@ -288,6 +345,8 @@ __all__ = [
     "ObjectiveConfig",
     "ScoreConfig",
     "TrainConfig",
+    "check_score_kind",
+    "check_variant",
     "from_dict",
     "to_dict",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ScoreConfig
+from .config import ObjectiveConfig, ScoreConfig, check_score_kind
 from .images import ImagePreprocessor
 from .model import VAE
 from .preprocessing import Preprocessor
@@ -25,6 +25,7 @@ class Detector:
     threshold: float | None = None
     condition: Preprocessor | None = None  # encodes the condition columns of a conditional VAE
     metadata: dict[str, Any] = field(default_factory=dict)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # how it was trained: decides valid scores
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -37,7 +38,11 @@ class Detector:
         return x, c
 
     def score(self, table: Mapping[str, Any], seed: int = 0, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly scores (N,) and per-feature contributions (N, F) of a table's rows."""
+        """Anomaly scores (N,) and per-feature contributions (N, F) of a table's rows.
+
+        Raises ConfigError when the score kind does not suit the model (an AAE scores by reconstruction only).
+        """
+        check_score_kind(self.objective, self.score_config.kind)
         x, c = self.encode(table)
         return score_array(self.model, x, c, self.score_config, batch_size=batch_size, seed=seed)
 

@@ -10,11 +10,12 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .adversarial import Adversary
 from .config import ObjectiveConfig
 from .objectives import LossParts, compute_loss
 
@@ -29,6 +30,7 @@ class EpochStats:
     rows: int
     seconds: float
     step: int  # optimiser steps taken so far (training); 0 for evaluation
+    extras: dict[str, float] = field(default_factory=dict)  # the variant's own parts (LossParts.extras), per row
 
     @property
     def rows_per_second(self) -> float:
@@ -37,10 +39,20 @@ class EpochStats:
 
 def format_epoch(epoch: int, epochs: int, train: EpochStats, val: EpochStats) -> str:
     """The one-line progress report of an epoch (1-based `epoch`)."""
+    extras = "".join(f", {name} {value:.4f}" for name, value in train.extras.items())
     return (
-        f"epoch {epoch:3d}/{epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, kl {train.kl:7.4f})  "
+        f"epoch {epoch:3d}/{epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, kl {train.kl:7.4f}{extras})  "
         f"val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
     )
+
+
+def epoch_metrics(train: EpochStats, val: EpochStats) -> dict[str, float]:
+    """An epoch's metrics by name: train_/val_ loss, recon, kl and the variant's parts, and rows_per_s."""
+    metrics = {}
+    for prefix, stats in (("train", train), ("val", val)):
+        parts = {"loss": stats.loss, "recon": stats.recon, "kl": stats.kl, **stats.extras}
+        metrics |= {f"{prefix}_{name}": value for name, value in parts.items()}
+    return metrics | {"rows_per_s": train.rows_per_second}
 
 
 def unpack_batch(batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -65,6 +77,7 @@ def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractCo
 class _Totals:
     def __init__(self) -> None:
         self.loss = self.recon = self.kl = 0.0
+        self.extras: dict[str, float] = {}
         self.rows = 0
         self.start = time.perf_counter()
 
@@ -72,12 +85,15 @@ class _Totals:
         self.loss += parts.total.item() * rows
         self.recon += parts.recon.item() * rows
         self.kl += parts.kl.item() * rows
+        for name, value in parts.extras.items():
+            self.extras[name] = self.extras.get(name, 0.0) + value.item() * rows
         self.rows += rows
 
     def stats(self, step: int) -> EpochStats:
         n = max(self.rows, 1)
         seconds = time.perf_counter() - self.start
-        return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step)
+        extras = {name: total / n for name, total in self.extras.items()}
+        return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step, extras)
 
 
 def train_epoch(
@@ -91,17 +107,21 @@ def train_epoch(
     grad_clip: float | None = None,
     mixed_precision: bool = False,
     on_batch: Callable[[int, LossParts], Any] | None = None,
+    adversary: Adversary | None = None,
 ) -> EpochStats:
     """One pass of optimisation over `batches`; `step` counts optimiser steps for the KL warm-up.
 
+    An AAE objective needs its `adversary`: each batch is an encoder/decoder step followed by a
+    discriminator step (its loss reported as `adv_discriminator`).
     Raises FloatingPointError when the loss becomes NaN or infinite, naming the step.
     """
     model.train()
     totals = _Totals()
+    discriminator = None if adversary is None else adversary.module
     for batch in batches:
         x, c = unpack_batch(batch, device)
         with autocast(device, mixed_precision):
-            parts = compute_loss(model, x, c, objective, step)
+            parts = compute_loss(model, x, c, objective, step, discriminator)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"training loss is {parts.total.item()} at step {step}; lower the lr")
         optimizer.zero_grad(set_to_none=True)
@@ -109,6 +129,9 @@ def train_epoch(
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+        if adversary is not None:
+            with autocast(device, mixed_precision):
+                parts.extras["adv_discriminator"] = adversary.step(parts.latents)
         step += 1
         totals.add(parts, x.shape[0])
         if on_batch is not None:
@@ -124,14 +147,19 @@ def evaluate(
     *,
     device: torch.device | str = "cpu",
     mixed_precision: bool = False,
+    adversary: Adversary | None = None,
 ) -> EpochStats:
-    """The objective over `batches` without gradients, at full beta (no warm-up)."""
+    """The objective over `batches` without gradients, at full beta (no warm-up); with an `adversary` (AAE)
+    also its discriminator's loss on these rows."""
     model.eval()
     totals = _Totals()
+    discriminator = None if adversary is None else adversary.module
     for batch in batches:
         x, c = unpack_batch(batch, device)
         with autocast(device, mixed_precision):
-            parts = compute_loss(model, x, c, objective, step=None)
+            parts = compute_loss(model, x, c, objective, step=None, discriminator=discriminator)
+            if adversary is not None:
+                parts.extras["adv_discriminator"] = adversary.loss(parts.latents)
         totals.add(parts, x.shape[0])
     return totals.stats(step=0)
 

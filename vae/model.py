@@ -1,5 +1,5 @@
-"""The variational autoencoder: a diagonal-Gaussian posterior q(z|x[,c]), a standard-normal prior p(z),
-and a mixed likelihood p(x|z[,c]) over the layout's feature blocks.
+"""The variational autoencoder: a diagonal-Gaussian posterior q(z|x[,c]) (optionally refined by an inverse
+autoregressive flow), a standard-normal prior p(z), and a mixed likelihood p(x|z[,c]) over the layout's blocks.
 
 B = batch, S = posterior samples per row, L = latent size, D = input width, F = features.
 """
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import DataLayout, ModelConfig
+from .flows import InverseAutoregressiveFlow
 from .likelihoods import MixedLikelihood
 from .networks import build_networks
 
@@ -53,9 +54,52 @@ class DiagonalGaussian:
         """log q(z) summed over the latent axis: (..., B, L) -> (..., B)."""
         return -0.5 * (((z - self.mu) / self.std).square() + self.logvar + _LOG_2PI).sum(-1)
 
+    def draw(
+        self, n: int = 1, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> LatentDraws:
+        """n reparameterised draws (see `rsample`) with their log-densities."""
+        z = self.rsample(n, generator, noise)
+        return LatentDraws(z, self.log_prob(z), None)
+
     def kl_to_standard_normal(self) -> torch.Tensor:
         """Closed-form KL(q || N(0, I)): (B,)."""
         return 0.5 * (self.mu.square() + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+
+
+@dataclass
+class LatentDraws:
+    z: torch.Tensor  # (S, B, L) reparameterised posterior draws
+    log_q: torch.Tensor  # (S, B) log q(z_s | x)
+    log_det: torch.Tensor | None  # (S, B) the flow's summed log|det|; None without a flow
+
+
+class FlowPosterior:
+    """q(z_K | x): the diagonal Gaussian `base` pushed through an inverse autoregressive flow.
+
+    log q(z_K | x) = log q(z_0 | x) - sum_k log|det dz_k / dz_(k-1)|. There is no closed-form KL.
+    """
+
+    def __init__(self, base: DiagonalGaussian, flow: InverseAutoregressiveFlow) -> None:
+        self.base = base
+        self.flow = flow
+
+    @property
+    def mu(self) -> torch.Tensor:
+        """The base mean pushed through the flow, (B, L): a point summary of q, not its exact mean."""
+        return self.flow(self.base.mu)[0]
+
+    def draw(
+        self, n: int = 1, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> LatentDraws:
+        base = self.base.draw(n, generator, noise)
+        z, log_det = self.flow(base.z)
+        return LatentDraws(z, base.log_q - log_det, log_det)
+
+    def kl_to_standard_normal(self) -> None:
+        return None
+
+
+Posterior = DiagonalGaussian | FlowPosterior
 
 
 @dataclass
@@ -65,8 +109,15 @@ class VAEOutput:
     log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s)
     log_qz: torch.Tensor  # (S, B) log q(z_s | x)
     log_pz: torch.Tensor  # (S, B) log p(z_s)
-    kl: torch.Tensor  # (B,) closed-form KL(q(z|x) || p(z))
-    posterior: DiagonalGaussian
+    kl: torch.Tensor | None  # (B,) closed-form KL(q(z|x) || p(z)); None for a flow posterior
+    posterior: Posterior
+    z: torch.Tensor  # (S, B, L) the latents drawn
+    log_det: torch.Tensor | None = None  # (S, B) the flow's summed log|det| (already inside log_qz)
+
+    @property
+    def kl_monte_carlo(self) -> torch.Tensor:
+        """The KL estimated at the drawn latents, mean over samples of log q(z|x) - log p(z): (B,)."""
+        return (self.log_qz - self.log_pz).mean(0)
 
 
 class VAE(nn.Module):
@@ -81,6 +132,9 @@ class VAE(nn.Module):
         self.layout = layout
         self.encoder, self.decoder = build_networks(config, layout)
         self.likelihood = MixedLikelihood(layout, config.gaussian_min_scale)
+        self.flow = None
+        if config.flow_steps:
+            self.flow = InverseAutoregressiveFlow(config.latent_dim, config.flow_steps, config.flow_hidden_dims)
 
     def _check_condition(self, c: torch.Tensor | None) -> None:
         wanted = self.layout.condition_dim
@@ -90,10 +144,12 @@ class VAE(nn.Module):
         if not wanted and c is not None:
             raise ValueError("this VAE has no condition, but a condition c was given")
 
-    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> DiagonalGaussian:
+    def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Posterior:
+        """q(z|x[,c]): the encoder's diagonal Gaussian, pushed through the flow when the model has one."""
         self._check_condition(c)
         mu, logvar = self.encoder(x, c)
-        return DiagonalGaussian(mu, logvar)
+        gaussian = DiagonalGaussian(mu, logvar)
+        return gaussian if self.flow is None else FlowPosterior(gaussian, self.flow)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood parameters for latents z (..., L): (..., D)."""
@@ -112,7 +168,7 @@ class VAE(nn.Module):
 
     def evaluate(
         self,
-        posterior: DiagonalGaussian,
+        posterior: Posterior,
         x: torch.Tensor,
         c: torch.Tensor | None = None,
         n_samples: int = 1,
@@ -121,20 +177,22 @@ class VAE(nn.Module):
     ) -> VAEOutput:
         """Draw `n_samples` latents from an already computed posterior of x and evaluate every log-density
         (`noise`: shared standard-normal draws (n_samples, L), see `DiagonalGaussian.rsample`)."""
-        z = posterior.rsample(n_samples, generator, noise)  # (S, B, L)
-        params = self.decode(z, c)  # (S, B, D)
+        draws = posterior.draw(n_samples, generator, noise)
+        params = self.decode(draws.z, c)  # (S, B, D)
         x_flat = x.flatten(1).to(params.dtype)  # (B, D)
         return VAEOutput(
             log_px=self.likelihood.log_prob(params, x_flat),
-            log_qz=posterior.log_prob(z),
-            log_pz=standard_normal_log_prob(z),
+            log_qz=draws.log_q,
+            log_pz=standard_normal_log_prob(draws.z),
             kl=posterior.kl_to_standard_normal(),
             posterior=posterior,
+            z=draws.z,
+            log_det=draws.log_det,
         )
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's mean at the posterior mean, in the encoded input space: (B, D)."""
+        """The decoder's mean at the posterior mean (see `FlowPosterior.mu`), in the encoded input space: (B, D)."""
         return self.likelihood.mean(self.decode(self.encode(x, c).mu, c))
 
     @torch.no_grad()

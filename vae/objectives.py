@@ -1,16 +1,20 @@
 """Training objectives. Each returns its parts, averaged over the batch, so every term can be logged.
 
 `total` is the quantity to minimise (a negative bound); `recon` is the expected log-likelihood
-E_q[log p(x|z)] and `kl` the divergence term, both as positive "per row" averages.
+E_q[log p(x|z)] and `kl` the divergence term, both as positive "per row" averages. Variants add their own
+parts in `extras`: `log_det` (a flow posterior's mean summed log|det|), `adv_generator` (an AAE encoder's
+adversarial loss) and, from the training engine, `adv_discriminator`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
+from .adversarial import frozen, generator_loss
 from .config import ObjectiveConfig
 from .model import VAE, VAEOutput
 
@@ -19,17 +23,26 @@ from .model import VAE, VAEOutput
 class LossParts:
     total: torch.Tensor  # () the loss: -bound
     recon: torch.Tensor  # () E_q[log p(x|z)] per row
-    kl: torch.Tensor  # () KL(q || p) (or its estimate) per row
+    kl: torch.Tensor  # () KL(q || p) (or its estimate) per row; 0 for an AAE, which has no KL term
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # () each, per row
+    latents: torch.Tensor | None = None  # (S * B, L) detached draws of z (what an AAE's discriminator sees)
+
+
+def _flow_parts(out: VAEOutput) -> dict[str, torch.Tensor]:
+    return {} if out.log_det is None else {"log_det": out.log_det.mean()}
 
 
 def elbo(out: VAEOutput, beta: float = 1.0, analytic_kl: bool = True) -> LossParts:
     """The beta-ELBO: E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), averaged over samples and rows.
 
-    With `analytic_kl=False` the KL is the Monte Carlo estimate log q(z|x) - log p(z) at the drawn z.
+    With `analytic_kl=False` the KL is the Monte Carlo estimate log q(z|x) - log p(z) at the drawn z (the only
+    one a flow posterior has: asking it for the closed form raises ValueError).
     """
+    if analytic_kl and out.kl is None:
+        raise ValueError("elbo: this posterior (a flow) has no closed-form KL; use analytic_kl=False")
     recon = out.log_px.sum(-1).mean(0)  # (B,)
-    kl = out.kl if analytic_kl else (out.log_qz - out.log_pz).mean(0)  # (B,)
-    return LossParts(total=-(recon - beta * kl).mean(), recon=recon.mean(), kl=kl.mean())
+    kl = out.kl if analytic_kl else out.kl_monte_carlo  # (B,)
+    return LossParts(total=-(recon - beta * kl).mean(), recon=recon.mean(), kl=kl.mean(), extras=_flow_parts(out))
 
 
 def log_importance_weights(out: VAEOutput, beta: float = 1.0) -> torch.Tensor:
@@ -49,7 +62,25 @@ def iwae(out: VAEOutput, beta: float = 1.0) -> LossParts:
     weights = torch.softmax(log_w, dim=0).detach()  # (S, B)
     recon = (weights * out.log_px.sum(-1)).sum(0)
     kl = (weights * (out.log_qz - out.log_pz)).sum(0)
-    return LossParts(total=-bound.mean(), recon=recon.mean(), kl=kl.mean())
+    return LossParts(total=-bound.mean(), recon=recon.mean(), kl=kl.mean(), extras=_flow_parts(out))
+
+
+def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: float = 1.0) -> LossParts:
+    """The AAE's encoder/decoder loss: -E_q[log p(x|z)] + weight * (-log D(z)) at the drawn z.
+
+    The discriminator's parameters get no gradient here; it is trained by its own step (`Adversary.step`).
+    """
+    recon = out.log_px.sum(-1).mean(0)  # (B,)
+    z = out.z.flatten(0, 1)  # (S * B, L)
+    with frozen(discriminator):
+        adversarial = generator_loss(discriminator, z)
+    return LossParts(
+        total=-recon.mean() + weight * adversarial,
+        recon=recon.mean(),
+        kl=torch.zeros((), device=recon.device),
+        extras={"adv_generator": adversarial},
+        latents=z.detach(),
+    )
 
 
 def kl_weight(config: ObjectiveConfig, step: int | None) -> float:
@@ -65,8 +96,14 @@ def compute_loss(
     c: torch.Tensor | None,
     config: ObjectiveConfig,
     step: int | None = None,
+    discriminator: nn.Module | None = None,
 ) -> LossParts:
-    """The configured objective on one batch. `model` may be wrapped (DDP): it is called, never unwrapped."""
+    """The configured objective on one batch. `model` may be wrapped (DDP): it is called, never unwrapped.
+    An AAE objective needs its (unwrapped) `discriminator`."""
+    if config.kind == "aae":
+        if discriminator is None:
+            raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
+        return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
     beta = kl_weight(config, step)
     if config.kind == "iwae":
         return iwae(model(x, c, n_samples=config.iwae_samples), beta)

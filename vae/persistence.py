@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .config import DataLayout, ModelConfig, ScoreConfig, from_dict, to_dict
+from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, from_dict, to_dict
 from .detector import Detector
 from .images import ImagePreprocessor
 from .model import VAE
@@ -36,6 +36,7 @@ def detector_spec(detector: Detector) -> dict[str, Any]:
         "model_config": to_dict(detector.model.config),
         "layout": to_dict(detector.model.layout),
         "score_config": to_dict(detector.score_config),
+        "objective_config": to_dict(detector.objective),
         "threshold": detector.threshold,
         "preprocessor": detector.preprocessor.to_dict(),
         "condition": None if detector.condition is None else detector.condition.to_dict(),
@@ -83,4 +84,5 @@ def load_detector(directory: str | os.PathLike, map_location: str | torch.device
         threshold=spec["threshold"],
         condition=None if condition is None else Preprocessor.from_dict(condition),
         metadata=spec["metadata"],
+        objective=from_dict(ObjectiveConfig, spec.get("objective_config")),  # absent in files saved before variants
     )

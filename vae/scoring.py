@@ -36,14 +36,16 @@ def negative_elbo(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
 ) -> RowScores:
-    """-ELBO with the closed-form KL and E_q[log p(x|z)] averaged over `samples` draws
-    (`noise`: shared standard-normal draws (samples, L) that make each row's score independent of its batch).
+    """-ELBO with E_q[log p(x|z)] averaged over `samples` draws and the closed-form KL (a flow posterior: the KL
+    estimated at the same draws) (`noise`: shared standard-normal draws (samples, L) that make each row's score
+    independent of its batch).
 
     contributions[:, f] = -E_q[log p(x_f | z)]; score = contributions.sum(1) + KL.
     """
     out = model(x, c, n_samples=samples, generator=generator, noise=noise)
     contributions = -out.log_px.mean(0)  # (B, F)
-    return RowScores(score=contributions.sum(-1) + out.kl, contributions=contributions)
+    kl = out.kl if out.kl is not None else out.kl_monte_carlo
+    return RowScores(score=contributions.sum(-1) + kl, contributions=contributions)
 
 
 @torch.no_grad()
@@ -77,7 +79,8 @@ def importance_sampled_nll(
 
 @torch.no_grad()
 def reconstruction_error(model: VAE, x: torch.Tensor, c: torch.Tensor | None = None) -> RowScores:
-    """Squared error of the decoder mean at the posterior mean, per feature (one-hot groups summed)."""
+    """Squared error of the decoder mean at the posterior mean (a flow: the base mean pushed through it), per
+    feature (one-hot groups summed)."""
     err = model.likelihood.squared_error(model.reconstruct(x, c), x.flatten(1))  # (B, F)
     return RowScores(score=err.sum(-1), contributions=err)
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import ObjectiveConfig, TrainConfig
-from .engine import EarlyStopping, EpochStats, evaluate, format_epoch, train_epoch
+from .adversarial import Adversary
+from .config import ObjectiveConfig, TrainConfig, check_variant
+from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
 
 
 def tensor_batches(
@@ -53,11 +54,15 @@ def fit(
     """Train with Adam, validate every epoch, stop early on the validation loss and restore the best weights.
 
     train_x is (N, D) or (N, C, H, W); val_x likewise. Prints a line every `log_every` epochs through `log`.
+    An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
+    does not suit the model (see `check_variant`).
     """
+    check_variant(model.config, objective)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    adversary = Adversary.for_objective(objective, model.config.latent_dim, wrap=lambda d: d.to(device))
     tx, tc, vx, vc = map(_as_tensor, (train_x, train_c, val_x, val_c))
     stopper = EarlyStopping(config.patience, config.min_delta)
     result, best_state, step = FitResult(), None, 0
@@ -72,13 +77,12 @@ def fit(
             step=step,
             grad_clip=config.grad_clip,
             mixed_precision=amp,
+            adversary=adversary,
         )
         step = train.step
-        val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device, mixed_precision=amp)
-        result.history.append({
-            "epoch": epoch, "train_loss": train.loss, "train_recon": train.recon, "train_kl": train.kl,
-            "val_loss": val.loss, "val_recon": val.recon, "val_kl": val.kl, "rows_per_s": train.rows_per_second,
-        })  # fmt: skip
+        val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device, mixed_precision=amp,
+                       adversary=adversary)  # fmt: skip
+        result.history.append({"epoch": epoch, **epoch_metrics(train, val)})
         if stopper.update(val.loss, epoch):
             best_state = copy.deepcopy(model.state_dict())
         if log is not None and (epoch + 1) % log_every == 0:

@@ -129,6 +129,34 @@ def test_impossible_values_fail_before_anything_runs(override, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.flow_steps=4"], "ObjectiveConfig.analytic_kl: a flow posterior (model.flow_steps=4) has no closed"),
+        (["objective.kind=aae"], "ScoreConfig.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained"),
+        (["objective.kind=aae", "score.kind=nll"], "ScoreConfig.kind: an adversarial autoencoder"),
+        (["objective.kind=aae", "score.kind=reconstruction", "model.flow_steps=2"], "ModelConfig.flow_steps: an adv"),
+        (["objective.kind=gan"], "ObjectiveConfig.kind: must be one of ['elbo', 'iwae', 'aae']"),
+    ],
+)
+def test_variant_combinations_that_make_no_sense_fail_before_anything_runs(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PROJECT_DIR / "pipelines/configs/train.yaml", overrides)
+    assert message in str(err.value)
+
+
+def test_the_readme_variant_commands_load():
+    train = PROJECT_DIR / "pipelines/configs/train.yaml"
+    iaf = load_config(train, ["model.flow_steps=4", "objective.analytic_kl=false"])
+    assert iaf.model.flow_steps == 4 and not iaf.objective.analytic_kl
+    aae = load_config(train, ["objective.kind=aae", "score.kind=reconstruction", "objective.adversarial_weight=2"])
+    assert aae.objective.adversarial_weight == 2.0 and aae.objective.discriminator_hidden_dims == (64, 64)
+    iwae = load_config(train, ["objective.kind=iwae", "objective.iwae_samples=8", "model.flow_steps=2"])
+    assert iwae.objective.iwae_samples == 8  # the IWAE bound needs no closed-form KL
+    cvae = load_config(train, ["data.numeric=[TSH,T3,TT4,T4U,FTI]", "data.condition_numeric=[age]"])
+    assert cvae.data.conditions == ("age",) and "age" not in cvae.data.features
+
+
 def test_missing_or_broken_config_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
