@@ -66,6 +66,11 @@ def impute(
         raise ValueError(f"method must be one of {list(IMPUTATION_METHODS)}, got {method!r}")
     if iterations < 1 or chains < 1:
         raise ValueError(f"iterations and chains must be >= 1, got {iterations} and {chains}")
+    if method == "metropolis" and model.flow is not None:
+        raise ValueError(
+            "method 'metropolis' needs q(z|x) at any z, which an IAF posterior (model.flow_steps > 0) cannot give;"
+            " use method=pseudo_gibbs"
+        )
     if np.shape(missing) != np.shape(x):
         raise ValueError(f"missing mask {np.shape(missing)} does not match x {np.shape(x)}")
     model.eval()
@@ -117,7 +122,7 @@ class _Chains:
         accepted = proposals = 0
         for step in range(self.iterations):
             posterior = model.encode(current, cond)
-            proposal = posterior.rsample(1, generator)[0]  # (S * B, L)
+            proposal = posterior.draw(1, generator).z[0]  # (S * B, L), through the flow if the model has one
             prior = torch.randn(proposal.shape, generator=generator, device=device)
             proposal = torch.where(blind[:, None], prior, proposal)
             proposal_params = model.decode(proposal, cond)

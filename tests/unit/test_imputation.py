@@ -120,6 +120,17 @@ def test_bad_settings_fail_with_their_reason(linear_gaussian, holed):
         numeric_rmse(Preprocessor(numeric=["a"]).fit({"a": np.ones(3)}), {}, {}, {})
 
 
+def test_a_flow_posterior_imputes_by_pseudo_gibbs_and_refuses_metropolis(holed):
+    x, missing = holed
+    layout = DataLayout(({"kind": "gaussian", "width": x.shape[1]},))
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(latent_dim=2, hidden_dims=(8,), flow_steps=2), layout)
+    with pytest.raises(ValueError, match="an IAF posterior .* use method=pseudo_gibbs"):
+        impute(model, x, missing, method="metropolis")
+    estimate = impute(model, x, missing, method="pseudo_gibbs", iterations=4, chains=2).estimate
+    assert np.isfinite(estimate).all() and (estimate[~missing] == x[~missing]).all()
+
+
 @pytest.mark.slow
 def test_model_imputes_held_out_thyroid_rows_better_than_the_mean():
     from pipelines.datasets import THYROID_COLUMNS, load_thyroid, one_class_split
