@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ MOTO_HINT = "install the dev extra (pip install -e '.[dev]', which has moto[serv
 
 def require(program: str, hint: str) -> str:
     """The program's path; where it is missing the storage tier is skipped, except in CI, where it fails."""
-    found = shutil.which(program) or (str(VENV_BIN / program) if (VENV_BIN / program).exists() else None)
+    found = str(VENV_BIN / program) if (VENV_BIN / program).exists() else shutil.which(program)  # this venv's first
     if found is None:
         message = f"storage tier: {program} not found; {hint}"
         if os.environ.get("CI") == "true":
@@ -95,7 +95,7 @@ def _create_database(port: int, name: str) -> None:
 class S3Server:
     endpoint: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)  # never printed, not even in a failing test's report
     region: str = "us-east-1"
 
     @property

@@ -106,17 +106,19 @@ def test_the_model_registered_on_postgres_and_s3_loads_and_scores_in_a_fresh_pro
     version = MlflowClient(mlflow_pg.uri).get_model_version_by_alias(MODEL, "challenger")
     assert version.run_id == result.run_id
     artifacts = s3.keys(ARTIFACTS, "artifacts/")
-    assert any(result.run_id in k and k.endswith("weights.pt") for k in artifacts), artifacts[:20]
+    assert any(k.endswith("detector/weights.pt") for k in artifacts), artifacts[:20]  # the logged model's files
+    assert any(f"/{result.run_id}/artifacts/plots/" in k for k in artifacts)  # the run's plots too
     program = (
-        "import sys, pandas as pd; from pipelines.tracking import load_registered_detector;"
+        "import faulthandler; faulthandler.dump_traceback_later(90, exit=True);"
+        "import sys, pyarrow.parquet as pq; from pipelines.tracking import load_registered_detector;"
         f"d = load_registered_detector('models:/{MODEL}@challenger', sys.argv[1]);"
-        f"rows = pd.read_parquet('s3://{DATA}/thyroid/test.parquet');"
+        f"rows = pq.read_table('s3://{DATA}/thyroid/test.parquet').to_pandas();"
         "s, _ = d.score(rows); print(len(rows), float((s > d.threshold).mean()))"
     )  # a fresh process with only the environment: endpoint and credentials in the AWS variables
     done = subprocess.run([sys.executable, "-c", program, mlflow_pg.uri], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows, rate = done.stdout.split()[-2:]
-    assert int(rows) == len(pd.read_parquet(f"s3://{DATA}/thyroid/test.parquet")) and 0 < float(rate) < 0.5
+    assert int(rows) == pq.read_table(f"s3://{DATA}/thyroid/test.parquet").num_rows and 0 < float(rate) < 0.5
 
 
 def _score_config(mlflow_uri: str, run_date: str, **extra: str) -> ScoreJobConfig:
@@ -149,8 +151,7 @@ def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(train
 
 @pytest.mark.timeout(900)
 def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_during_commit(trained, s3, mlflow_pg):
-    source = pd.concat([pd.read_parquet(f"s3://{DATA}/to-score/{k.rsplit('/', 1)[1]}")
-                        for k in s3.keys(DATA, "to-score/")])  # fmt: skip
+    source = pq.read_table(f"s3://{DATA}/to-score/").to_pandas()
     date = "2026-11-25"
     partition = partition_location(f"s3://{DATA}/scores", date)
     first = score.run(_score_config(mlflow_pg.uri, date))
