@@ -38,6 +38,7 @@ def open_parquet(path: str) -> pads.Dataset:
     except (OSError, pa.ArrowException) as err:
         raise storage.explain(err, path) from err
     if info.type == pafs.FileType.NotFound:
+        storage.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
     try:
         return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")

@@ -78,8 +78,10 @@ def publish(staging: Staging, summary: dict[str, Any]) -> str:
     text = json.dumps(manifest, indent=2, default=str)
     if storage.is_remote(staging.root):
         storage.write_text(storage.join(target, SUCCESS), text)  # the commit
-        stale = [f for f in storage.list_files(target) if f != SUCCESS and not f.startswith(prefix)]
-        storage.delete(target, stale)
+        for stale in storage.subdirectories(target):  # older attempts, directory markers included
+            if stale != prefix.rstrip("/"):
+                storage.delete_dir(storage.join(target, stale))
+        storage.delete(target, [f for f in storage.list_files(target) if f != SUCCESS and not f.startswith(prefix)])
         return target
     Path(staging.location, SUCCESS).write_text(text)
     _swap_in(Path(staging.location), Path(target))

@@ -56,6 +56,42 @@ def explain(err: BaseException, location: str) -> StorageError:
     return StorageError(f"{location}: {first}")
 
 
+def require_bucket(location: str) -> None:
+    """For an object-store location, raise StorageError when its bucket does not exist (a missing key inside an
+    existing bucket is the caller's business)."""
+    if not is_remote(location):
+        return
+    fs, path = filesystem(location)
+    bucket = path.split("/", 1)[0]
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+    if missing:
+        raise StorageError(f"{location}: the bucket does not exist")
+
+
+def delete_dir(location: str) -> None:
+    """Remove `location` and everything under it (on an object store: every object with that prefix)."""
+    fs, path = filesystem(location)
+    try:
+        fs.delete_dir(path.rstrip("/"))
+    except FileNotFoundError:
+        pass
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def subdirectories(location: str) -> list[str]:
+    """The names of the directories (prefixes) directly under `location`."""
+    fs, path = filesystem(location)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
 def check_writable(location: str) -> None:
     """Fail now, before any work, if `location` cannot be written: write a probe object and delete it."""
     fs, path = filesystem(location)

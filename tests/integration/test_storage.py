@@ -168,9 +168,7 @@ def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_du
         900_003,
     ]
     manifest = read_manifest(partition)
-    objects = s3.keys(DATA, f"scores/run_date={date}/")
-    listed = {f"scores/run_date={date}/{f}" for f in [*manifest["files"], *manifest["quarantine_files"], SUCCESS]}
-    assert set(objects) == listed, "objects beyond the manifest and its files"
+    _assert_only_the_published_attempt(s3, date, manifest)
 
     job = _killed_during_commit(mlflow_pg.uri, date, s3)
     assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
@@ -184,8 +182,18 @@ def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_du
     assert final["attempt"] != manifest["attempt"]
     final_rows, _ = _partition_rows(partition)
     assert sorted(final_rows.row_id) == sorted(scored.row_id)
-    listed = {f"scores/run_date={date}/{f}" for f in [*final["files"], *final["quarantine_files"], SUCCESS]}
-    assert set(s3.keys(DATA, f"scores/run_date={date}/")) == listed
+    _assert_only_the_published_attempt(s3, date, final)
+
+
+def _assert_only_the_published_attempt(s3, date: str, manifest: dict) -> None:
+    """The partition's objects are the manifest and the files it lists, plus the empty directory markers pyarrow
+    writes for that attempt's prefixes: nothing of any other attempt."""
+    partition = f"scores/run_date={date}/"
+    objects = s3.keys(DATA, partition)
+    listed = {partition + f for f in [*manifest["files"], *manifest["quarantine_files"], SUCCESS]}
+    assert {k for k in objects if not k.endswith("/")} == listed, "objects beyond the manifest and its files"
+    markers = {k for k in objects if k.endswith("/")}
+    assert all(k == partition or f"_attempt={manifest['attempt']}/" in k for k in markers), markers
 
 
 def _killed_during_commit(mlflow_uri: str, date: str, s3) -> subprocess.Popen:
