@@ -10,6 +10,7 @@ CONFIG ?= pipelines/configs/train.yaml
 CLUSTER_CONFIG ?= pipelines/configs/train-cluster.yaml
 ARGS ?=
 MLFLOW_PORT ?= 5000
+MLFLOW_HOST ?= 127.0.0.1
 THYROID := data/thyroid/train.parquet
 DIGITS := data/digits/train.parquet
 
@@ -96,6 +97,13 @@ image: ## Build the cluster image from infra/docker/Dockerfile where a Docker en
 	@docker info > /dev/null 2>&1 || { echo "image: no Docker engine reachable (docker info failed); build where one runs" >&2; exit 2; }
 	docker build -f infra/docker/Dockerfile -t $(IMAGE) .
 	$(if $(filter 1,$(PUSH)),docker push $(IMAGE))
+
+mlflow-server: $(STAMP) ## MLflow server on PostgreSQL + S3 (MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION; MLFLOW_HOST/PORT)
+	@test -n "$$MLFLOW_BACKEND_STORE_URI" || { echo "$@: set MLFLOW_BACKEND_STORE_URI=postgresql://USER:PASSWORD@HOST:5432/DB" >&2; exit 2; }
+	@test -n "$$MLFLOW_ARTIFACTS_DESTINATION" || { echo "$@: set MLFLOW_ARTIFACTS_DESTINATION=s3://BUCKET/PREFIX" >&2; exit 2; }
+	$(VENV)/bin/mlflow db upgrade "$$MLFLOW_BACKEND_STORE_URI"
+	exec $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 2 \
+	  --artifacts-destination "$$MLFLOW_ARTIFACTS_DESTINATION"
 
 lint: $(STAMP) ## Check style with ruff
 	$(PY) -m ruff check vae pipelines bench tests

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is enough
     from .data import DataError
+    from .storage import StorageError
     from .tracking import TrackingError
 
     command = importlib.import_module(COMMANDS[argv[0]])
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
         return 2
-    except (DataError, TrackingError, FileNotFoundError) as err:
+    except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
         print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -338,12 +338,7 @@ class ScoreJobConfig:
         if isinstance(self.run_date, datetime.date):  # YAML reads 2026-01-02 as a date
             object.__setattr__(self, "run_date", self.run_date.isoformat())
         require(isinstance(self.input, str) and self.input, self, "input", "set the Parquet file, directory or URI")
-        require(isinstance(self.output, str) and self.output, self, "output", "set the output directory")
-        require(
-            "://" not in self.output, self, "output",
-            f"partitions are published by an atomic directory rename: use a local or shared-mount path, got "
-            f"{self.output!r}",
-        )  # fmt: skip
+        require(isinstance(self.output, str) and self.output, self, "output", "set the output directory or URI")
         spec_ok = isinstance(self.model, str) and MODEL_SPEC.match(self.model)
         require(bool(spec_ok), self, "model", f"must be NAME@ALIAS or NAME/VERSION, got {self.model!r}")
         if self.run_date:

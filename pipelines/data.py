@@ -19,6 +19,7 @@ from ray.data.aggregate import Count, Mean, Std, Unique
 
 from vae import ImagePreprocessor, Preprocessor
 
+from . import storage
 from .config import DataConfig
 
 SPLIT_BUCKETS = 1_000_000
@@ -29,15 +30,18 @@ class DataError(ValueError):
 
 
 def open_parquet(path: str) -> pads.Dataset:
-    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI."""
+    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
+    be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
+    filesystem, where = storage.filesystem(path)
     try:
-        filesystem, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
         info = filesystem.get_file_info(where)
-        if info.type == pafs.FileType.NotFound:
-            raise DataError(f"data path {path} does not exist")
+    except (OSError, pa.ArrowException) as err:
+        raise storage.explain(err, path) from err
+    if info.type == pafs.FileType.NotFound:
+        storage.require_bucket(path)
+        raise DataError(f"data path {path} does not exist")
+    try:
         return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
-    except DataError:
-        raise
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
 

@@ -13,7 +13,6 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,17 +22,16 @@ import ray.data
 
 from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor, check_score_kind
 
-from . import plots
+from . import plots, storage
 from .cli import config_parser
 from .config import MODEL_SPEC, ScoreJobConfig, load_config, resolve_path
 from .data import check_parquet
 from .monitoring import population_stability_index
-from .partitions import new_staging_dir, publish
+from .partitions import Staging, publish, stage
 from .ray_runtime import ray_session
 from .tracking import Tracker, flatten, load_registered_detector, resolve_model_version, resolve_tracking_uri
 
 REASON = "quarantine_reason"
-QUARANTINE_DIR = "_quarantine"
 PROGRESS_EVERY_S = 5.0
 
 
@@ -213,6 +211,7 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     started = time.perf_counter()
     scoring, detector = plan(config)
     date, output = config.date, resolve_path(config.output)
+    storage.check_writable(output)
     tracker = Tracker(config.tracking)
     run_id, _ = tracker.start(f"score-{scoring.model_name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
     tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
@@ -221,11 +220,11 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     ok = False
     try:
         with ray_session(config.ray_address, config.local_cpus):
-            staged = new_staging_dir(output, date)
-            _score_into(staged, config, scoring)
-        summary, scores = _summarize(staged, detector, scoring, date)
+            staging = stage(output, date)
+            _score_into(staging, config, scoring)
+        summary, scores = _summarize(staging, detector, scoring)
         summary.seconds = time.perf_counter() - started
-        summary.partition = str(publish(staged, output, date, dataclasses.asdict(summary)))
+        summary.partition = publish(staging, dataclasses.asdict(summary))
         _log_run(tracker, summary, scores, detector, scoring.threshold)
         ok = True
         return summary
@@ -233,8 +232,8 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
         tracker.end(ok)
 
 
-def _score_into(staged: Path, config: ScoreJobConfig, scoring: ScoringPlan) -> None:
-    """Write scored rows to `staged` and quarantined rows to `staged/_quarantine` with Ray Data."""
+def _score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) -> None:
+    """Write scored rows to the staging location and quarantined rows to its `_quarantine` with Ray Data."""
     tagged = (
         ray.data.read_parquet(config.input_path)
         .select_columns(scoring.columns)
@@ -260,29 +259,33 @@ def _score_into(staged: Path, config: ScoreJobConfig, scoring: ScoringPlan) -> N
     reporter = threading.Thread(target=_report_progress, args=(counter, scoring.rows, stop), daemon=True)
     reporter.start()
     try:
-        scored.write_parquet(str(staged))
+        scored.write_parquet(staging.location)
     finally:
         stop.set()
         reporter.join()
     quarantined = tagged.map_batches(_keep, fn_kwargs={"quarantined": True}, batch_format="pandas")
-    quarantined.write_parquet(str(staged / QUARANTINE_DIR))
+    quarantined.write_parquet(staging.quarantine)
 
 
-def _read_column(directory: Path, column: str) -> np.ndarray:
-    if not any(directory.glob("*.parquet")):
+def _read_column(location: str, column: str) -> np.ndarray:
+    """One column of the Parquet files directly under `location` (not in its subdirectories), as (N,)."""
+    fs, path = storage.filesystem(location)
+    files = [f"{path}/{f}" for f in storage.list_files(location) if "/" not in f and f.endswith(".parquet")]
+    if not files:
         return np.array([])
-    return pads.dataset(directory, format="parquet").to_table(columns=[column]).column(column).to_numpy()
+    return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=[column]).column(column).to_numpy()
 
 
-def _summarize(staged: Path, detector: Detector, scoring: ScoringPlan, date: str) -> tuple[ScoreSummary, np.ndarray]:
+def _summarize(staging: Staging, detector: Detector, scoring: ScoringPlan) -> tuple[ScoreSummary, np.ndarray]:
     """The run's counts and drift signal, and its scores (N,), read once from the staged output."""
-    scores = _read_column(staged, "anomaly_score")
-    flags = _read_column(staged, "is_anomaly")
-    reasons = _read_column(staged / QUARANTINE_DIR, REASON)
+    scores = _read_column(staging.location, "anomaly_score")
+    flags = _read_column(staging.location, "is_anomaly")
+    reasons = _read_column(staging.quarantine, REASON)
     reference = detector.metadata.get("score_reference", {})
     psi = population_stability_index(scores, reference["quantiles"]) if len(scores) and reference else float("nan")
     model = f"{scoring.model_name}/{scoring.model_version}"
-    summary = ScoreSummary(model, date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "", 0.0)
+    summary = ScoreSummary(model, staging.run_date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "",
+                           0.0)  # fmt: skip
     return summary, scores
 
 

@@ -53,6 +53,22 @@ def _scoped_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
+@contextlib.contextmanager
+def _whole_file_downloads() -> Iterator[None]:
+    """Download artifacts one request per file for one block. With an S3 artifact store the server offers ranged
+    "multipart" downloads, and MLflow 3.17 runs their chunks on the thread pool that is already busy with the
+    files, so downloading a model of several files deadlocks; our artifacts are small. A user's own setting wins."""
+    name = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 class TrackingError(RuntimeError):
     """MLflow is unreachable or refused a request; the message says which and where."""
 
@@ -285,7 +301,7 @@ def version_by_alias(name: str, alias: str, tracking_uri: str) -> str | None:
 def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:
     """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`)."""
     uri = tracking_uri or resolve_tracking_uri(TrackingSettings())
-    with tempfile.TemporaryDirectory() as tmp, _scoped_uri(uri):
+    with tempfile.TemporaryDirectory() as tmp, _scoped_uri(uri), _whole_file_downloads():
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         except MlflowException as err:

@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 
 from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
 
-from . import plots
+from . import plots, storage
 from .cli import config_parser
 from .config import DataConfig, TrainPipelineConfig, load_config
 from .data import check_images, check_training_data, encode_rows, fit_preprocessor, open_parquet, read_rows, split_rows
@@ -49,6 +49,7 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
     rows = check_training_data(data)
+    storage.check_writable(config.run.resolved_storage_path())
     tracker = Tracker(config.tracking)
     run_id, resumed = tracker.start(config.run.name, flatten(to_dict(config)))
     ok = False

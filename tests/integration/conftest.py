@@ -7,8 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +111,48 @@ def train_overrides(data_dir: Path, tmp: Path, tracking_uri: str, name: str, epo
         f"tracking.tracking_uri={tracking_uri}", f"tracking.model_name={name}", f"tracking.experiment={name}",
         "train.patience=null",
     ]  # fmt: skip
+
+
+def epoch_steps(client, run_id: str, metric: str = "val_loss") -> list[int]:
+    """The epochs at which `metric` was logged to the MLflow run, in order."""
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+def train_killing_a_worker(run: Callable[[], object], tracking_uri: str, run_name: str) -> tuple[object, int]:
+    """Run `run()` (a training run named `run_name`) in a thread; once three epochs are logged, SIGKILL one
+    Ray Train worker process; returns the run's result and the killed worker's pid."""
+    import ray
+    from mlflow import MlflowClient
+    from ray.util.state import list_actors
+
+    gcs = ray.get_runtime_context().gcs_address  # explicit: never a stale cluster from another test
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run()), daemon=True)
+    thread.start()
+    client = MlflowClient(tracking_uri)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline and thread.is_alive():
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.`vae.run_name` = '{run_name}'")  # fmt: skip
+        if runs and len(epoch_steps(client, runs[0].info.run_id)) >= 3:
+            workers = list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            victim = workers[-1].pid
+            os.kill(victim, signal.SIGKILL)  # a real worker process dies mid-training
+        time.sleep(0.2)
+    assert victim is not None, "training never reached epoch 3"
+    thread.join(timeout=400)
+    assert "result" in outcome, "training did not finish after the worker was killed"
+    return outcome["result"], victim
+
+
+def dead_train_workers() -> set[int]:
+    """The pids of Ray Train worker processes that died in the current Ray cluster."""
+    import ray
+    from ray.util.state import list_actors
+
+    gcs = ray.get_runtime_context().gcs_address
+    return {a.pid for a in list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])}
 
 
 @pytest.fixture(scope="session")

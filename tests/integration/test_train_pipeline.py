@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 from mlflow import MlflowClient
 
 from pipelines import train
 from pipelines.config import CONFIG_DIR, load_config
-from tests.integration.conftest import train_overrides
+from tests.integration.conftest import dead_train_workers, epoch_steps, train_killing_a_worker, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
 
@@ -24,17 +20,13 @@ def _run(overrides: list[str]) -> train.TrainOutcome:
     return train.run(load_config(CONFIG, overrides))
 
 
-def _epoch_steps(client: MlflowClient, run_id: str, metric: str = "val_loss") -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, metric))
-
-
 @pytest.mark.timeout(600)
 def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
     local_ray, mlflow_server, thyroid_dir, tmp_path
 ):
     outcome = _run(train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "two-workers", epochs=4))
     client = MlflowClient(mlflow_server)
-    assert _epoch_steps(client, outcome.run_id) == [1, 2, 3, 4]  # rank 0 only: one value per epoch
+    assert epoch_steps(client, outcome.run_id) == [1, 2, 3, 4]  # rank 0 only: one value per epoch
     for metric in ("train_loss", "train_recon", "train_kl", "val_loss", "rows_per_s"):
         assert len(client.get_metric_history(outcome.run_id, metric)) == 4, metric
     run = client.get_run(outcome.run_id)
@@ -72,37 +64,14 @@ def test_the_same_run_name_resumes_instead_of_starting_over(local_ray, mlflow_se
     second = _run([*base, "train.epochs=4"])
     assert second.run_id == first.run_id and second.last_epoch == 4
     assert "resuming from the checkpoint of epoch 2" in capfd.readouterr().out
-    assert _epoch_steps(MlflowClient(mlflow_server), first.run_id) == [1, 2, 3, 4]  # epochs 1-2 not trained again
+    assert epoch_steps(MlflowClient(mlflow_server), first.run_id) == [1, 2, 3, 4]  # epochs 1-2 not trained again
 
 
 @pytest.mark.timeout(600)
 def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_server, thyroid_dir, tmp_path):
-    import ray
-    from ray.util.state import list_actors
-
-    gcs = ray.get_runtime_context().gcs_address  # explicit: never a stale cluster from another test
-
     epochs = 12
     overrides = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "worker-kill", epochs=epochs)
-    outcome: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=_run(overrides)), daemon=True)
-    thread.start()
-
-    client = MlflowClient(mlflow_server)
-    deadline = time.monotonic() + 300
-    victim = None
-    while victim is None and time.monotonic() < deadline and thread.is_alive():
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  filter_string="tags.`vae.run_name` = 'worker-kill'")  # fmt: skip
-        if runs and len(_epoch_steps(client, runs[0].info.run_id)) >= 3:
-            workers = list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-            victim = workers[-1].pid
-            os.kill(victim, signal.SIGKILL)  # a real worker process dies mid-training
-        time.sleep(0.2)
-    assert victim is not None, "training never reached epoch 3"
-    thread.join(timeout=400)
-    result = outcome["result"]
+    result, victim = train_killing_a_worker(lambda: _run(overrides), mlflow_server, "worker-kill")
     assert result.last_epoch == epochs
-    assert sorted(set(_epoch_steps(client, result.run_id))) == list(range(1, epochs + 1))
-    dead = list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])
-    assert victim in {a.pid for a in dead}
+    assert sorted(set(epoch_steps(MlflowClient(mlflow_server), result.run_id))) == list(range(1, epochs + 1))
+    assert victim in dead_train_workers()

@@ -1,0 +1,150 @@
+"""Local paths and object-store URIs (`s3://bucket/prefix`, `gs://...`) through pyarrow's filesystem layer.
+
+Endpoint, region and credentials come from the standard environment variables that pyarrow and boto3 read
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, ...): never from config
+files or code. Failures become one `StorageError` line naming the URI and the cause, never a credential.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+CAUSES = (  # (pattern in pyarrow's / the store's message, what the user is told)
+    (r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist", "the bucket does not exist"),
+    (r"INVALID_ACCESS_KEY|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|ACCESS_DENIED|AccessDenied"
+     r"|Forbidden|\b403\b",
+     "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    (r"NETWORK_CONNECTION|Could not connect|curlCode|Couldn't connect|Connection refused|timed out",
+     "the endpoint is unreachable: check AWS_ENDPOINT_URL and the network"),
+)  # fmt: skip
+
+
+class StorageError(OSError):
+    """A storage location cannot be used; the message names the URI and the cause (never a secret)."""
+
+
+def is_remote(location: str) -> bool:
+    """True for an object-store URI (s3://, gs://, ...), false for a local path or file:// URI."""
+    return "://" in location and not location.startswith("file://")
+
+
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for `location` and the path inside it (bucket/key for object stores)."""
+    if "://" not in location:
+        return pafs.LocalFileSystem(), location
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([location.rstrip("/"), *parts])
+
+
+def explain(err: BaseException, location: str) -> StorageError:
+    """`err` from pyarrow or an object store, as one line naming `location`."""
+    message = str(err)
+    for pattern, cause in CAUSES:
+        if re.search(pattern, message):
+            return StorageError(f"{location}: {cause}")
+    first = message.splitlines()[0] if message else type(err).__name__
+    return StorageError(f"{location}: {first}")
+
+
+def require_bucket(location: str) -> None:
+    """For an object-store location, raise StorageError when its bucket does not exist (a missing key inside an
+    existing bucket is the caller's business)."""
+    if not is_remote(location):
+        return
+    fs, path = filesystem(location)
+    bucket = path.split("/", 1)[0]
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+    if missing:
+        raise StorageError(f"{location}: the bucket does not exist")
+
+
+def delete_dir(location: str) -> None:
+    """Remove `location` and everything under it (on an object store: every object with that prefix)."""
+    fs, path = filesystem(location)
+    try:
+        fs.delete_dir(path.rstrip("/"))
+    except FileNotFoundError:
+        pass
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def subdirectories(location: str) -> list[str]:
+    """The names of the directories (prefixes) directly under `location`."""
+    fs, path = filesystem(location)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def check_writable(location: str) -> None:
+    """Fail now, before any work, if `location` cannot be written: write a probe object and delete it."""
+    fs, path = filesystem(location)
+    probe = f"{path.rstrip('/')}/.write-check-{uuid.uuid4().hex}"
+    try:
+        if not is_remote(location):  # object stores have no directories to create
+            fs.create_dir(path.rstrip("/"), recursive=True)
+        with fs.open_output_stream(probe) as out:
+            out.write(b"")
+        fs.delete_file(probe)
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def list_files(location: str) -> list[str]:
+    """Every file under `location` (recursively), as paths relative to it; empty when it does not exist."""
+    fs, path = filesystem(location)
+    base = path.rstrip("/")
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+    return sorted(i.path[len(base) + 1 :] for i in infos if i.type == pafs.FileType.File)
+
+
+def read_text(location: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    fs, path = filesystem(location)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as source:
+            return source.read().decode()
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def write_text(location: str, text: str) -> None:
+    """One object (or file) written in a single request: readers see the old content or the new, never a part."""
+    fs, path = filesystem(location)
+    try:
+        with fs.open_output_stream(path) as out:
+            out.write(text.encode())
+    except (OSError, pa.ArrowException) as err:
+        raise explain(err, location) from err
+
+
+def delete(location: str, relative_paths: list[str]) -> None:
+    fs, path = filesystem(location)
+    for relative in relative_paths:
+        try:
+            fs.delete_file(f"{path.rstrip('/')}/{relative}")
+        except FileNotFoundError:
+            pass
+        except (OSError, pa.ArrowException) as err:
+            raise explain(err, location) from err

@@ -1,0 +1,247 @@
+"""The storage tier: the pipelines on the parts production uses. Ray Train checkpoints and Parquet data in an
+S3-compatible object store (moto's server, with IAM authentication), MLflow on PostgreSQL 15 with artifacts in
+S3, started with `make mlflow-server`. Every server is a real process on 127.0.0.1, stopped by its pid.
+Where PostgreSQL or moto is missing the tier is skipped with what to install, except with CI=true: it fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import score, storage, train
+from pipelines.config import CONFIG_DIR, ScoreJobConfig, load_config
+from pipelines.partitions import SUCCESS, complete_files, partition_location, read_manifest
+from tests.integration.conftest import (
+    dead_train_workers,
+    epoch_steps,
+    free_port,
+    train_killing_a_worker,
+    train_overrides,
+)
+from tests.integration.storage_services import MlflowService, postgres, s3_server
+
+pytestmark = [pytest.mark.storage, pytest.mark.integration]
+
+DATA, ARTIFACTS = "vae-data", "vae-mlflow"
+MODEL = "s3-thyroid"
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """The S3 server, and its endpoint and credentials in the standard AWS variables for this module
+    (Ray, started after this, passes them to every worker)."""
+    with s3_server((DATA, ARTIFACTS)) as server, pytest.MonkeyPatch.context() as env:
+        for name, value in server.env.items():
+            env.setenv(name, value)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mlflow_pg(s3, tmp_path_factory):
+    with postgres() as backend:
+        service = MlflowService(backend, f"s3://{ARTIFACTS}/artifacts", s3, tmp_path_factory.mktemp("mlflow-pg"))
+        service.start()
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3):
+    import ray
+
+    from pipelines.ray_runtime import start_local_ray
+
+    start_local_ray(num_cpus=4)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3_thyroid(s3, thyroid_dir, scoring_input) -> str:
+    """The thyroid rows in the bucket: train/ (three files), test.parquet, and to-score/ (four files with
+    three rows that cannot be scored)."""
+    client = s3.client()
+    for path in [*sorted((thyroid_dir / "train").glob("*.parquet")), thyroid_dir / "test.parquet"]:
+        client.upload_file(str(path), DATA, f"thyroid/{path.relative_to(thyroid_dir)}")
+    for path in sorted(scoring_input.glob("*.parquet")):
+        client.upload_file(str(path), DATA, f"to-score/{path.name}")
+    return f"s3://{DATA}"
+
+
+@pytest.fixture(scope="module")
+def trained(s3_ray, mlflow_pg, s3_thyroid, tmp_path_factory):
+    """Two CPU workers train with checkpoints on S3; one is SIGKILLed after epoch 3; the run resumes from its
+    checkpoint on S3 and registers the model in MLflow on PostgreSQL + S3."""
+    overrides = [*train_overrides(f"{s3_thyroid}/thyroid/train", tmp_path_factory.mktemp("unused"), mlflow_pg.uri,
+                                  MODEL, epochs=EPOCHS),
+                 f"run.storage_path=s3://{DATA}/runs", "scaling.num_workers=2"]  # fmt: skip
+    config = load_config(CONFIG_DIR / "train.yaml", overrides)
+    result, victim = train_killing_a_worker(lambda: train.run(config), mlflow_pg.uri, MODEL)
+    return result, victim
+
+
+@pytest.mark.timeout(900)
+def test_training_on_s3_resumes_after_a_killed_worker_with_the_right_epoch_count(trained, s3, mlflow_pg):
+    result, victim = trained
+    assert victim in dead_train_workers()
+    assert result.last_epoch == EPOCHS
+    assert sorted(set(epoch_steps(MlflowClient(mlflow_pg.uri), result.run_id))) == list(range(1, EPOCHS + 1))
+    checkpoints = [k for k in s3.keys(DATA, f"runs/{MODEL}/") if k.endswith("train_state.pt")]
+    assert checkpoints, "no checkpoint objects in the bucket"
+
+
+def test_the_model_registered_on_postgres_and_s3_loads_and_scores_in_a_fresh_process(trained, s3, mlflow_pg):
+    result, _ = trained
+    version = MlflowClient(mlflow_pg.uri).get_model_version_by_alias(MODEL, "challenger")
+    assert version.run_id == result.run_id
+    artifacts = s3.keys(ARTIFACTS, "artifacts/")
+    assert any(k.endswith("detector/weights.pt") for k in artifacts), artifacts[:20]  # the logged model's files
+    assert any(f"/{result.run_id}/artifacts/plots/" in k for k in artifacts)  # the run's plots too
+    program = (
+        "import faulthandler; faulthandler.dump_traceback_later(90, exit=True);"
+        "import sys, pyarrow.parquet as pq; from pipelines.tracking import load_registered_detector;"
+        f"d = load_registered_detector('models:/{MODEL}@challenger', sys.argv[1]);"
+        f"rows = pq.read_table('s3://{DATA}/thyroid/test.parquet').to_pandas();"
+        "s, _ = d.score(rows); print(len(rows), float((s > d.threshold).mean()))"
+    )  # a fresh process with only the environment: endpoint and credentials in the AWS variables
+    done = subprocess.run([sys.executable, "-c", program, mlflow_pg.uri], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows, rate = done.stdout.split()[-2:]
+    assert int(rows) == pq.read_table(f"s3://{DATA}/thyroid/test.parquet").num_rows and 0 < float(rate) < 0.5
+
+
+def _score_config(mlflow_uri: str, run_date: str, **extra: str) -> ScoreJobConfig:
+    overrides = [f"input=s3://{DATA}/to-score/", f"output=s3://{DATA}/scores", f"model={MODEL}@challenger",
+                 f"run_date={run_date}", f"tracking.tracking_uri={mlflow_uri}", "actors=1", "cpus_per_actor=0.5",
+                 *(f"{k}={v}" for k, v in extra.items())]  # fmt: skip
+    return load_config(CONFIG_DIR / "score.yaml", overrides, cls=ScoreJobConfig)
+
+
+def _partition_rows(partition: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a reader following the README sees: the manifest's data and quarantine files, nothing else."""
+    data, quarantined = complete_files(partition), complete_files(partition, quarantine=True)
+    assert data is not None, f"{partition} is not complete"
+    frames = [pd.concat([pq.read_table(f).to_pandas() for f in files]) for files in (data, quarantined)]
+    return frames[0], frames[1]
+
+
+@pytest.mark.timeout(600)
+def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(trained, mlflow_pg):
+    result, _ = trained
+    mlflow_pg.stop()
+    mlflow_pg.start()  # same port; PostgreSQL kept everything
+    client = MlflowClient(mlflow_pg.uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert [m.name for m in client.search_registered_models()] == [MODEL]
+    assert client.get_model_version_by_alias(MODEL, "challenger").run_id == result.run_id
+    summary = score.run(_score_config(mlflow_pg.uri, "2026-11-20"))
+    assert summary.rows_scored + summary.rows_quarantined == summary.rows_read
+
+
+@pytest.mark.timeout(900)
+def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_during_commit(trained, s3, mlflow_pg):
+    source = pq.read_table(f"s3://{DATA}/to-score/").to_pandas()
+    date = "2026-11-25"
+    partition = partition_location(f"s3://{DATA}/scores", date)
+    first = score.run(_score_config(mlflow_pg.uri, date))
+    scored, quarantined = _partition_rows(partition)
+    assert first.partition == partition
+    assert sorted([*scored.row_id, *quarantined.row_id]) == sorted(source.row_id)  # every row exactly once
+    assert sorted(quarantined.row_id) == [900_001, 900_002, 900_003]
+
+    score.run(_score_config(mlflow_pg.uri, date))  # the same date again: replaced exactly
+    rescored, requarantined = _partition_rows(partition)
+    assert sorted(rescored.row_id) == sorted(scored.row_id) and sorted(requarantined.row_id) == [
+        900_001,
+        900_002,
+        900_003,
+    ]
+    manifest = read_manifest(partition)
+    _assert_only_the_published_attempt(s3, date, manifest)
+
+    job = _killed_during_commit(mlflow_pg.uri, date, s3)
+    assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    assert read_manifest(partition) == manifest, "a killed run changed the published partition"
+    survived, _ = _partition_rows(partition)
+    assert sorted(survived.row_id) == sorted(scored.row_id)
+    assert any("_attempt=" in k and manifest["attempt"] not in k for k in s3.keys(DATA, f"scores/run_date={date}/"))
+
+    score.run(_score_config(mlflow_pg.uri, date))  # the re-run completes it and clears the killed attempt
+    final = read_manifest(partition)
+    assert final["attempt"] != manifest["attempt"]
+    final_rows, _ = _partition_rows(partition)
+    assert sorted(final_rows.row_id) == sorted(scored.row_id)
+    _assert_only_the_published_attempt(s3, date, final)
+
+
+def _assert_only_the_published_attempt(s3, date: str, manifest: dict) -> None:
+    """The partition's objects are the manifest and the files it lists, plus the empty directory markers pyarrow
+    writes for that attempt's prefixes: nothing of any other attempt."""
+    partition = f"scores/run_date={date}/"
+    objects = s3.keys(DATA, partition)
+    listed = {partition + f for f in [*manifest["files"], *manifest["quarantine_files"], SUCCESS]}
+    assert {k for k in objects if not k.endswith("/")} == listed, "objects beyond the manifest and its files"
+    markers = {k for k in objects if k.endswith("/")}
+    assert all(k == partition or f"_attempt={manifest['attempt']}/" in k for k in markers), markers
+
+
+def _killed_during_commit(mlflow_uri: str, date: str, s3) -> subprocess.Popen:
+    """Start the scoring job as its own process and SIGKILL it (and its Ray) once its new attempt has written
+    files but before a manifest names them."""
+    command = [sys.executable, "-m", "pipelines", "score", "--config", str(CONFIG_DIR / "score.yaml"),
+               f"input=s3://{DATA}/to-score/", f"output=s3://{DATA}/scores", f"model={MODEL}@challenger",
+               f"run_date={date}", f"tracking.tracking_uri={mlflow_uri}"]  # fmt: skip
+    before = read_manifest(partition_location(f"s3://{DATA}/scores", date))["attempt"]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and job.poll() is None:
+        new = [k for k in s3.keys(DATA, f"scores/run_date={date}/_attempt=") if before not in k]
+        if new:
+            os.killpg(job.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    job.wait(60)
+    return job
+
+
+DENIED = "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+UNREACHABLE = "the endpoint is unreachable: check AWS_ENDPOINT_URL and the network"
+BAD_STORAGE = {  # case: (environment changes, overrides, the error line after "vae-anomaly score: error: ")
+    "missing bucket": ({}, {"input": "s3://no-such-bucket/rows/"},
+                       "s3://no-such-bucket/rows/: the bucket does not exist"),
+    "wrong credentials": ({"AWS_SECRET_ACCESS_KEY": "not-the-secret-0123"}, {},
+                          f"s3://{DATA}/to-score/: {DENIED}"),
+    "unreachable endpoint": ({"AWS_ENDPOINT_URL": "http://127.0.0.1:{port}"}, {},
+                             f"s3://{DATA}/to-score/: {UNREACHABLE}"),
+    "missing output bucket": ({}, {"output": "s3://no-such-bucket/scores"},
+                              "s3://no-such-bucket/scores: the bucket does not exist"),
+}  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", BAD_STORAGE, ids=list(BAD_STORAGE))
+def test_bad_storage_fails_in_one_line_naming_the_uri_and_writes_nothing(case, trained, s3, mlflow_pg):
+    env_changes, overrides, expected = BAD_STORAGE[case]
+    env = {**os.environ, **{k: v.format(port=free_port()) for k, v in env_changes.items()}}
+    settings = {"input": f"s3://{DATA}/to-score/", "output": f"s3://{DATA}/scores", "model": f"{MODEL}@challenger",
+                "run_date": "2026-11-01", "tracking.tracking_uri": mlflow_pg.uri, **overrides}  # fmt: skip
+    before = s3.keys(DATA)
+    command = [sys.executable, "-m", "pipelines", "score", *(f"{k}={v}" for k, v in settings.items())]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert last == f"vae-anomaly score: error: {expected}"
+    assert s3.secret_key not in done.stderr + done.stdout and "not-the-secret-0123" not in done.stderr
+    assert s3.keys(DATA) == before  # nothing written
+    assert not storage.list_files(f"s3://{DATA}/scores/run_date=2026-11-01")
