@@ -17,7 +17,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipelines import score
-from pipelines.config import ScoreJobConfig, TrackingSettings
+from pipelines.config import TrackingSettings
+from pipelines.job_config import ScoreJobConfig
 from pipelines.monitoring import reference_statistics
 from pipelines.tracking import Tracker, input_signature
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict

@@ -16,8 +16,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import evaluate, score, tune
-from .config import CONFIG_DIR, EvaluateConfig, ScoreJobConfig, TunePipelineConfig, load_config
+from .config import CONFIG_DIR, TunePipelineConfig, load_config
 from .datasets import write_thyroid_parquet
+from .job_config import EvaluateConfig, ScoreJobConfig
 
 
 def report_scored_rows(partition: str, labelled: pd.DataFrame) -> float:

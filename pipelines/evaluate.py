@@ -20,7 +20,7 @@ from vae import Detector, calibrate_threshold
 
 from . import plots
 from .cli import config_parser
-from .config import EvaluateConfig, load_config
+from .config import load_config
 from .data import DataError, check_parquet, open_parquet
 from .evaluation import (
     METRIC_TITLES,
@@ -31,6 +31,7 @@ from .evaluation import (
     metrics,
     pca_reconstruction_scores,
 )
+from .job_config import EvaluateConfig
 from .score import feature_columns
 from .tracking import (
     Tracker,

@@ -17,7 +17,8 @@ from vae import ConfigError
 from vae.generation import generate_table
 
 from .cli import config_parser
-from .config import GenerateConfig, load_config, resolve_path
+from .config import load_config, resolve_path
+from .job_config import GenerateConfig
 from .tabular import column_types, to_arrow, write_parquet_atomically
 from .tracking import load_model_spec, resolve_tracking_uri
 

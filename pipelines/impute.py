@@ -22,8 +22,9 @@ from vae import ConfigError, Preprocessor
 from vae.imputation import TableImputation, impute_table, mean_imputation, numeric_rmse
 
 from .cli import config_parser
-from .config import ImputeConfig, load_config, resolve_path
+from .config import load_config, resolve_path
 from .data import DataError, open_parquet
+from .job_config import ImputeConfig
 from .tabular import to_arrow, write_parquet_atomically
 from .tracking import load_model_spec, resolve_tracking_uri
 

@@ -24,8 +24,9 @@ from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor, check_sc
 
 from . import plots, storage
 from .cli import config_parser
-from .config import MODEL_SPEC, ScoreJobConfig, load_config, resolve_path
+from .config import load_config, resolve_path
 from .data import check_parquet
+from .job_config import MODEL_SPEC, ScoreJobConfig
 from .monitoring import population_stability_index
 from .partitions import Staging, publish, stage
 from .ray_runtime import ray_session

@@ -27,7 +27,8 @@ from mlflow.types.schema import Array
 
 from vae import Detector, ImagePreprocessor, load_detector, save_detector
 
-from .config import MODEL_SPEC, PROJECT_DIR, TrackingSettings
+from .config import PROJECT_DIR, TrackingSettings
+from .job_config import MODEL_SPEC
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"

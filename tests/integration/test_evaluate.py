@@ -15,9 +15,10 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from pipelines import evaluate
-from pipelines.config import CONFIG_DIR, EvaluateConfig, TrackingSettings, load_config
+from pipelines.config import CONFIG_DIR, TrackingSettings, load_config
 from pipelines.data import DataError
 from pipelines.datasets import THYROID_COLUMNS
+from pipelines.job_config import EvaluateConfig
 from pipelines.tracking import Tracker, TrackingError, input_signature
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 

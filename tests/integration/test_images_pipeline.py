@@ -12,9 +12,10 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import generate, score, train
-from pipelines.config import CONFIG_DIR, GenerateConfig, ScoreJobConfig, load_config
+from pipelines.config import CONFIG_DIR, load_config
 from pipelines.data import DataError
 from pipelines.datasets import write_digits_parquet
+from pipelines.job_config import GenerateConfig, ScoreJobConfig
 from tests.integration.conftest import train_overrides
 
 CONFIG = CONFIG_DIR / "train-digits.yaml"

@@ -14,7 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import score
-from pipelines.config import CONFIG_DIR, ScoreJobConfig, load_config
+from pipelines.config import CONFIG_DIR, load_config
+from pipelines.job_config import ScoreJobConfig
 from pipelines.partitions import SUCCESS, is_complete
 from pipelines.tracking import load_registered_detector
 

@@ -17,7 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import score, storage, train
-from pipelines.config import CONFIG_DIR, ScoreJobConfig, load_config
+from pipelines.config import CONFIG_DIR, load_config
+from pipelines.job_config import ScoreJobConfig
 from pipelines.partitions import SUCCESS, complete_files, partition_location, read_manifest
 from tests.integration.conftest import (
     dead_train_workers,

@@ -16,7 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import score, train
-from pipelines.config import CONFIG_DIR, ScoreJobConfig, load_config
+from pipelines.config import CONFIG_DIR, load_config
+from pipelines.job_config import ScoreJobConfig
 from pipelines.tracking import load_registered_detector
 from tests.integration.conftest import train_overrides
 

@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from pipelines.cli import COMMANDS
-from pipelines.config import PROJECT_DIR, ScoreJobConfig, TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.config import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.job_config import ScoreJobConfig
 
 INFRA = PROJECT_DIR / "infra"
 SCHEMAS = PROJECT_DIR / "tests" / "schemas"

@@ -8,15 +8,12 @@ import pytest
 from pipelines.config import (
     CONFIG_DIR,
     PROJECT_DIR,
-    EvaluateConfig,
-    GenerateConfig,
-    ImputeConfig,
-    ScoreJobConfig,
     TrainPipelineConfig,
     TunePipelineConfig,
     apply_overrides,
     load_config,
 )
+from pipelines.job_config import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
 from vae import ConfigError
 
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
