@@ -86,6 +86,11 @@ def _run_table(module, setup, mode: str, machine: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["detection"]:
+        from .detection import main as detection_main
+
+        return detection_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and schedules (the test runs this)")
     parser.add_argument("--tables", type=parse_tables, default=sorted(TABLES), help="e.g. 1,2 (default: all)")

@@ -1,127 +1,176 @@
-"""Table 3: detection quality on the labelled ADBench sets, semi-supervised protocol of `shared/data/README.md`:
-for each seed, shuffle the normal rows, train on half, test on the other half plus every anomaly; standardise
-with training statistics. The VAE (hyperparameters per data set in `bench/detection.yaml`, fixed across seeds)
-against IsolationForest and PCA on identical splits; AUROC and average precision, mean ± std over seeds.
+"""The detection harness: the project's label-free default against four baselines on every `*.npz` of a directory.
+
+`python -m bench detection --data DIR [--seeds 0,1,2,3,4] [--csv OUT.csv] [--methods vae,knn,...] [--jobs 2]`
+
+Each file holds `X` (N, d) and `y` (N,), 1 = anomaly. Per seed s (semi-supervised protocol): shuffle the normal rows
+with `numpy.random.default_rng(s)`, train on the first half, test on the other half plus every anomaly. The
+baselines see features standardised with training-half statistics; the project's default (`vae.AnomalyDetector`,
+no per-set settings) sees the raw features and does its own preprocessing. Prints a progress line per set and a
+markdown table (AUROC mean ± std over seeds per set and method, the mean over sets, the per-set best baseline);
+writes `dataset,seed,method,auroc,average_precision` rows to the CSV.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import multiprocessing
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
-from sklearn.decomposition import PCA
-from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines.datasets import one_class_split
-from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, ScoreConfig, TrainConfig, fit, score_array
-from vae.config import ConfigError, from_dict
+from .baselines import BASELINES
+from .tables import Table, mean_std
 
-from .context import Setup, feature_names
-from .tables import Table, mean_std, verdict
-
-SETTINGS_FILE = Path(__file__).with_name("detection.yaml")
-SEEDS, QUICK_SEEDS = 5, 2
-QUICK_EPOCHS = 3
-ELBO_SAMPLES = 16
-NLL_SAMPLES, QUICK_NLL_SAMPLES = 1000, 20
-PCA_VARIANCE = 0.9  # components kept: those explaining 90 % of the training variance
-PUBLISHED_AUROC = {
-    "thyroid": (98.55, 98.96),
-    "cardio": (96.55, 93.32),
-    "mammography": (89.58, 88.02),
-    "shuttle": (99.35, 99.65),
-}  # fmt: skip  (VAE, IsolationForest), % (shared/data/README.md)
-METHODS = ("VAE -ELBO", "VAE NLL", "IsolationForest", "PCA")
+PROJECT = "vae"
+METHODS = (PROJECT, *BASELINES)
 
 
 @dataclass(frozen=True)
-class DatasetSettings:
-    model: ModelConfig
-    train: TrainConfig
+class Split:
+    train: np.ndarray  # row indices: half of the normal rows
+    test: np.ndarray  # the other normal rows, then every anomaly
 
 
-def load_settings(path: Path = SETTINGS_FILE) -> dict[str, DatasetSettings]:
-    """data set name -> its VAE settings; raises ConfigError for an unknown data set or key."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - set(PUBLISHED_AUROC))
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown data set(s) {unknown}; known: {sorted(PUBLISHED_AUROC)}")
-    return {name: from_dict(DatasetSettings, entry) for name, entry in raw.items()}
+def protocol_split(y: np.ndarray, seed: int) -> Split:
+    """The issue's exact split: shuffle the normal rows with default_rng(seed), train on the first half."""
+    rng = np.random.default_rng(seed)
+    normal = np.where(y == 0)[0]
+    rng.shuffle(normal)
+    half = len(normal) // 2
+    return Split(train=normal[:half], test=np.concatenate([normal[half:], np.where(y == 1)[0]]))
 
 
-def _columns(x: np.ndarray) -> dict[str, np.ndarray]:
-    return dict(zip(feature_names(x.shape[1]), x.T, strict=True))
+def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides scaled with the training rows' mean and std (1 for constant columns)."""
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return (train - mean) / std, (test - mean) / std
 
 
-def _pca_error(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Squared reconstruction error (N,) of test rows from the training rows' leading principal components."""
-    pca = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit(train)
-    return np.square(test - pca.inverse_transform(pca.transform(test))).sum(1)
+def project_scores(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+    """The project's default on raw features: `AnomalyDetector(seed=seed)` fitted on the training rows."""
+    from vae import AnomalyDetector
+
+    return AnomalyDetector(seed=seed, device="cpu").fit(train).score_samples(test)
 
 
-def evaluate_seed(
-    x: np.ndarray, y: np.ndarray, settings: DatasetSettings, seed: int, nll_samples: int
-) -> dict[str, tuple[float, float]]:
-    """method -> (AUROC, average precision) on one protocol split. The VAE trains on 90 % of the training half
-    and stops early on the other 10 % (normal rows); the baselines fit the whole training half."""
-    split = one_class_split(y, seed)
-    half = np.concatenate([split.train, split.validation])
-    pre = Preprocessor(numeric=feature_names(x.shape[1])).fit(_columns(x[half]))
+def evaluate_split(task: tuple[str, Path, int, tuple[str, ...]]) -> list[dict]:
+    """One (data set, seed): every method's AUROC and average precision, as CSV rows."""
+    import torch
 
-    def encode(rows: np.ndarray) -> np.ndarray:
-        return pre.transform(_columns(x[rows]))
-
-    model = VAE(settings.model, DataLayout(pre.layout_blocks()))
-    train_config = dataclasses.replace(settings.train, seed=seed)
-    fit(model, encode(split.train), encode(split.validation), ObjectiveConfig(), train_config, log=None)
-    train, test = encode(half), encode(split.test)
-    scores = {
-        "VAE -ELBO": score_array(model, test, config=ScoreConfig(kind="negative_elbo", samples=ELBO_SAMPLES))[0],
-        "VAE NLL": score_array(model, test, config=ScoreConfig(kind="nll", samples=nll_samples))[0],
-        "IsolationForest": -IsolationForest(random_state=seed).fit(train).score_samples(test),
-        "PCA": _pca_error(train, test),
-    }
+    torch.set_num_threads(1)
+    name, path, seed, methods = task
+    with np.load(path, allow_pickle=False) as data:
+        x, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
+    split = protocol_split(y, seed)
+    scaled = standardise(x[split.train], x[split.test])
     labels = y[split.test]
-    return {name: (roc_auc_score(labels, s), average_precision_score(labels, s)) for name, s in scores.items()}
+    rows = []
+    for method in methods:
+        if method == PROJECT:
+            scores = project_scores(x[split.train], x[split.test], seed)
+        else:
+            scores = BASELINES[method](*scaled, seed)
+        rows.append({"dataset": name, "seed": seed, "method": method,
+                     "auroc": 100 * roc_auc_score(labels, scores),
+                     "average_precision": 100 * average_precision_score(labels, scores)})  # fmt: skip
+    return rows
 
 
-def run(setup: Setup) -> list[Table]:
-    settings = load_settings()
-    seeds = QUICK_SEEDS if setup.quick else SEEDS
-    nll_samples = QUICK_NLL_SAMPLES if setup.quick else NLL_SAMPLES
-    auroc = Table(
-        f"Table 3. Detection AUROC (%), mean ± std over {seeds} seeds",
-        ["data set", "train / test rows", *METHODS, "published VAE / IF", "target: VAE -ELBO ≥ both"],
-    )
-    precision = Table(f"Table 3b. Average precision (%), mean ± std over {seeds} seeds", ["data set", *METHODS])
-    for name, chosen in settings.items():
-        if setup.quick:
-            chosen = dataclasses.replace(chosen, train=dataclasses.replace(chosen.train, epochs=QUICK_EPOCHS))
-        x, y = setup.tabular(name)
-        results = [evaluate_seed(x, y, chosen, seed, nll_samples) for seed in range(seeds)]
-        per_method = {m: ([100 * r[m][0] for r in results], [100 * r[m][1] for r in results]) for m in METHODS}
-        vae_mean = float(np.mean(per_method["VAE -ELBO"][0]))
-        forest_mean = float(np.mean(per_method["IsolationForest"][0]))
-        published_vae, published_forest = PUBLISHED_AUROC[name]
-        split = one_class_split(y, 0)
-        rows = f"{len(split.train) + len(split.validation):,} / {len(split.test):,}"
-        ok = vae_mean >= published_vae and vae_mean >= forest_mean
-        auroc.add(name, rows, *(mean_std(per_method[m][0]) for m in METHODS), f"{published_vae} / {published_forest}",
-                  f"{verdict(ok)} (vs {published_vae} and IF {forest_mean:.2f})")  # fmt: skip
-        precision.add(name, *(mean_std(per_method[m][1]) for m in METHODS))
-    auroc.notes += [
-        "Protocol (shared/data/README.md): per seed, shuffle the normal rows, train on half, test on the other half "
-        "plus every anomaly; features standardised with training-half statistics. All methods see identical splits.",
-        f"VAE: settings per data set from bench/detection.yaml (chosen once, label-free: lowest validation -ELBO on "
-        f"seed 0); trains on 90 % of the training half, early-stops on the other 10 %. Scores: -ELBO with "
-        f"{ELBO_SAMPLES} samples (the target's score) and importance-sampled NLL with k = {nll_samples}. "
-        f"IsolationForest: scikit-learn defaults, random_state = seed. PCA: squared reconstruction error from the "
-        f"components explaining {PCA_VARIANCE:.0%} of the training variance.",
-    ]
-    if setup.quick:
-        auroc.notes.append(f"Quick mode: {QUICK_EPOCHS} epochs, {seeds} seeds; the numbers are not comparable.")
-    return [auroc, precision]
+def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int) -> Table:
+    """AUROC mean ± std per set and method; the mean over sets; the per-set best of the baselines."""
+    baselines = [m for m in methods if m != PROJECT]
+    columns = ["data set", *methods] + (["best baseline"] if baselines else [])
+    table = Table(f"Detection AUROC (%), mean ± std over {seeds} seeds", columns)
+    sets = list(dict.fromkeys(r["dataset"] for r in rows))
+    means: dict[str, list[float]] = {m: [] for m in [*methods, "best baseline"]}
+    for name in sets:
+        per = {m: [r["auroc"] for r in rows if r["dataset"] == name and r["method"] == m] for m in methods}
+        for m in methods:
+            means[m].append(float(np.mean(per[m])))
+        cells = [mean_std(per[m]) for m in methods]
+        if baselines:
+            best = max(baselines, key=lambda m: np.mean(per[m]))
+            means["best baseline"].append(float(np.mean(per[best])))
+            cells.append(f"{np.mean(per[best]):.2f} ({best})")
+        table.add(name, *cells)
+    overall = [f"**{np.mean(means[m]):.2f}**" for m in methods]
+    table.add(f"**mean over {len(sets)} sets**", *overall,
+              *([f"**{np.mean(means['best baseline']):.2f}**"] if baselines else []))  # fmt: skip
+    if PROJECT in methods and "knn" in methods:
+        behind = [s for s, v, k in zip(sets, means[PROJECT], means["knn"], strict=True) if v < k - 3]
+        table.notes.append(f"sets where `vae` is more than 3 points below KNN: {', '.join(behind) or 'none'}")
+    return table
+
+
+def run(data: Path, seeds: list[int], methods: tuple[str, ...], jobs: int) -> tuple[list[dict], Table]:
+    files = sorted(data.glob("*.npz"), key=lambda p: int(p.name.split("_")[0]) if p.name[0].isdigit() else p.name)
+    if not files:
+        raise FileNotFoundError(f"no *.npz files in {data}")
+    tasks = [(p.stem, p, s, methods) for p in files for s in seeds]
+    rows: list[dict] = []
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs) as pool:
+        done: dict[str, int] = {}
+        for result in pool.imap(evaluate_split, tasks):
+            rows += result
+            name = result[0]["dataset"]
+            done[name] = done.get(name, 0) + 1
+            if done[name] == len(seeds):
+                summary = ", ".join(
+                    f"{m} {np.mean([r['auroc'] for r in rows if r['dataset'] == name and r['method'] == m]):.1f}"
+                    for m in methods
+                )
+                print(f"[{len(done)}/{len(files)}] {name}: {summary}", flush=True)
+    return rows, results_table(rows, methods, len(seeds))
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["dataset", "seed", "method", "auroc", "average_precision"])
+        writer.writeheader()
+        writer.writerows({**r, "auroc": f"{r['auroc']:.4f}", "average_precision": f"{r['average_precision']:.4f}"}
+                         for r in rows)  # fmt: skip
+
+
+def _method_list(text: str) -> tuple[str, ...]:
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = sorted(set(chosen) - set(METHODS))
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"methods must be a comma-separated subset of {','.join(METHODS)}")
+    return chosen
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench detection", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a directory of ADBench *.npz files (X, y)")
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--csv", type=Path, help="write dataset,seed,method,auroc,average_precision rows here")
+    parser.add_argument("--methods", type=_method_list, default=METHODS, help=f"default: {','.join(METHODS)}")
+    parser.add_argument("--jobs", type=int, default=2, help="splits evaluated at once (one process each)")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"bench detection: error: {args.data} is not a directory", file=sys.stderr)
+        return 1
+    try:
+        rows, table = run(args.data, args.seeds, args.methods, args.jobs)
+    except FileNotFoundError as err:
+        print(f"bench detection: error: {err}", file=sys.stderr)
+        return 1
+    print("\n" + table.markdown())
+    if args.csv is not None:
+        write_csv(rows, args.csv)
+        print(f"rows written to {args.csv}")
+    return 0

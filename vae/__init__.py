@@ -15,6 +15,7 @@ from .config import (
     to_dict,
 )
 from .detector import Detector
+from .estimator import AnomalyDetector
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
 from .flows import InverseAutoregressiveFlow
 from .images import ImageError, ImagePreprocessor
@@ -33,7 +34,7 @@ from .scoring import (
 from .training import FitResult, fit
 
 __all__ = [
-    "VAE", "Adversary", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator", "EarlyStopping",
+    "VAE", "Adversary", "AnomalyDetector", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator", "EarlyStopping",
     "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
     "InverseAutoregressiveFlow", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
     "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "calibrate_threshold", "check_score_kind",

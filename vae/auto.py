@@ -1,0 +1,59 @@
+"""The label-free default: every hyperparameter chosen from the shape of the training data alone.
+
+The rules (the README's "How the default is chosen" repeats them):
+- width: two hidden layers of 128 units, GELU;
+- latent size: half the number of features, at least 2 and at most 16;
+- batch: 128 rows (all rows when fewer);
+- budget: a fixed number of optimiser steps (3000), whatever the row count, so small tables get many epochs
+  and large ones at least one; no early stopping (the validation loss only picks the best epoch's weights);
+- learning rate: Adam at 1e-3;
+- score: the negative ELBO averaged over 16 posterior samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
+
+HIDDEN = (128, 128)
+MAX_LATENT = 16
+BATCH = 128
+STEPS = 3000
+LR = 1e-3
+SCORE_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `fit` needs besides the data."""
+
+    model: ModelConfig
+    objective: ObjectiveConfig
+    train: TrainConfig
+    score: ScoreConfig
+
+
+def latent_size(n_features: int) -> int:
+    """min(16, max(2, F // 2)) for F features (a categorical column is one feature)."""
+    return min(MAX_LATENT, max(2, n_features // 2))
+
+
+def epochs_for(rows: int, batch_size: int, steps: int = STEPS) -> int:
+    """Epochs that give at least `steps` optimiser steps over `rows` training rows."""
+    per_epoch = math.ceil(rows / batch_size)
+    return max(1, math.ceil(steps / per_epoch))
+
+
+def auto_settings(rows: int, layout: DataLayout, seed: int = 0, contamination: float = 0.05) -> Settings:
+    """The default for `rows` training rows laid out as `layout`."""
+    if rows < 1:
+        raise ValueError(f"auto_settings: need at least one training row, got {rows}")
+    batch = min(BATCH, rows)
+    return Settings(
+        model=ModelConfig(latent_dim=latent_size(layout.n_features), hidden_dims=HIDDEN, activation="gelu"),
+        objective=ObjectiveConfig(),
+        train=TrainConfig(epochs=epochs_for(rows, batch), batch_size=batch, lr=LR, patience=None, seed=seed),
+        score=ScoreConfig(kind="negative_elbo", samples=SCORE_SAMPLES, contamination=contamination),
+    )

@@ -1,0 +1,126 @@
+"""`AnomalyDetector`: one estimator that wraps column typing, preprocessing, the model, training and calibration.
+
+    detector = AnomalyDetector().fit(train_frame)          # pandas, pyarrow or a 2-D numpy array
+    scores = detector.score_samples(new_frame)             # (N,) higher = more anomalous
+    flags = detector.predict(new_frame)                    # (N,) 1 above the calibrated threshold, else 0
+    detector.feature_scores(new_frame)                     # DataFrame (N, F): each column's share of the score
+    detector.save("model/"); AnomalyDetector.load("model/")
+
+Hyperparameters come from `vae.auto.auto_settings` (chosen from the data's shape) unless `settings` is given.
+The parts (`Preprocessor`, `VAE`, `fit`, `Detector`) stay usable on their own for anything this does not cover.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .auto import Settings, auto_settings
+from .columns import as_columns, infer_feature_types
+from .config import DataLayout
+from .detector import Detector
+from .model import VAE
+from .persistence import load_detector, save_detector
+from .preprocessing import Preprocessor
+from .training import fit
+
+VALIDATION_FRACTION = 0.1  # held-out training rows: the best epoch's weights and the threshold come from them
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto": CUDA when available, else the CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _rows(columns: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[index] for name, values in columns.items()}
+
+
+class AnomalyDetector:
+    """A VAE anomaly detector with a scikit-learn / PyOD style interface.
+
+    numeric / binary / categorical: declared feature columns; when none is given, every column not in `exclude`
+    is a feature, typed from its values (see `vae.columns.infer_kind`). contamination: the expected share of
+    anomalies, which places the threshold. settings: hyperparameters instead of the data-driven default.
+    """
+
+    def __init__(
+        self,
+        *,
+        numeric: Sequence[str] | None = None,
+        binary: Sequence[str] | None = None,
+        categorical: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        contamination: float = 0.05,
+        settings: Settings | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        log: Callable[[str], object] | None = None,
+    ) -> None:
+        self.numeric, self.binary, self.categorical = numeric, binary, categorical
+        self.exclude = tuple(exclude)
+        self.contamination = contamination
+        self.settings = settings
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.log = log
+        self.detector_: Detector | None = None
+
+    def fit(self, table: Any) -> AnomalyDetector:
+        """Train on the rows of `table` (all assumed normal, or nearly so) and calibrate the threshold."""
+        columns = as_columns(table)
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n < 2:
+            raise ValueError(f"AnomalyDetector.fit: need at least 2 rows, got {n}")
+        types = infer_feature_types(columns, self.exclude, self.numeric, self.binary, self.categorical)
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = max(1, round(n * VALIDATION_FRACTION))
+        train, val = _rows(columns, order[n_val:]), _rows(columns, order[:n_val])
+        pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(train)
+        layout = DataLayout(pre.layout_blocks())
+        settings = self.settings or auto_settings(n - n_val, layout, self.seed, self.contamination)
+        torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
+        model = VAE(settings.model, layout)
+        fit(model, pre.transform(train), pre.transform(val), settings.objective, settings.train,
+            device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
+        self.detector_ = Detector(model, pre, settings.score, objective=settings.objective)
+        self.detector_.calibrate(self.detector_.score(val)[0])
+        return self
+
+    @property
+    def detector(self) -> Detector:
+        if self.detector_ is None:
+            raise RuntimeError("AnomalyDetector: call fit() or load() first")
+        return self.detector_
+
+    def score_samples(self, table: Any) -> np.ndarray:
+        """Anomaly scores (N,), higher = more anomalous (the negative ELBO in nats by default)."""
+        return self.detector.score(as_columns(table), seed=self.seed)[0]
+
+    def predict(self, table: Any) -> np.ndarray:
+        """(N,) int 0/1: 1 where the score is above the calibrated threshold."""
+        return self.detector.is_anomaly(self.score_samples(table)).astype(np.int64)
+
+    def feature_scores(self, table: Any) -> pd.DataFrame:
+        """Each feature's share of the score, (N, F), columns named by feature, indexed like a pandas input."""
+        contributions = self.detector.score(as_columns(table), seed=self.seed)[1]
+        index = table.index if isinstance(table, pd.DataFrame) else None
+        return pd.DataFrame(contributions, columns=list(self.detector.feature_names), index=index)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the fitted detector as plain files (`weights.pt`, `detector.json`)."""
+        save_detector(self.detector, directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> AnomalyDetector:
+        """A fitted estimator from `save`'s files, on `device`."""
+        estimator = cls(device=device)
+        estimator.detector_ = load_detector(directory, map_location=estimator.device)
+        return estimator
