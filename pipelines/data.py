@@ -18,11 +18,13 @@ import ray.data
 from ray.data.aggregate import Count, Mean, Std, Unique
 
 from vae import ImagePreprocessor, Preprocessor
+from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
 
 from . import storage
 from .config import DataConfig
 
 SPLIT_BUCKETS = 1_000_000
+KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
 
 
 class DataError(ValueError):
@@ -195,15 +197,24 @@ def split_rows(ds: ray.data.Dataset, config: DataConfig) -> tuple[ray.data.Datas
     return train, validation
 
 
-def _as_statistics_input(batch: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """Non-finite numbers become nulls (which the aggregations skip); categories become strings."""
+def _as_statistics_input(
+    batch: pd.DataFrame, numeric: list[str], binary: list[str], categorical: list[str]
+) -> pd.DataFrame:
+    """A batch of N raw rows as the columns the aggregations read, the values they must skip as nulls.
+
+    Numeric: float64, null unless `usable` (finite, at most MAX_MAGNITUDE), as `Preprocessor.fit` counts them:
+    no huge value reaches the sums. Binary: float64, null unless finite (other values are checked for 0/1).
+    Categorical: `canonical_labels` (None when missing), and beside each, under KIND_PREFIX + column, the
+    values' `label_kind`s, from which the driver learns the column's kind.
+    """
     out = pd.DataFrame(index=batch.index)
-    for column in numeric:
+    for column in [*numeric, *binary]:
         values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
-        out[column] = values.where(np.isfinite(values))
+        keep = usable(values.to_numpy()) if column in numeric else np.isfinite(values.to_numpy())
+        out[column] = values.where(keep)
     for column in categorical:
-        labels = batch[column].astype(object)
-        out[column] = labels.where(labels.notna(), None).map(lambda v: v if v is None else str(v))
+        out[column] = canonical_labels(batch[column])
+        out[KIND_PREFIX + column] = [label_kind(v) for v in batch[column].to_numpy(dtype=object)]
     return out
 
 
@@ -214,43 +225,94 @@ def fit_preprocessor(
     categorical: tuple[str, ...],
     missing: str,
 ) -> Preprocessor:
-    """A Preprocessor fitted with one pass of Ray Data aggregations over the training rows.
+    """A Preprocessor fitted with one pass of Ray Data aggregations over the training rows, to the statistics
+    `Preprocessor.fit` would compute on them in one process.
 
-    Raises DataError for a column with no finite value or a binary column with values other than 0/1.
+    Raises DataError for a column with no usable value or a binary column with values other than 0/1.
     """
     pre = Preprocessor(numeric, binary, categorical, missing)
     moment_columns = [*numeric, *binary]
     stats_input = train.map_batches(
         _as_statistics_input,
-        fn_kwargs={"numeric": moment_columns, "categorical": list(categorical)},
+        fn_kwargs={"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)},
         batch_format="pandas",
     )
     aggregations = [Count(on=c, ignore_nulls=True) for c in moment_columns]
     aggregations += [Mean(on=c, ignore_nulls=True) for c in moment_columns]
     aggregations += [Std(on=c, ddof=0, ignore_nulls=True) for c in moment_columns]
     aggregations += [Unique(on=c, ignore_nulls=True) for c in [*binary, *categorical]]
+    aggregations += [Unique(on=KIND_PREFIX + c, ignore_nulls=True) for c in categorical]
     result: dict[str, Any] = stats_input.aggregate(*aggregations)
     moments = {c: (result[f"count({c})"], result[f"mean({c})"], result[f"std({c})"]) for c in moment_columns}
     empty = [c for c, (count, _, _) in moments.items() if not count]
     if empty:
-        raise DataError(f"column(s) {empty} have no finite value in the training rows")
+        raise DataError(
+            f"column(s) {empty} have no finite value in the training rows (of magnitude up to {MAX_MAGNITUDE:g})"
+        )
     for column in binary:
         other = sorted(set(result[f"unique({column})"]) - {0.0, 1.0})
         if other:
             raise DataError(f"binary column {column!r} has values other than 0/1, e.g. {other[:3]}")
     categories = {c: result[f"unique({c})"] for c in categorical}
-    return pre.fit_statistics(moments, categories)
+    kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
+    return pre.fit_statistics(moments, categories, kinds)
+
+
+def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
+    """(N,) bool: the rows of a batch of N raw training rows that training leaves out: a numeric or binary
+    value that is infinite or beyond MAX_MAGNITUDE (left out of the statistics too) or out of the training
+    range (`Preprocessor.out_of_range_mask`). Missing values (null, NaN) are the missing policy's to handle."""
+    bad = np.zeros(len(batch), dtype=bool)
+    for pre in preprocessors:
+        for column in [*pre.numeric, *pre.binary]:
+            values = pd.to_numeric(batch[column], errors="coerce").astype("float64").to_numpy()
+            bad |= ~np.isnan(values) & ~usable(values)
+        for mask in pre.out_of_range_mask(batch).values():
+            bad |= mask
+    return bad
+
+
+def _left_out_count(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> pd.DataFrame:
+    return pd.DataFrame({"left_out": [int(left_out_rows(batch, preprocessors).sum())]})
+
+
+def report_left_out(
+    ds: ray.data.Dataset, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
+) -> int:
+    """Count (one Ray Data pass, a sum on the driver) the rows of `ds` that `encode_rows` leaves out, and print
+    the count when there are any; returns it."""
+    preprocessors = table_preprocessors(features, condition)
+    if not preprocessors:
+        return 0
+    counts = ds.map_batches(_left_out_count, fn_kwargs={"preprocessors": preprocessors}, batch_format="pandas")
+    left_out = int(counts.sum("left_out") or 0)
+    if left_out:
+        print(f"{left_out:,} training rows with non-finite values left out (infinite, beyond {MAX_MAGNITUDE:g} or"
+              f" more than {Z_BOUND:g} training stds off the mean)", flush=True)  # fmt: skip
+    return left_out
+
+
+def table_preprocessors(
+    features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
+) -> list[Preprocessor]:
+    """The column preprocessors of a model: its features unless they are an image column, and its condition."""
+    return [p for p in (features, condition) if isinstance(p, Preprocessor)]
 
 
 class EncodeRows:
-    """Ray Data batch function: raw columns -> {"x": (N, D) float32[, "c": (N, K)][, "label": (N,)]}."""
+    """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "c": (M, K)][, "label": (M,)]}, the
+    M <= N rows that `left_out_rows` keeps."""
 
-    def __init__(self, features: Preprocessor, condition: Preprocessor | None, label: str | None) -> None:
+    def __init__(
+        self, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None, label: str | None
+    ) -> None:
         self.features = features
         self.condition = condition
         self.label = label
+        self.tables = table_preprocessors(features, condition)
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        batch = batch[~left_out_rows(batch, self.tables)]
         encoded = {"x": self.features.transform(batch)}
         if self.condition is not None:
             encoded["c"] = self.condition.transform(batch)
@@ -260,9 +322,13 @@ class EncodeRows:
 
 
 def encode_rows(
-    ds: ray.data.Dataset, config: DataConfig, features: Preprocessor, condition: Preprocessor | None
+    ds: ray.data.Dataset,
+    config: DataConfig,
+    features: Preprocessor | ImagePreprocessor,
+    condition: Preprocessor | None,
 ) -> ray.data.Dataset:
-    """The model inputs of `ds` (and the label, for plots and evaluation); materialized in the object store
-    (read once, iterated every epoch) when `config.materialize` is set."""
+    """The model inputs of `ds`'s rows but those `left_out_rows` finds (`report_left_out` counts them), and the
+    label, for plots and evaluation; materialized in the object store (read once, iterated every epoch) when
+    `config.materialize` is set."""
     encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
     return encoded.materialize() if config.materialize else encoded

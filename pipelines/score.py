@@ -25,7 +25,7 @@ from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor, check_sc
 from . import plots, storage
 from .cli import config_parser
 from .config import load_config, resolve_path
-from .data import check_parquet
+from .data import check_parquet, table_preprocessors
 from .job_config import MODEL_SPEC, ScoreJobConfig
 from .monitoring import population_stability_index
 from .partitions import Staging, publish, stage
@@ -48,7 +48,8 @@ class ScoringPlan:
     keys: list[str]
     numeric: list[str]  # numeric-valued feature columns
     categorical: list[str]
-    known_categories: dict[str, list[str]] | None  # set when unseen categories are quarantined
+    preprocessors: list[dict]  # the model's column preprocessors' to_dict(), to find rows it cannot score
+    quarantine_unseen: bool  # rows with a category unseen in training are set aside, not scored
     rows: int
     image: dict | None = None  # the image model's ImagePreprocessor.to_dict()
 
@@ -72,8 +73,7 @@ class ScoreSummary:
 
 
 def _table_preprocessors(detector: Detector) -> list[Preprocessor]:
-    """The detector's column preprocessors (features unless they are an image column, and the condition)."""
-    return [p for p in (detector.preprocessor, detector.condition) if isinstance(p, Preprocessor)]
+    return table_preprocessors(detector.preprocessor, detector.condition)
 
 
 def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
@@ -84,35 +84,36 @@ def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
 
 
 def quarantine_reasons(
-    batch: pd.DataFrame,
-    numeric: list[str],
-    categorical: list[str],
-    known: dict[str, list[str]] | None,
-    image: dict | None = None,
+    batch: pd.DataFrame, preprocessors: list[dict], quarantine_unseen: bool, image: dict | None = None
 ) -> pd.DataFrame:
-    """Adds `quarantine_reason`: why a row cannot be scored ("; "-joined), or None when it can.
+    """Adds `quarantine_reason` to a batch of N raw rows: why a row cannot be scored ("; "-joined), or None.
 
-    Missing, NaN or infinite values in any feature make a row unscorable; unseen categories too when
-    `known` (column -> training categories) is given; and an image that `image` (an ImagePreprocessor's
+    `preprocessors` are the model's column preprocessors (`Preprocessor.to_dict()`). A row is unscorable with
+    a missing, NaN or infinite feature, a number out of the training range (`Preprocessor.out_of_range_mask`),
+    a category unseen in training when `quarantine_unseen`, or an image that `image` (an ImagePreprocessor's
     `to_dict()`) cannot use: missing, of another size, with NaN/inf or out-of-range pixels.
     """
-    reasons = pd.Series([[] for _ in range(len(batch))], index=batch.index, dtype=object)
+    reasons: list[list[str]] = [[] for _ in range(len(batch))]
+
+    def add(mask: np.ndarray | None, reason: str) -> None:
+        for i in np.flatnonzero(mask) if mask is not None else ():
+            reasons[i].append(reason)
+
     if image is not None:
-        for i, problem in zip(batch.index, ImagePreprocessor.from_dict(image).problems(batch), strict=True):
+        for row, problem in zip(reasons, ImagePreprocessor.from_dict(image).problems(batch), strict=True):
             if problem:
-                reasons[i].append(problem)
-    for column in numeric:
-        values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
-        for i in batch.index[~np.isfinite(values.to_numpy())]:
-            reasons[i].append(f"{column} is missing or not finite")
-    for column in categorical:
-        for i in batch.index[batch[column].isna().to_numpy()]:
-            reasons[i].append(f"{column} is missing")
-        if known is not None:
-            present = batch[column].notna() & ~batch[column].astype(str).isin(known[column])
-            for i in batch.index[present.to_numpy()]:
-                reasons[i].append(f"{column} has an unseen category")
-    return batch.assign(**{REASON: reasons.map(lambda r: "; ".join(r) if r else None)})
+                row.append(problem)
+    for pre in map(Preprocessor.from_dict, preprocessors):
+        missing, far = pre.missing_mask(batch), pre.out_of_range_mask(batch)
+        unseen = pre.unknown_mask(batch) if quarantine_unseen else {}
+        for column in [*pre.numeric, *pre.binary]:
+            add(missing.get(column), f"{column} is missing or not finite")
+            add(far.get(column), f"{column} is out of the training range")
+        for column in pre.categorical:
+            add(missing.get(column), f"{column} is missing")
+            add(unseen.get(column), f"{column} has an unseen category")
+    joined = pd.Series([("; ".join(r) if r else None) for r in reasons], index=batch.index, dtype=object)
+    return batch.assign(**{REASON: joined})
 
 
 def _keep(batch: pd.DataFrame, quarantined: bool) -> pd.DataFrame:
@@ -196,13 +197,12 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     detector = load_registered_detector(model_uri, tracking_uri)
     check_score_kind(detector.objective, config.kind or detector.score_config.kind)
     numeric, categorical = feature_columns(detector)
-    known = None
-    if config.unknown_categories == "quarantine":
-        known = {c: v for p in _table_preprocessors(detector) for c, v in p.categories.items()}
+    preprocessors = [p.to_dict() for p in _table_preprocessors(detector)]
     keys = list(config.key or detector.metadata.get("key_columns", ()))
     image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
     scoring = ScoringPlan(spec["name"], version, model_uri, tracking_uri, _threshold(config, detector), keys, numeric,
-                          categorical, known, rows=0, image=image and image.to_dict())  # fmt: skip
+                          categorical, preprocessors, config.unknown_categories == "quarantine", rows=0,
+                          image=image and image.to_dict())  # fmt: skip
     scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image)
     return scoring, detector
 
@@ -239,7 +239,7 @@ def _score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) 
         ray.data.read_parquet(config.input_path)
         .select_columns(scoring.columns)
         .map_batches(quarantine_reasons, batch_format="pandas", fn_kwargs={
-            "numeric": scoring.numeric, "categorical": scoring.categorical, "known": scoring.known_categories,
+            "preprocessors": scoring.preprocessors, "quarantine_unseen": scoring.quarantine_unseen,
             "image": scoring.image})
         .materialize()
     )  # fmt: skip

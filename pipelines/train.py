@@ -21,7 +21,16 @@ from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConf
 from . import plots, storage
 from .cli import config_parser
 from .config import DataConfig, TrainPipelineConfig, load_config
-from .data import check_images, check_training_data, encode_rows, fit_preprocessor, open_parquet, read_rows, split_rows
+from .data import (
+    check_images,
+    check_training_data,
+    encode_rows,
+    fit_preprocessor,
+    open_parquet,
+    read_rows,
+    report_left_out,
+    split_rows,
+)
 from .image_figures import GRID_COLUMNS, image_figures
 from .monitoring import reference_statistics
 from .ray_runtime import ray_session
@@ -82,7 +91,8 @@ class PreparedData:
 
 def prepare_data(data: DataConfig) -> PreparedData:
     """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits.
-    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError."""
+    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError. Rows
+    with an infinite or out-of-range number are left out of both splits, their count printed."""
     rows = read_rows(data)
     if data.image:
         check_images(rows, data)
@@ -94,6 +104,7 @@ def prepare_data(data: DataConfig) -> PreparedData:
     condition = None
     if data.conditions:
         condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
+    report_left_out(rows, features, condition)
     return PreparedData(encode_rows(train_rows, data, features, condition),
                         encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip
 

@@ -15,7 +15,7 @@ import torch
 
 from .images import ImagePreprocessor
 from .model import VAE
-from .preprocessing import Preprocessor
+from .preprocessing import Preprocessor, canonical_label
 
 GENERATION_MODES = ("mean", "sample")
 
@@ -91,7 +91,7 @@ def condition_rows(condition: Preprocessor | None, values: Mapping[str, Any], n:
     if absent:
         raise ValueError(f"set a value for each condition column; missing {absent}")
     for column in condition.categorical:
-        if str(values[column]) not in condition.categories[column]:
+        if canonical_label(values[column], condition.label_kinds[column]) not in condition.categories[column]:
             raise ValueError(
                 f"condition {column}={values[column]!r} was not seen in training; known: {condition.categories[column]}"
             )

@@ -18,6 +18,7 @@ from .likelihoods import MixedLikelihood
 from .networks import build_networks
 
 _LOG_2PI = math.log(2 * math.pi)
+_LOGVAR_RANGE = (-30.0, 20.0)  # posterior std in (3e-7, 2e4): exp(logvar) neither overflows nor vanishes in float32
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -148,7 +149,7 @@ class VAE(nn.Module):
         """q(z|x[,c]): the encoder's diagonal Gaussian, pushed through the flow when the model has one."""
         self._check_condition(c)
         mu, logvar = self.encoder(x, c)
-        gaussian = DiagonalGaussian(mu, logvar)
+        gaussian = DiagonalGaussian(mu, logvar.clamp(*_LOGVAR_RANGE))
         return gaussian if self.flow is None else FlowPosterior(gaussian, self.flow)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,12 +5,18 @@ The encoded matrix is (N, D) float32, laid out block by block as `layout_blocks(
 standardized numeric columns (Gaussian), binary columns in {0, 1} (Bernoulli), then one one-hot
 group per categorical column whose first slot is the unknown bucket (Categorical).
 Missing values (None, NaN, +-inf) are imputed with training statistics, or rejected with `missing="error"`.
+Numeric values more than `Z_BOUND` standard deviations off the training mean are out of the training range
+(`out_of_range_mask`); they are encoded as +-`Z_BOUND`, so no float32 overflow reaches the network.
+Categorical values are compared by their canonical label (`canonical_label`): 1, 1.0, numpy.int64(1) and
+b"1" are one category, whichever dtype the column arrives in.
 `inverse_transform` maps encoded rows (real or generated) back to raw columns.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -18,14 +24,40 @@ import numpy as np
 from .config import FeatureBlock
 
 MISSING_POLICIES = ("impute", "error")
+LABEL_KINDS = ("bool", "number", "text")  # what a categorical column's training values were
+
+# Raw numeric values beyond this magnitude are sentinels or overflow artefacts (1e308, DBL_MAX), not
+# measurements: the statistics leave them out. It also keeps every sum in them finite, here and in a distributed
+# aggregation (Welford's M2 <= N * (2e100)^2 stays below float64's 1.8e308 for any N under 1e107).
+MAX_MAGNITUDE = 1e100
+
+# A numeric value further than this many training standard deviations from the training mean is out of the
+# training range. At most 1 / Z_BOUND^2 = 1e-8 of any distribution lies that far out (Chebyshev), so a value
+# like the training data's never does; and +-Z_BOUND, the value it is encoded as, keeps the squared error of a
+# Gaussian likelihood (~1e8 / variance) far inside float32, yet astronomically above any normal row's score.
+Z_BOUND = 1e4
 
 
 def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
+    """A numeric column as (N,) float64, None and pandas.NA as NaN."""
     values = np.asarray(table[column])
+    if values.dtype == object:
+        values = np.array([np.nan if _is_missing(v) else v for v in values], dtype=object)
     try:
         return values.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"column {column!r} must be numeric, got values like {values[:3].tolist()}") from err
+
+
+def usable(values: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of the float values (N,) statistics are computed from: finite, |v| <= MAX_MAGNITUDE."""
+    return np.abs(values) <= MAX_MAGNITUDE  # NaN and +-inf compare False
+
+
+def _moments(values: np.ndarray) -> tuple[int, float, float]:
+    """(count, mean, population std) of the usable values among (N,) floats; bounded, so no sum overflows."""
+    values = values[usable(values)]
+    return values.size, values.mean() if values.size else 0.0, values.std() if values.size else 0.0
 
 
 def _is_missing(value: Any) -> bool:
@@ -38,11 +70,82 @@ def _is_missing(value: Any) -> bool:
         return True
 
 
-def _as_labels(table: Mapping[str, Any], column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Category labels as strings, and the mask of missing entries."""
-    values = np.asarray(table[column], dtype=object)
-    missing = np.array([_is_missing(v) for v in values], dtype=bool)
-    return np.array([str(v) for v in values], dtype=object), missing
+def label_kind(value: Any) -> str | None:
+    """The kind (one of LABEL_KINDS) of one raw categorical value, None when it is missing."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (numbers.Real, Decimal)):
+        return "number"
+    return "text"
+
+
+def column_label_kind(kinds: Iterable[str | None]) -> str:
+    """A column's label kind from its values' `label_kind`s: the one kind they share, else "text"."""
+    present = set(kinds) - {None}
+    return present.pop() if len(present) == 1 else "text"
+
+
+def _parse_number(text: str) -> int | float | None:
+    """The number a text spells ("3", "3.0", "1e5"), or None."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return None
+
+
+def _number_label(value: numbers.Real | Decimal) -> str:
+    """An integral number as its int's digits (1.0 -> "1", 1e20 -> "100000000000000000000"), else repr(float)."""
+    try:
+        if value == int(value):
+            return str(int(value))
+    except (OverflowError, ValueError):  # +-inf
+        pass
+    return repr(float(value))
+
+
+def canonical_label(value: Any, kind: str | None = None) -> str | None:
+    """The category label of one raw value, the same whatever dtype the column arrives in; None when missing.
+
+    Numbers: integral ones as the int's digits (1, 1.0, numpy.int64(1) -> "1"), others as repr(float); bools
+    "True"/"False"; bytes decoded as UTF-8; anything else str(value). `kind`, the column's training
+    `label_kind`, reads values of another kind as the training ones: 0/1 as bools in a "bool" column, bools as
+    0/1 and numeric text ("2", "2.0") as numbers in a "number" column.
+    """
+    if _is_missing(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, str) and kind == "number":
+        number = _parse_number(value)
+        value = value if number is None else number
+    if isinstance(value, bool):
+        return str(int(value)) if kind == "number" else str(value)
+    if isinstance(value, (numbers.Real, Decimal)):
+        return str(bool(value)) if kind == "bool" and value in (0, 1) else _number_label(value)
+    return str(value)
+
+
+def canonical_labels(values: Any, kind: str | None = None) -> np.ndarray:
+    """`canonical_label` of each value of a 1-D array-like: (N,) object array, None where missing."""
+    return np.array([canonical_label(v, kind) for v in np.asarray(values, dtype=object)], dtype=object)
+
+
+def _legacy_labels(labels: list[str]) -> tuple[str, list[str]]:
+    """(kind, labels) of a column saved before label kinds were recorded, whose labels were str(value):
+    numbers saved as floats ("1.0") take their canonical form ("1") unless that would merge two labels."""
+    if labels and set(labels) <= {"True", "False"}:
+        return "bool", labels
+    canonical = [canonical_label(label, "number") for label in labels]
+    numeric = all(_parse_number(label) is not None for label in labels)
+    if labels and numeric and len(set(canonical)) == len(canonical):
+        return "number", canonical
+    return "text", labels
 
 
 class Preprocessor:
@@ -70,7 +173,8 @@ class Preprocessor:
         self.mean: np.ndarray | None = None  # (numeric,)
         self.std: np.ndarray | None = None  # (numeric,), 1.0 for constant columns
         self.rate: np.ndarray | None = None  # (binary,) share of ones, imputes missing binary values
-        self.categories: dict[str, list[str]] = {}
+        self.categories: dict[str, list[str]] = {}  # canonical labels, sorted
+        self.label_kinds: dict[str, str] = {}  # per categorical column, its training values' label kind
 
     @property
     def columns(self) -> list[str]:
@@ -87,26 +191,34 @@ class Preprocessor:
             raise ValueError(f"missing column(s) {absent}; the table has {sorted(map(str, table.keys()))}")
 
     def fit(self, table: Mapping[str, Any]) -> Preprocessor:
-        """Learn the statistics and category sets from training rows (missing entries ignored)."""
+        """Learn the statistics and category sets from training rows.
+
+        Missing entries are ignored, and so are numbers that are not `usable` (+-inf, beyond MAX_MAGNITUDE):
+        the mean and std of the rest are finite.
+        """
         self.check_columns(table)
         moments = {}
         for column in [*self.numeric, *self.binary]:
             values = self._binary_values(table, column) if column in self.binary else _as_float(table, column)
-            values = values[np.isfinite(values)]
-            moments[column] = (values.size, values.mean() if values.size else 0.0, values.std() if values.size else 0.0)
-        categories = {}
+            moments[column] = _moments(values)
+        categories, kinds = {}, {}
         for column in self.categorical:
-            labels, missing = _as_labels(table, column)
-            categories[column] = set(labels[~missing].tolist())
-        return self.fit_statistics(moments, categories)
+            values = np.asarray(table[column], dtype=object)
+            kinds[column] = column_label_kind(label_kind(v) for v in values)
+            categories[column] = set(canonical_labels(values, kinds[column]).tolist()) - {None}
+        return self.fit_statistics(moments, categories, kinds)
 
     def fit_statistics(
-        self, moments: Mapping[str, tuple[int, float, float]], categories: Mapping[str, Iterable[str]]
+        self,
+        moments: Mapping[str, tuple[int, float, float]],
+        categories: Mapping[str, Iterable[Any]],
+        kinds: Mapping[str, str] | None = None,
     ) -> Preprocessor:
         """Set the fitted state from statistics computed elsewhere (e.g. by distributed aggregation).
 
-        moments: per numeric or binary column, (count of finite values, mean, population std).
-        categories: per categorical column, the labels seen in training.
+        moments: per numeric or binary column, (count of usable values, mean, population std).
+        categories: per categorical column, the values (or their `canonical_label`s) seen in training.
+        kinds: per categorical column, the `column_label_kind` of its training values; "text" when not given.
         """
         for column in [*self.numeric, *self.binary]:
             if moments[column][0] == 0:
@@ -116,7 +228,15 @@ class Preprocessor:
         constant = ~(std > 1e-12 * np.maximum(1.0, np.abs(self.mean)))  # also catches a NaN std
         self.std = np.where(constant, 1.0, std)
         self.rate = np.array([moments[c][1] for c in self.binary], dtype=np.float64)
-        self.categories = {c: sorted(str(label) for label in categories[c]) for c in self.categorical}
+        kinds = kinds or {}
+        unknown = sorted(set(kinds.values()) - set(LABEL_KINDS))
+        if unknown:
+            raise ValueError(f"Preprocessor: unknown label kind(s) {unknown}; expected one of {list(LABEL_KINDS)}")
+        self.label_kinds = {c: kinds.get(c, "text") for c in self.categorical}
+        self.categories = {
+            c: sorted(set(canonical_labels(list(categories[c]), self.label_kinds[c]).tolist()) - {None})
+            for c in self.categorical
+        }
         return self
 
     def _binary_values(self, table: Mapping[str, Any], column: str) -> np.ndarray:
@@ -135,10 +255,37 @@ class Preprocessor:
             if bad.any():
                 masks[column] = bad
         for column in self.categorical:
-            _, missing = _as_labels(table, column)
+            missing = np.equal(self.labels(table, column), None)
             if missing.any():
                 masks[column] = missing
         return masks
+
+    def out_of_range_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """For each numeric or binary column with values out of the training range, the (N,) mask of them:
+        finite numbers more than Z_BOUND training stds off the training mean, binary values other than 0/1.
+        Missing and non-finite values are not in it (see `missing_mask`)."""
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.out_of_range_mask: call fit() first")
+        masks = {}
+        for column, z in zip(self.numeric, self._standardized(table).T, strict=True):
+            far = np.abs(z) > Z_BOUND  # a missing value's z is NaN: never far
+            if far.any():
+                masks[column] = far
+        for column in self.binary:
+            values = _as_float(table, column)
+            other = np.isfinite(values) & (values != 0) & (values != 1)
+            if other.any():
+                masks[column] = other
+        return masks
+
+    def _standardized(self, table: Mapping[str, Any]) -> np.ndarray:
+        """(N, numeric) float64 z-scores, unclipped: NaN where the raw value is missing or not finite, +-inf
+        where a huge finite one overflowed."""
+        n = len(np.asarray(table[self.columns[0]]))
+        raw = np.column_stack([_as_float(table, c) for c in self.numeric]) if self.numeric else np.zeros((n, 0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (raw - self.mean) / self.std
+        return np.where(np.isfinite(raw), z, np.nan)
 
     def transform(self, table: Mapping[str, Any]) -> np.ndarray:
         """Encode rows with the fitted statistics: (N, D) float32."""
@@ -152,9 +299,8 @@ class Preprocessor:
                 raise ValueError(f"missing or non-finite values (rows per column): {counts}")
         parts = []
         if self.numeric:
-            raw = np.column_stack([_as_float(table, c) for c in self.numeric])
-            z = (raw - self.mean) / self.std
-            parts.append(np.where(np.isfinite(z), z, 0.0))  # missing -> the training mean
+            z = self._standardized(table)
+            parts.append(np.where(np.isnan(z), 0.0, np.clip(z, -Z_BOUND, Z_BOUND)))  # missing -> the training mean
         if self.binary:
             raw = np.column_stack([self._binary_values(table, c) for c in self.binary])
             parts.append(np.where(np.isfinite(raw), raw, self.rate))
@@ -162,23 +308,26 @@ class Preprocessor:
             parts.append(self._one_hot(table, column))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
+    def labels(self, table: Mapping[str, Any], column: str) -> np.ndarray:
+        """A categorical column's `canonical_labels` as in training: (N,) object array, None where missing."""
+        return canonical_labels(table[column], self.label_kinds.get(column))
+
     def _one_hot(self, table: Mapping[str, Any], column: str) -> np.ndarray:
-        labels, missing = _as_labels(table, column)
         lookup = {label: i + 1 for i, label in enumerate(self.categories[column])}
-        index = np.array([lookup.get(label, 0) for label in labels])
-        index[missing] = 0  # missing and unseen categories share the unknown bucket
-        return np.eye(len(lookup) + 1)[index]
+        index = np.array([lookup.get(label, 0) for label in self.labels(table, column)], dtype=np.int64)
+        return np.eye(len(lookup) + 1)[index]  # missing and unseen categories share the unknown bucket, 0
+
+    def unknown_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Per categorical column, the (N,) mask of present values not seen in training."""
+        masks = {}
+        for column in self.categorical:
+            known = set(self.categories[column])
+            masks[column] = np.array([v is not None and v not in known for v in self.labels(table, column)], bool)
+        return masks
 
     def unknown_counts(self, table: Mapping[str, Any]) -> dict[str, int]:
         """Per categorical column, how many present values were not seen in training."""
-        counts = {}
-        for column in self.categorical:
-            labels, missing = _as_labels(table, column)
-            known = set(self.categories[column])
-            counts[column] = int(
-                sum(1 for label, m in zip(labels, missing, strict=True) if not m and label not in known)
-            )
-        return counts
+        return {column: int(mask.sum()) for column, mask in self.unknown_mask(table).items()}
 
     def _group_slices(self) -> dict[str, slice]:
         """Each categorical column's one-hot group in the encoded matrix."""
@@ -263,14 +412,26 @@ class Preprocessor:
             "std": self.std.tolist(),
             "rate": self.rate.tolist(),
             "categories": self.categories,
+            "label_kinds": self.label_kinds,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessor:
-        """Rebuild a fitted preprocessor from `to_dict()` output."""
+        """Rebuild a fitted preprocessor from `to_dict()` output.
+
+        Output saved before label kinds were recorded keeps its categories in their saved order (the one-hot
+        slots of the weights); their kinds are read from the labels, and float labels ("1.0") take their
+        canonical form ("1"), so the model keeps recognising its categories.
+        """
         pre = cls(data["numeric"], data["binary"], data["categorical"], data["missing"])
         pre.mean = np.asarray(data["mean"], dtype=np.float64)
         pre.std = np.asarray(data["std"], dtype=np.float64)
         pre.rate = np.asarray(data["rate"], dtype=np.float64)
-        pre.categories = {k: list(v) for k, v in data["categories"].items()}
+        if "label_kinds" in data:
+            pre.categories = {k: list(v) for k, v in data["categories"].items()}
+            pre.label_kinds = dict(data["label_kinds"])
+        else:
+            legacy = {k: _legacy_labels(list(v)) for k, v in data["categories"].items()}
+            pre.categories = {k: labels for k, (_, labels) in legacy.items()}
+            pre.label_kinds = {k: kind for k, (kind, _) in legacy.items()}
         return pre

@@ -137,3 +137,103 @@ def test_encoded_missing_flags_whole_categorical_groups(table):
     np.testing.assert_array_equal(mask[:, 0], [True, False, True, False])
     np.testing.assert_array_equal(mask[:, 3:], np.array([[True] * 4, [False] * 4, [False] * 4, [False] * 4]))
     assert not mask[:, 1:3].any()
+
+
+def test_int_categories_encode_the_same_when_scored_from_a_float_column_with_a_nan():
+    """A pandas int column with one NaN (or Parquet ints with nulls) arrives as float64: 1 becomes 1.0."""
+    import pandas as pd
+
+    pre = Preprocessor(categorical=["grade"]).fit({"grade": np.array([1, 2, 3, 1])})
+    ints = pd.DataFrame({"grade": [3, 1, 2, 2]})
+    floats = pd.DataFrame({"grade": [3.0, 1.0, np.nan, 2.0]})
+    assert floats["grade"].dtype == np.float64
+    np.testing.assert_array_equal(pre.transform(floats)[[0, 1, 3]], pre.transform(ints)[[0, 1, 3]])
+    np.testing.assert_array_equal(pre.transform(floats).argmax(1), [3, 1, 0, 2])  # the NaN: unknown bucket
+    assert pre.unknown_counts(floats) == {"grade": 0}
+    np.testing.assert_array_equal(pre.missing_mask(floats)["grade"], [False, False, True, False])
+    fitted_on_floats = Preprocessor(categorical=["grade"]).fit(floats)  # and the other way round
+    np.testing.assert_array_equal(fitted_on_floats.transform(ints), pre.transform(ints))
+    assert pre.categories["grade"] == ["1", "2", "3"] and pre.label_kinds == {"grade": "number"}
+
+
+def test_canonical_labels_of_numpy_scalars_bytes_bools_and_numeric_text():
+    from vae.preprocessing import canonical_label, canonical_labels
+
+    one = [1, 1.0, np.int64(1), np.float32(1.0), np.uint8(1), "1", b"1"]
+    assert [canonical_label(v) for v in one] == ["1"] * len(one)
+    assert canonical_label(b"caf\xc3\xa9") == "café" and canonical_label(np.str_("red")) == "red"
+    assert [canonical_label(v) for v in (1.5, 1e20, -0.0, True, np.False_)] == [
+        "1.5", "100000000000000000000", "0", "True", "False",
+    ]  # fmt: skip
+    assert [canonical_label(v, "number") for v in ("2.0", " 3 ", True, "x")] == ["2", "3", "1", "x"]
+    assert [canonical_label(v, "bool") for v in (1.0, 0, True, "True")] == ["True", "False", "True", "True"]
+    assert canonical_labels([None, np.nan, "a", 2.0]).tolist() == [None, None, "a", "2"]
+
+
+def test_bool_categories_read_0_and_1_as_the_training_bools():
+    pre = Preprocessor(categorical=["flag"]).fit({"flag": np.array([True, False, True], dtype=object)})
+    np.testing.assert_array_equal(pre.transform({"flag": np.array([1.0, 0.0, np.nan])}).argmax(1), [2, 1, 0])
+    assert pre.categories["flag"] == ["False", "True"] and pre.label_kinds == {"flag": "bool"}
+
+
+def test_label_kinds_are_saved_and_files_without_them_keep_recognising_their_categories(table):
+    pre = Preprocessor(categorical=["grade", "colour"]).fit({"grade": np.array([2, 1]), "colour": table["colour"][:2]})
+    saved = json.loads(json.dumps(pre.to_dict()))
+    old = {k: v for k, v in saved.items() if k != "label_kinds"}  # saved before kinds were recorded:
+    old["categories"] = {"grade": ["1.0", "2.0"], "colour": ["blue", "red"]}  # str(value) of a float column
+    again = Preprocessor.from_dict(old)
+    rows = {"grade": np.array([2, 1]), "colour": np.array(["red", "blue"], dtype=object)}
+    np.testing.assert_array_equal(again.transform(rows), pre.transform(rows))
+    np.testing.assert_array_equal(again.transform({**rows, "grade": np.array([2.0, 1.0])}), pre.transform(rows))
+    assert again.categories == {"grade": ["1", "2"], "colour": ["blue", "red"]}
+    clash = {**old, "categories": {"grade": ["1", "1.0"], "colour": ["blue"]}}  # two labels, one number
+    assert Preprocessor.from_dict(clash).categories["grade"] == ["1", "1.0"]  # kept as they were saved
+    assert saved["label_kinds"] == {"grade": "number", "colour": "text"}
+    assert Preprocessor.from_dict(saved).label_kinds == pre.label_kinds
+
+
+def test_huge_and_infinite_training_values_are_left_out_of_finite_statistics():
+    values = np.array([1.0, 2.0, 3.0, 1e308, 1e308, -np.inf, np.inf, np.nan])
+    pre = Preprocessor(numeric=["a"]).fit({"a": values})
+    assert np.isfinite(pre.mean).all() and np.isfinite(pre.std).all()
+    np.testing.assert_allclose([pre.mean[0], pre.std[0]], [2.0, np.std([1.0, 2.0, 3.0])])
+    with pytest.raises(ValueError, match="column 'a' has no finite value"):
+        Preprocessor(numeric=["a"]).fit({"a": np.array([1e200, -np.inf])})
+
+
+def test_values_far_outside_the_training_range_are_flagged_and_encoded_without_overflow(table):
+    pre = _fitted(table)
+    far = {**table, "age": np.array([1e300, -1e308, np.nan, 35.0]), "smoker": np.array([0, 2, 1, np.nan])}
+    x = pre.transform({**far, "smoker": table["smoker"]})
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+    from vae.preprocessing import Z_BOUND
+
+    np.testing.assert_array_equal(x[:, 0], [Z_BOUND, -Z_BOUND, 0.0, 0.0])  # clipped; missing -> the mean
+    masks = pre.out_of_range_mask(far)
+    assert sorted(masks) == ["age", "smoker"]
+    np.testing.assert_array_equal(masks["age"], [True, True, False, False])
+    np.testing.assert_array_equal(masks["smoker"], [False, True, False, False])
+    edge = 35.0 + 0.999 * Z_BOUND * pre.std[0]  # just inside the bound
+    assert pre.out_of_range_mask({**table, "age": np.array([edge, 35.0, 35.0, 35.0])}) == {}
+
+
+def test_a_row_with_a_huge_value_scores_far_above_normal_rows():
+    """Detector.score (the library path, no quarantine): 1e308 in one feature is encoded as Z_BOUND
+    standard deviations, which no normal row comes near, and every score stays finite."""
+    from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, TrainConfig, fit
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(600, 1))
+    table = {f"f{i}": (base[:, 0] * (i + 1) + rng.normal(scale=0.3, size=600)) for i in range(4)}
+    pre = Preprocessor(numeric=list(table)).fit(table)
+    x = pre.transform(table)
+    model = VAE(ModelConfig(latent_dim=2, hidden_dims=(16,)), DataLayout(pre.layout_blocks()))
+    fit(model, x[:500], x[500:], ObjectiveConfig(), TrainConfig(epochs=5, batch_size=64, lr=5e-3), log=None)
+    detector = Detector(model, pre)
+    normal, _ = detector.score({c: v[500:] for c, v in table.items()})
+    huge = {c: v[500:510].copy() for c, v in table.items()}
+    huge["f2"][:] = 1e308
+    huge["f0"][5:] = -1e308
+    scores, contributions = detector.score(huge)
+    assert np.isfinite(normal).all() and np.isfinite(scores).all() and np.isfinite(contributions).all()
+    assert (scores > np.quantile(normal, 0.999)).all()

@@ -1,0 +1,105 @@
+"""Rows at the data boundary of the pipeline: category labels whatever the column's dtype, huge and infinite
+numbers in training statistics, training rows and scoring quarantine. Pure functions on pandas batches; the
+Ray Data calls run in this process on pandas (`InProcessDataset`): no Ray cluster is started."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray.data.aggregate import Sum
+
+from pipelines.data import EncodeRows, fit_preprocessor, left_out_rows, report_left_out
+from pipelines.score import REASON, quarantine_reasons
+from vae import Preprocessor
+
+
+class InProcessDataset:
+    """The ray.data.Dataset methods the data functions call (map_batches, aggregate, sum) over pandas batches in
+    this process; an aggregation is computed by pandas over all the batches' rows, by its Ray Data name."""
+
+    AGGREGATIONS = {
+        "count": pd.Series.count,
+        "mean": pd.Series.mean,
+        "std": lambda s: s.std(ddof=0),  # fit_preprocessor asks Std(ddof=0)
+        "unique": lambda s: s.dropna().unique().tolist(),
+        "sum": pd.Series.sum,
+    }
+
+    def __init__(self, batches: list[pd.DataFrame]) -> None:
+        self.batches = batches
+
+    def map_batches(self, fn, *, fn_kwargs=None, batch_format="pandas") -> InProcessDataset:
+        assert batch_format == "pandas"
+        return InProcessDataset([fn(batch, **(fn_kwargs or {})) for batch in self.batches])
+
+    def aggregate(self, *aggregations) -> dict:
+        rows = pd.concat(self.batches, ignore_index=True)
+        return {a.name: self.AGGREGATIONS[a.get_agg_name()](rows[a.get_target_column()]) for a in aggregations}
+
+    def sum(self, on: str):
+        return self.aggregate(Sum(on=on))[f"sum({on})"]
+
+
+def test_pipeline_statistics_agree_with_the_library_across_int_and_float_batches():
+    """One block holds a categorical int column as ints, another as floats with a NaN (Parquet ints with nulls);
+    a numeric column holds 1e308 and inf. The aggregations give what Preprocessor.fit gives, all finite."""
+    ints = pd.DataFrame({"x": [1.0, 2.0, 3.0], "flag": [0, 1, 1], "grade": [1, 2, 3]})
+    floats = pd.DataFrame({"x": [4.0, 1e308, np.inf], "flag": [0.0, np.nan, 1.0], "grade": [2.0, np.nan, 1.0]})
+    assert floats["grade"].dtype == np.float64
+    pipeline = fit_preprocessor(InProcessDataset([ints, floats]), ("x",), ("flag",), ("grade",), "impute")
+    library = Preprocessor(["x"], ["flag"], ["grade"]).fit(pd.concat([ints, floats], ignore_index=True))
+    assert pipeline.categories == library.categories == {"grade": ["1", "2", "3"]}
+    assert pipeline.label_kinds == library.label_kinds == {"grade": "number"}
+    np.testing.assert_allclose(pipeline.mean, [2.5])  # 1e308 and inf left out
+    np.testing.assert_allclose(pipeline.std, [np.std([1.0, 2.0, 3.0, 4.0])])
+    np.testing.assert_allclose(library.mean, pipeline.mean)
+    np.testing.assert_allclose(library.std, pipeline.std)
+    np.testing.assert_allclose(pipeline.rate, library.rate)
+    np.testing.assert_array_equal(pipeline.transform(floats), library.transform(floats))
+
+
+def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_and_counted(capsys):
+    pre = Preprocessor(numeric=["x"], binary=["flag"]).fit({"x": np.arange(10.0), "flag": np.arange(10) % 2})
+    batch = pd.DataFrame({
+        "x": [1.0, np.inf, 1e308, np.nan, 1e7, 2.0],  # 1e7: ~3.5e6 training stds off the mean
+        "flag": [0, 1, 1, 0, 1, 2],  # 2: not a binary value
+        "label": [0, 1, 2, 3, 4, 5],
+    })  # fmt: skip
+    np.testing.assert_array_equal(left_out_rows(batch, [pre]), [False, True, True, False, True, True])
+    encoded = EncodeRows(pre, None, "label")(batch)
+    np.testing.assert_array_equal(encoded["label"], [0, 3])  # NaN: the missing policy's to impute
+    assert encoded["x"].shape == (2, 2) and np.isfinite(encoded["x"]).all()
+    assert report_left_out(InProcessDataset([batch, batch.iloc[:2]]), pre, None) == 5
+    assert "5 training rows with non-finite values left out" in capsys.readouterr().out
+    assert report_left_out(InProcessDataset([batch.iloc[[0, 3]]]), pre, None) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.fixture
+def model_columns():
+    """A model's column preprocessors, fitted on ints: a numeric column, a binary one, an int-coded category."""
+    train = {"x": np.arange(10.0), "flag": np.arange(10) % 2, "grade": np.arange(10) % 3 + 1}
+    return [Preprocessor(numeric=["x"], binary=["flag"], categorical=["grade"]).fit(train).to_dict()]
+
+
+def test_quarantine_reads_int_categories_from_a_float_column_with_a_nan(model_columns):
+    batch = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "flag": [0, 1, 0, 1], "grade": [1.0, np.nan, 3.0, 7.0]})
+    reasons = quarantine_reasons(batch, model_columns, quarantine_unseen=True)[REASON].tolist()
+    assert reasons == [None, "grade is missing", None, "grade has an unseen category"]
+
+
+def test_quarantine_sets_aside_values_out_of_the_training_range_with_their_reason(model_columns):
+    batch = pd.DataFrame({
+        "x": [1e308, -1e300, np.inf, 4.0, 5.0],
+        "flag": [0, 1, 0, 2, 1],
+        "grade": [1, 2, 3, 1, 2],
+    })  # fmt: skip
+    reasons = quarantine_reasons(batch, model_columns, quarantine_unseen=False)[REASON].tolist()
+    assert reasons == [
+        "x is out of the training range",
+        "x is out of the training range",
+        "x is missing or not finite",
+        "flag is out of the training range",
+        None,
+    ]
