@@ -4,8 +4,8 @@ The decoder emits one number per input column (a mean for Gaussian columns, a lo
 columns and for each category of a categorical group). Each block turns its slice of those numbers
 into a log-likelihood per *feature*, so a row's score splits over its original columns.
 Shapes: `params` and `x` are (..., D) with D the layout's input width; per-feature outputs are (..., F).
-`observed` (..., F) bool, where given, marks the features whose value is known: the likelihood of a missing
-feature is 1 (log 0), which marginalises it out exactly because the blocks factorise given z.
+`observed` (..., F) bool, where given, marks the features whose value is known: a missing feature's
+log-likelihood term is 0, which marginalises it out exactly because the blocks factorise given z.
 """
 
 from __future__ import annotations

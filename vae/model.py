@@ -26,9 +26,10 @@ LOGVAR_LIMIT = 10.0  # ... and saturates smoothly towards +-LOGVAR_LIMIT beyond
 
 
 def bound_logvar(raw: torch.Tensor) -> torch.Tensor:
-    """A smooth bound on a log-variance: the identity on [-5, 5], then knee + 5 tanh((|raw| - knee) / 5) beyond,
-    continuous with slope 1 at the knee, so the result lies in [-10, 10]: a posterior std in [0.0067, 148].
-    exp(logvar) can then neither overflow nor collapse to zero, and the gradient never vanishes. (...) -> (...)."""
+    """A smooth bound on a log-variance: the identity on [-5, 5], beyond it sign(raw) (5 + 5 tanh((|raw| - 5) / 5)),
+    with slope 1 at the knee (no kink), so the result lies in [-10, 10]: a posterior std in [0.0067, 148].
+    exp(logvar) can neither overflow nor collapse to zero, and unlike a clamp the bound keeps a gradient just past
+    the knee. (...) -> (...)."""
     inner = raw.clamp(-LOGVAR_KNEE, LOGVAR_KNEE)
     room = LOGVAR_LIMIT - LOGVAR_KNEE
     return inner + room * torch.tanh((raw - inner) / room)
@@ -120,7 +121,7 @@ Posterior = DiagonalGaussian | FlowPosterior
 class VAEOutput:
     """Everything the objectives and scores need from one pass over a batch."""
 
-    log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s)
+    log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s); 0 for a feature marked missing
     log_qz: torch.Tensor  # (S, B) log q(z_s | x)
     log_pz: torch.Tensor  # (S, B) log p(z_s)
     kl: torch.Tensor | None  # (B,) closed-form KL(q(z|x) || p(z)); None for a flow posterior
