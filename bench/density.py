@@ -85,7 +85,7 @@ def mean_test_nll(model: VAE, images: torch.Tensor, k: int, device: torch.device
     """Mean -log p(x) in nats over the images, each estimated with k importance samples."""
     total = 0.0
     for start in range(0, len(images), NLL_BATCH):
-        total += importance_sampled_nll(model, images[start : start + NLL_BATCH].to(device), k=k).sum().item()
+        total += importance_sampled_nll(model, images[start : start + NLL_BATCH].to(device), k=k).score.sum().item()
     return total / len(images)
 
 

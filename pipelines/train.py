@@ -186,7 +186,7 @@ def register(
     register the model in `tracker`'s run. `best` holds the chosen checkpoint's metrics (with best_val_loss)."""
     data = config.data
     validation = score_encoded(detector, prepared.validation)
-    threshold = detector.calibrate(validation.scores)
+    threshold = detector.calibrate(validation.scores, validation.contributions)
     reference = score_encoded(detector, prepared.train.limit(REFERENCE_SAMPLE))
     detector.metadata = {
         "run_name": config.run.name,

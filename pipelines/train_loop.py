@@ -32,10 +32,12 @@ from vae import (
     Preprocessor,
     ScoreConfig,
     TrainConfig,
+    build_optimizer,
     epoch_metrics,
     evaluate,
     format_epoch,
     from_dict,
+    kl_warmup_done,
     load_detector,
     preprocessor_from_dict,
     save_detector,
@@ -189,7 +191,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
 
     module = model  # the plain VAE, for checkpoints; `model` becomes the DDP wrapper
     model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    optimizer = build_optimizer(model, train_cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     # An AAE's discriminator: DDP-wrapped too, so its gradients are averaged and the ranks stay in step.
@@ -226,7 +228,8 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                      mixed_precision=amp, adversary=adversary),
             device,
         )  # fmt: skip
-        stopper.update(val.loss, epoch)
+        if kl_warmup_done(objective, step):  # an epoch inside the KL warm-up does not count towards patience
+            stopper.update(val.loss, epoch)
         metrics = {"epoch": epoch + 1, **epoch_metrics(train, val)}
         if spec.nll_samples:
             metrics |= selection_metrics(module, val_shard, spec, train_cfg.batch_size, device)

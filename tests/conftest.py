@@ -43,7 +43,7 @@ class LinearGaussian:
     (W^T W is diagonal), so both are known in closed form and the encoder can be set to the exact posterior.
     """
 
-    def __init__(self, dim: int = 5, latent: int = 2, noise: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, dim: int = 5, latent: int = 2, noise: float = 0.5, seed: int = 0, flow_steps: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
         self.singular = torch.linspace(2.0, 1.0, latent)
@@ -51,13 +51,13 @@ class LinearGaussian:
         self.b = torch.randn(dim, generator=g)
         self.noise = noise
         self.model = VAE(
-            ModelConfig(latent_dim=latent, hidden_dims=(), gaussian_min_scale=1e-3),
+            ModelConfig(latent_dim=latent, hidden_dims=(), gaussian_min_scale=1e-3, flow_steps=flow_steps),
             DataLayout((FeatureBlock("gaussian", dim),)),
         )
         with torch.no_grad():
             self.model.decoder.out.weight.copy_(self.w)
             self.model.decoder.out.bias.copy_(self.b)
-            self.model.likelihood.blocks[0].log_scale.fill_(torch.log(torch.tensor(noise)))
+            self.model.likelihood.blocks[0].set_scale(noise)
         self.set_posterior(mean_shift=0.0, logvar_shift=0.0)
 
     def set_posterior(self, mean_shift: float, logvar_shift: float) -> None:

@@ -14,13 +14,13 @@ from .config import (
     from_dict,
     to_dict,
 )
-from .detector import Detector
+from .detector import Calibration, Detector
 from .estimator import AnomalyDetector
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
 from .flows import InverseAutoregressiveFlow
 from .images import ImageError, ImagePreprocessor
 from .model import VAE, DiagonalGaussian, FlowPosterior, VAEOutput
-from .objectives import LossParts, adversarial_autoencoder, compute_loss, elbo, iwae, kl_weight
+from .objectives import LossParts, adversarial_autoencoder, compute_loss, elbo, iwae, kl_warmup_done, kl_weight
 from .persistence import load_detector, preprocessor_from_dict, save_detector
 from .preprocessing import Preprocessor
 from .scoring import (
@@ -29,16 +29,19 @@ from .scoring import (
     importance_sampled_nll,
     negative_elbo,
     reconstruction_error,
+    samples_per_chunk,
     score_array,
+    score_rows,
 )
-from .training import FitResult, fit
+from .training import FitResult, build_optimizer, fit, param_groups
 
 __all__ = [
-    "VAE", "Adversary", "AnomalyDetector", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator", "EarlyStopping",
-    "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
+    "VAE", "Adversary", "AnomalyDetector", "Calibration", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator",
+    "EarlyStopping", "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
     "InverseAutoregressiveFlow", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
-    "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "calibrate_threshold", "check_score_kind",
-    "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch", "from_dict",
-    "importance_sampled_nll", "iwae", "kl_weight", "load_detector", "negative_elbo", "preprocessor_from_dict",
-    "reconstruction_error", "save_detector", "score_array", "to_dict", "train_epoch",
+    "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "build_optimizer", "calibrate_threshold",
+    "check_score_kind", "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch",
+    "from_dict", "importance_sampled_nll", "iwae", "kl_warmup_done", "kl_weight", "load_detector", "negative_elbo",
+    "param_groups", "preprocessor_from_dict", "reconstruction_error", "samples_per_chunk", "save_detector",
+    "score_array", "score_rows", "to_dict", "train_epoch",
 ]  # fmt: skip

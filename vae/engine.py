@@ -67,10 +67,17 @@ def unpack_batch(batch: Batch, device: torch.device | str) -> tuple[torch.Tensor
     return x, None if c is None else c.to(device, dtype=torch.float32, non_blocking=True)
 
 
-def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay in float32)."""
-    if enabled and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(
+    device: torch.device | str, enabled: bool, *, allow_cpu: bool = False
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay in float32), unless `allow_cpu` also
+    enables it on CPU (slow there: for tests of the mixed-precision path without a GPU).
+
+    Under it the networks run in bf16, while the VAE keeps x, the likelihood parameters, the densities and the KL
+    in float32 (see `vae.model`)."""
+    kind = torch.device(device).type
+    if enabled and (kind == "cuda" or (allow_cpu and kind == "cpu")):
+        return torch.autocast(kind, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

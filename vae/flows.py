@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .networks import full_precision
+
 _GATE_BIAS = 2.0  # sigmoid(2) = 0.88: each step starts close to the identity, as the paper recommends
 
 
@@ -49,7 +51,8 @@ class MADE(nn.Module):
             self.out.bias[dim:] = _GATE_BIAS
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m, s = self.out(self.trunk(z)).chunk(2, dim=-1)
+        """(m, s), each (..., L), in full precision (float32 under autocast)."""
+        m, s = full_precision(self.out(self.trunk(z))).chunk(2, dim=-1)
         return m, s
 
 

@@ -4,12 +4,15 @@ The decoder emits one number per input column (a mean for Gaussian columns, a lo
 columns and for each category of a categorical group). Each block turns its slice of those numbers
 into a log-likelihood per *feature*, so a row's score splits over its original columns.
 Shapes: `params` and `x` are (..., D) with D the layout's input width; per-feature outputs are (..., F).
+`observed` (..., F) bool, where given, marks the features whose value is known: a missing feature's
+log-likelihood term is 0, which marginalises it out exactly because the blocks factorise given z.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,22 +23,39 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class GaussianBlock(nn.Module):
-    """Independent Gaussians with a learned per-feature standard deviation (floored at `min_scale`)."""
+    """Independent Gaussians with a learned per-feature standard deviation std = min_scale + exp(log_scale).
+
+    A smooth floor: std > min_scale always and std -> min_scale as log_scale -> -inf, with a gradient that never
+    vanishes (a clamp at the floor would stop learning below it). `log_scale` is the log of the std above the floor.
+    """
 
     grouped = False
 
     def __init__(self, width: int, min_scale: float) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(width))
-        self.log_min_scale = math.log(min_scale)
+        self.min_scale = min_scale
+
+    def log_std(self) -> torch.Tensor:
+        """log(min_scale + exp(log_scale)), computed stably: (W,)."""
+        log_min = math.log(self.min_scale)
+        return log_min + F.softplus(self.log_scale - log_min)
 
     def scale(self) -> torch.Tensor:
-        return self.log_scale.clamp(min=self.log_min_scale).exp()  # (W,)
+        return self.log_std().exp()  # (W,)
+
+    @torch.no_grad()
+    def set_scale(self, std: torch.Tensor | float) -> None:
+        """Set the standard deviations (W,) or one for all; each must exceed `min_scale`."""
+        std = torch.as_tensor(std, dtype=self.log_scale.dtype).expand_as(self.log_scale)
+        if not (std > self.min_scale).all():
+            raise ValueError(f"GaussianBlock.set_scale: every std must exceed min_scale={self.min_scale}")
+        self.log_scale.copy_((std - self.min_scale).log())
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        log_scale = self.log_scale.clamp(min=self.log_min_scale)
-        z = (x - params) / log_scale.exp()
-        return -0.5 * z.square() - log_scale - _HALF_LOG_2PI  # (..., W)
+        log_std = self.log_std()
+        z = (x - params) / log_std.exp()
+        return -0.5 * z.square() - log_std - _HALF_LOG_2PI  # (..., W)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params
@@ -96,24 +116,42 @@ class MixedLikelihood(nn.Module):
     def _split(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.split(t, self.widths, dim=-1)
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-feature log p(x | params): params (..., D), x broadcastable to it -> (..., F)."""
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-feature log p(x | params): params (..., D), x broadcastable to it -> (..., F); 0 where `observed`
+        (broadcastable to (..., F)) is False."""
         x = x.expand_as(params)
         parts = zip(self.blocks, self._split(params), self._split(x), strict=True)
-        return torch.cat([block.log_prob(p, xb) for block, p, xb in parts], dim=-1)
+        log_px = torch.cat([block.log_prob(p, xb) for block, p, xb in parts], dim=-1)
+        return log_px if observed is None else torch.where(observed, log_px, 0.0)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """Expected x under p(x | params), in the input's encoded space: (..., D)."""
         return torch.cat([b.mean(p) for b, p in zip(self.blocks, self._split(params), strict=True)], dim=-1)
 
-    def squared_error(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def squared_error(self, mean: torch.Tensor, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
         """Per-feature squared distance between x and a reconstruction `mean` (..., D), summed within a
-        categorical group: (..., F)."""
+        categorical group: (..., F); 0 where `observed` (..., F) is False."""
         err = (x - mean).square()
         parts = zip(self.blocks, self._split(err), strict=True)
-        return torch.cat([e.sum(-1, keepdim=True) if b.grouped else e for b, e in parts], dim=-1)
+        err = torch.cat([e.sum(-1, keepdim=True) if b.grouped else e for b, e in parts], dim=-1)
+        return err if observed is None else torch.where(observed, err, 0.0)
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw of x per row of params: (..., D)."""
         parts = zip(self.blocks, self._split(params), strict=True)
         return torch.cat([b.sample(p, generator) for b, p in parts], dim=-1)
+
+
+def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
+    """Which features of each row are observed, from which encoded columns are missing (N, D) bool (e.g.
+    `Preprocessor.encoded_missing`): (N, F) bool. A categorical group is one feature, missing if any of its
+    columns is."""
+    missing = np.asarray(missing, dtype=bool)
+    if missing.ndim != 2 or missing.shape[1] != layout.input_dim:
+        raise ValueError(f"observed_features: expected a missing mask (N, {layout.input_dim}), got {missing.shape}")
+    parts, start = [], 0
+    for block in layout.blocks:
+        part = missing[:, start : start + block.width]
+        parts.append(part.any(1, keepdims=True) if block.kind == "categorical" else part)
+        start += block.width
+    return ~np.concatenate(parts, axis=1)

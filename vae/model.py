@@ -2,6 +2,9 @@
 autoregressive flow), a standard-normal prior p(z), and a mixed likelihood p(x|z[,c]) over the layout's blocks.
 
 B = batch, S = posterior samples per row, L = latent size, D = input width, F = features.
+
+Precision: under (bf16) autocast the networks run in bf16, but their outputs are cast to float32 before any
+density is evaluated: x, the likelihood parameters, every log-density and the KL stay in float32.
 """
 
 from __future__ import annotations
@@ -15,10 +18,21 @@ from torch import nn
 from .config import DataLayout, ModelConfig
 from .flows import InverseAutoregressiveFlow
 from .likelihoods import MixedLikelihood
-from .networks import build_networks
+from .networks import build_networks, full_precision
 
 _LOG_2PI = math.log(2 * math.pi)
-_LOGVAR_RANGE = (-30.0, 20.0)  # posterior std in (3e-7, 2e4): exp(logvar) neither overflows nor vanishes in float32
+LOGVAR_KNEE = 5.0  # the encoder's log-variance is passed through unchanged on [-LOGVAR_KNEE, LOGVAR_KNEE] ...
+LOGVAR_LIMIT = 10.0  # ... and saturates smoothly towards +-LOGVAR_LIMIT beyond
+
+
+def bound_logvar(raw: torch.Tensor) -> torch.Tensor:
+    """A smooth bound on a log-variance: the identity on [-5, 5], beyond it sign(raw) (5 + 5 tanh((|raw| - 5) / 5)),
+    with slope 1 at the knee (no kink), so the result lies in [-10, 10]: a posterior std in [0.0067, 148].
+    exp(logvar) can neither overflow nor collapse to zero, and unlike a clamp the bound keeps a gradient just past
+    the knee. (...) -> (...)."""
+    inner = raw.clamp(-LOGVAR_KNEE, LOGVAR_KNEE)
+    room = LOGVAR_LIMIT - LOGVAR_KNEE
+    return inner + room * torch.tanh((raw - inner) / room)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -107,7 +121,7 @@ Posterior = DiagonalGaussian | FlowPosterior
 class VAEOutput:
     """Everything the objectives and scores need from one pass over a batch."""
 
-    log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s)
+    log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s); 0 for a feature marked missing
     log_qz: torch.Tensor  # (S, B) log q(z_s | x)
     log_pz: torch.Tensor  # (S, B) log p(z_s)
     kl: torch.Tensor | None  # (B,) closed-form KL(q(z|x) || p(z)); None for a flow posterior
@@ -146,15 +160,16 @@ class VAE(nn.Module):
             raise ValueError("this VAE has no condition, but a condition c was given")
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Posterior:
-        """q(z|x[,c]): the encoder's diagonal Gaussian, pushed through the flow when the model has one."""
+        """q(z|x[,c]): the encoder's diagonal Gaussian (its log-variance through `bound_logvar`, mu and logvar in
+        full precision), pushed through the flow when the model has one."""
         self._check_condition(c)
         mu, logvar = self.encoder(x, c)
-        gaussian = DiagonalGaussian(mu, logvar.clamp(*_LOGVAR_RANGE))
+        gaussian = DiagonalGaussian(full_precision(mu), bound_logvar(full_precision(logvar)))
         return gaussian if self.flow is None else FlowPosterior(gaussian, self.flow)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """Likelihood parameters for latents z (..., L): (..., D)."""
-        return self.decoder(z, c)
+        """Likelihood parameters for latents z (..., L), in full precision (float32 under autocast): (..., D)."""
+        return full_precision(self.decoder(z, c))
 
     def forward(
         self,
@@ -163,9 +178,10 @@ class VAE(nn.Module):
         n_samples: int = 1,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> VAEOutput:
-        """Encode, draw `n_samples` latents per row, decode, and evaluate every log-density."""
-        return self.evaluate(self.encode(x, c), x, c, n_samples, generator, noise)
+        """Encode, draw `n_samples` latents per row, decode, and evaluate every log-density (see `evaluate`)."""
+        return self.evaluate(self.encode(x, c), x, c, n_samples, generator, noise, observed)
 
     def evaluate(
         self,
@@ -175,14 +191,19 @@ class VAE(nn.Module):
         n_samples: int = 1,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> VAEOutput:
         """Draw `n_samples` latents from an already computed posterior of x and evaluate every log-density
-        (`noise`: shared standard-normal draws (n_samples, L), see `DiagonalGaussian.rsample`)."""
+        (`noise`: shared standard-normal draws (n_samples, L), see `DiagonalGaussian.rsample`).
+
+        `observed` (B, F) bool marks the known features of each row: the others get log p(x_f | z) = 0 in
+        `log_px`, i.e. they are marginalised out (exact: the likelihood factorises given z). Their filled-in
+        values still reach the encoder, which needs some input there.
+        """
         draws = posterior.draw(n_samples, generator, noise)
         params = self.decode(draws.z, c)  # (S, B, D)
-        x_flat = x.flatten(1).to(params.dtype)  # (B, D)
         return VAEOutput(
-            log_px=self.likelihood.log_prob(params, x_flat),
+            log_px=self.likelihood.log_prob(params, x.flatten(1), observed),
             log_qz=draws.log_q,
             log_pz=standard_normal_log_prob(draws.z),
             kl=posterior.kl_to_standard_normal(),

@@ -14,6 +14,13 @@ from torch import nn
 from .config import DataLayout, ModelConfig
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """A network output made float32 when autocast left it in half precision (bf16/fp16); otherwise unchanged
+    (float32 stays float32, float64 stays float64)."""
+    return t.float() if t.dtype in _HALF_TYPES else t
 
 
 def mlp(in_dim: int, hidden_dims: tuple[int, ...], activation: str) -> tuple[nn.Sequential, int]:

@@ -90,6 +90,13 @@ def kl_weight(config: ObjectiveConfig, step: int | None) -> float:
     return config.beta * min(1.0, step / config.kl_warmup_steps)
 
 
+def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
+    """Whether the KL warm-up is over after `step` optimiser steps (at once without a warm-up): only from then
+    on does the training objective match the full-beta validation loss, so only then may an epoch be the best
+    one or count towards early stopping's patience."""
+    return step >= config.kl_warmup_steps
+
+
 def compute_loss(
     model: VAE | torch.nn.Module,
     x: torch.Tensor,

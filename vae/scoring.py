@@ -1,30 +1,98 @@
 """Per-row anomaly scores (higher = more anomalous), per-feature contributions, and threshold calibration.
 
 Three scores: the negative ELBO, the importance-sampled negative log-likelihood -log p(x) (log-mean-exp
-over k posterior samples, streamed in chunks so k = 5000 fits in memory), and the reconstruction error.
-Shapes: x is (B, D) or (B, C, H, W); c is (B, K) or None; scores are (B,), contributions (B, F).
+over k posterior samples) and the reconstruction error. Posterior samples are streamed in chunks whose widest
+activation fits a memory budget (`samples_per_chunk`), so k = 5000 fits in memory.
+
+Every score splits exactly into per-feature contributions plus a latent term: score = contributions.sum(1) +
+latent (see `RowScores`). Missing features are marginalised out: with `observed` (B, F) False for a feature, its
+log p(x_f | z) (its squared error) is left out of the score and its contribution is 0; the value filled in for it
+is only the encoder's input.
+Shapes: x is (B, D) or (B, C, H, W); c is (B, K) or None; observed is (B, F) bool or None (all observed);
+scores are (B,), contributions (B, F).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .config import ScoreConfig
-from .model import VAE
+from .model import VAE, VAEOutput
 
-# Upper bound on S * B * D floats held at once while streaming importance samples (256 MiB of float32).
+# Upper bound on the floats of the widest activation of the sampling path (S * B * widest_activation) held at once
+# while streaming posterior samples: 256 MiB of float32.
 _SAMPLE_BUDGET = 1 << 26
-_EXPLAIN_SAMPLES = 16
 
 
 @dataclass
 class RowScores:
-    score: torch.Tensor  # (B,) higher = more anomalous
-    contributions: torch.Tensor  # (B, F) each feature's share of the score's reconstruction part
+    """A batch's scores split over its features: score == contributions.sum(1) + latent.
+
+    Tensors from the batch functions (`negative_elbo`, ...), NumPy arrays from `score_rows`.
+    -ELBO: contributions[:, f] = -E_q[log p(x_f | z)], latent = KL(q(z|x) || p(z)).
+    NLL: contributions[:, f] = E_w[-log p(x_f | z)] under the self-normalised importance weights
+    w_s ~ p(x, z_s) / q(z_s | x) of the same k draws; latent = E_w[log q(z|x) - log p(z)] + KL(w || uniform),
+    computed as score - contributions.sum(1).
+    Reconstruction: contributions are the squared errors, latent = 0.
+    """
+
+    score: torch.Tensor | np.ndarray  # (B,) higher = more anomalous
+    contributions: torch.Tensor | np.ndarray  # (B, F) each feature's part of the score
+    latent: torch.Tensor | np.ndarray  # (B,) the part of the score that belongs to no feature
+
+
+def widest_activation(model: VAE) -> int:
+    """The most values that any layer on the per-sample path (the flow, the decoder, the likelihood parameters)
+    outputs for one posterior draw of one row, measured with forward hooks on a single draw."""
+    sizes = [model.layout.input_dim]
+    roots = [model.decoder] if model.flow is None else [model.decoder, model.flow]
+
+    def record(_module, _inputs, output) -> None:
+        sizes.extend(t.numel() for t in (output if isinstance(output, tuple) else (output,)))
+
+    handles = [m.register_forward_hook(record) for root in roots for m in root.modules()]
+    parameter = next(model.parameters())
+    z = torch.zeros((1, model.config.latent_dim), device=parameter.device)
+    c = torch.zeros((1, model.layout.condition_dim), device=parameter.device) if model.layout.condition_dim else None
+    try:
+        with torch.no_grad():
+            if model.flow is not None:
+                model.flow(z)
+            model.decode(z, c)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(sizes)
+
+
+def samples_per_chunk(model: VAE, rows: int, samples: int) -> int:
+    """How many of `samples` posterior draws of `rows` rows to evaluate at once: the most that keep the widest
+    activation, n * rows * `widest_activation(model)` floats, within the budget (at least one)."""
+    return max(1, min(samples, _SAMPLE_BUDGET // max(1, rows * widest_activation(model))))
+
+
+def _sample_chunks(
+    model: VAE,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    samples: int,
+    generator: torch.Generator | None,
+    noise: torch.Tensor | None,
+    observed: torch.Tensor | None,
+) -> Iterator[VAEOutput]:
+    """`samples` draws from q(z | x) per row, evaluated chunk by chunk (chunks of `samples_per_chunk`); one encoder
+    pass. `noise` (samples, L) fixes the standard-normal draws shared by all rows."""
+    posterior = model.encode(x, c)
+    chunk = samples_per_chunk(model, x.shape[0], samples)
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
+        chunk_noise = None if noise is None else noise[start : start + n]
+        yield model.evaluate(posterior, x, c, n, generator, chunk_noise, observed)
 
 
 @torch.no_grad()
@@ -35,17 +103,24 @@ def negative_elbo(
     samples: int = 16,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
 ) -> RowScores:
     """-ELBO with E_q[log p(x|z)] averaged over `samples` draws and the closed-form KL (a flow posterior: the KL
     estimated at the same draws) (`noise`: shared standard-normal draws (samples, L) that make each row's score
-    independent of its batch).
+    independent of its batch; `observed` (B, F): the known features, the others are left out).
 
-    contributions[:, f] = -E_q[log p(x_f | z)]; score = contributions.sum(1) + KL.
+    contributions[:, f] = -E_q[log p(x_f | z)] (0 for a missing feature); latent = the KL;
+    score = contributions.sum(1) + latent.
     """
-    out = model(x, c, n_samples=samples, generator=generator, noise=noise)
-    contributions = -out.log_px.mean(0)  # (B, F)
-    kl = out.kl if out.kl is not None else out.kl_monte_carlo
-    return RowScores(score=contributions.sum(-1) + kl, contributions=contributions)
+    recon = torch.zeros((x.shape[0], model.layout.n_features), device=x.device)  # (B, F) sum over draws
+    log_ratio = torch.zeros(x.shape[0], device=x.device)  # (B,) sum over draws of log q(z|x) - log p(z)
+    for out in _sample_chunks(model, x, c, samples, generator, noise, observed):
+        recon -= out.log_px.sum(0)
+        if out.kl is None:
+            log_ratio += (out.log_qz - out.log_pz).sum(0)
+    contributions = recon / samples
+    latent = out.kl if out.kl is not None else log_ratio / samples
+    return RowScores(score=contributions.sum(-1) + latent, contributions=contributions, latent=latent)
 
 
 @torch.no_grad()
@@ -56,33 +131,37 @@ def importance_sampled_nll(
     k: int = 5000,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """-log p(x) estimated as -log (1/k) sum_s p(x, z_s) / q(z_s | x), z_s ~ q(z | x): (B,).
+    observed: torch.Tensor | None = None,
+) -> RowScores:
+    """-log p(x) estimated as -log (1/k) sum_s w_s, w_s = p(x, z_s) / q(z_s | x), z_s ~ q(z | x); with `observed`
+    (B, F) the estimate of -log p(x_observed).
 
-    The k samples are drawn in chunks whose size keeps S * B * D under a fixed memory budget;
+    contributions[:, f] = sum_s w~_s (-log p(x_f | z_s)) with the self-normalised weights w~_s = w_s / sum_s w_s
+    of the same draws (streamed: the running sums are rescaled as the normaliser grows); latent = score -
+    contributions.sum(1), i.e. E_w~[log q(z|x) - log p(z)] + KL(w~ || uniform).
     `noise` (k, L) fixes the standard-normal draws shared by all rows.
     """
-    posterior = model.encode(x, c)
-    rows, width = x.shape[0], model.layout.input_dim
-    chunk = max(1, min(k, _SAMPLE_BUDGET // max(1, rows * width)))
-    total = torch.full((rows,), -math.inf, device=x.device)
-    drawn = 0
-    while drawn < k:
-        n = min(chunk, k - drawn)
-        chunk_noise = None if noise is None else noise[drawn : drawn + n]
-        out = model.evaluate(posterior, x, c, n, generator, chunk_noise)
+    rows = x.shape[0]
+    log_total = torch.full((rows,), -math.inf, device=x.device)  # (B,) log sum_s w_s so far
+    weighted = torch.zeros((rows, model.layout.n_features), device=x.device)  # (B, F) sum_s w_s/total * -log p
+    for out in _sample_chunks(model, x, c, k, generator, noise, observed):
         log_w = out.log_px.sum(-1) + out.log_pz - out.log_qz  # (n, B)
-        total = torch.logaddexp(total, torch.logsumexp(log_w.float(), dim=0))
-        drawn += n
-    return -(total - math.log(k))
+        new_total = torch.logaddexp(log_total, torch.logsumexp(log_w, dim=0))
+        share = (log_w - new_total).exp()  # (n, B)
+        weighted = weighted * (log_total - new_total).exp()[:, None] - (share[..., None] * out.log_px).sum(0)
+        log_total = new_total
+    score = -(log_total - math.log(k))
+    return RowScores(score=score, contributions=weighted, latent=score - weighted.sum(-1))
 
 
 @torch.no_grad()
-def reconstruction_error(model: VAE, x: torch.Tensor, c: torch.Tensor | None = None) -> RowScores:
+def reconstruction_error(
+    model: VAE, x: torch.Tensor, c: torch.Tensor | None = None, observed: torch.Tensor | None = None
+) -> RowScores:
     """Squared error of the decoder mean at the posterior mean (a flow: the base mean pushed through it), per
-    feature (one-hot groups summed)."""
-    err = model.likelihood.squared_error(model.reconstruct(x, c), x.flatten(1))  # (B, F)
-    return RowScores(score=err.sum(-1), contributions=err)
+    feature (one-hot groups summed; 0 for a feature that `observed` (B, F) marks missing); latent = 0."""
+    err = model.likelihood.squared_error(model.reconstruct(x, c), x.flatten(1), observed)  # (B, F)
+    return RowScores(score=err.sum(-1), contributions=err, latent=torch.zeros_like(err[:, 0]))
 
 
 @torch.no_grad()
@@ -92,17 +171,14 @@ def score_batch(
     c: torch.Tensor | None,
     config: ScoreConfig,
     noise: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
 ) -> RowScores:
-    """The configured score of one batch. The NLL score explains itself with the -ELBO's contributions
-    (from at most `_EXPLAIN_SAMPLES` draws: they only rank features)."""
+    """The configured score of one batch (`noise` (samples, L): shared draws; `observed` (B, F): known features)."""
     if config.kind == "reconstruction":
-        return reconstruction_error(model, x, c)
+        return reconstruction_error(model, x, c, observed)
     if config.kind == "negative_elbo":
-        return negative_elbo(model, x, c, config.samples, noise=noise)
-    explain = min(config.samples, _EXPLAIN_SAMPLES)
-    explained = negative_elbo(model, x, c, explain, noise=None if noise is None else noise[:explain])
-    nll = importance_sampled_nll(model, x, c, config.samples, noise=noise)
-    return RowScores(score=nll, contributions=explained.contributions)
+        return negative_elbo(model, x, c, config.samples, noise=noise, observed=observed)
+    return importance_sampled_nll(model, x, c, config.samples, noise=noise, observed=observed)
 
 
 def _batch_tensor(a: np.ndarray | torch.Tensor, start: int, size: int, device: torch.device) -> torch.Tensor:
@@ -113,16 +189,23 @@ def _batch_tensor(a: np.ndarray | torch.Tensor, start: int, size: int, device: t
     return rows.to(device=device, dtype=torch.float32)
 
 
+def _cat(parts: list[RowScores], name: str) -> np.ndarray:
+    return torch.cat([getattr(p, name).float().cpu() for p in parts]).numpy()
+
+
 @torch.no_grad()
-def score_array(
+def score_rows(
     model: VAE,
     x: np.ndarray | torch.Tensor,
     c: np.ndarray | torch.Tensor | None = None,
     config: ScoreConfig | None = None,
     batch_size: int = 1024,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score N encoded rows in batches on the model's device: (scores (N,), contributions (N, F)).
+    observed: np.ndarray | torch.Tensor | None = None,
+) -> RowScores:
+    """Score N encoded rows in batches on the model's device: RowScores of NumPy arrays, score (N,),
+    contributions (N, F), latent (N,). `observed` (N, F) bool marks the known features (see `observed_features`);
+    None: all are observed.
 
     Every row uses the same seeded standard-normal draws, so a row's score depends only on the model, the
     row and the seed: not on the batch size or on which rows it is scored with.
@@ -131,19 +214,33 @@ def score_array(
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn((config.samples, model.config.latent_dim), generator=generator).to(device)
+    mask = None if observed is None else torch.as_tensor(np.asarray(observed, dtype=bool))
     was_training = model.training
     model.eval()
-    scores, contributions = [], []
+    parts: list[RowScores] = []
     try:
         for start in range(0, len(x), batch_size):
             xb = _batch_tensor(x, start, batch_size, device)
             cb = None if c is None else _batch_tensor(c, start, batch_size, device)
-            rows = score_batch(model, xb, cb, config, noise)
-            scores.append(rows.score.float().cpu())
-            contributions.append(rows.contributions.float().cpu())
+            ob = None if mask is None else mask[start : start + batch_size].to(device)
+            parts.append(score_batch(model, xb, cb, config, noise, ob))
     finally:
         model.train(was_training)
-    return torch.cat(scores).numpy(), torch.cat(contributions).numpy()
+    return RowScores(_cat(parts, "score"), _cat(parts, "contributions"), _cat(parts, "latent"))
+
+
+def score_array(
+    model: VAE,
+    x: np.ndarray | torch.Tensor,
+    c: np.ndarray | torch.Tensor | None = None,
+    config: ScoreConfig | None = None,
+    batch_size: int = 1024,
+    seed: int = 0,
+    observed: np.ndarray | torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`score_rows` as the pair (scores (N,), contributions (N, F))."""
+    rows = score_rows(model, x, c, config, batch_size, seed, observed)
+    return rows.score, rows.contributions
 
 
 def calibrate_threshold(scores: np.ndarray, contamination: float | None = None, quantile: float | None = None) -> float:

@@ -15,6 +15,7 @@ import torch
 from .adversarial import Adversary
 from .config import ObjectiveConfig, TrainConfig, check_variant
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
+from .objectives import kl_warmup_done
 
 
 def tensor_batches(
@@ -25,6 +26,22 @@ def tensor_batches(
     for start in range(0, len(x), batch_size):
         idx = order[start : start + batch_size]
         yield {"x": x[idx]} if c is None else {"x": x[idx], "c": c[idx]}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Adam parameter groups: `weight_decay` on the weight matrices and kernels (2 or more dimensions), none on
+    vectors: the biases and the decoder's noise scales (`log_scale`), whose decay would pull the noise std towards
+    its floor. Works on a DDP-wrapped model too (it only looks at shapes)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decayed = [p for p in trainable if p.dim() >= 2]
+    plain = [p for p in trainable if p.dim() < 2]
+    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    """The Adam optimiser of a training run: `config.lr`, weight decay by `param_groups`."""
+    return torch.optim.Adam(param_groups(model, config.weight_decay), lr=config.lr)
 
 
 @dataclass
@@ -51,7 +68,10 @@ def fit(
     log: Callable[[str], object] | None = print,
     log_every: int = 1,
 ) -> FitResult:
-    """Train with Adam, validate every epoch, stop early on the validation loss and restore the best weights.
+    """Train with Adam (`build_optimizer`), validate every epoch, stop early on the validation loss and restore
+    the best weights. Epochs that end inside the KL warm-up (`kl_warmup_done`) are neither candidates for the best
+    weights nor count towards the patience; a run that never leaves the warm-up keeps its last weights (best_epoch
+    -1).
 
     train_x is (N, D) or (N, C, H, W); val_x likewise. Prints a line every `log_every` epochs through `log`.
     An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
@@ -61,7 +81,7 @@ def fit(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     adversary = Adversary.for_objective(objective, model.config.latent_dim, wrap=lambda d: d.to(device))
     tx, tc, vx, vc = map(_as_tensor, (train_x, train_c, val_x, val_c))
     stopper = EarlyStopping(config.patience, config.min_delta)
@@ -83,7 +103,7 @@ def fit(
         val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device, mixed_precision=amp,
                        adversary=adversary)  # fmt: skip
         result.history.append({"epoch": epoch, **epoch_metrics(train, val)})
-        if stopper.update(val.loss, epoch):
+        if kl_warmup_done(objective, step) and stopper.update(val.loss, epoch):
             best_state = copy.deepcopy(model.state_dict())
         if log is not None and (epoch + 1) % log_every == 0:
             log(format_epoch(epoch + 1, config.epochs, train, val))

@@ -1,8 +1,11 @@
 """Adversarial autoencoder: the discriminator's role, its checks, and prior matching on the real thyroid rows."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pipelines.datasets import load_thyroid, one_class_split
 from vae import (
@@ -23,6 +26,7 @@ from vae import (
     fit,
     train_epoch,
 )
+from vae.adversarial import discriminator_loss, generator_loss
 
 AAE = ObjectiveConfig(kind="aae", adversarial_weight=1.0, discriminator_lr=3e-3, discriminator_hidden_dims=(16,))
 
@@ -38,6 +42,22 @@ def _one_thread():
 
 def _model(latent: int = 2) -> VAE:
     return VAE(ModelConfig(latent_dim=latent, hidden_dims=(16,)), DataLayout((FeatureBlock("gaussian", 4),)))
+
+
+class _FirstCoordinate(nn.Module):
+    """A fixed discriminator: the logit that z came from the prior is z_0."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, 0]
+
+
+def test_the_losses_label_prior_draws_one_and_encoded_rows_zero():
+    """Prior rows at logit +3 and encoded rows at -3 are all told apart correctly: the discriminator's loss is
+    log(1 + e^-3) per row. The encoder's loss -log D(encoded) is then log(1 + e^3): it is caught."""
+    prior, encoded = torch.full((3, 2), 3.0), torch.full((5, 2), -3.0)
+    assert discriminator_loss(_FirstCoordinate(), encoded, prior).item() == pytest.approx(math.log1p(math.exp(-3)))
+    assert discriminator_loss(_FirstCoordinate(), prior, encoded).item() == pytest.approx(math.log1p(math.exp(3)))
+    assert generator_loss(_FirstCoordinate(), encoded).item() == pytest.approx(math.log1p(math.exp(3)))
 
 
 def test_the_generator_step_trains_the_autoencoder_not_the_discriminator():

@@ -42,11 +42,20 @@ def test_reparameterised_samples_have_the_posterior_moments():
 
 def test_gaussian_block_matches_normal_with_learned_scale():
     lik = MixedLikelihood(DataLayout((FeatureBlock("gaussian", 3),)), gaussian_min_scale=1e-3)
-    with torch.no_grad():
-        lik.blocks[0].log_scale.copy_(torch.log(torch.tensor([0.5, 1.0, 2.0])))
+    lik.blocks[0].set_scale(torch.tensor([0.5, 1.0, 2.0]))
     params, x = torch.randn(7, 3), torch.randn(7, 3)
     expected = D.Normal(params, torch.tensor([0.5, 1.0, 2.0])).log_prob(x)
     assert torch.allclose(lik.log_prob(params, x), expected, atol=1e-5)
+
+
+def test_gaussian_samples_have_the_learned_scale():
+    lik = MixedLikelihood(DataLayout((FeatureBlock("gaussian", 3),)), gaussian_min_scale=0.05)
+    scale = torch.tensor([0.2, 1.0, 3.0])
+    lik.blocks[0].set_scale(scale)
+    params = torch.tensor([[1.0, -2.0, 0.5]]).expand(100_000, 3)
+    draws = lik.sample(params, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(draws.mean(0), params[0], atol=0.03)
+    assert torch.allclose(draws.std(0), scale, rtol=0.01)  # the std error of a std from 1e5 draws is 0.2 %
 
 
 def test_gaussian_scale_is_floored():
@@ -82,7 +91,7 @@ def test_mixed_row_is_the_sum_of_its_blocks(mixed_layout, mixed_batch):
     params = torch.randn(4, *mixed_batch.shape)  # (S, B, D): several samples broadcast against x
     out = lik.log_prob(params, mixed_batch)
     assert out.shape == (4, 8, 6)
-    numeric = D.Normal(params[..., :3], 1.0).log_prob(mixed_batch[:, :3])
+    numeric = D.Normal(params[..., :3], lik.blocks[0].scale()).log_prob(mixed_batch[:, :3])  # std 1 + 1e-3
     binary = D.Bernoulli(logits=params[..., 3:5]).log_prob(mixed_batch[:, 3:5])
     colour = D.Categorical(logits=params[..., 5:]).log_prob(mixed_batch[:, 5:].argmax(-1))
     assert torch.allclose(out, torch.cat([numeric, binary, colour[..., None]], -1), atol=1e-5)

@@ -19,11 +19,14 @@ from vae import (
     TrainConfig,
     compute_loss,
     fit,
+    importance_sampled_nll,
     load_detector,
     negative_elbo,
     save_detector,
 )
 from vae.flows import MADE
+
+from ..conftest import LinearGaussian
 
 
 def _randomised_flow(dim: int, steps: int) -> InverseAutoregressiveFlow:
@@ -44,6 +47,14 @@ def test_log_det_equals_the_log_abs_det_of_the_autograd_jacobian():
         assert not torch.allclose(jac, torch.diag(torch.diagonal(jac)))  # the steps couple the coordinates
         expected = torch.linalg.slogdet(jac).logabsdet
         assert log_det[row].item() == pytest.approx(expected.item(), abs=1e-10)
+
+
+def test_the_order_is_reversed_between_steps_so_every_coordinate_depends_on_every_other():
+    """Each step's Jacobian is lower triangular (z'_i sees z_<=i); without the reversal in between, so would be
+    that of two steps. With it, output i of step 2 sees z_0 of step 2, which saw every input of step 1."""
+    flow = _randomised_flow(dim=4, steps=2)
+    jac = jacobian(lambda v: flow(v)[0], torch.randn(4, dtype=torch.float64))
+    assert (jac.abs() > 1e-8).all(), jac
 
 
 def test_each_made_output_depends_only_on_earlier_inputs():
@@ -144,3 +155,40 @@ def test_a_trained_flow_model_scores_and_round_trips_through_save_and_load(tmp_p
     rows = negative_elbo(model, xt, samples=20, generator=torch.Generator().manual_seed(0))
     out = model(xt, n_samples=20, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(rows.score, -out.log_px.sum(-1).mean(0) + (out.log_qz - out.log_pz).mean(0), atol=1e-5)
+
+
+def _hand_set_iaf_posterior() -> LinearGaussian:
+    """A linear-Gaussian VAE whose posterior q is a two-step IAF with hand-set weights: m = 0 and a random gate
+    sigma(s(z)) around sigmoid(2) = 0.88, so z_K ~= 0.88^2 * reverse(z_0); the base is the exact posterior scaled
+    and reversed to match. q is close to the posterior but not equal to it (the gates vary with z)."""
+    torch.manual_seed(0)
+    lg = LinearGaussian(flow_steps=2)
+    shrink = torch.sigmoid(torch.tensor(2.0)).item() ** 2
+    encoder = lg.model.encoder
+    with torch.no_grad():
+        for made in lg.model.flow.steps:
+            made.out.weight[:2].zero_()  # m = 0
+            made.out.weight[2:].normal_()  # s depends on the earlier coordinates (through the MADE masks)
+        encoder.mu.weight.copy_(encoder.mu.weight.flip(0) / shrink)
+        encoder.mu.bias.copy_(encoder.mu.bias.flip(0) / shrink)
+        encoder.logvar.bias.copy_(encoder.logvar.bias.flip(0) - 2 * np.log(shrink))
+    return lg
+
+
+def test_iaf_importance_sampled_nll_matches_the_closed_form():
+    """-log p(x) = -log N(x; b, W W^T + s^2 I) against the estimate with k = 5000 draws of the IAF posterior.
+
+    Tolerances: the weights' own spread predicts a standard error sd(w) / (mean(w) sqrt(k)) of at most 0.028
+    nats on these 64 rows (effective sample sizes 1000-4900 of 5000); measured errors over three seeds: max
+    0.040, mean at most 0.003. The bounds, 0.1 per row and 0.01 on the mean, are 3.5 standard errors and
+    3 standard errors of the mean. Leaving the flow's log|det| out of log q would shift every row by 0.39 nats,
+    and this posterior is no exact one: its -ELBO is 0.19 nats looser on average."""
+    lg = _hand_set_iaf_posterior()
+    x = lg.sample(64)
+    exact = -lg.log_marginal(x)
+    estimate = importance_sampled_nll(lg.model, x, k=5000, generator=torch.Generator().manual_seed(0)).score
+    assert (estimate - exact).abs().max() < 0.1
+    assert (estimate - exact).mean().abs() < 0.01
+    out = lg.model(x, n_samples=64)
+    assert out.log_det.mean().abs() > 0.3 and out.log_det.std(0).mean() > 0.01  # a real, z-dependent flow
+    assert (negative_elbo(lg.model, x, samples=256).score - exact).mean() > 0.1

@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from vae import VAE, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, compute_loss, elbo, iwae, kl_weight
+from vae import (
+    VAE,
+    DataLayout,
+    FeatureBlock,
+    ModelConfig,
+    ObjectiveConfig,
+    compute_loss,
+    elbo,
+    iwae,
+    kl_weight,
+    train_epoch,
+)
 
 
 def _bounds(model, x, k, seed):
@@ -58,6 +69,20 @@ def test_kl_warmup_ramps_linearly_to_beta():
     assert [kl_weight(config, s) for s in (0, 25, 50, 100, 1000)] == [0.0, 0.5, 1.0, 2.0, 2.0]
     assert kl_weight(config, None) == 2.0
     assert kl_weight(ObjectiveConfig(beta=0.3), 0) == 0.3
+
+
+@pytest.mark.parametrize("kind", ["elbo", "iwae"])
+def test_training_steps_weigh_the_kl_by_the_warmup(mixed_model, mixed_batch, kind):
+    """Step t of a warm-up over 4 steps to beta = 2 minimises -recon + 2 min(1, t / 4) * KL (IWAE: beta inside
+    the weights, so with one sample the same)."""
+    objective = ObjectiveConfig(kind=kind, beta=2.0, kl_warmup_steps=4)
+    seen = []
+    optimizer = torch.optim.SGD(mixed_model.parameters(), lr=0.0)
+    train_epoch(mixed_model, [mixed_batch] * 6, optimizer, objective, step=2, on_batch=lambda *a: seen.append(a))
+    assert [step for step, _ in seen] == [3, 4, 5, 6, 7, 8]
+    for step, parts in seen:
+        weight = 2.0 * min(1.0, (step - 1) / 4)  # the loss of the batch before step `step` was counted
+        assert parts.total.item() == pytest.approx(-parts.recon.item() + weight * parts.kl.item(), rel=1e-5), step
 
 
 def test_compute_loss_uses_the_configured_objective(mixed_model, mixed_batch):

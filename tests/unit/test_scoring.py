@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from vae import ScoreConfig, calibrate_threshold, importance_sampled_nll, negative_elbo, reconstruction_error, scoring
+from vae import (
+    VAE,
+    ModelConfig,
+    ScoreConfig,
+    calibrate_threshold,
+    importance_sampled_nll,
+    negative_elbo,
+    reconstruction_error,
+    scoring,
+)
 from vae.scoring import score_array
 
 
@@ -14,7 +23,7 @@ def test_nll_with_the_exact_posterior_is_exact_for_any_k(linear_gaussian):
     exact = -linear_gaussian.log_marginal(x)
     # With q(z|x) = p(z|x) every importance weight equals p(x): the estimate has zero variance.
     for k in (1, 10):
-        assert torch.allclose(importance_sampled_nll(linear_gaussian.model, x, k=k), exact, atol=1e-4)
+        assert torch.allclose(importance_sampled_nll(linear_gaussian.model, x, k=k).score, exact, atol=1e-4)
 
 
 def test_nll_with_5000_samples_matches_the_closed_form(linear_gaussian):
@@ -23,7 +32,9 @@ def test_nll_with_5000_samples_matches_the_closed_form(linear_gaussian):
     linear_gaussian.set_posterior(mean_shift=0.2, logvar_shift=np.log(2.0))
     x = linear_gaussian.sample(64)
     exact = -linear_gaussian.log_marginal(x)
-    estimate = importance_sampled_nll(linear_gaussian.model, x, k=5000, generator=torch.Generator().manual_seed(0))
+    estimate = importance_sampled_nll(
+        linear_gaussian.model, x, k=5000, generator=torch.Generator().manual_seed(0)
+    ).score
     assert (estimate - exact).abs().max() < 0.05
     assert (estimate - exact).mean().abs() < 0.005
     # ... while the -ELBO, an upper bound on -log p(x), is clearly looser on average.
@@ -34,9 +45,9 @@ def test_nll_with_5000_samples_matches_the_closed_form(linear_gaussian):
 def test_nll_chunking_does_not_change_the_estimate(linear_gaussian, monkeypatch):
     linear_gaussian.set_posterior(mean_shift=0.3, logvar_shift=0.5)
     x = linear_gaussian.sample(16)
-    whole = importance_sampled_nll(linear_gaussian.model, x, k=300, generator=torch.Generator().manual_seed(7))
+    whole = importance_sampled_nll(linear_gaussian.model, x, k=300, generator=torch.Generator().manual_seed(7)).score
     monkeypatch.setattr(scoring, "_SAMPLE_BUDGET", 16 * 5 * 7)  # 7 samples per chunk: 43 chunks
-    chunked = importance_sampled_nll(linear_gaussian.model, x, k=300, generator=torch.Generator().manual_seed(7))
+    chunked = importance_sampled_nll(linear_gaussian.model, x, k=300, generator=torch.Generator().manual_seed(7)).score
     assert torch.allclose(whole, chunked, atol=1e-4)
 
 
@@ -47,6 +58,42 @@ def test_negative_elbo_splits_into_feature_contributions_plus_kl(mixed_model, mi
     out = mixed_model(mixed_batch, n_samples=4, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(rows.score, -out.log_px.sum(-1).mean(0) + out.kl, atol=1e-5)
     assert torch.allclose(rows.score, rows.contributions.sum(1) + out.kl, atol=1e-5)
+    assert torch.equal(rows.latent, out.kl)
+
+
+@pytest.mark.parametrize("kind", ["negative_elbo", "nll", "reconstruction"])
+@pytest.mark.parametrize("flow_steps", [0, 2])
+def test_contributions_and_the_latent_term_add_up_to_the_score(mixed_layout, mixed_batch, kind, flow_steps):
+    model = VAE(ModelConfig(latent_dim=3, hidden_dims=(16,), flow_steps=flow_steps), mixed_layout)
+    observed = np.ones((8, 6), dtype=bool)
+    observed[::2, 1] = observed[1::3, 5] = False  # some missing features too
+    rows = scoring.score_rows(model, mixed_batch.numpy(), config=ScoreConfig(kind=kind, samples=300), observed=observed)
+    assert rows.score.shape == rows.latent.shape == (8,) and rows.contributions.shape == (8, 6)
+    total = rows.contributions.astype(np.float64).sum(1) + rows.latent
+    np.testing.assert_allclose(total, rows.score, rtol=1e-6, atol=1e-5)
+    if kind == "reconstruction":
+        assert (rows.latent == 0).all()
+
+
+def test_nll_contributions_split_the_estimate_by_self_normalised_weights(linear_gaussian, monkeypatch):
+    """contributions[:, f] = sum_s w~_s (-log p(x_f | z_s)) over the same draws as the estimate, streamed in chunks."""
+    linear_gaussian.set_posterior(mean_shift=0.3, logvar_shift=0.5)
+    model, x, noise = linear_gaussian.model, linear_gaussian.sample(16), torch.randn(300, 2)
+    out = model(x, n_samples=300, noise=noise)
+    weights = torch.softmax(out.log_px.sum(-1) + out.log_pz - out.log_qz, dim=0)  # (S, B)
+    expected = -(weights[..., None] * out.log_px).sum(0)  # (B, F)
+    monkeypatch.setattr(scoring, "_SAMPLE_BUDGET", 16 * 5 * 7)  # 7 draws per chunk
+    rows = importance_sampled_nll(model, x, k=300, noise=noise)
+    torch.testing.assert_close(rows.contributions, expected, rtol=1e-5, atol=1e-5)
+    # With the exact posterior every weight is p(x): the split is the plain average over draws, the -ELBO's.
+    linear_gaussian.set_posterior(mean_shift=0.0, logvar_shift=0.0)
+    exact, elbo = (
+        importance_sampled_nll(model, x, k=300, noise=noise),
+        negative_elbo(model, x, samples=300, noise=noise),
+    )
+    torch.testing.assert_close(exact.contributions, elbo.contributions, rtol=1e-4, atol=1e-4)
+    out = model(x, n_samples=300, noise=noise)
+    torch.testing.assert_close(exact.latent, (out.log_qz - out.log_pz).mean(0), rtol=1e-4, atol=1e-4)
 
 
 def test_reconstruction_error_is_the_squared_error_of_the_decoded_mean(mixed_model, mixed_batch):

@@ -1,0 +1,86 @@
+"""Missing features are marginalised out of every score: their log p(x_f | z) terms (squared errors) are left out,
+the value filled in for them only reaches the encoder."""
+
+import numpy as np
+import pytest
+import torch
+
+from vae import ScoreConfig, importance_sampled_nll, likelihoods, scoring
+
+from .tabular_models import mixed_table, train_detector
+
+KINDS = ["negative_elbo", "nll", "reconstruction"]
+
+
+def test_a_categorical_group_is_one_feature_missing_when_any_of_its_columns_is(mixed_layout):
+    missing = np.zeros((3, 9), dtype=bool)  # columns: a b c | flag1 flag2 | colour x 4
+    missing[0, 1] = True  # b
+    missing[1, 5:9] = True  # colour, as Preprocessor.encoded_missing marks it
+    missing[2, [3, 6]] = True  # flag1, and one slot of colour
+    expected = np.ones((3, 6), dtype=bool)  # features: a b c flag1 flag2 colour
+    expected[0, 1] = expected[1, 5] = expected[2, 3] = expected[2, 5] = False
+    np.testing.assert_array_equal(likelihoods.observed_features(mixed_layout, missing), expected)
+    with pytest.raises(ValueError, match=r"\(N, 9\)"):
+        likelihoods.observed_features(mixed_layout, missing[:, :5])
+
+
+def _blind_to(model, columns: slice) -> None:
+    """Make the encoder ignore some input columns, so changing them can only act through the likelihood."""
+    with torch.no_grad():
+        model.encoder.trunk[0].weight[:, columns] = 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("feature", "columns"), [(1, slice(1, 2)), (5, slice(5, 9))])  # numeric b; colour
+def test_the_value_of_a_masked_feature_does_not_change_the_score(mixed_model, mixed_batch, kind, feature, columns):
+    _blind_to(mixed_model, columns)
+    config = ScoreConfig(kind=kind, samples=50)
+    other = mixed_batch.clone()
+    other[:, columns] = mixed_batch[:, columns] + 3.0 if feature == 1 else torch.roll(mixed_batch[:, columns], 1, 1)
+    observed = np.ones((8, 6), dtype=bool)
+    observed[:, feature] = False
+    masked = scoring.score_rows(mixed_model, mixed_batch.numpy(), config=config, observed=observed)
+    masked_other = scoring.score_rows(mixed_model, other.numpy(), config=config, observed=observed)
+    np.testing.assert_allclose(masked.score, masked_other.score, rtol=1e-6)
+    assert (masked.contributions[:, feature] == 0).all()
+    full = scoring.score_rows(mixed_model, mixed_batch.numpy(), config=config)
+    full_other = scoring.score_rows(mixed_model, other.numpy(), config=config)
+    assert np.abs(full.score - full_other.score).min() > 1e-3  # observed, the value does matter
+    if kind != "nll":  # the -ELBO and the squared error are sums over features: masking drops one term exactly
+        np.testing.assert_allclose(masked.score, full.score - full.contributions[:, feature], rtol=1e-5, atol=1e-5)
+
+
+def test_nll_of_a_row_with_a_missing_value_is_the_closed_form_marginal_of_the_rest(linear_gaussian):
+    """p(x_o) = N(b_o, (W W^T + s^2 I)_oo). The encoder sees the missing value filled with its mean b_j, so its
+    posterior is p(z | x_o, x_j = b_j), not p(z | x_o); importance sampling corrects that. Feature 3 loads little
+    on z (|W_3| <= 0.45), so the two posteriors are close: measured over 64 rows, max error 0.012 nats, mean
+    0.0003; the bounds are four and fifteen times those. (A feature with a large loading would need a wider
+    proposal: with W_2 = (1.40, -0.13) the max error at k = 5000 is 2.3 nats.)"""
+    x = linear_gaussian.sample(64)
+    x[:, 3] = linear_gaussian.b[3]  # the fill: the training mean
+    observed = torch.ones(64, 5, dtype=torch.bool)
+    observed[:, 3] = False
+    keep = [0, 1, 2, 4]
+    cov = linear_gaussian.w @ linear_gaussian.w.T + linear_gaussian.noise**2 * torch.eye(5)
+    exact = -torch.distributions.MultivariateNormal(linear_gaussian.b[keep], cov[keep][:, keep]).log_prob(x[:, keep])
+    g = torch.Generator().manual_seed(0)
+    estimate = importance_sampled_nll(linear_gaussian.model, x, k=5000, generator=g, observed=observed).score
+    assert (estimate - exact).abs().max() < 0.05
+    assert (estimate - exact).mean().abs() < 0.005
+    full = -linear_gaussian.log_marginal(x)
+    assert (full - exact).abs().min() > 0.1  # scoring the fill as observed would be far off
+
+
+def test_a_row_with_a_missing_category_is_no_longer_flagged():
+    """Filled with the unknown bucket and scored as observed, a missing colour made nearly every row an anomaly;
+    marginalised out, such rows are flagged about as often as complete ones (measured: 4 % against 5 %)."""
+    detector = train_detector(mixed_table(600, seed=0))
+    validation = mixed_table(300, seed=1)
+    detector.calibrate(detector.score(validation)[0])
+    holed = {**validation, "colour": np.full(300, None, dtype=object)}
+    scores, contributions = detector.score(holed)
+    assert detector.is_anomaly(scores).mean() < 0.15
+    colour = detector.feature_names.index("colour")
+    assert (contributions[:, colour] == 0).all()
+    numbers = {**validation, "age": np.full(300, np.nan)}
+    assert detector.is_anomaly(detector.score(numbers)[0]).mean() < 0.15
