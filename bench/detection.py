@@ -80,15 +80,16 @@ def evaluate_split(task: tuple[str, Path, int, tuple[str, ...]]) -> list[dict]:
     return rows
 
 
-def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int) -> Table:
-    """AUROC mean ± std per set and method; the mean over sets; the per-set best of the baselines."""
+def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int, metric: str = "auroc",
+                  title: str = "Detection AUROC (%)") -> Table:  # fmt: skip
+    """`metric` mean ± std per set and method; the mean over sets; the per-set best of the baselines."""
     baselines = [m for m in methods if m != PROJECT]
     columns = ["data set", *methods] + (["best baseline"] if baselines else [])
-    table = Table(f"Detection AUROC (%), mean ± std over {seeds} seeds", columns)
+    table = Table(f"{title}, mean ± std over {seeds} seeds", columns)
     sets = list(dict.fromkeys(r["dataset"] for r in rows))
     means: dict[str, list[float]] = {m: [] for m in [*methods, "best baseline"]}
     for name in sets:
-        per = {m: [r["auroc"] for r in rows if r["dataset"] == name and r["method"] == m] for m in methods}
+        per = {m: [r[metric] for r in rows if r["dataset"] == name and r["method"] == m] for m in methods}
         for m in methods:
             means[m].append(float(np.mean(per[m])))
         cells = [mean_std(per[m]) for m in methods]
@@ -106,26 +107,46 @@ def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int) -> Tab
     return table
 
 
-def run(data: Path, seeds: list[int], methods: tuple[str, ...], jobs: int) -> tuple[list[dict], Table]:
-    files = sorted(data.glob("*.npz"), key=lambda p: int(p.name.split("_")[0]) if p.name[0].isdigit() else p.name)
-    if not files:
-        raise FileNotFoundError(f"no *.npz files in {data}")
+def tables(rows: list[dict], methods: tuple[str, ...], seeds: int, number: int | None = None) -> list[Table]:
+    """The AUROC table and the average-precision table of the same rows (numbered as table `number`)."""
+    auroc, precision = ("Detection AUROC (%)", "Average precision (%)")
+    if number is not None:
+        auroc, precision = f"Table {number}. {auroc}", f"Table {number}b. {precision}"
+    return [results_table(rows, methods, seeds, "auroc", auroc),
+            results_table(rows, methods, seeds, "average_precision", precision)]  # fmt: skip
+
+
+def sort_key(path: Path) -> tuple[int, str]:
+    """ADBench files by their number prefix ("4_breastw" before "10_cover")."""
+    number = path.name.split("_")[0]
+    return (int(number), path.name) if number.isdigit() else (1 << 30, path.name)
+
+
+def evaluate_files(files: list[Path], seeds: list[int], methods: tuple[str, ...], jobs: int) -> list[dict]:
+    """Every (file, seed) split in `jobs` processes; a progress line per finished set; the CSV rows."""
     tasks = [(p.stem, p, s, methods) for p in files for s in seeds]
     rows: list[dict] = []
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(jobs) as pool:
-        done: dict[str, int] = {}
+    done: dict[str, int] = {}
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for result in pool.imap(evaluate_split, tasks):
             rows += result
             name = result[0]["dataset"]
             done[name] = done.get(name, 0) + 1
             if done[name] == len(seeds):
-                summary = ", ".join(
-                    f"{m} {np.mean([r['auroc'] for r in rows if r['dataset'] == name and r['method'] == m]):.1f}"
-                    for m in methods
-                )
-                print(f"[{len(done)}/{len(files)}] {name}: {summary}", flush=True)
-    return rows, results_table(rows, methods, len(seeds))
+                means = {m: np.mean([r["auroc"] for r in rows if r["dataset"] == name and r["method"] == m])
+                         for m in methods}  # fmt: skip
+                summary = ", ".join(f"{m} {v:.1f}" for m, v in means.items())
+                print(f"[{len(done)}/{len(files)}] {name}: AUROC {summary}", flush=True)
+    return rows
+
+
+def run(setup) -> list[Table]:
+    """Table 3 of `python -m bench`: the harness on the four accuracy sets under `tabular/` (quick: one seed)."""
+    from .context import TABULAR
+
+    files = [setup.data_dir / "tabular" / TABULAR[name] for name in ("thyroid", "cardio", "mammography", "shuttle")]
+    seeds = [0] if setup.quick else list(range(5))
+    return tables(evaluate_files(files, seeds, METHODS, jobs=2), METHODS, len(seeds), number=3)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -164,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"bench detection: error: {args.data} is not a directory", file=sys.stderr)
         return 1
-    try:
-        rows, table = run(args.data, args.seeds, args.methods, args.jobs)
-    except FileNotFoundError as err:
-        print(f"bench detection: error: {err}", file=sys.stderr)
+    files = sorted(args.data.glob("*.npz"), key=sort_key)
+    if not files:
+        print(f"bench detection: error: no *.npz files in {args.data}", file=sys.stderr)
         return 1
-    print("\n" + table.markdown())
+    rows = evaluate_files(files, args.seeds, args.methods, args.jobs)
+    print("\n" + "\n".join(t.markdown() for t in tables(rows, args.methods, len(args.seeds))))
     if args.csv is not None:
         write_csv(rows, args.csv)
         print(f"rows written to {args.csv}")

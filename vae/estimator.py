@@ -91,7 +91,7 @@ class AnomalyDetector:
         fit(model, pre.transform(train), pre.transform(val), settings.objective, settings.train,
             device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective)
-        self.detector_.calibrate(self.detector_.score(val)[0])
+        self.detector_.calibrate(*self.detector_.score(val))
         return self
 
     @property
@@ -108,9 +108,16 @@ class AnomalyDetector:
         """(N,) int 0/1: 1 where the score is above the calibrated threshold."""
         return self.detector.is_anomaly(self.score_samples(table)).astype(np.int64)
 
-    def feature_scores(self, table: Any) -> pd.DataFrame:
-        """Each feature's share of the score, (N, F), columns named by feature, indexed like a pandas input."""
+    def feature_scores(self, table: Any, relative: bool = True) -> pd.DataFrame:
+        """Each feature's share of the score, (N, F), columns named by feature, indexed like a pandas input.
+
+        relative: minus the feature's median share on the held-out training rows, so the column furthest above
+        its typical value is the odd one; otherwise the raw shares (which add up to the score with the latent
+        term, see `vae.scoring.RowScores`).
+        """
         contributions = self.detector.score(as_columns(table), seed=self.seed)[1]
+        if relative:
+            contributions = self.detector.relative_contributions(contributions)
         index = table.index if isinstance(table, pd.DataFrame) else None
         return pd.DataFrame(contributions, columns=list(self.detector.feature_names), index=index)
 

@@ -1,30 +1,45 @@
-"""The benchmark package's own logic: its YAML settings, target verdicts and the RESULTS.md merge."""
+"""The benchmark package's own logic: the detection protocol's split and tables, target verdicts, the RESULTS.md
+merge."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.__main__ import parse_tables, write_results
-from bench.detection import SETTINGS_FILE, load_settings
+from bench.baselines import knn
+from bench.detection import PROJECT, protocol_split, results_table, sort_key
 from bench.tables import Table, mean_std, target
-from vae import ConfigError
 
 
-def test_detection_settings_load_for_every_published_data_set():
-    settings = load_settings()
-    assert set(settings) == {"thyroid", "cardio", "mammography", "shuttle"}
-    assert all(s.train.patience is not None and s.model.latent_dim >= 2 for s in settings.values())
-    assert SETTINGS_FILE.read_text().startswith("# python -m bench")
+def test_protocol_split_is_the_published_recipe():
+    y = np.array([0, 1, 0, 0, 1, 0, 0, 0, 0, 0])
+    split = protocol_split(y, seed=3)
+    normal = np.where(y == 0)[0]
+    np.random.default_rng(3).shuffle(normal)
+    assert split.train.tolist() == normal[:4].tolist()
+    assert split.test.tolist() == [*normal[4:].tolist(), 1, 4]
+    assert not set(split.train) & set(split.test)
 
 
-def test_detection_settings_name_an_unknown_data_set_or_key(tmp_path: Path):
-    wrong = tmp_path / "d.yaml"
-    wrong.write_text("iris:\n  model: {latent_dim: 2}\n  train: {}\n")
-    with pytest.raises(ConfigError, match="iris"):
-        load_settings(wrong)
-    wrong.write_text("cardio:\n  model: {latent: 2}\n  train: {}\n")
-    with pytest.raises(ConfigError, match="latent"):
-        load_settings(wrong)
+def test_knn_is_the_distance_to_the_fifth_neighbour_in_either_algorithm():
+    rng = np.random.default_rng(0)
+    for d in (3, 20):  # a k-d tree, then blocks of brute-force distances
+        train, test = rng.normal(size=(200, d)), rng.normal(size=(30, d))
+        exact = np.sort(np.linalg.norm(test[:, None] - train[None], axis=-1), axis=1)[:, 4]
+        np.testing.assert_allclose(knn(train, test, 0), exact, rtol=1e-4)
+
+
+def test_results_table_means_best_baseline_and_knn_gap():
+    rows = [{"dataset": s, "seed": seed, "method": m, "auroc": a, "average_precision": 0.0}
+            for s, scores in (("a", {PROJECT: 90, "knn": 80, "pca": 85}), ("b", {PROJECT: 70, "knn": 75, "pca": 60}))
+            for seed in (0, 1) for m, a in scores.items()]  # fmt: skip
+    table = results_table(rows, (PROJECT, "knn", "pca"), seeds=2)
+    assert [r[0] for r in table.rows] == ["a", "b", "**mean over 2 sets**"]
+    assert table.rows[0][-1] == "85.00 (pca)" and table.rows[1][-1] == "75.00 (knn)"
+    assert table.rows[2][1:] == ["**80.00**", "**77.50**", "**72.50**", "**80.00**"]
+    assert table.notes == ["sets where `vae` is more than 3 points below KNN: b"]
+    assert sorted([Path("10_cover.npz"), Path("4_breastw.npz")], key=sort_key)[0].name == "4_breastw.npz"
 
 
 def test_targets_and_spread():
