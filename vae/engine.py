@@ -37,21 +37,23 @@ class EpochStats:
         return self.rows / self.seconds if self.seconds > 0 else math.inf
 
 
-def format_epoch(epoch: int, epochs: int, train: EpochStats, val: EpochStats) -> str:
-    """The one-line progress report of an epoch (1-based `epoch`)."""
+def format_epoch(epoch: int, epochs: int, train: EpochStats, val: EpochStats | None) -> str:
+    """The one-line progress report of an epoch (1-based `epoch`); `val` None: training without validation."""
     extras = "".join(f", {name} {value:.4f}" for name, value in train.extras.items())
+    validation = "" if val is None else f"  val {val.loss:9.4f}"
     return (
-        f"epoch {epoch:3d}/{epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, kl {train.kl:7.4f}{extras})  "
-        f"val {val.loss:9.4f}  {train.rows_per_second:8.0f} rows/s"
+        f"epoch {epoch:3d}/{epochs}  train {train.loss:9.4f} (recon {train.recon:9.4f}, kl {train.kl:7.4f}{extras})"
+        f"{validation}  {train.rows_per_second:8.0f} rows/s"
     )
 
 
-def epoch_metrics(train: EpochStats, val: EpochStats) -> dict[str, float]:
+def epoch_metrics(train: EpochStats, val: EpochStats | None) -> dict[str, float]:
     """An epoch's metrics by name: train_/val_ loss, recon, kl and the variant's parts, and rows_per_s."""
     metrics = {}
     for prefix, stats in (("train", train), ("val", val)):
-        parts = {"loss": stats.loss, "recon": stats.recon, "kl": stats.kl, **stats.extras}
-        metrics |= {f"{prefix}_{name}": value for name, value in parts.items()}
+        if stats is not None:
+            parts = {"loss": stats.loss, "recon": stats.recon, "kl": stats.kl, **stats.extras}
+            metrics |= {f"{prefix}_{name}": value for name, value in parts.items()}
     return metrics | {"rows_per_s": train.rows_per_second}
 
 

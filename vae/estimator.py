@@ -29,7 +29,11 @@ from .persistence import load_detector, save_detector
 from .preprocessing import Preprocessor
 from .training import fit
 
-VALIDATION_FRACTION = 0.1  # held-out training rows: the best epoch's weights and the threshold come from them
+# The threshold comes from held-out rows (10 %) when the table has at least CALIBRATION_ROWS rows; smaller tables
+# cannot spare them (on a few hundred rows the 10 % cost detection quality), so there it comes from the training
+# rows' own scores, which runs a little optimistic: slightly more new normal rows exceed it than `contamination`.
+VALIDATION_FRACTION = 0.1
+CALIBRATION_ROWS = 1000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -81,17 +85,17 @@ class AnomalyDetector:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 rows, got {n}")
         types = infer_feature_types(columns, self.exclude, self.numeric, self.binary, self.categorical)
         order = np.random.default_rng(self.seed).permutation(n)
-        n_val = max(1, round(n * VALIDATION_FRACTION))
-        train, val = _rows(columns, order[n_val:]), _rows(columns, order[:n_val])
+        n_val = round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0
+        train, held_out = _rows(columns, order[n_val:]), _rows(columns, order[:n_val])
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(train)
         layout = DataLayout(pre.layout_blocks())
         settings = self.settings or auto_settings(n - n_val, layout, self.seed, self.contamination)
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
-        fit(model, pre.transform(train), pre.transform(val), settings.objective, settings.train,
-            device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
+        fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,
+            log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective)
-        self.detector_.calibrate(*self.detector_.score(val))
+        self.detector_.calibrate(*self.detector_.score(held_out if n_val else train))
         return self
 
     @property

@@ -58,7 +58,7 @@ def _as_tensor(a: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
 def fit(
     model: torch.nn.Module,
     train_x: np.ndarray | torch.Tensor,
-    val_x: np.ndarray | torch.Tensor,
+    val_x: np.ndarray | torch.Tensor | None,
     objective: ObjectiveConfig,
     config: TrainConfig,
     *,
@@ -73,7 +73,8 @@ def fit(
     weights nor count towards the patience; a run that never leaves the warm-up keeps its last weights (best_epoch
     -1).
 
-    train_x is (N, D) or (N, C, H, W); val_x likewise. Prints a line every `log_every` epochs through `log`.
+    train_x is (N, D) or (N, C, H, W); val_x likewise, or None: then every epoch of the budget runs and the last
+    weights are kept (what the data-driven default does, `vae.auto`). Prints a line every `log_every` epochs through `log`.
     An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
     does not suit the model (see `check_variant`).
     """
@@ -100,10 +101,12 @@ def fit(
             adversary=adversary,
         )
         step = train.step
-        val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device, mixed_precision=amp,
-                       adversary=adversary)  # fmt: skip
+        val = None
+        if vx is not None:
+            val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device,
+                           mixed_precision=amp, adversary=adversary)  # fmt: skip
         result.history.append({"epoch": epoch, **epoch_metrics(train, val)})
-        if kl_warmup_done(objective, step) and stopper.update(val.loss, epoch):
+        if val is not None and kl_warmup_done(objective, step) and stopper.update(val.loss, epoch):
             best_state = copy.deepcopy(model.state_dict())
         if log is not None and (epoch + 1) % log_every == 0:
             log(format_epoch(epoch + 1, config.epochs, train, val))
@@ -114,4 +117,6 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     result.best_epoch, result.best_val_loss = stopper.best_epoch, stopper.best
+    if vx is None:
+        result.best_epoch = len(result.history) - 1
     return result
