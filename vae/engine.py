@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -113,7 +112,6 @@ def train_epoch(
     step: int = 0,
     grad_clip: float | None = None,
     mixed_precision: bool = False,
-    on_batch: Callable[[int, LossParts], Any] | None = None,
     adversary: Adversary | None = None,
 ) -> EpochStats:
     """One pass of optimisation over `batches`; `step` counts optimiser steps for the KL warm-up.
@@ -141,8 +139,6 @@ def train_epoch(
                 parts.extras["adv_discriminator"] = adversary.step(parts.latents)
         step += 1
         totals.add(parts, x.shape[0])
-        if on_batch is not None:
-            on_batch(step, parts)
     return totals.stats(step)
 
 
