@@ -16,7 +16,7 @@ import torch
 
 from .adversarial import Adversary
 from .config import ObjectiveConfig
-from .objectives import LossParts, compute_loss
+from .objectives import AAEParts, LossParts, compute_loss
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
 
@@ -102,6 +102,13 @@ class _Totals:
         return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step, extras)
 
 
+def _encoded(parts: LossParts) -> torch.Tensor:
+    """The detached latents (S * B, L) of an AAE objective's parts, which its discriminator learns from."""
+    if not isinstance(parts, AAEParts):
+        raise ValueError("an adversary trains with the adversarial autoencoder objective only (objective.kind=aae)")
+    return parts.encoded
+
+
 def train_epoch(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -117,7 +124,8 @@ def train_epoch(
     """One pass of optimisation over `batches`; `step` counts optimiser steps for the KL warm-up.
 
     An AAE objective needs its `adversary`: each batch is an encoder/decoder step followed by a
-    discriminator step (its loss reported as `adv_discriminator`).
+    discriminator step on that step's encoded latents (`AAEParts.encoded`; its loss reported as
+    `adv_discriminator`).
     Raises FloatingPointError when the loss becomes NaN or infinite, naming the step.
     """
     model.train()
@@ -136,7 +144,7 @@ def train_epoch(
         optimizer.step()
         if adversary is not None:
             with autocast(device, mixed_precision):
-                parts.extras["adv_discriminator"] = adversary.step(parts.latents)
+                parts.extras["adv_discriminator"] = adversary.step(_encoded(parts))
         step += 1
         totals.add(parts, x.shape[0])
     return totals.stats(step)
@@ -162,7 +170,7 @@ def evaluate(
         with autocast(device, mixed_precision):
             parts = compute_loss(model, x, c, objective, step=None, discriminator=discriminator)
             if adversary is not None:
-                parts.extras["adv_discriminator"] = adversary.loss(parts.latents)
+                parts.extras["adv_discriminator"] = adversary.loss(_encoded(parts))
         totals.add(parts, x.shape[0])
     return totals.stats(step=0)
 

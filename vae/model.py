@@ -110,9 +110,6 @@ class FlowPosterior:
         z, log_det = self.flow(base.z)
         return LatentDraws(z, base.log_q - log_det, log_det)
 
-    def kl_to_standard_normal(self) -> None:
-        return None
-
 
 Posterior = DiagonalGaussian | FlowPosterior
 
@@ -124,7 +121,6 @@ class VAEOutput:
     log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s); 0 for a feature marked missing
     log_qz: torch.Tensor  # (S, B) log q(z_s | x)
     log_pz: torch.Tensor  # (S, B) log p(z_s)
-    kl: torch.Tensor | None  # (B,) closed-form KL(q(z|x) || p(z)); None for a flow posterior
     posterior: Posterior
     z: torch.Tensor  # (S, B, L) the latents drawn
     log_det: torch.Tensor | None = None  # (S, B) the flow's summed log|det| (already inside log_qz)
@@ -133,6 +129,16 @@ class VAEOutput:
     def kl_monte_carlo(self) -> torch.Tensor:
         """The KL estimated at the drawn latents, mean over samples of log q(z|x) - log p(z): (B,)."""
         return (self.log_qz - self.log_pz).mean(0)
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether `kl` is the closed form: a diagonal-Gaussian posterior has one, a flow posterior has none."""
+        return isinstance(self.posterior, DiagonalGaussian)
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per row: the closed form when `analytic_kl`, else `kl_monte_carlo`: (B,)."""
+        return self.posterior.kl_to_standard_normal() if self.analytic_kl else self.kl_monte_carlo
 
 
 class VAE(nn.Module):
@@ -206,7 +212,6 @@ class VAE(nn.Module):
             log_px=self.likelihood.log_prob(params, x.flatten(1), observed),
             log_qz=draws.log_q,
             log_pz=standard_normal_log_prob(draws.z),
-            kl=posterior.kl_to_standard_normal(),
             posterior=posterior,
             z=draws.z,
             log_det=draws.log_det,

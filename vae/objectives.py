@@ -3,7 +3,8 @@
 `total` is the quantity to minimise (a negative bound); `recon` is the expected log-likelihood
 E_q[log p(x|z)] and `kl` the divergence term, both as positive "per row" averages. Variants add their own
 parts in `extras`: `log_det` (a flow posterior's mean summed log|det|), `adv_generator` (an AAE encoder's
-adversarial loss) and, from the training engine, `adv_discriminator`.
+adversarial loss) and, from the training engine, `adv_discriminator`. The AAE's parts (`AAEParts`) also
+carry the encoded latents that its discriminator's step learns from.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ class LossParts:
     total: torch.Tensor  # () the loss: -bound
     recon: torch.Tensor  # () E_q[log p(x|z)] per row
     kl: torch.Tensor  # () KL(q || p) (or its estimate) per row; 0 for an AAE, which has no KL term
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # () each, per row
-    latents: torch.Tensor | None = None  # (S * B, L) detached draws of z (what an AAE's discriminator sees)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # () each, per row; logged as metrics
+
+
+@dataclass
+class AAEParts(LossParts):
+    """An adversarial autoencoder's parts, with the latents its discriminator is then trained on."""
+
+    encoded: torch.Tensor = field(kw_only=True)  # (S * B, L) detached draws of z ~ q(z|x)
 
 
 def _flow_parts(out: VAEOutput) -> dict[str, torch.Tensor]:
@@ -38,7 +45,7 @@ def elbo(out: VAEOutput, beta: float = 1.0, analytic_kl: bool = True) -> LossPar
     With `analytic_kl=False` the KL is the Monte Carlo estimate log q(z|x) - log p(z) at the drawn z (the only
     one a flow posterior has: asking it for the closed form raises ValueError).
     """
-    if analytic_kl and out.kl is None:
+    if analytic_kl and not out.analytic_kl:
         raise ValueError("elbo: this posterior (a flow) has no closed-form KL; use analytic_kl=False")
     recon = out.log_px.sum(-1).mean(0)  # (B,)
     kl = out.kl if analytic_kl else out.kl_monte_carlo  # (B,)
@@ -65,7 +72,7 @@ def iwae(out: VAEOutput, beta: float = 1.0) -> LossParts:
     return LossParts(total=-bound.mean(), recon=recon.mean(), kl=kl.mean(), extras=_flow_parts(out))
 
 
-def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: float = 1.0) -> LossParts:
+def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: float = 1.0) -> AAEParts:
     """The AAE's encoder/decoder loss: -E_q[log p(x|z)] + weight * (-log D(z)) at the drawn z.
 
     The discriminator's parameters get no gradient here; it is trained by its own step (`Adversary.step`).
@@ -74,12 +81,12 @@ def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: fl
     z = out.z.flatten(0, 1)  # (S * B, L)
     with frozen(discriminator):
         adversarial = generator_loss(discriminator, z)
-    return LossParts(
+    return AAEParts(
         total=-recon.mean() + weight * adversarial,
         recon=recon.mean(),
         kl=torch.zeros((), device=recon.device),
         extras={"adv_generator": adversarial},
-        latents=z.detach(),
+        encoded=z.detach(),
     )
 
 

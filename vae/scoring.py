@@ -116,10 +116,9 @@ def negative_elbo(
     log_ratio = torch.zeros(x.shape[0], device=x.device)  # (B,) sum over draws of log q(z|x) - log p(z)
     for out in _sample_chunks(model, x, c, samples, generator, noise, observed):
         recon -= out.log_px.sum(0)
-        if out.kl is None:
-            log_ratio += (out.log_qz - out.log_pz).sum(0)
+        log_ratio += (out.log_qz - out.log_pz).sum(0)
     contributions = recon / samples
-    latent = out.kl if out.kl is not None else log_ratio / samples
+    latent = out.kl if out.analytic_kl else log_ratio / samples
     return RowScores(score=contributions.sum(-1) + latent, contributions=contributions, latent=latent)
 
 
