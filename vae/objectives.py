@@ -10,13 +10,14 @@ carry the encoded latents that its discriminator's step learns from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .adversarial import frozen, generator_loss
-from .config import ObjectiveConfig
+from .config import ObjectiveConfig, choose
 from .model import VAE, VAEOutput
 
 
@@ -104,6 +105,35 @@ def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
     return step >= config.kl_warmup_steps
 
 
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor | None, ObjectiveConfig, int | None, nn.Module | None], LossParts
+]  # (model, x, c, config, step, discriminator) -> the batch's parts
+
+
+def _elbo_loss(
+    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+) -> LossParts:
+    return elbo(model(x, c), kl_weight(config, step), config.analytic_kl)
+
+
+def _iwae_loss(
+    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+) -> LossParts:
+    return iwae(model(x, c, n_samples=config.iwae_samples), kl_weight(config, step))
+
+
+def _aae_loss(
+    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, _: object, discriminator: object
+) -> AAEParts:
+    if discriminator is None:
+        raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
+    return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
+
+
+# The objective kinds (`ObjectiveConfig.kind`): the one list of them, which config validation reads.
+OBJECTIVES: dict[str, Objective] = {"elbo": _elbo_loss, "iwae": _iwae_loss, "aae": _aae_loss}
+
+
 def compute_loss(
     model: VAE | torch.nn.Module,
     x: torch.Tensor,
@@ -112,13 +142,7 @@ def compute_loss(
     step: int | None = None,
     discriminator: nn.Module | None = None,
 ) -> LossParts:
-    """The configured objective on one batch. `model` may be wrapped (DDP): it is called, never unwrapped.
-    An AAE objective needs its (unwrapped) `discriminator`."""
-    if config.kind == "aae":
-        if discriminator is None:
-            raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
-        return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
-    beta = kl_weight(config, step)
-    if config.kind == "iwae":
-        return iwae(model(x, c, n_samples=config.iwae_samples), beta)
-    return elbo(model(x, c), beta, config.analytic_kl)
+    """The configured objective (`config.kind`, a name in OBJECTIVES) on one batch: x (B, D) or (B, C, H, W),
+    c (B, K) or None. `model` may be wrapped (DDP): it is called, never unwrapped. An AAE objective needs its
+    (unwrapped) `discriminator` and returns `AAEParts`."""
+    return choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")(model, x, c, config, step, discriminator)
