@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vae.config import check_choice, check_fraction, check_number, check_positive, require
-from vae.generation import GENERATION_MODES
 from vae.imputation import IMPUTATION_METHODS
+from vae.likelihoods import GENERATION_MODES
 from vae.scoring import SCORES
 
 from .config import TrackingSettings

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generation import likelihood_draw
 from .model import VAE, standard_normal_log_prob
 from .preprocessing import Preprocessor
 
@@ -139,9 +138,9 @@ class _Chains:
                 proposals += int((~blind).sum())
                 z = torch.where(accept[:, None], proposal, z)
                 params = torch.where(accept[:, None], proposal_params, params)
-            current = torch.where(hole, likelihood_draw(model, params, "sample", generator, forbidden), observed)
+            current = torch.where(hole, model.likelihood.draw(params, "sample", generator, forbidden), observed)
             if step >= burn_in:
-                total += likelihood_draw(model, params, "mean", None, forbidden)
+                total += model.likelihood.draw(params, "mean", None, forbidden)
         mean = (total / (self.iterations - burn_in)).reshape(self.chains, n, -1).mean(0)
         estimate = torch.where(hole[:n], mean, observed[:n])
         draws = current.reshape(self.chains, n, -1)

@@ -6,11 +6,14 @@ into a log-likelihood per *feature*, so a row's score splits over its original c
 Shapes: `params` and `x` are (..., D) with D the layout's input width; per-feature outputs are (..., F).
 `observed` (..., F) bool, where given, marks the features whose value is known: a missing feature's
 log-likelihood term is 0, which marginalises it out exactly because the blocks factorise given z.
+`LIKELIHOODS` (the block kinds) and `GENERATION_MODES` (how `MixedLikelihood.draw` turns parameters into x) are
+the registries that configs and callers name.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -154,6 +157,31 @@ class MixedLikelihood(nn.Module):
         """One draw of x per row of params: (..., D)."""
         parts = zip(self.blocks, self._split(params), strict=True)
         return torch.cat([b.sample(p, generator) for b, p in parts], dim=-1)
+
+    def draw(
+        self,
+        params: torch.Tensor,
+        mode: str,
+        generator: torch.Generator | None = None,
+        forbidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x from decoder parameters (..., D) by a mode of GENERATION_MODES: the mean (`"mean"`: Gaussian means,
+        Bernoulli and category probabilities) or one draw of p(x | z) (`"sample"`): (..., D).
+
+        forbidden: (D,) bool, categorical slots never drawn (and given probability 0 in the mean), e.g. the
+        preprocessing's unknown buckets.
+        """
+        draw = choose(GENERATION_MODES, mode, "mode")
+        if forbidden is not None:
+            params = params.masked_fill(forbidden.to(params.device), float("-inf"))
+        return draw(self, params, generator)
+
+
+# How `MixedLikelihood.draw` turns decoder parameters into x: the one list of generation modes.
+GENERATION_MODES: dict[str, Callable[[MixedLikelihood, torch.Tensor, torch.Generator | None], torch.Tensor]] = {
+    "mean": lambda likelihood, params, _generator: likelihood.mean(params),
+    "sample": MixedLikelihood.sample,
+}
 
 
 def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
