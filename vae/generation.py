@@ -45,6 +45,7 @@ def generate(
     cond = None if c is None else torch.as_tensor(np.asarray(c, dtype=np.float32), device=device)
     if cond is not None and cond.dim() == 1:
         cond = cond.expand(n, -1)
+    model.check_condition(cond)
     mask = None if forbidden is None else torch.as_tensor(forbidden, dtype=torch.bool)
     parts = []
     for start in range(0, n, batch_size):

@@ -157,7 +157,8 @@ class VAE(nn.Module):
         if config.flow_steps:
             self.flow = InverseAutoregressiveFlow(config.latent_dim, config.flow_steps, config.flow_hidden_dims)
 
-    def _check_condition(self, c: torch.Tensor | None) -> None:
+    def check_condition(self, c: torch.Tensor | None) -> None:
+        """Raise ValueError unless c is (..., K) for a conditional VAE (K = its condition width), None otherwise."""
         wanted = self.layout.condition_dim
         if wanted and (c is None or c.shape[-1] != wanted):
             got = None if c is None else tuple(c.shape)
@@ -168,7 +169,7 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Posterior:
         """q(z|x[,c]): the encoder's diagonal Gaussian (its log-variance through `bound_logvar`, mu and logvar in
         full precision), pushed through the flow when the model has one."""
-        self._check_condition(c)
+        self.check_condition(c)
         mu, logvar = self.encoder(x, c)
         gaussian = DiagonalGaussian(full_precision(mu), bound_logvar(full_precision(logvar)))
         return gaussian if self.flow is None else FlowPosterior(gaussian, self.flow)
@@ -221,13 +222,3 @@ class VAE(nn.Module):
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's mean at the posterior mean (see `FlowPosterior.mu`), in the encoded input space: (B, D)."""
         return self.likelihood.mean(self.decode(self.encode(x, c).mu, c))
-
-    @torch.no_grad()
-    def sample(self, n: int, c: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n rows drawn from p(z) p(x|z[,c]); c is (K,) or (n, K) for a conditional VAE: (n, D)."""
-        if c is not None and c.dim() == 1:
-            c = c.expand(n, -1)
-        self._check_condition(c)
-        device = next(self.parameters()).device
-        z = torch.randn((n, self.config.latent_dim), generator=generator, device=device)
-        return self.likelihood.sample(self.decode(z, c))
