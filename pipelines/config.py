@@ -234,7 +234,7 @@ class TuneSettings:
 
     name: str = "vae-sweep"
     space: dict[str, Any] = field(default_factory=dict)  # see pipelines/search_space.py
-    metric: Literal["nll", "auroc"] = "nll"  # validation NLL, or AUROC of the score against `data.label`
+    metric: str = "nll"  # of SELECTION_METRICS: validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
     num_samples: int = 8  # optuna: trials; grid: repeats of the whole grid
     max_concurrent_trials: int | None = None  # default: as many as the cluster's CPUs (GPUs) hold

@@ -123,7 +123,12 @@ def _iwae_loss(
 
 
 def _aae_loss(
-    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, _: object, discriminator: object
+    model: nn.Module,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    config: ObjectiveConfig,
+    _: object,
+    discriminator: nn.Module | None,
 ) -> AAEParts:
     if discriminator is None:
         raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
