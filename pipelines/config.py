@@ -26,6 +26,8 @@ from vae.config import (
     json_ready,
     require,
 )
+from vae.images import IMAGE_ENCODINGS, IMAGE_LIKELIHOODS
+from vae.preprocessing import MISSING_POLICIES
 
 from .search_space import parse_space
 
@@ -40,9 +42,9 @@ class ImageColumn:
 
     column: str = ""
     shape: tuple[int, ...] = ()  # (C, H, W)
-    encoding: Literal["array", "png"] = "array"
+    encoding: str = "array"  # of IMAGE_ENCODINGS
     scale: float = 255.0
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # of each pixel intensity in [0, 1]
+    likelihood: str = "bernoulli"  # of IMAGE_LIKELIHOODS: that of each pixel intensity in [0, 1]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape) if isinstance(self.shape, (list, tuple)) else self.shape)
@@ -50,9 +52,9 @@ class ImageColumn:
         ok_shape = (isinstance(self.shape, tuple) and len(self.shape) == 3
                     and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.shape))  # fmt: skip
         require(ok_shape, self, "shape", f"must be three integers [C, H, W] >= 1, got {self.shape!r}")
-        check_choice(self, "encoding", ("array", "png"))
+        check_choice(self, "encoding", IMAGE_ENCODINGS)
         check_positive(self, "scale")
-        check_choice(self, "likelihood", ("bernoulli", "gaussian"))
+        check_choice(self, "likelihood", IMAGE_LIKELIHOODS)
 
     def preprocessor(self) -> ImagePreprocessor:
         return ImagePreprocessor(self.column, self.shape, self.encoding, self.scale, self.likelihood)
@@ -72,7 +74,7 @@ class DataConfig:
     label: str | None = None  # 1 = anomaly; evaluation only, never a model input
     validation_fraction: float = 0.1
     split_seed: int = 0
-    missing: Literal["impute", "error"] = "impute"
+    missing: str = "impute"  # of MISSING_POLICIES
     materialize: bool = True  # keep encoded rows in Ray's object store across epochs (off: stream each epoch)
     image: ImageColumn | None = None  # image rows: the image column is then the only model input
 
@@ -103,7 +105,7 @@ class DataConfig:
         require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
         check_fraction(self, "validation_fraction")
         check_number(self, "split_seed", integer=True)
-        check_choice(self, "missing", ("impute", "error"))
+        check_choice(self, "missing", MISSING_POLICIES)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -232,7 +234,7 @@ class TuneSettings:
 
     name: str = "vae-sweep"
     space: dict[str, Any] = field(default_factory=dict)  # see pipelines/search_space.py
-    metric: Literal["nll", "auroc"] = "nll"  # validation NLL, or AUROC of the score against `data.label`
+    metric: str = "nll"  # of SELECTION_METRICS: validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
     num_samples: int = 8  # optuna: trials; grid: repeats of the whole grid
     max_concurrent_trials: int | None = None  # default: as many as the cluster's CPUs (GPUs) hold

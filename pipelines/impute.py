@@ -12,14 +12,16 @@ RMSE of the imputed numeric values against the truth, beside that of mean imputa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vae import ConfigError, Preprocessor
-from vae.imputation import TableImputation, impute_table, mean_imputation, numeric_rmse
+from vae.imputation import TableImputation, impute_table
 
 from .cli import config_parser
 from .config import load_config, resolve_path
@@ -83,6 +85,33 @@ def _output_table(table: pa.Table, result: TableImputation, return_samples: bool
         for i, draw in enumerate(result.draws)
     ]
     return pa.concat_tables(draws)
+
+
+def numeric_rmse(
+    preprocessor: Preprocessor, truth: Mapping[str, Any], imputed: Mapping[str, Any], masked: Mapping[str, np.ndarray]
+) -> float:
+    """Root mean squared error over the masked numeric entries, in standardized units (each column divided by
+    its training std), so columns of different scales weigh alike. masked: column -> (N,) bool."""
+    errors = []
+    for i, column in enumerate(preprocessor.numeric):
+        if column in masked and np.any(masked[column]):
+            rows = np.asarray(masked[column], dtype=bool)
+            true = np.asarray(truth[column], dtype=np.float64)[rows]
+            guess = np.asarray(imputed[column], dtype=np.float64)[rows]
+            errors.append((guess - true) / preprocessor.std[i])
+    if not errors:
+        raise ValueError("no masked numeric entry to compare")
+    return float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
+
+
+def mean_imputation(preprocessor: Preprocessor, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The baseline: missing numeric entries set to the training mean (other columns as given)."""
+    filled = {column: np.asarray(table[column]) for column in preprocessor.columns}
+    for i, column in enumerate(preprocessor.numeric):
+        values = np.asarray(table[column], dtype=np.float64).copy()
+        values[~np.isfinite(values)] = preprocessor.mean[i]
+        filled[column] = values
+    return filled
 
 
 def _rmse(config: ImputeConfig, pre: Preprocessor, raw: dict[str, np.ndarray], result: TableImputation) -> dict:

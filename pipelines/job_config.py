@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vae.config import check_choice, check_fraction, check_number, check_positive, require
+from vae.imputation import IMPUTATION_METHODS
+from vae.likelihoods import GENERATION_MODES
+from vae.scoring import SCORES
 
 from .config import TrackingSettings
 
@@ -30,7 +33,7 @@ class ScoreJobConfig:
     model: str = "vae-anomaly@champion"  # NAME@ALIAS or NAME/VERSION in the MLflow registry
     run_date: str = ""  # YYYY-MM-DD; default: today (UTC)
     key: tuple[str, ...] = ()  # id columns copied to the output; default: the model's key columns
-    kind: Literal["negative_elbo", "nll", "reconstruction"] | None = None  # default: the model's score kind
+    kind: str | None = None  # a name in `vae.scoring.SCORES`; default: the model's score kind
     samples: int | None = None  # posterior samples (k for the NLL); default: the model's
     threshold: float | None = None  # default: the model's calibrated threshold
     top_features: int = 3
@@ -56,7 +59,7 @@ class ScoreJobConfig:
             except ValueError:
                 require(False, self, "run_date", f"must be a date YYYY-MM-DD, got {self.run_date!r}")
         if self.kind is not None:
-            check_choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
+            check_choice(self, "kind", SCORES)
         if self.samples is not None:
             check_positive(self, "samples", integer=True)
         if self.threshold is not None:
@@ -138,7 +141,7 @@ class GenerateConfig:
     model: str = "vae-anomaly@champion"  # NAME@ALIAS or NAME/VERSION in the MLflow registry
     n: int = 1000
     output: str = "outputs/generated.parquet"
-    mode: Literal["mean", "sample"] = "sample"  # a draw of p(x|z), or its mean (most probable category / bit)
+    mode: str = "sample"  # of GENERATION_MODES: a draw of p(x|z), or its mean (most probable category / bit)
     seed: int = 0
     condition: dict[str, Any] = field(default_factory=dict)  # conditional models: condition column -> value
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -146,7 +149,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         _check_model_and_output(self)
         check_positive(self, "n", integer=True)
-        check_choice(self, "mode", ("mean", "sample"))
+        check_choice(self, "mode", GENERATION_MODES)
         check_number(self, "seed", integer=True)
         require(isinstance(self.condition, dict), self, "condition",
                 f"must be a mapping of condition column to value, got {self.condition!r}")  # fmt: skip
@@ -159,7 +162,7 @@ class ImputeConfig:
     input: str = ""  # Parquet file, directory or URI
     output: str = "outputs/imputed.parquet"
     model: str = "vae-anomaly@champion"
-    method: Literal["metropolis", "pseudo_gibbs"] = "metropolis"
+    method: str = "metropolis"  # of IMPUTATION_METHODS
     iterations: int = 50  # steps of each chain; the second half is averaged into the estimate
     samples: int = 8  # independent chains per row
     return_samples: bool = False  # write each chain's last draw (`imputation` = 0..samples-1), not the estimate
@@ -171,7 +174,7 @@ class ImputeConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.input, str) and self.input, self, "input", "set the Parquet file, directory or URI")
         _check_model_and_output(self)
-        check_choice(self, "method", ("metropolis", "pseudo_gibbs"))
+        check_choice(self, "method", IMPUTATION_METHODS)
         check_positive(self, "iterations", integer=True)
         check_positive(self, "samples", integer=True)
         require(isinstance(self.return_samples, bool), self, "return_samples",

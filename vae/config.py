@@ -2,6 +2,9 @@
 
 Every dataclass validates itself on construction: an impossible value raises `ConfigError`
 naming the class and the field, before any data is read or any process is started.
+A field that names a variant (a likelihood, network, activation, objective or score kind) is checked against
+the registry beside its implementation, so adding a variant means editing that registry only; the registries
+are imported inside `__post_init__` because their modules import this one.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, TypeVar
 
-LikelihoodKind = Literal["gaussian", "bernoulli", "categorical"]
-LIKELIHOOD_KINDS: tuple[str, ...] = typing.get_args(LikelihoodKind)
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -46,9 +49,18 @@ def check_fraction(owner: object, name: str) -> None:
     require(value < 1, owner, name, f"must be in (0, 1), got {value!r}")
 
 
-def check_choice(owner: object, name: str, allowed: tuple[str, ...]) -> None:
+def check_choice(owner: object, name: str, allowed: Iterable[str]) -> None:
+    """Require one of the `allowed` names (a tuple of names, or a registry: a mapping name -> implementation)."""
     value = getattr(owner, name)
-    require(value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
+    require(isinstance(value, str) and value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
+
+
+def choose(registry: Mapping[str, T], name: str, what: str) -> T:
+    """The implementation registered under `name`; an unknown name raises ValueError naming `what` and the
+    registered names (never a fallback)."""
+    if not (isinstance(name, str) and name in registry):
+        raise ValueError(f"{what} must be one of {list(registry)}, got {name!r}")
+    return registry[name]
 
 
 @dataclass(frozen=True)
@@ -59,15 +71,17 @@ class FeatureBlock:
     categorical: one feature (a one-hot group), `names == (feature_name,)`, `width` = number of categories.
     """
 
-    kind: LikelihoodKind
+    kind: str  # a name in `vae.likelihoods.LIKELIHOODS`
     width: int
     names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_choice(self, "kind", LIKELIHOOD_KINDS)
+        from .likelihoods import LIKELIHOODS
+
+        check_choice(self, "kind", LIKELIHOODS)
         check_positive(self, "width", integer=True)
         object.__setattr__(self, "names", tuple(self.names))
-        expected = 1 if self.kind == "categorical" else self.width
+        expected = self.n_features
         require(
             not self.names or len(self.names) == expected,
             self,
@@ -76,8 +90,15 @@ class FeatureBlock:
         )
 
     @property
+    def grouped(self) -> bool:
+        """Whether the block's columns form one feature (a categorical one-hot group), as its likelihood says."""
+        from .likelihoods import LIKELIHOODS
+
+        return LIKELIHOODS[self.kind].grouped
+
+    @property
     def n_features(self) -> int:
-        return 1 if self.kind == "categorical" else self.width
+        return 1 if self.grouped else self.width
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -129,14 +150,16 @@ class ModelConfig:
 
     latent_dim: int = 8
     hidden_dims: tuple[int, ...] = (64, 64)
-    network: Literal["mlp", "conv"] = "mlp"
+    network: str = "mlp"  # a name in `vae.networks.NETWORKS`
     conv_channels: tuple[int, int] = (32, 64)
-    activation: Literal["relu", "gelu", "silu", "tanh"] = "silu"
+    activation: str = "silu"  # a name in `vae.networks.ACTIVATIONS`
     gaussian_min_scale: float = 0.05  # floor on the decoder's std, in standardized units
     flow_steps: int = 0  # inverse autoregressive flow steps on the Gaussian posterior; 0: the plain posterior
     flow_hidden_dims: tuple[int, ...] = (32,)  # hidden widths of each step's MADE network
 
     def __post_init__(self) -> None:
+        from .networks import ACTIVATIONS, NETWORKS
+
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         check_positive(self, "latent_dim", integer=True)
@@ -146,14 +169,14 @@ class ModelConfig:
             "hidden_dims",
             f"every width must be an integer >= 1, got {list(self.hidden_dims)}",
         )
-        check_choice(self, "network", ("mlp", "conv"))
+        check_choice(self, "network", NETWORKS)
         require(
             len(self.conv_channels) == 2 and all(isinstance(c, int) and c >= 1 for c in self.conv_channels),
             self,
             "conv_channels",
             f"must be two widths >= 1, got {self.conv_channels}",
         )
-        check_choice(self, "activation", ("relu", "gelu", "silu", "tanh"))
+        check_choice(self, "activation", ACTIVATIONS)
         check_positive(self, "gaussian_min_scale")
         check_number(self, "flow_steps", integer=True)
         object.__setattr__(self, "flow_hidden_dims", tuple(self.flow_hidden_dims))
@@ -165,15 +188,12 @@ class ModelConfig:
         )
 
 
-OBJECTIVE_KINDS = ("elbo", "iwae", "aae")
-
-
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """The training objective: the beta-ELBO (with optional linear KL warm-up), the IWAE bound with k samples,
     or an adversarial autoencoder (reconstruction + a discriminator matching the aggregate posterior to N(0, I))."""
 
-    kind: Literal["elbo", "iwae", "aae"] = "elbo"
+    kind: str = "elbo"  # a name in `vae.objectives.OBJECTIVES`
     beta: float = 1.0
     kl_warmup_steps: int = 0
     iwae_samples: int = 1
@@ -183,7 +203,9 @@ class ObjectiveConfig:
     discriminator_hidden_dims: tuple[int, ...] = (64, 64)  # AAE only
 
     def __post_init__(self) -> None:
-        check_choice(self, "kind", OBJECTIVE_KINDS)
+        from .objectives import OBJECTIVES
+
+        check_choice(self, "kind", OBJECTIVES)
         check_number(self, "beta")
         check_number(self, "kl_warmup_steps", integer=True)
         check_positive(self, "iwae_samples", integer=True)
@@ -229,13 +251,15 @@ class TrainConfig:
 class ScoreConfig:
     """How rows are scored: negative ELBO, importance-sampled NLL or reconstruction error."""
 
-    kind: Literal["negative_elbo", "nll", "reconstruction"] = "negative_elbo"
+    kind: str = "negative_elbo"  # a name in `vae.scoring.SCORES`
     samples: int = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
     contamination: float | None = 0.05  # expected anomaly share, sets the threshold quantile
     quantile: float | None = None  # alternatively the threshold as a quantile of validation scores
 
     def __post_init__(self) -> None:
-        check_choice(self, "kind", ("negative_elbo", "nll", "reconstruction"))
+        from .scoring import SCORES
+
+        check_choice(self, "kind", SCORES)
         check_positive(self, "samples", integer=True)
         require(
             (self.contamination is None) != (self.quantile is None),
@@ -340,7 +364,6 @@ __all__ = [
     "ConfigError",
     "DataLayout",
     "FeatureBlock",
-    "LIKELIHOOD_KINDS",
     "ModelConfig",
     "ObjectiveConfig",
     "ScoreConfig",

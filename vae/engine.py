@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from .adversarial import Adversary
 from .config import ObjectiveConfig
-from .objectives import LossParts, compute_loss
+from .objectives import AAEParts, LossParts, compute_loss
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
 
@@ -105,6 +104,13 @@ class _Totals:
         return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step, extras)
 
 
+def _encoded(parts: LossParts) -> torch.Tensor:
+    """The detached latents (S * B, L) of an AAE objective's parts, which its discriminator learns from."""
+    if not isinstance(parts, AAEParts):
+        raise ValueError("an adversary trains with the adversarial autoencoder objective only (objective.kind=aae)")
+    return parts.encoded
+
+
 def train_epoch(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -115,13 +121,13 @@ def train_epoch(
     step: int = 0,
     grad_clip: float | None = None,
     mixed_precision: bool = False,
-    on_batch: Callable[[int, LossParts], Any] | None = None,
     adversary: Adversary | None = None,
 ) -> EpochStats:
     """One pass of optimisation over `batches`; `step` counts optimiser steps for the KL warm-up.
 
     An AAE objective needs its `adversary`: each batch is an encoder/decoder step followed by a
-    discriminator step (its loss reported as `adv_discriminator`).
+    discriminator step on that step's encoded latents (`AAEParts.encoded`; its loss reported as
+    `adv_discriminator`).
     Raises FloatingPointError when the loss becomes NaN or infinite, naming the step.
     """
     model.train()
@@ -140,11 +146,9 @@ def train_epoch(
         optimizer.step()
         if adversary is not None:
             with autocast(device, mixed_precision):
-                parts.extras["adv_discriminator"] = adversary.step(parts.latents)
+                parts.extras["adv_discriminator"] = adversary.step(_encoded(parts))
         step += 1
         totals.add(parts, x.shape[0])
-        if on_batch is not None:
-            on_batch(step, parts)
     return totals.stats(step)
 
 
@@ -168,7 +172,7 @@ def evaluate(
         with autocast(device, mixed_precision):
             parts = compute_loss(model, x, c, objective, step=None, discriminator=discriminator)
             if adversary is not None:
-                parts.extras["adv_discriminator"] = adversary.loss(parts.latents)
+                parts.extras["adv_discriminator"] = adversary.loss(_encoded(parts))
         totals.add(parts, x.shape[0])
     return totals.stats(step=0)
 

@@ -13,33 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import choose
 from .images import ImagePreprocessor
+from .likelihoods import GENERATION_MODES
 from .model import VAE
 from .preprocessing import Preprocessor, canonical_label
-
-GENERATION_MODES = ("mean", "sample")
-
-
-def likelihood_draw(
-    model: VAE,
-    params: torch.Tensor,
-    mode: str,
-    generator: torch.Generator | None = None,
-    forbidden: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """x from decoder parameters (..., D) (`model.decode(z, c)`): the likelihood's mean (`mode="mean"`:
-    Gaussian means, Bernoulli and category probabilities) or one draw of p(x | z) (`"sample"`), (..., D).
-
-    forbidden: (D,) bool, categorical slots never drawn (and given probability 0 in the mean), e.g. the
-    preprocessing's unknown buckets.
-    """
-    if mode not in GENERATION_MODES:
-        raise ValueError(f"mode must be one of {list(GENERATION_MODES)}, got {mode!r}")
-    if forbidden is not None:
-        params = params.masked_fill(forbidden.to(params.device), float("-inf"))
-    if mode == "mean":
-        return model.likelihood.mean(params)
-    return model.likelihood.sample(params, generator)
 
 
 @torch.no_grad()
@@ -52,25 +30,29 @@ def generate(
     forbidden: np.ndarray | None = None,
     batch_size: int = 4096,
 ) -> np.ndarray:
-    """n rows from the model in its encoded space: z ~ N(0, I), decoded, then `likelihood_draw`: (n, D) float32.
+    """n rows from the model in its encoded space: z ~ N(0, I), decoded, then drawn by `mode` (a name in
+    `vae.likelihoods.GENERATION_MODES`, see `MixedLikelihood.draw`): (n, D) float32.
 
-    c: (n, K) or (K,) condition rows of a conditional VAE. The same seed gives the same rows.
+    c: (n, K) or (K,) condition rows of a conditional VAE. forbidden: (D,) bool slots never drawn. The same seed
+    gives the same rows.
     """
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"the number of rows must be a positive integer, got {n!r}")
+    choose(GENERATION_MODES, mode, "mode")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     cond = None if c is None else torch.as_tensor(np.asarray(c, dtype=np.float32), device=device)
     if cond is not None and cond.dim() == 1:
         cond = cond.expand(n, -1)
+    model.check_condition(cond)
     mask = None if forbidden is None else torch.as_tensor(forbidden, dtype=torch.bool)
     parts = []
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         z = torch.randn((rows, model.config.latent_dim), generator=generator, device=device)
         part = None if cond is None else cond[start : start + rows]
-        parts.append(likelihood_draw(model, model.decode(z, part), mode, generator, mask).cpu())
+        parts.append(model.likelihood.draw(model.decode(z, part), mode, generator, mask).cpu())
     return torch.cat(parts).numpy().astype(np.float32)
 
 

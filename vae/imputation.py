@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generation import likelihood_draw
 from .model import VAE, standard_normal_log_prob
 from .preprocessing import Preprocessor
 
@@ -139,9 +138,9 @@ class _Chains:
                 proposals += int((~blind).sum())
                 z = torch.where(accept[:, None], proposal, z)
                 params = torch.where(accept[:, None], proposal_params, params)
-            current = torch.where(hole, likelihood_draw(model, params, "sample", generator, forbidden), observed)
+            current = torch.where(hole, model.likelihood.draw(params, "sample", generator, forbidden), observed)
             if step >= burn_in:
-                total += likelihood_draw(model, params, "mean", None, forbidden)
+                total += model.likelihood.draw(params, "mean", None, forbidden)
         mean = (total / (self.iterations - burn_in)).reshape(self.chains, n, -1).mean(0)
         estimate = torch.where(hole[:n], mean, observed[:n])
         draws = current.reshape(self.chains, n, -1)
@@ -189,30 +188,3 @@ def impute_table(
         missing=preprocessor.missing_mask(table),
         acceptance=result.acceptance,
     )
-
-
-def numeric_rmse(
-    preprocessor: Preprocessor, truth: Mapping[str, Any], imputed: Mapping[str, Any], masked: Mapping[str, np.ndarray]
-) -> float:
-    """Root mean squared error over the masked numeric entries, in standardized units (each column divided by
-    its training std), so columns of different scales weigh alike. masked: column -> (N,) bool."""
-    errors = []
-    for i, column in enumerate(preprocessor.numeric):
-        if column in masked and np.any(masked[column]):
-            rows = np.asarray(masked[column], dtype=bool)
-            true = np.asarray(truth[column], dtype=np.float64)[rows]
-            guess = np.asarray(imputed[column], dtype=np.float64)[rows]
-            errors.append((guess - true) / preprocessor.std[i])
-    if not errors:
-        raise ValueError("no masked numeric entry to compare")
-    return float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
-
-
-def mean_imputation(preprocessor: Preprocessor, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The baseline: missing numeric entries set to the training mean (other columns as given)."""
-    filled = {column: np.asarray(table[column]) for column in preprocessor.columns}
-    for i, column in enumerate(preprocessor.numeric):
-        values = np.asarray(table[column], dtype=np.float64).copy()
-        values[~np.isfinite(values)] = preprocessor.mean[i]
-        filled[column] = values
-    return filled

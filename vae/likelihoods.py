@@ -6,30 +6,47 @@ into a log-likelihood per *feature*, so a row's score splits over its original c
 Shapes: `params` and `x` are (..., D) with D the layout's input width; per-feature outputs are (..., F).
 `observed` (..., F) bool, where given, marks the features whose value is known: a missing feature's
 log-likelihood term is 0, which marginalises it out exactly because the blocks factorise given z.
+`LIKELIHOODS` (the block kinds) and `GENERATION_MODES` (how `MixedLikelihood.draw` turns parameters into x) are
+the registries that configs and callers name.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DataLayout, FeatureBlock
+from .config import DataLayout, choose
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class GaussianBlock(nn.Module):
+class BlockLikelihood(nn.Module):
+    """The likelihood of one feature block's W columns: `log_prob` (..., W) -> (..., W), or (..., 1) when
+    `grouped` (the columns form one feature, e.g. a one-hot group); `mean` and `sample` (..., W) -> (..., W)."""
+
+    grouped = False
+
+    @classmethod
+    def build(cls, width: int, min_scale: float) -> BlockLikelihood:
+        """The block for `width` columns (`min_scale`: the floor on a Gaussian's std; other kinds ignore it)."""
+        return cls()
+
+
+class GaussianBlock(BlockLikelihood):
     """Independent Gaussians with a learned per-feature standard deviation std = min_scale + exp(log_scale).
 
     A smooth floor: std > min_scale always and std -> min_scale as log_scale -> -inf, with a gradient that never
     vanishes (a clamp at the floor would stop learning below it). `log_scale` is the log of the std above the floor.
     """
 
-    grouped = False
+    @classmethod
+    def build(cls, width: int, min_scale: float) -> GaussianBlock:
+        return cls(width, min_scale)
 
     def __init__(self, width: int, min_scale: float) -> None:
         super().__init__()
@@ -65,10 +82,8 @@ class GaussianBlock(nn.Module):
         return params + self.scale() * noise
 
 
-class BernoulliBlock(nn.Module):
+class BernoulliBlock(BlockLikelihood):
     """Independent Bernoullis over values in [0, 1] (binary columns, pixel intensities)."""
-
-    grouped = False
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return -F.binary_cross_entropy_with_logits(params, x, reduction="none")  # (..., W)
@@ -80,7 +95,7 @@ class BernoulliBlock(nn.Module):
         return torch.bernoulli(torch.sigmoid(params), generator=generator)
 
 
-class CategoricalBlock(nn.Module):
+class CategoricalBlock(BlockLikelihood):
     """One categorical feature encoded one-hot over the block's columns."""
 
     grouped = True  # its columns form one feature
@@ -97,12 +112,12 @@ class CategoricalBlock(nn.Module):
         return F.one_hot(index, params.shape[-1]).to(params.dtype)
 
 
-def _make_block(block: FeatureBlock, min_scale: float) -> nn.Module:
-    if block.kind == "gaussian":
-        return GaussianBlock(block.width, min_scale)
-    if block.kind == "bernoulli":
-        return BernoulliBlock()
-    return CategoricalBlock()
+# The likelihood kinds (`FeatureBlock.kind`): the one list of them, which config validation reads.
+LIKELIHOODS: dict[str, type[BlockLikelihood]] = {
+    "gaussian": GaussianBlock,
+    "bernoulli": BernoulliBlock,
+    "categorical": CategoricalBlock,
+}
 
 
 class MixedLikelihood(nn.Module):
@@ -111,7 +126,9 @@ class MixedLikelihood(nn.Module):
     def __init__(self, layout: DataLayout, gaussian_min_scale: float = 0.05) -> None:
         super().__init__()
         self.widths = [b.width for b in layout.blocks]
-        self.blocks = nn.ModuleList(_make_block(b, gaussian_min_scale) for b in layout.blocks)
+        self.blocks = nn.ModuleList(
+            choose(LIKELIHOODS, b.kind, "FeatureBlock.kind").build(b.width, gaussian_min_scale) for b in layout.blocks
+        )
 
     def _split(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.split(t, self.widths, dim=-1)
@@ -141,6 +158,31 @@ class MixedLikelihood(nn.Module):
         parts = zip(self.blocks, self._split(params), strict=True)
         return torch.cat([b.sample(p, generator) for b, p in parts], dim=-1)
 
+    def draw(
+        self,
+        params: torch.Tensor,
+        mode: str,
+        generator: torch.Generator | None = None,
+        forbidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x from decoder parameters (..., D) by a mode of GENERATION_MODES: the mean (`"mean"`: Gaussian means,
+        Bernoulli and category probabilities) or one draw of p(x | z) (`"sample"`): (..., D).
+
+        forbidden: (D,) bool, categorical slots never drawn (and given probability 0 in the mean), e.g. the
+        preprocessing's unknown buckets.
+        """
+        draw = choose(GENERATION_MODES, mode, "mode")
+        if forbidden is not None:
+            params = params.masked_fill(forbidden.to(params.device), float("-inf"))
+        return draw(self, params, generator)
+
+
+# How `MixedLikelihood.draw` turns decoder parameters into x: the one list of generation modes.
+GENERATION_MODES: dict[str, Callable[[MixedLikelihood, torch.Tensor, torch.Generator | None], torch.Tensor]] = {
+    "mean": lambda likelihood, params, _generator: likelihood.mean(params),
+    "sample": MixedLikelihood.sample,
+}
+
 
 def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
     """Which features of each row are observed, from which encoded columns are missing (N, D) bool (e.g.
@@ -152,6 +194,6 @@ def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
     parts, start = [], 0
     for block in layout.blocks:
         part = missing[:, start : start + block.width]
-        parts.append(part.any(1, keepdims=True) if block.kind == "categorical" else part)
+        parts.append(part.any(1, keepdims=True) if block.grouped else part)
         start += block.width
     return ~np.concatenate(parts, axis=1)

@@ -110,9 +110,6 @@ class FlowPosterior:
         z, log_det = self.flow(base.z)
         return LatentDraws(z, base.log_q - log_det, log_det)
 
-    def kl_to_standard_normal(self) -> None:
-        return None
-
 
 Posterior = DiagonalGaussian | FlowPosterior
 
@@ -124,7 +121,6 @@ class VAEOutput:
     log_px: torch.Tensor  # (S, B, F) per-feature log p(x | z_s); 0 for a feature marked missing
     log_qz: torch.Tensor  # (S, B) log q(z_s | x)
     log_pz: torch.Tensor  # (S, B) log p(z_s)
-    kl: torch.Tensor | None  # (B,) closed-form KL(q(z|x) || p(z)); None for a flow posterior
     posterior: Posterior
     z: torch.Tensor  # (S, B, L) the latents drawn
     log_det: torch.Tensor | None = None  # (S, B) the flow's summed log|det| (already inside log_qz)
@@ -133,6 +129,16 @@ class VAEOutput:
     def kl_monte_carlo(self) -> torch.Tensor:
         """The KL estimated at the drawn latents, mean over samples of log q(z|x) - log p(z): (B,)."""
         return (self.log_qz - self.log_pz).mean(0)
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether `kl` is the closed form: a diagonal-Gaussian posterior has one, a flow posterior has none."""
+        return isinstance(self.posterior, DiagonalGaussian)
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per row: the closed form when `analytic_kl`, else `kl_monte_carlo`: (B,)."""
+        return self.posterior.kl_to_standard_normal() if self.analytic_kl else self.kl_monte_carlo
 
 
 class VAE(nn.Module):
@@ -151,7 +157,8 @@ class VAE(nn.Module):
         if config.flow_steps:
             self.flow = InverseAutoregressiveFlow(config.latent_dim, config.flow_steps, config.flow_hidden_dims)
 
-    def _check_condition(self, c: torch.Tensor | None) -> None:
+    def check_condition(self, c: torch.Tensor | None) -> None:
+        """Raise ValueError unless c is (..., K) for a conditional VAE (K = its condition width), None otherwise."""
         wanted = self.layout.condition_dim
         if wanted and (c is None or c.shape[-1] != wanted):
             got = None if c is None else tuple(c.shape)
@@ -162,7 +169,7 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Posterior:
         """q(z|x[,c]): the encoder's diagonal Gaussian (its log-variance through `bound_logvar`, mu and logvar in
         full precision), pushed through the flow when the model has one."""
-        self._check_condition(c)
+        self.check_condition(c)
         mu, logvar = self.encoder(x, c)
         gaussian = DiagonalGaussian(full_precision(mu), bound_logvar(full_precision(logvar)))
         return gaussian if self.flow is None else FlowPosterior(gaussian, self.flow)
@@ -206,7 +213,6 @@ class VAE(nn.Module):
             log_px=self.likelihood.log_prob(params, x.flatten(1), observed),
             log_qz=draws.log_q,
             log_pz=standard_normal_log_prob(draws.z),
-            kl=posterior.kl_to_standard_normal(),
             posterior=posterior,
             z=draws.z,
             log_det=draws.log_det,
@@ -216,13 +222,3 @@ class VAE(nn.Module):
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's mean at the posterior mean (see `FlowPosterior.mu`), in the encoded input space: (B, D)."""
         return self.likelihood.mean(self.decode(self.encode(x, c).mu, c))
-
-    @torch.no_grad()
-    def sample(self, n: int, c: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n rows drawn from p(z) p(x|z[,c]); c is (K,) or (n, K) for a conditional VAE: (n, D)."""
-        if c is not None and c.dim() == 1:
-            c = c.expand(n, -1)
-        self._check_condition(c)
-        device = next(self.parameters()).device
-        z = torch.randn((n, self.config.latent_dim), generator=generator, device=device)
-        return self.likelihood.sample(self.decode(z, c))

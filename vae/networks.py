@@ -7,13 +7,15 @@ Decoders map z (..., L) (and c) to the likelihood parameters (..., D), D = the f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .config import DataLayout, ModelConfig
+from .config import DataLayout, ModelConfig, choose
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+# The activation kinds (`ModelConfig.activation`): the one list of them, which config validation reads.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
@@ -23,11 +25,16 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in _HALF_TYPES else t
 
 
+def activation_layer(name: str) -> nn.Module:
+    """A new activation layer of the kind `name` in ACTIVATIONS."""
+    return choose(ACTIVATIONS, name, "activation")()
+
+
 def mlp(in_dim: int, hidden_dims: tuple[int, ...], activation: str) -> tuple[nn.Sequential, int]:
     """A stack of Linear + activation layers; returns it with its output width (in_dim when empty)."""
     layers: list[nn.Module] = []
     for width in hidden_dims:
-        layers += [nn.Linear(in_dim, width), _ACTIVATIONS[activation]()]
+        layers += [nn.Linear(in_dim, width), activation_layer(activation)]
         in_dim = width
     return nn.Sequential(*layers), in_dim
 
@@ -68,11 +75,10 @@ class ConvEncoder(nn.Module):
         super().__init__()
         channels, height, width = layout.image_shape
         c1, c2 = config.conv_channels
-        act = _ACTIVATIONS[config.activation]
         self.image_shape = layout.image_shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, c1, 4, stride=2, padding=1), act(),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), act(),
+            nn.Conv2d(channels, c1, 4, stride=2, padding=1), activation_layer(config.activation),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), activation_layer(config.activation),
             nn.Flatten(),
         )  # fmt: skip
         flat = c2 * (height // 4) * (width // 4)
@@ -93,12 +99,11 @@ class ConvDecoder(nn.Module):
         super().__init__()
         channels, height, width = layout.image_shape
         c1, c2 = config.conv_channels
-        act = _ACTIVATIONS[config.activation]
         self.grid = (c2, height // 4, width // 4)
         self.trunk, hidden = mlp(config.latent_dim + layout.condition_dim, config.hidden_dims[:1], config.activation)
-        self.project = nn.Sequential(nn.Linear(hidden, math.prod(self.grid)), act())
+        self.project = nn.Sequential(nn.Linear(hidden, math.prod(self.grid)), activation_layer(config.activation))
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act(),
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), activation_layer(config.activation),
             nn.ConvTranspose2d(c1, channels, 4, stride=2, padding=1),
         )  # fmt: skip
 
@@ -109,13 +114,28 @@ class ConvDecoder(nn.Module):
         return images.reshape(*lead, -1)  # (..., D)
 
 
-def build_networks(config: ModelConfig, layout: DataLayout) -> tuple[nn.Module, nn.Module]:
-    """The (encoder, decoder) pair for the configured network kind, checked against the layout."""
-    if config.network == "mlp":
-        return MLPEncoder(config, layout), MLPDecoder(config, layout)
+def mlp_networks(config: ModelConfig, layout: DataLayout) -> tuple[nn.Module, nn.Module]:
+    """The MLP (encoder, decoder): any layout, images flattened."""
+    return MLPEncoder(config, layout), MLPDecoder(config, layout)
+
+
+def conv_networks(config: ModelConfig, layout: DataLayout) -> tuple[nn.Module, nn.Module]:
+    """The CNN (encoder, decoder): image layouts whose H and W divide by 4."""
     if layout.image_shape is None:
         raise ValueError("ModelConfig.network: 'conv' needs image data (a layout with image_shape)")
     _, height, width = layout.image_shape
     if height % 4 or width % 4:
         raise ValueError(f"ModelConfig.network: 'conv' needs H and W divisible by 4, got {layout.image_shape}")
     return ConvEncoder(config, layout), ConvDecoder(config, layout)
+
+
+# The network kinds (`ModelConfig.network`): (config, layout) -> (encoder, decoder).
+NETWORKS: dict[str, Callable[[ModelConfig, DataLayout], tuple[nn.Module, nn.Module]]] = {
+    "mlp": mlp_networks,
+    "conv": conv_networks,
+}
+
+
+def build_networks(config: ModelConfig, layout: DataLayout) -> tuple[nn.Module, nn.Module]:
+    """The (encoder, decoder) pair of the configured network kind (a name in NETWORKS), checked against the layout."""
+    return choose(NETWORKS, config.network, "ModelConfig.network")(config, layout)

@@ -3,19 +3,21 @@
 `total` is the quantity to minimise (a negative bound); `recon` is the expected log-likelihood
 E_q[log p(x|z)] and `kl` the divergence term, both as positive "per row" averages. Variants add their own
 parts in `extras`: `log_det` (a flow posterior's mean summed log|det|), `adv_generator` (an AAE encoder's
-adversarial loss) and, from the training engine, `adv_discriminator`.
+adversarial loss) and, from the training engine, `adv_discriminator`. The AAE's parts (`AAEParts`) also
+carry the encoded latents that its discriminator's step learns from.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .adversarial import frozen, generator_loss
-from .config import ObjectiveConfig
+from .config import ObjectiveConfig, choose
 from .model import VAE, VAEOutput
 
 
@@ -24,8 +26,14 @@ class LossParts:
     total: torch.Tensor  # () the loss: -bound
     recon: torch.Tensor  # () E_q[log p(x|z)] per row
     kl: torch.Tensor  # () KL(q || p) (or its estimate) per row; 0 for an AAE, which has no KL term
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # () each, per row
-    latents: torch.Tensor | None = None  # (S * B, L) detached draws of z (what an AAE's discriminator sees)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # () each, per row; logged as metrics
+
+
+@dataclass
+class AAEParts(LossParts):
+    """An adversarial autoencoder's parts, with the latents its discriminator is then trained on."""
+
+    encoded: torch.Tensor = field(kw_only=True)  # (S * B, L) detached draws of z ~ q(z|x)
 
 
 def _flow_parts(out: VAEOutput) -> dict[str, torch.Tensor]:
@@ -38,7 +46,7 @@ def elbo(out: VAEOutput, beta: float = 1.0, analytic_kl: bool = True) -> LossPar
     With `analytic_kl=False` the KL is the Monte Carlo estimate log q(z|x) - log p(z) at the drawn z (the only
     one a flow posterior has: asking it for the closed form raises ValueError).
     """
-    if analytic_kl and out.kl is None:
+    if analytic_kl and not out.analytic_kl:
         raise ValueError("elbo: this posterior (a flow) has no closed-form KL; use analytic_kl=False")
     recon = out.log_px.sum(-1).mean(0)  # (B,)
     kl = out.kl if analytic_kl else out.kl_monte_carlo  # (B,)
@@ -65,7 +73,7 @@ def iwae(out: VAEOutput, beta: float = 1.0) -> LossParts:
     return LossParts(total=-bound.mean(), recon=recon.mean(), kl=kl.mean(), extras=_flow_parts(out))
 
 
-def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: float = 1.0) -> LossParts:
+def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: float = 1.0) -> AAEParts:
     """The AAE's encoder/decoder loss: -E_q[log p(x|z)] + weight * (-log D(z)) at the drawn z.
 
     The discriminator's parameters get no gradient here; it is trained by its own step (`Adversary.step`).
@@ -74,12 +82,12 @@ def adversarial_autoencoder(out: VAEOutput, discriminator: nn.Module, weight: fl
     z = out.z.flatten(0, 1)  # (S * B, L)
     with frozen(discriminator):
         adversarial = generator_loss(discriminator, z)
-    return LossParts(
+    return AAEParts(
         total=-recon.mean() + weight * adversarial,
         recon=recon.mean(),
         kl=torch.zeros((), device=recon.device),
         extras={"adv_generator": adversarial},
-        latents=z.detach(),
+        encoded=z.detach(),
     )
 
 
@@ -97,6 +105,40 @@ def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
     return step >= config.kl_warmup_steps
 
 
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor | None, ObjectiveConfig, int | None, nn.Module | None], LossParts
+]  # (model, x, c, config, step, discriminator) -> the batch's parts
+
+
+def _elbo_loss(
+    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+) -> LossParts:
+    return elbo(model(x, c), kl_weight(config, step), config.analytic_kl)
+
+
+def _iwae_loss(
+    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+) -> LossParts:
+    return iwae(model(x, c, n_samples=config.iwae_samples), kl_weight(config, step))
+
+
+def _aae_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    config: ObjectiveConfig,
+    _: object,
+    discriminator: nn.Module | None,
+) -> AAEParts:
+    if discriminator is None:
+        raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
+    return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
+
+
+# The objective kinds (`ObjectiveConfig.kind`): the one list of them, which config validation reads.
+OBJECTIVES: dict[str, Objective] = {"elbo": _elbo_loss, "iwae": _iwae_loss, "aae": _aae_loss}
+
+
 def compute_loss(
     model: VAE | torch.nn.Module,
     x: torch.Tensor,
@@ -105,13 +147,7 @@ def compute_loss(
     step: int | None = None,
     discriminator: nn.Module | None = None,
 ) -> LossParts:
-    """The configured objective on one batch. `model` may be wrapped (DDP): it is called, never unwrapped.
-    An AAE objective needs its (unwrapped) `discriminator`."""
-    if config.kind == "aae":
-        if discriminator is None:
-            raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
-        return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
-    beta = kl_weight(config, step)
-    if config.kind == "iwae":
-        return iwae(model(x, c, n_samples=config.iwae_samples), beta)
-    return elbo(model(x, c), beta, config.analytic_kl)
+    """The configured objective (`config.kind`, a name in OBJECTIVES) on one batch: x (B, D) or (B, C, H, W),
+    c (B, K) or None. `model` may be wrapped (DDP): it is called, never unwrapped. An AAE objective needs its
+    (unwrapped) `discriminator` and returns `AAEParts`."""
+    return choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")(model, x, c, config, step, discriminator)

@@ -15,13 +15,13 @@ scores are (B,), contributions (B, F).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import ScoreConfig
+from .config import ScoreConfig, choose
 from .model import VAE, VAEOutput
 
 # Upper bound on the floats of the widest activation of the sampling path (S * B * widest_activation) held at once
@@ -116,10 +116,9 @@ def negative_elbo(
     log_ratio = torch.zeros(x.shape[0], device=x.device)  # (B,) sum over draws of log q(z|x) - log p(z)
     for out in _sample_chunks(model, x, c, samples, generator, noise, observed):
         recon -= out.log_px.sum(0)
-        if out.kl is None:
-            log_ratio += (out.log_qz - out.log_pz).sum(0)
+        log_ratio += (out.log_qz - out.log_pz).sum(0)
     contributions = recon / samples
-    latent = out.kl if out.kl is not None else log_ratio / samples
+    latent = out.kl if out.analytic_kl else log_ratio / samples
     return RowScores(score=contributions.sum(-1) + latent, contributions=contributions, latent=latent)
 
 
@@ -164,6 +163,22 @@ def reconstruction_error(
     return RowScores(score=err.sum(-1), contributions=err, latent=torch.zeros_like(err[:, 0]))
 
 
+ScoreFunction = Callable[
+    [VAE, torch.Tensor, torch.Tensor | None, int, torch.Tensor | None, torch.Tensor | None], RowScores
+]  # (model, x, c, samples, noise, observed) -> the batch's RowScores
+
+# The score kinds (`ScoreConfig.kind`): the one list of them, which config validation reads.
+SCORES: dict[str, ScoreFunction] = {
+    "negative_elbo": lambda model, x, c, samples, noise, observed: negative_elbo(
+        model, x, c, samples, noise=noise, observed=observed
+    ),
+    "nll": lambda model, x, c, samples, noise, observed: importance_sampled_nll(
+        model, x, c, samples, noise=noise, observed=observed
+    ),
+    "reconstruction": lambda model, x, c, _samples, _noise, observed: reconstruction_error(model, x, c, observed),
+}
+
+
 @torch.no_grad()
 def score_batch(
     model: VAE,
@@ -173,12 +188,10 @@ def score_batch(
     noise: torch.Tensor | None = None,
     observed: torch.Tensor | None = None,
 ) -> RowScores:
-    """The configured score of one batch (`noise` (samples, L): shared draws; `observed` (B, F): known features)."""
-    if config.kind == "reconstruction":
-        return reconstruction_error(model, x, c, observed)
-    if config.kind == "negative_elbo":
-        return negative_elbo(model, x, c, config.samples, noise=noise, observed=observed)
-    return importance_sampled_nll(model, x, c, config.samples, noise=noise, observed=observed)
+    """The configured score (`config.kind`, a name in SCORES) of one batch (`noise` (samples, L): shared draws;
+    `observed` (B, F): known features)."""
+    score = choose(SCORES, config.kind, "ScoreConfig.kind")
+    return score(model, x, c, config.samples, noise, observed)
 
 
 def _batch_tensor(a: np.ndarray | torch.Tensor, start: int, size: int, device: torch.device) -> torch.Tensor:

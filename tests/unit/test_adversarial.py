@@ -27,6 +27,7 @@ from vae import (
     train_epoch,
 )
 from vae.adversarial import discriminator_loss, generator_loss
+from vae.objectives import AAEParts
 
 AAE = ObjectiveConfig(kind="aae", adversarial_weight=1.0, discriminator_lr=3e-3, discriminator_hidden_dims=(16,))
 
@@ -68,7 +69,8 @@ def test_the_generator_step_trains_the_autoencoder_not_the_discriminator():
     assert all(p.grad is None for p in adversary.module.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
     assert torch.allclose(parts.total, -parts.recon + parts.extras["adv_generator"])
-    assert parts.kl == 0 and parts.latents.shape == (8, 2) and not parts.latents.requires_grad
+    assert isinstance(parts, AAEParts) and set(parts.extras) == {"adv_generator"}
+    assert parts.kl == 0 and parts.encoded.shape == (8, 2) and not parts.encoded.requires_grad
     assert all(p.requires_grad for p in adversary.module.parameters())  # unfrozen again
     with pytest.raises(ValueError, match="needs the discriminator"):
         compute_loss(model, torch.randn(8, 4), None, AAE)

@@ -1,7 +1,14 @@
-import pytest
+import re
 
-from vae import ConfigError, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
+import pytest
+import torch
+
+from vae import VAE, ConfigError, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import from_dict, to_dict
+from vae.likelihoods import LIKELIHOODS, MixedLikelihood
+from vae.networks import ACTIVATIONS, NETWORKS, build_networks, mlp
+from vae.objectives import OBJECTIVES, compute_loss
+from vae.scoring import SCORES, score_batch
 
 
 @pytest.mark.parametrize(
@@ -56,3 +63,51 @@ def test_layout_counts_features_and_columns(mixed_layout):
     assert mixed_layout.input_dim == 9
     assert mixed_layout.n_features == 6
     assert mixed_layout.feature_names == ("a", "b", "c", "flag1", "flag2", "colour")
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "registry", "known"),
+    [
+        (ModelConfig, "activation", ACTIVATIONS, {"relu", "gelu", "silu", "tanh"}),
+        (ModelConfig, "network", NETWORKS, {"mlp", "conv"}),
+        (ObjectiveConfig, "kind", OBJECTIVES, {"elbo", "iwae", "aae"}),
+        (ScoreConfig, "kind", SCORES, {"negative_elbo", "nll", "reconstruction"}),
+        (FeatureBlock, "kind", LIKELIHOODS, {"gaussian", "bernoulli", "categorical"}),
+    ],
+)
+def test_config_choices_are_the_registries_of_their_implementations(cls, field, registry, known):
+    """Each choice is validated against the one registry that dispatches it: every registered name is accepted,
+    any other fails naming the field and the registered names."""
+    assert set(registry) == known
+    required = {"width": 2} if cls is FeatureBlock else {}
+    for name in registry:
+        assert getattr(cls(**{field: name, **required}), field) == name
+    with pytest.raises(ConfigError, match=rf"^{cls.__name__}.{field}: must be one of {re.escape(str(list(registry)))}"):
+        cls(**{field: "unknown", **required})
+    with pytest.raises(ConfigError, match=rf"^{cls.__name__}.{field}: must be one of"):
+        cls(**{field: {"not": "a name"}, **required})  # an unhashable YAML value fails as a config error too
+
+
+def _tampered(config, field: str, value: str):
+    """`config` with `field` set to `value` past validation (as a frozen dataclass changed in place would be)."""
+    object.__setattr__(config, field, value)
+    return config
+
+
+def test_dispatch_never_falls_back_on_an_unknown_name():
+    """Past validation (a config changed in place, a direct argument), an unknown name still fails by name."""
+    layout = DataLayout((FeatureBlock("gaussian", 2),))
+    model = VAE(ModelConfig(latent_dim=2, hidden_dims=(4,)), layout)
+    x = torch.zeros(3, 2)
+    cases = [
+        (lambda: build_networks(_tampered(ModelConfig(), "network", "rnn"), layout), "ModelConfig.network", NETWORKS),
+        (lambda: MixedLikelihood(DataLayout((_tampered(FeatureBlock("gaussian", 2), "kind", "poisson"),))),
+         "FeatureBlock.kind", LIKELIHOODS),
+        (lambda: mlp(2, (4,), "swish"), "activation", ACTIVATIONS),
+        (lambda: compute_loss(model, x, None, _tampered(ObjectiveConfig(), "kind", "gan")), "ObjectiveConfig.kind",
+         OBJECTIVES),
+        (lambda: score_batch(model, x, None, _tampered(ScoreConfig(), "kind", "entropy")), "ScoreConfig.kind", SCORES),
+    ]  # fmt: skip
+    for call, what, registry in cases:
+        with pytest.raises(ValueError, match=rf"^{what} must be one of {re.escape(str(list(registry)))}, got '"):
+            call()

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.impute import mean_imputation, numeric_rmse
 from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
-from vae.imputation import impute, impute_table, mean_imputation, numeric_rmse
+from vae.imputation import impute, impute_table
 
 from .tabular_models import mixed_table, train_detector
 

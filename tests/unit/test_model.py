@@ -3,10 +3,12 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from vae import VAE, DataLayout, FeatureBlock, ModelConfig
+from vae.generation import generate
 
 
 @pytest.mark.parametrize(("network", "shape"), [("conv", (1, 8, 8)), ("conv", (3, 12, 16)), ("mlp", (1, 8, 8))])
@@ -19,7 +21,7 @@ def test_image_models_map_images_to_flat_likelihoods(network, shape):
     assert out.log_px.shape == (3, 5, width)
     assert out.log_qz.shape == out.log_pz.shape == (3, 5)
     assert model.reconstruct(x).shape == (5, width)
-    assert model.sample(2).shape == (2, width)
+    assert generate(model, 2, mode="sample").shape == (2, width)
 
 
 def test_conv_network_needs_a_compatible_image():
@@ -38,10 +40,12 @@ def test_conditional_sampling_follows_the_condition():
         model.decoder.out.weight[:, 2:] = 50 * torch.eye(3)  # columns after the latent read the condition
         model.decoder.out.bias.zero_()
     for cls in range(3):
-        draws = model.sample(100, torch.nn.functional.one_hot(torch.tensor(cls), 3).float())
+        draws = generate(model, 100, np.eye(3)[cls], mode="sample", seed=cls)
         assert (draws.argmax(1) == cls).all()
-    per_row = torch.eye(3).repeat(4, 1)  # (12, 3): one condition per row
-    assert (model.sample(12, per_row).argmax(1) == per_row.argmax(1)).all()
+    per_row = np.tile(np.eye(3), (4, 1))  # (12, 3): one condition per row
+    assert (generate(model, 12, per_row, mode="sample").argmax(1) == per_row.argmax(1)).all()
+    with pytest.raises(ValueError, match=r"c must be \(B, 3\)"):
+        generate(model, 5)
 
 
 def test_importing_vae_loads_neither_ray_nor_mlflow():

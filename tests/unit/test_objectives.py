@@ -74,14 +74,17 @@ def test_kl_warmup_ramps_linearly_to_beta():
 @pytest.mark.parametrize("kind", ["elbo", "iwae"])
 def test_training_steps_weigh_the_kl_by_the_warmup(mixed_model, mixed_batch, kind):
     """Step t of a warm-up over 4 steps to beta = 2 minimises -recon + 2 min(1, t / 4) * KL (IWAE: beta inside
-    the weights, so with one sample the same)."""
+    the weights, so with one sample the same); an epoch that starts at step 2 takes steps 2 .. 7."""
     objective = ObjectiveConfig(kind=kind, beta=2.0, kl_warmup_steps=4)
-    seen = []
-    optimizer = torch.optim.SGD(mixed_model.parameters(), lr=0.0)
-    train_epoch(mixed_model, [mixed_batch] * 6, optimizer, objective, step=2, on_batch=lambda *a: seen.append(a))
-    assert [step for step, _ in seen] == [3, 4, 5, 6, 7, 8]
-    for step, parts in seen:
-        weight = 2.0 * min(1.0, (step - 1) / 4)  # the loss of the batch before step `step` was counted
+    optimizer = torch.optim.SGD(mixed_model.parameters(), lr=0.0)  # the model stays as it is
+    torch.manual_seed(0)
+    stats = train_epoch(mixed_model, [mixed_batch] * 6, optimizer, objective, step=2)
+    torch.manual_seed(0)  # the same draws again, batch by batch
+    steps = {step: compute_loss(mixed_model, mixed_batch, None, objective, step) for step in range(2, 8)}
+    assert stats.step == 8
+    assert stats.loss == pytest.approx(sum(p.total.item() for p in steps.values()) / len(steps), rel=1e-5)
+    for step, parts in steps.items():
+        weight = 2.0 * min(1.0, step / 4)
         assert parts.total.item() == pytest.approx(-parts.recon.item() + weight * parts.kl.item(), rel=1e-5), step
 
 
