@@ -53,7 +53,9 @@ class _PlainVAE(nn.Module):
     def __init__(self, d: int) -> None:
         super().__init__()
         latent = min(16, max(2, d // 2))
-        self.enc = nn.Sequential(nn.Linear(d, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 2 * latent))
+        self.enc = nn.Sequential(
+            nn.Linear(d, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 2 * latent)
+        )
         self.dec = nn.Sequential(nn.Linear(latent, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(), nn.Linear(128, d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
 

@@ -15,8 +15,8 @@ from .config import (
     to_dict,
 )
 from .detector import Calibration, Detector
-from .estimator import AnomalyDetector
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
+from .estimator import AnomalyDetector
 from .flows import InverseAutoregressiveFlow
 from .images import ImageError, ImagePreprocessor
 from .model import VAE, DiagonalGaussian, FlowPosterior, VAEOutput
@@ -36,8 +36,8 @@ from .scoring import (
 from .training import FitResult, build_optimizer, fit, param_groups
 
 __all__ = [
-    "VAE", "Adversary", "AnomalyDetector", "Calibration", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian", "Discriminator",
-    "EarlyStopping", "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
+    "VAE", "Adversary", "AnomalyDetector", "Calibration", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian",
+    "Discriminator", "EarlyStopping", "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
     "InverseAutoregressiveFlow", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
     "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "build_optimizer", "calibrate_threshold",
     "check_score_kind", "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch",

@@ -2,7 +2,8 @@
 
 A table is a pandas DataFrame, a pyarrow Table, a mapping of column name -> 1-D values, or a 2-D numpy array
 (columns named x0, x1, ...). Kinds: floating -> numeric, boolean or integers that are all 0/1 -> binary, other
-integers -> numeric, strings, categories and other objects -> categorical (the Arrow types map the same way). A declared list always wins over inference.
+integers -> numeric, strings, categories and other objects -> categorical (the Arrow types map the same way).
+A declared list always wins over inference.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _is_binary(values: np.ndarray) -> bool:
 
 
 def infer_kind(values: np.ndarray) -> str:
-    """"numeric", "binary" or "categorical" for one column (N,)."""
+    """ "numeric", "binary" or "categorical" for one column (N,)."""
     if _is_binary(values):
         return "binary"
     if values.dtype.kind in "iuf":

@@ -37,7 +37,7 @@ CALIBRATION_ROWS = 1000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto": CUDA when available, else the CPU; anything else as torch reads it."""
+    """ "auto": CUDA when available, else the CPU; anything else as torch reads it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

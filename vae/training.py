@@ -74,7 +74,8 @@ def fit(
     -1).
 
     train_x is (N, D) or (N, C, H, W); val_x likewise, or None: then every epoch of the budget runs and the last
-    weights are kept (what the data-driven default does, `vae.auto`). Prints a line every `log_every` epochs through `log`.
+    weights are kept (what the data-driven default does, `vae.auto`). Prints a line every `log_every` epochs
+    through `log`.
     An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
     does not suit the model (see `check_variant`).
     """

@@ -84,7 +84,9 @@ def test_numpy_and_pyarrow_tables_score_like_pandas(fitted):
     expected = fitted.score_samples(new)
     np.testing.assert_allclose(fitted.score_samples(pa.Table.from_pandas(new)), expected, rtol=1e-6)
     numeric = AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(new[["a", "b"]].to_numpy())
-    assert numeric.detector.preprocessor.numeric == ["x0", "x1"] and numeric.score_samples(np.ones((3, 2))).shape == (3,)
+    assert numeric.detector.preprocessor.numeric == ["x0", "x1"] and numeric.score_samples(np.ones((3, 2))).shape == (
+        3,
+    )
 
 
 def test_save_and_load_give_the_same_scores_and_flags(fitted, tmp_path):
