@@ -37,7 +37,8 @@ from .training import FitResult, build_optimizer, fit, param_groups
 
 __all__ = [
     "VAE", "Adversary", "AnomalyDetector", "Calibration", "ConfigError", "DataLayout", "Detector", "DiagonalGaussian",
-    "Discriminator", "EarlyStopping", "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError", "ImagePreprocessor",
+    "Discriminator", "EarlyStopping", "EpochStats", "FeatureBlock", "FitResult", "FlowPosterior", "ImageError",
+    "ImagePreprocessor",
     "InverseAutoregressiveFlow", "LossParts", "ModelConfig", "ObjectiveConfig", "Preprocessor", "RowScores",
     "ScoreConfig", "TrainConfig", "VAEOutput", "adversarial_autoencoder", "build_optimizer", "calibrate_threshold",
     "check_score_kind", "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch",
