@@ -176,16 +176,21 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
 
 
 def _threshold(config: ScoreJobConfig, detector: Detector) -> float:
+    """The job's threshold: `threshold=` as given, else the model's, which is only valid for the score it was
+    calibrated on (a job that changes the score kind or sample count must give its own)."""
     if config.threshold is not None:
         return config.threshold
-    if config.kind is not None and config.kind != detector.score_config.kind:
-        raise ConfigError(
-            f"ScoreJobConfig.threshold: the model's threshold is calibrated for {detector.score_config.kind} scores;"
-            f" set threshold= to score with {config.kind}"
-        )
-    if detector.threshold is None:
+    if detector.calibration is None:
         raise ConfigError("ScoreJobConfig.threshold: the model has no calibrated threshold; set threshold=")
-    return detector.threshold
+    calibrated = detector.calibration.score
+    wanted = {"kind": config.kind, "samples": config.samples}
+    changed = {k: v for k, v in wanted.items() if v is not None and v != getattr(calibrated, k)}
+    if changed:
+        was = ", ".join(f"{k}={getattr(calibrated, k)!r}" for k in changed)
+        now = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        raise ConfigError(f"ScoreJobConfig.threshold: the model's threshold was calibrated with {was} but this job "
+                          f"scores with {now}; set threshold= in the units of that score")  # fmt: skip
+    return detector.calibration.threshold
 
 
 def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
