@@ -108,7 +108,7 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
     ("override", "message"),
     [
         ("model.latent_dim=0", "ModelConfig.latent_dim: must be an integer > 0"),
-        ("train.lr=fast", "TrainConfig.lr: must be a number > 0, got 'fast'"),
+        ("train.lr=fast", "TrainConfig.lr: must be a number > 0 or 'auto', got 'fast'"),
         ("objective.beta=-1", "ObjectiveConfig.beta"),
         ("scaling.num_workers=0", "ScalingSettings.num_workers"),
         ("data.validation_fraction=1.5", "DataConfig.validation_fraction"),
