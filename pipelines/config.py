@@ -60,12 +60,18 @@ class ImageColumn:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI."""
+    """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI.
+
+    With no feature columns declared (numeric, binary and categorical all empty) and no image, the features are
+    every column that is not a key, the label, a condition or excluded, typed from the Parquet schema when the
+    run starts (`pipelines.columns`).
+    """
 
     path: str = ""
     numeric: tuple[str, ...] = ()
     binary: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # columns that are never features (only read when the features are inferred)
     condition_numeric: tuple[str, ...] = ()  # CVAE condition columns
     condition_categorical: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # row identifiers, carried to outputs; also the split key when given
@@ -77,19 +83,13 @@ class DataConfig:
     image: ImageColumn | None = None  # image rows: the image column is then the only model input
 
     def __post_init__(self) -> None:
-        for name in ("numeric", "binary", "categorical", "condition_numeric", "condition_categorical", "key"):
+        lists = ("numeric", "binary", "categorical", "exclude", "condition_numeric", "condition_categorical", "key")
+        for name in lists:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.image, dict):
             object.__setattr__(self, "image", from_dict(ImageColumn, self.image))
         require(isinstance(self.path, str) and self.path, self, "path", "set the Parquet file, directory or URI")
-        if self.image is None:
-            require(
-                bool(self.features),
-                self,
-                "numeric",
-                "declare at least one feature column (numeric, binary or categorical) or an image column",
-            )
-        else:
+        if self.image is not None:
             require(isinstance(self.image, ImageColumn), self, "image", f"expected a mapping, got {self.image!r}")
             require(
                 not self.features,
@@ -98,7 +98,7 @@ class DataConfig:
                 f"an image model reads only its image column; remove the feature columns {list(self.features)}",
             )
             require(bool(self.key), self, "key", "image rows are split by their key columns: declare at least one")
-        columns = [*self.inputs, *self.conditions, *self.key, *([self.label] if self.label else [])]
+        columns = [*self.inputs, *self.not_features]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
         check_fraction(self, "validation_fraction")
@@ -108,6 +108,16 @@ class DataConfig:
     @property
     def features(self) -> tuple[str, ...]:
         return (*self.numeric, *self.binary, *self.categorical)
+
+    @property
+    def infers_features(self) -> bool:
+        """True when the feature columns come from the Parquet schema (none declared, no image)."""
+        return self.image is None and not self.features
+
+    @property
+    def not_features(self) -> tuple[str, ...]:
+        """The columns that schema inference leaves out: keys, label, conditions and `exclude`."""
+        return (*self.key, *([self.label] if self.label else []), *self.conditions, *self.exclude)
 
     @property
     def inputs(self) -> tuple[str, ...]:

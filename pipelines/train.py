@@ -1,7 +1,8 @@
 """`python -m pipelines train --config pipelines/configs/train.yaml key.sub=value ...`
 
-The recipe: validate config and data -> start (or join) Ray -> split and fit preprocessing with Ray Data ->
-Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the model and its version to MLflow.
+The recipe: validate config and data -> start (or join) Ray -> type the feature columns (when inferred), split and
+fit preprocessing with Ray Data -> Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the
+model and its version to MLflow.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import ray.data
@@ -24,6 +26,7 @@ from .config import DataConfig, TrainPipelineConfig, load_config
 from .data import (
     check_images,
     check_training_data,
+    declare_features,
     encode_rows,
     fit_preprocessor,
     open_parquet,
@@ -42,6 +45,7 @@ from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
 REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
 LOSS_METRICS = ["train_loss", "val_loss"]
+Config = TypeVar("Config", bound=TrainPipelineConfig)
 
 
 @dataclass
@@ -109,6 +113,12 @@ def prepare_data(data: DataConfig) -> PreparedData:
                         encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip
 
 
+def prepare(config: Config) -> tuple[Config, PreparedData]:
+    """`config` with its feature columns declared (`declare_features`), and its rows prepared (`prepare_data`)."""
+    config = dataclasses.replace(config, data=declare_features(config.data))
+    return config, prepare_data(config.data)
+
+
 def build_trainer(
     config: TrainPipelineConfig,
     prepared: PreparedData,
@@ -160,7 +170,7 @@ def load_checkpoint_detector(checkpoint: Checkpoint, score: ScoreConfig) -> Dete
 
 
 def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
-    prepared = prepare_data(config.data)
+    config, prepared = prepare(config)
     trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
     started = time.perf_counter()
     result = trainer.fit()

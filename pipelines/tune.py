@@ -39,7 +39,7 @@ from pipelines.train import (
     build_trainer,
     load_checkpoint_detector,
     loop_spec,
-    prepare_data,
+    prepare,
     register,
 )
 from pipelines.train import report as report_training
@@ -246,7 +246,7 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:
-    prepared = prepare_data(config.data)
+    config, prepared = prepare(config)
     metric, mode = config.tune.reported_metric
     if config.tune.metric == "auroc":
         _require_both_classes(prepared, config.data.label)

@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
 from pipelines import train
-from pipelines.config import CONFIG_DIR, load_config
+from pipelines.config import CONFIG_DIR, DataConfig, load_config
+from pipelines.data import declare_features
 from tests.integration.conftest import dead_train_workers, epoch_steps, train_killing_a_worker, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
@@ -75,3 +78,12 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_ser
     assert result.last_epoch == epochs
     assert sorted(set(epoch_steps(MlflowClient(mlflow_server), result.run_id))) == list(range(1, epochs + 1))
     assert victim in dead_train_workers()
+
+
+def test_integer_columns_are_typed_by_their_values(local_ray, tmp_path, capfd):
+    rows = {"row_id": [1, 2, 3], "x": [0.5, 1.0, 2.0], "flag": pa.array([0, 1, None], pa.int8()), "count": [0, 1, 2],
+            "ok": [True, False, True], "city": ["a", "b", "a"], "label": [0, 0, 1]}  # fmt: skip
+    pq.write_table(pa.table(rows), tmp_path / "rows.parquet")
+    typed = declare_features(DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), label="label"))
+    assert (typed.numeric, typed.binary, typed.categorical) == (("x", "count"), ("flag", "ok"), ("city",))
+    assert "2 numeric (x, count), 2 binary (flag, ok), 1 categorical (city)" in capfd.readouterr().out

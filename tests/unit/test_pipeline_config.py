@@ -109,10 +109,10 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
     [
         ("model.latent_dim=0", "ModelConfig.latent_dim: must be an integer > 0"),
         ("train.lr=fast", "TrainConfig.lr: must be a number > 0 or 'auto', got 'fast'"),
+        ("data.exclude=[row_id]", "DataConfig.columns: each column may have one role only; repeated: ['row_id']"),
         ("objective.beta=-1", "ObjectiveConfig.beta"),
         ("scaling.num_workers=0", "ScalingSettings.num_workers"),
         ("data.validation_fraction=1.5", "DataConfig.validation_fraction"),
-        ("data.numeric=[]", "DataConfig.numeric: declare at least one feature column"),
         ("data.key=[age]", "DataConfig.columns: each column may have one role only; repeated: ['age']"),
         ("run.name=a/b", "RunSettings.name"),
         ("model.network=conv", "ModelConfig.network: 'conv' needs image rows (data.image)"),
