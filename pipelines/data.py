@@ -155,7 +155,7 @@ def zero_one_columns(path: str, columns: list[str]) -> set[str]:
     """The integer `columns` whose values (nulls aside) are all 0 or 1: one Ray Data min/max aggregation."""
     if not columns:
         return set()
-    result = ray.data.read_parquet(path, columns=columns).aggregate(*map(Min, columns), *map(Max, columns))
+    result = ray.data.read_parquet(path).select_columns(columns).aggregate(*map(Min, columns), *map(Max, columns))
     low, high = ({c: result[f"{f}({c})"] for c in columns} for f in ("min", "max"))
     return {c for c in columns if low[c] is not None and low[c] >= 0 and high[c] <= 1}
 
