@@ -17,6 +17,7 @@ import yaml
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import (
     ConfigError,
+    auto_fields,
     check_choice,
     check_fraction,
     check_number,
@@ -31,6 +32,7 @@ from .search_space import parse_space
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be "auto" (see vae.config.AUTO_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,11 @@ class TrainPipelineConfig:
                 f"'conv' needs image height and width divisible by 4, data.image.shape is {list(image.shape)}",
             )
         check_variant(self.model, self.objective, self.score)
+
+    @property
+    def auto_fields(self) -> tuple[str, ...]:
+        """The hyperparameters set to "auto" (left to `vae.auto.resolve`) as dotted names: ("model.latent_dim", ...)."""
+        return tuple(f"{section}.{name}" for section in AUTO_SECTIONS for name in auto_fields(getattr(self, section)))
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,13 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
     [
         ("model.latent_dim=0", "ModelConfig.latent_dim: must be an integer > 0"),
         ("train.lr=fast", "TrainConfig.lr: must be a number > 0 or 'auto', got 'fast'"),
+        ("model.latent_dim=big", "ModelConfig.latent_dim: must be an integer > 0 or 'auto', got 'big'"),
+        ("model.hidden_dims=wide", "ModelConfig.hidden_dims: must be a list of integer widths >= 1 or 'auto', got"),
+        ("model.activation=mish", "ModelConfig.activation: must be one of ['relu', 'gelu', 'silu', 'tanh'] or 'auto'"),
+        ("train.epochs=many", "TrainConfig.epochs: must be an integer > 0 or 'auto', got 'many'"),
+        ("train.batch_size=0", "TrainConfig.batch_size: must be an integer > 0 or 'auto', got 0"),
+        ("score.kind=entropy", "ScoreConfig.kind: must be one of ['negative_elbo', 'nll', 'reconstruction'] or 'auto'"),
+        ("score.samples=-1", "ScoreConfig.samples: must be an integer > 0 or 'auto', got -1"),
         ("data.exclude=[row_id]", "DataConfig.columns: each column may have one role only; repeated: ['row_id']"),
         ("objective.beta=-1", "ObjectiveConfig.beta"),
         ("scaling.num_workers=0", "ScalingSettings.num_workers"),
