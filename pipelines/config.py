@@ -17,6 +17,7 @@ import yaml
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import (
     ConfigError,
+    auto_fields,
     check_choice,
     check_fraction,
     check_number,
@@ -33,6 +34,7 @@ from .search_space import parse_space
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be "auto" (see vae.config.AUTO_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,18 @@ class ImageColumn:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI."""
+    """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI.
+
+    With no feature columns declared (numeric, binary and categorical all empty) and no image, the features are
+    every column that is not a key, the label, a condition or excluded, typed from the Parquet schema when the
+    run starts (`pipelines.columns`).
+    """
 
     path: str = ""
     numeric: tuple[str, ...] = ()
     binary: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # columns that are never features (only read when the features are inferred)
     condition_numeric: tuple[str, ...] = ()  # CVAE condition columns
     condition_categorical: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # row identifiers, carried to outputs; also the split key when given
@@ -79,19 +87,13 @@ class DataConfig:
     image: ImageColumn | None = None  # image rows: the image column is then the only model input
 
     def __post_init__(self) -> None:
-        for name in ("numeric", "binary", "categorical", "condition_numeric", "condition_categorical", "key"):
+        lists = ("numeric", "binary", "categorical", "exclude", "condition_numeric", "condition_categorical", "key")
+        for name in lists:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.image, dict):
             object.__setattr__(self, "image", from_dict(ImageColumn, self.image))
         require(isinstance(self.path, str) and self.path, self, "path", "set the Parquet file, directory or URI")
-        if self.image is None:
-            require(
-                bool(self.features),
-                self,
-                "numeric",
-                "declare at least one feature column (numeric, binary or categorical) or an image column",
-            )
-        else:
+        if self.image is not None:
             require(isinstance(self.image, ImageColumn), self, "image", f"expected a mapping, got {self.image!r}")
             require(
                 not self.features,
@@ -100,7 +102,7 @@ class DataConfig:
                 f"an image model reads only its image column; remove the feature columns {list(self.features)}",
             )
             require(bool(self.key), self, "key", "image rows are split by their key columns: declare at least one")
-        columns = [*self.inputs, *self.conditions, *self.key, *([self.label] if self.label else [])]
+        columns = [*self.inputs, *self.not_features]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
         check_fraction(self, "validation_fraction")
@@ -110,6 +112,16 @@ class DataConfig:
     @property
     def features(self) -> tuple[str, ...]:
         return (*self.numeric, *self.binary, *self.categorical)
+
+    @property
+    def infers_features(self) -> bool:
+        """True when the feature columns come from the Parquet schema (none declared, no image)."""
+        return self.image is None and not self.features
+
+    @property
+    def not_features(self) -> tuple[str, ...]:
+        """The columns that schema inference leaves out: keys, label, conditions and `exclude`."""
+        return (*self.key, *([self.label] if self.label else []), *self.conditions, *self.exclude)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -207,6 +219,11 @@ class TrainPipelineConfig:
                 f"'conv' needs image height and width divisible by 4, data.image.shape is {list(image.shape)}",
             )
         check_variant(self.model, self.objective, self.score)
+
+    @property
+    def auto_fields(self) -> tuple[str, ...]:
+        """The hyperparameters set to "auto" (left to `vae.auto.resolve`) as dotted names: ("model.latent_dim", ...)."""
+        return tuple(f"{section}.{name}" for section in AUTO_SECTIONS for name in auto_fields(getattr(self, section)))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Ray Data aggregations over the training split, never a copy of the data on the d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -15,12 +16,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import ray.data
-from ray.data.aggregate import Count, Mean, Std, Unique
+from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
 from vae import ImagePreprocessor, Preprocessor
 from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
 
 from . import storage
+from .columns import INTEGER, describe, feature_types, schema_kinds, untyped
 from .config import DataConfig
 
 SPLIT_BUCKETS = 1_000_000
@@ -134,9 +136,49 @@ def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[st
     return [c for c, n in nulls.items() if total and n == total]
 
 
+def inferred_kinds(config: DataConfig, schema: pa.Schema) -> dict[str, str]:
+    """column -> kind (`pipelines.columns.schema_kinds`) of the columns that become features when `config`
+    declares none. Raises DataError naming the columns whose Arrow type has no feature kind, or when no column
+    is left."""
+    kinds = schema_kinds(schema, config.not_features)
+    bad = untyped(schema, kinds)
+    if bad:
+        raise DataError(f"{config.path}: no feature kind for column(s) {bad}; list them in data.exclude, or declare "
+                        f"the feature columns (data.numeric, data.binary, data.categorical)")  # fmt: skip
+    if not kinds:
+        raise DataError(f"{config.path}: no feature columns: each of {schema.names} is a key, the label, a "
+                        f"condition or excluded")  # fmt: skip
+    return kinds
+
+
+def zero_one_columns(path: str, columns: list[str]) -> set[str]:
+    """The integer `columns` whose values (nulls aside) are all 0 or 1: one Ray Data min/max aggregation."""
+    if not columns:
+        return set()
+    result = ray.data.read_parquet(path).select_columns(columns).aggregate(*map(Min, columns), *map(Max, columns))
+    low, high = ({c: result[f"{f}({c})"] for c in columns} for f in ("min", "max"))
+    return {c for c in columns if low[c] is not None and low[c] >= 0 and high[c] <= 1}
+
+
+def declare_features(config: DataConfig) -> DataConfig:
+    """`config` with its feature columns declared: as given, or, when it declares none, every other column typed
+    from the Parquet schema (`inferred_kinds`; integer columns by their values, `zero_one_columns`). Prints one
+    line saying which columns were inferred."""
+    if not config.infers_features:
+        return config
+    kinds = inferred_kinds(config, open_parquet(config.path).schema)
+    types = feature_types(kinds, zero_one_columns(config.path, [c for c, k in kinds.items() if k == INTEGER]))
+    print(f"feature columns inferred from the schema of {config.path}: {describe(types)}", flush=True)
+    return dataclasses.replace(config, numeric=types.numeric, binary=types.binary, categorical=types.categorical)
+
+
 def check_training_data(config: DataConfig) -> int:
-    """`check_parquet` for the training config's declared columns; returns the row count."""
-    required = (*config.inputs, *config.conditions, *config.key)
+    """`check_parquet` for the training config's columns (with inferred features: the schema's columns that will
+    be typed, `inferred_kinds`); returns the row count."""
+    inputs = config.inputs
+    if config.infers_features:
+        inputs = tuple(inferred_kinds(config, open_parquet(config.path).schema))
+    required = (*inputs, *config.conditions, *config.key)
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
     return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
 

@@ -172,11 +172,18 @@ class Tracker:
             tags = {RUN_NAME_TAG: run_name} | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
             run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
-        new = {k: v for k, v in params.items() if k not in run.data.params}
-        items = [Param(k, v[:6000]) for k, v in new.items()]
+        self._log_new_params(params, run.data.params)
+        return self.run_id, bool(found)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Add `params` to the open run; those it already has keep their first value (a resumed run)."""
+        if params:
+            self._log_new_params(params, self.client.get_run(self.run_id).data.params)
+
+    def _log_new_params(self, params: Mapping[str, str], logged: Mapping[str, str]) -> None:
+        items = [Param(k, v[:6000]) for k, v in params.items() if k not in logged]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
-        return self.run_id, bool(found)
 
     def end(self, ok: bool) -> None:
         if self.run_id is not None:

@@ -1,15 +1,18 @@
 """`python -m pipelines train --config pipelines/configs/train.yaml key.sub=value ...`
 
-The recipe: validate config and data -> start (or join) Ray -> split and fit preprocessing with Ray Data ->
-Ray Train DDP -> calibrate the threshold on validation scores -> log plots, the model and its version to MLflow.
+The recipe: validate config and data -> start (or join) Ray -> type the feature columns (when inferred), split and
+fit preprocessing with Ray Data -> choose the "auto" hyperparameters for the training rows -> Ray Train DDP ->
+calibrate the threshold on validation scores -> log plots, the model and its version to MLflow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import ray.data
@@ -17,13 +20,16 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
+from vae.auto import resolve
 
 from . import plots, storage
 from .cli import config_parser
 from .config import DataConfig, TrainPipelineConfig, load_config
 from .data import (
+    DataError,
     check_images,
     check_training_data,
+    declare_features,
     encode_rows,
     fit_preprocessor,
     open_parquet,
@@ -42,6 +48,8 @@ from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
 REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
 LOSS_METRICS = ["train_loss", "val_loss"]
+CHOSEN_PARAM = "chosen_from_data"  # the MLflow param naming the config keys whose values the data decided
+Config = TypeVar("Config", bound=TrainPipelineConfig)
 
 
 @dataclass
@@ -60,7 +68,9 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     rows = check_training_data(data)
     storage.check_writable(config.run.resolved_storage_path())
     tracker = Tracker(config.tracking)
-    run_id, resumed = tracker.start(config.run.name, flatten(to_dict(config)))
+    later = chosen_from_data(config)  # logged once the data has decided them
+    params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
+    run_id, resumed = tracker.start(config.run.name, params)
     ok = False
     try:
         print(f"{'resuming' if resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
@@ -81,6 +91,14 @@ class PreparedData:
     validation: ray.data.Dataset
     features: Preprocessor | ImagePreprocessor
     condition: Preprocessor | None
+
+    @functools.cached_property
+    def train_rows(self) -> int:
+        """The number of encoded training rows (a Ray Data count); DataError when there are none."""
+        rows = self.train.count()
+        if not rows:
+            raise DataError("no training rows: every row went to validation, was labelled an anomaly or left out")
+        return rows
 
     @property
     def layout(self) -> DataLayout:
@@ -107,6 +125,45 @@ def prepare_data(data: DataConfig) -> PreparedData:
     report_left_out(rows, features, condition)
     return PreparedData(encode_rows(train_rows, data, features, condition),
                         encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip
+
+
+def prepare(config: Config) -> tuple[Config, PreparedData]:
+    """`config` with its feature columns declared (`declare_features`), and its rows prepared (`prepare_data`)."""
+    config = dataclasses.replace(config, data=declare_features(config.data))
+    return config, prepare_data(config.data)
+
+
+def resolve_auto(config: Config, prepared: PreparedData) -> Config:
+    """`config` with its "auto" hyperparameters chosen for the prepared training rows and layout by
+    `vae.auto.resolve`, over `scaling.num_workers` DDP workers (`train.batch_size` is rows per worker)."""
+    if not config.auto_fields:
+        return config
+    model, train, score = resolve(config.model, config.train, config.score, prepared.train_rows, prepared.layout,
+                                  config.scaling.num_workers)  # fmt: skip
+    return dataclasses.replace(config, model=model, train=train, score=score)
+
+
+def chosen_from_data(config: TrainPipelineConfig) -> tuple[str, ...]:
+    """The dotted config keys whose values the training data decides: the "auto" hyperparameters and, when
+    the features are inferred, the feature column lists."""
+    inferred = ("data.numeric", "data.binary", "data.categorical") if config.data.infers_features else ()
+    return (*config.auto_fields, *inferred)
+
+
+def chosen_params(config: TrainPipelineConfig, keys: tuple[str, ...]) -> dict[str, str]:
+    """The MLflow params of `keys` with their values in the (resolved) `config`, and CHOSEN_PARAM listing them."""
+    if not keys:
+        return {}
+    flat = flatten(to_dict(config))
+    return {**{key: flat[key] for key in keys}, CHOSEN_PARAM: ",".join(keys)}
+
+
+def report_auto(config: TrainPipelineConfig, keys: tuple[str, ...]) -> None:
+    """Print one line with the values the "auto" hyperparameters `keys` got in the resolved `config`."""
+    if keys:
+        values = ", ".join(f"{k}={v}" for k, v in chosen_params(config, keys).items() if k in keys)
+        print(f"auto hyperparameters ({config.scaling.num_workers} worker(s); batch_size per worker): {values}",
+              flush=True)  # fmt: skip
 
 
 def build_trainer(
@@ -160,7 +217,11 @@ def load_checkpoint_detector(checkpoint: Checkpoint, score: ScoreConfig) -> Dete
 
 
 def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
-    prepared = prepare_data(config.data)
+    later, auto = chosen_from_data(config), config.auto_fields
+    config, prepared = prepare(config)
+    config = resolve_auto(config, prepared)
+    tracker.log_params(chosen_params(config, later))
+    report_auto(config, auto)
     trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
     started = time.perf_counter()
     result = trainer.fit()

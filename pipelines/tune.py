@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pipelines import plots
 from pipelines.cli import config_parser
-from pipelines.config import TunePipelineConfig, load_config
+from pipelines.config import TrainPipelineConfig, TunePipelineConfig, load_config
 from pipelines.data import DataError, check_training_data
 from pipelines.ray_runtime import quiet_ray_data, ray_session
 from pipelines.search_space import Axis, parse_space
@@ -37,10 +37,13 @@ from pipelines.train import (
     PreparedData,
     TrainOutcome,
     build_trainer,
+    chosen_params,
     load_checkpoint_detector,
     loop_spec,
-    prepare_data,
+    prepare,
     register,
+    report_auto,
+    resolve_auto,
 )
 from pipelines.train import report as report_training
 from vae import to_dict
@@ -96,6 +99,15 @@ def concurrent_trials(config: TunePipelineConfig) -> int:
     return max(1, int(have // need))
 
 
+def trial_config(
+    config: TunePipelineConfig, params: dict[str, Any], run_name: str, prepared: PreparedData
+) -> tuple[TrainPipelineConfig, tuple[str, ...]]:
+    """One trial's training config, its swept `params` in and then its remaining "auto" values chosen for the
+    prepared rows (a swept value overrides "auto"; auto epochs follow the trial's batch), and the keys chosen."""
+    trial = config.trial_config(params, run_name=run_name)
+    return resolve_auto(trial, prepared), trial.auto_fields
+
+
 def run_trial(
     params: dict[str, Any], *, config: TunePipelineConfig, prepared: PreparedData, tracking_uri: str, parent_run_id: str
 ) -> None:
@@ -105,9 +117,9 @@ def run_trial(
     """
     quiet_ray_data()  # this process's Ray Data context drives the trial's dataset splits
     trial_id = tune.get_context().get_trial_id()
-    trial = config.trial_config(params, run_name=f"{config.tune.name}-{trial_id}")
+    trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
     tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
-    tracker.start(trial.run.name, flatten(to_dict(trial)), parent_run_id=parent_run_id)
+    tracker.start(trial.run.name, flatten(to_dict(trial)) | chosen_params(trial, chosen), parent_run_id=parent_run_id)
     tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
     metric, mode = config.tune.reported_metric
     spec = loop_spec(
@@ -246,7 +258,9 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:
-    prepared = prepare_data(config.data)
+    config, prepared = prepare(config)
+    base = resolve_auto(config, prepared)  # the values trials get where they sweep nothing: epochs for ASHA
+    report_auto(base, tuple(k for k in config.auto_fields if k not in {a.name for a in axes}))
     metric, mode = config.tune.reported_metric
     if config.tune.metric == "auroc":
         _require_both_classes(prepared, config.data.label)
@@ -256,11 +270,11 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
         {"CPU": TRIAL_DRIVER_CPUS},
     )  # fmt: skip
     started = time.perf_counter()
-    results = _tuner(config, trainable, search_space(axes)).fit()
+    results = _tuner(base, trainable, search_space(axes)).fit()
     print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
 
     children = parent.child_runs()
-    trials = [summarize(r, metric, mode, config.train.epochs, children.get(_run_name(config, r))) for r in results]
+    trials = [summarize(r, metric, mode, base.train.epochs, children.get(_run_name(config, r))) for r in results]
     _close_stopped_trials(parent, trials, children)
     candidates = [t for t in trials if not math.isnan(t.best) and t.checkpoint_path]
     if not candidates:
@@ -273,9 +287,9 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     parent.log_text(table.to_csv(index=False), "sweep/results.csv")
     parent.log_figure(plots.metric_by_param(table, metric, [a.name for a in axes]), "plots/metric_by_param.png")
     parent.log_metrics({f"best_{metric}": best.best, "trials": len(trials),
-                        "trials_stopped_early": sum(t.epochs < config.train.epochs for t in trials)})  # fmt: skip
+                        "trials_stopped_early": sum(t.epochs < base.train.epochs for t in trials)})  # fmt: skip
 
-    trial = config.trial_config(best.params, run_name=f"{config.tune.name}-{best.trial_id}")
+    trial, _ = trial_config(config, best.params, f"{config.tune.name}-{best.trial_id}", prepared)
     detector = load_checkpoint_detector(Checkpoint(best.checkpoint_path), trial.score)
     tracker = Tracker(replace(trial.tracking, tracking_uri=parent.uri))
     tracker.start(trial.run.name, {})

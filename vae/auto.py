@@ -8,14 +8,19 @@ The rules (the README's "How the default is chosen" repeats them):
   and large ones at least one; no early stopping (the validation loss only picks the best epoch's weights);
 - learning rate: Adam at 1e-3;
 - score: the negative ELBO averaged over 16 posterior samples.
+
+`resolve` applies the same rules to configs whose fields are partly `"auto"` (as the pipeline's YAML writes them),
+keeping every explicit value, for one process or for data-parallel workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
-from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
+from .config import AUTO, DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, auto_fields
 
 HIDDEN = (128, 128)
 MAX_LATENT = 16
@@ -57,3 +62,31 @@ def auto_settings(rows: int, layout: DataLayout, seed: int = 0, contamination: f
         train=TrainConfig(epochs=epochs_for(rows, batch), batch_size=batch, lr=LR, patience=None, seed=seed),
         score=ScoreConfig(kind="negative_elbo", samples=SCORE_SAMPLES, contamination=contamination),
     )
+
+
+Config = TypeVar("Config", ModelConfig, TrainConfig, ScoreConfig)
+
+
+def fill_auto(config: Config, chosen: Config) -> Config:
+    """`config` with each of its AUTO fields taken from `chosen` (the same kind of config)."""
+    return dataclasses.replace(config, **{name: getattr(chosen, name) for name in auto_fields(config)})
+
+
+def resolve(
+    model: ModelConfig, train: TrainConfig, score: ScoreConfig, rows: int, layout: DataLayout, workers: int = 1
+) -> tuple[ModelConfig, TrainConfig, ScoreConfig]:
+    """The three configs with every AUTO field chosen as `auto_settings(rows, layout)` chooses it; explicit
+    values are kept. `rows`: training rows in all; `workers`: data-parallel workers, each taking `batch_size`
+    rows per optimiser step (one step updates all replicas), so the global batch is `batch_size * workers`.
+
+    An AUTO batch splits the default (global) batch over the workers, rounded up: ceil(default / workers).
+    AUTO epochs give the default step budget at the global batch actually used (an explicit batch included):
+    `epochs_for(rows, batch_size * workers)`. With one worker every AUTO field gets `auto_settings`' value; the
+    fields that cannot be AUTO (patience, seed, contamination, ...) are always the configs' own.
+    """
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"resolve: workers must be an integer >= 1, got {workers!r}")
+    chosen = auto_settings(rows, layout)
+    batch = math.ceil(chosen.train.batch_size / workers) if train.batch_size == AUTO else train.batch_size
+    chosen_train = dataclasses.replace(chosen.train, batch_size=batch, epochs=epochs_for(rows, batch * workers))
+    return fill_auto(model, chosen.model), fill_auto(train, chosen_train), fill_auto(score, chosen.score)

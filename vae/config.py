@@ -13,9 +13,9 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -61,6 +61,43 @@ def choose(registry: Mapping[str, T], name: str, what: str) -> T:
     if not (isinstance(name, str) and name in registry):
         raise ValueError(f"{what} must be one of {list(registry)}, got {name!r}")
     return registry[name]
+
+
+AUTO = "auto"  # a hyperparameter left to `vae.auto.resolve`, which chooses it from the training data's shape
+Auto = Literal["auto"]
+
+
+def check_widths(owner: object, name: str) -> None:
+    """Require a sequence of integer widths >= 1 (stored as a tuple; empty: no hidden layer)."""
+    value = getattr(owner, name)
+    ok = isinstance(value, (list, tuple))
+    ok = ok and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value)
+    require(ok, owner, name, f"must be a list of integer widths >= 1, got {value!r}")
+    object.__setattr__(owner, name, tuple(value))
+
+
+def unless_auto(check: Callable[..., None], owner: object, name: str, *args: Any, **kwargs: Any) -> None:
+    """`check(owner, name, ...)` unless the field is AUTO; a failure says that AUTO is allowed too."""
+    if getattr(owner, name) == AUTO:
+        return
+    try:
+        check(owner, name, *args, **kwargs)
+    except ConfigError as err:
+        message, got, value = str(err).rpartition(", got ")
+        raise ConfigError(f"{message} or {AUTO!r}{got}{value}") from None
+
+
+def auto_fields(config: object) -> tuple[str, ...]:
+    """The fields of a ModelConfig / TrainConfig / ScoreConfig that are AUTO (in field order)."""
+    return tuple(name for name in getattr(config, "AUTO_FIELDS", ()) if getattr(config, name) == AUTO)
+
+
+def check_resolved(config: object, user: str) -> None:
+    """Raise ConfigError naming the AUTO fields of `config`: `user` (e.g. "a VAE") needs chosen values."""
+    left = auto_fields(config)
+    also = f" (and {', '.join(left[1:])})" if len(left) > 1 else ""
+    require(not left, config, left[0] if left else "", f"still {AUTO!r}{also}; {user} needs chosen values: resolve "
+            f"the configs first with vae.auto.resolve(model, train, score, rows, layout)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,11 +185,13 @@ class DataLayout:
 class ModelConfig:
     """Network hyperparameters. `network="conv"` needs a layout with an image shape whose H and W divide by 4."""
 
-    latent_dim: int = 8
-    hidden_dims: tuple[int, ...] = (64, 64)
+    AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("latent_dim", "hidden_dims", "activation")  # may be AUTO
+
+    latent_dim: int | Auto = 8
+    hidden_dims: tuple[int, ...] | Auto = (64, 64)
     network: str = "mlp"  # a name in `vae.networks.NETWORKS`
     conv_channels: tuple[int, int] = (32, 64)
-    activation: str = "silu"  # a name in `vae.networks.ACTIVATIONS`
+    activation: str = "silu"  # a name in `vae.networks.ACTIVATIONS`, or AUTO
     gaussian_min_scale: float = 0.05  # floor on the decoder's std, in standardized units
     flow_steps: int = 0  # inverse autoregressive flow steps on the Gaussian posterior; 0: the plain posterior
     flow_hidden_dims: tuple[int, ...] = (32,)  # hidden widths of each step's MADE network
@@ -160,15 +199,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from .networks import ACTIVATIONS, NETWORKS
 
-        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
-        check_positive(self, "latent_dim", integer=True)
-        require(
-            all(isinstance(h, int) and h >= 1 for h in self.hidden_dims),
-            self,
-            "hidden_dims",
-            f"every width must be an integer >= 1, got {list(self.hidden_dims)}",
-        )
+        unless_auto(check_positive, self, "latent_dim", integer=True)
+        unless_auto(check_widths, self, "hidden_dims")
         check_choice(self, "network", NETWORKS)
         require(
             len(self.conv_channels) == 2 and all(isinstance(c, int) and c >= 1 for c in self.conv_channels),
@@ -176,7 +209,7 @@ class ModelConfig:
             "conv_channels",
             f"must be two widths >= 1, got {self.conv_channels}",
         )
-        check_choice(self, "activation", ACTIVATIONS)
+        unless_auto(check_choice, self, "activation", ACTIVATIONS)
         check_positive(self, "gaussian_min_scale")
         check_number(self, "flow_steps", integer=True)
         object.__setattr__(self, "flow_hidden_dims", tuple(self.flow_hidden_dims))
@@ -224,9 +257,11 @@ class ObjectiveConfig:
 class TrainConfig:
     """The optimisation loop, independent of where it runs."""
 
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
+    AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr")  # may be AUTO
+
+    epochs: int | Auto = 50
+    batch_size: int | Auto = 256
+    lr: float | Auto = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = 5.0
     patience: int | None = 10  # epochs without improvement of the validation loss; None disables
@@ -235,9 +270,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_positive(self, "epochs", integer=True)
-        check_positive(self, "batch_size", integer=True)
-        check_positive(self, "lr")
+        unless_auto(check_positive, self, "epochs", integer=True)
+        unless_auto(check_positive, self, "batch_size", integer=True)
+        unless_auto(check_positive, self, "lr")
         check_number(self, "weight_decay")
         if self.grad_clip is not None:
             check_positive(self, "grad_clip")
@@ -251,16 +286,18 @@ class TrainConfig:
 class ScoreConfig:
     """How rows are scored: negative ELBO, importance-sampled NLL or reconstruction error."""
 
-    kind: str = "negative_elbo"  # a name in `vae.scoring.SCORES`
-    samples: int = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
+    AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "samples")  # may be AUTO
+
+    kind: str = "negative_elbo"  # a name in `vae.scoring.SCORES`, or AUTO
+    samples: int | Auto = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
     contamination: float | None = 0.05  # expected anomaly share, sets the threshold quantile
     quantile: float | None = None  # alternatively the threshold as a quantile of validation scores
 
     def __post_init__(self) -> None:
         from .scoring import SCORES
 
-        check_choice(self, "kind", SCORES)
-        check_positive(self, "samples", integer=True)
+        unless_auto(check_choice, self, "kind", SCORES)
+        unless_auto(check_positive, self, "samples", integer=True)
         require(
             (self.contamination is None) != (self.quantile is None),
             self,
@@ -361,6 +398,7 @@ def json_ready(value: Any) -> Any:
 
 
 __all__ = [
+    "AUTO",
     "ConfigError",
     "DataLayout",
     "FeatureBlock",
@@ -368,6 +406,8 @@ __all__ = [
     "ObjectiveConfig",
     "ScoreConfig",
     "TrainConfig",
+    "auto_fields",
+    "check_resolved",
     "check_score_kind",
     "check_variant",
     "from_dict",

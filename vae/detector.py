@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError, ObjectiveConfig, ScoreConfig, check_score_kind
+from .config import ConfigError, ObjectiveConfig, ScoreConfig, check_resolved, check_score_kind
 from .images import ImagePreprocessor
 from .likelihoods import observed_features
 from .model import VAE
@@ -85,8 +85,10 @@ class Detector:
         """Scores (N,), per-feature contributions (N, F) and the latent term (N,) of a table's rows, with
         score = contributions.sum(1) + latent; missing features are marginalised out (see `vae.scoring`).
 
-        Raises ConfigError when the score kind does not suit the model (an AAE scores by reconstruction only).
+        Raises ConfigError when the score kind does not suit the model (an AAE scores by reconstruction only) or
+        `score_config` still holds 'auto' values.
         """
+        check_resolved(self.score_config, "scoring")
         check_score_kind(self.objective, self.score_config.kind)
         x, c = self.encode(table)
         observed = self.observed(table)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import DataLayout, ModelConfig
+from .config import DataLayout, ModelConfig, check_resolved
 from .flows import InverseAutoregressiveFlow
 from .likelihoods import MixedLikelihood
 from .networks import build_networks, full_precision
@@ -149,6 +149,7 @@ class VAE(nn.Module):
 
     def __init__(self, config: ModelConfig, layout: DataLayout) -> None:
         super().__init__()
+        check_resolved(config, "a VAE")
         self.config = config
         self.layout = layout
         self.encoder, self.decoder = build_networks(config, layout)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .adversarial import Adversary
-from .config import ObjectiveConfig, TrainConfig, check_variant
+from .config import ObjectiveConfig, TrainConfig, check_resolved, check_variant
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
 from .objectives import kl_warmup_done
 
@@ -77,9 +77,10 @@ def fit(
     weights are kept (what the data-driven default does, `vae.auto`). Prints a line every `log_every` epochs
     through `log`.
     An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
-    does not suit the model (see `check_variant`).
+    does not suit the model (see `check_variant`) or `config` still holds 'auto' values (see `vae.auto.resolve`).
     """
     check_variant(model.config, objective)
+    check_resolved(config, "fit")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)

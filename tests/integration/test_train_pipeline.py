@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
 from pipelines import train
-from pipelines.config import CONFIG_DIR, load_config
+from pipelines.config import CONFIG_DIR, DataConfig, load_config
+from pipelines.data import declare_features
 from tests.integration.conftest import dead_train_workers, epoch_steps, train_killing_a_worker, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
@@ -24,13 +27,24 @@ def _run(overrides: list[str]) -> train.TrainOutcome:
 def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
     local_ray, mlflow_server, thyroid_dir, tmp_path
 ):
-    outcome = _run(train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "two-workers", epochs=4))
+    """train.yaml's "auto" hyperparameters (but epochs) and feature columns typed from the schema."""
+    overrides = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "two-workers", epochs=4)
+    outcome = _run([*overrides, "data.numeric=[]"])
     client = MlflowClient(mlflow_server)
     assert epoch_steps(client, outcome.run_id) == [1, 2, 3, 4]  # rank 0 only: one value per epoch
     for metric in ("train_loss", "train_recon", "train_kl", "val_loss", "rows_per_s"):
         assert len(client.get_metric_history(outcome.run_id, metric)) == 4, metric
     run = client.get_run(outcome.run_id)
-    assert run.data.params["scaling.num_workers"] == "2" and run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["scaling.num_workers"] == "2" and run.info.status == "FINISHED"
+    numeric = list(load_config(CONFIG).data.numeric)
+    assert params["data.numeric"] == str(numeric) and params["data.binary"] == "[]"  # inferred: the 6 floats
+    assert params["model.latent_dim"] == "3" and params["model.hidden_dims"] == "[128, 128]"  # F // 2, the default
+    assert params["train.batch_size"] == "64" and params["train.epochs"] == "4"  # 128 over 2 workers; explicit
+    assert params["train.lr"] == "0.001" and params["score.kind"] == "negative_elbo"
+    assert params["chosen_from_data"].split(",") == [
+        "model.latent_dim", "model.hidden_dims", "model.activation", "train.batch_size", "train.lr", "score.kind",
+        "score.samples", "data.numeric", "data.binary", "data.categorical"]  # fmt: skip
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
     assert artifacts == {"plots/loss_curves.png", "plots/validation_scores.png", "plots/latent_means.png"}
     version = client.get_model_version_by_alias("two-workers", "challenger")
@@ -44,8 +58,9 @@ detector = load_registered_detector("models:/two-workers@challenger", {mlflow_se
 scores, contributions = detector.score(rows)
 mlflow.set_tracking_uri({mlflow_server!r})
 pyfunc = mlflow.pyfunc.load_model("models:/two-workers@challenger")
-out = pyfunc.predict(rows[{list(load_config(CONFIG).data.numeric)!r}])
+out = pyfunc.predict(rows[{numeric!r}])
 print(json.dumps({{"n": len(scores), "threshold": detector.threshold, "flagged": int(out.is_anomaly.sum()),
+  "numeric": list(detector.preprocessor.numeric), "latent": detector.model.config.latent_dim,
   "same": bool((abs(out.anomaly_score.to_numpy() - scores) < 1e-5).all()),
   "anomaly_median": float(pd.Series(scores)[rows.label.to_numpy() == 1].median()),
   "normal_median": float(pd.Series(scores)[rows.label.to_numpy() == 0].median())}}))
@@ -53,6 +68,7 @@ print(json.dumps({{"n": len(scores), "threshold": detector.threshold, "flagged":
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["n"] == 1933 and result["same"]
+    assert result["numeric"] == numeric and result["latent"] == 3  # the registered model holds what was chosen
     assert result["threshold"] == pytest.approx(outcome.threshold)
     assert result["anomaly_median"] > result["normal_median"]
 
@@ -75,3 +91,12 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_ser
     assert result.last_epoch == epochs
     assert sorted(set(epoch_steps(MlflowClient(mlflow_server), result.run_id))) == list(range(1, epochs + 1))
     assert victim in dead_train_workers()
+
+
+def test_integer_columns_are_typed_by_their_values(local_ray, tmp_path, capfd):
+    rows = {"row_id": [1, 2, 3], "x": [0.5, 1.0, 2.0], "flag": pa.array([0, 1, None], pa.int8()), "count": [0, 1, 2],
+            "ok": [True, False, True], "city": ["a", "b", "a"], "label": [0, 0, 1]}  # fmt: skip
+    pq.write_table(pa.table(rows), tmp_path / "rows.parquet")
+    typed = declare_features(DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), label="label"))
+    assert (typed.numeric, typed.binary, typed.categorical) == (("x", "count"), ("flag", "ok"), ("city",))
+    assert "2 numeric (x, count), 2 binary (flag, ok), 1 categorical (city)" in capfd.readouterr().out

@@ -127,7 +127,7 @@ def test_image_layout_round_trip_and_a_saved_conv_detector_scores_identically(tm
         ("data.key=[]", r"DataConfig.key: image rows are split by their key columns"),
         ("data.image.column=digit", r"DataConfig.columns: .*repeated: \['digit'\]"),
         ("data.image.shape=[1,6,6]", r"ModelConfig.network: 'conv' needs image height and width divisible by 4"),
-        ("data.image=null", r"DataConfig.numeric: declare at least one feature column .* or an image column"),
+        ("data.image=null", r"ModelConfig.network: 'conv' needs image rows \(data.image\)"),  # features inferred: mlp
     ],
 )
 def test_impossible_image_configs_fail_naming_the_field(override, message):

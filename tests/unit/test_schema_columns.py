@@ -1,0 +1,86 @@
+"""Feature columns typed from a Parquet schema when the config declares none (pure pyarrow: no Ray started)."""
+
+import datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.columns import INTEGER, arrow_kind, describe, feature_types, schema_kinds
+from pipelines.config import DataConfig
+from pipelines.data import DataError, check_training_data, inferred_kinds
+from vae.columns import FeatureTypes
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (pa.float64(), "numeric"), (pa.float32(), "numeric"), (pa.float16(), "numeric"),
+        (pa.decimal128(10, 2), "numeric"),
+        (pa.bool_(), "binary"),
+        (pa.int64(), INTEGER), (pa.int8(), INTEGER), (pa.uint8(), INTEGER), (pa.uint64(), INTEGER),
+        (pa.string(), "categorical"), (pa.large_string(), "categorical"),
+        (pa.dictionary(pa.int32(), pa.string()), "categorical"),
+        (pa.list_(pa.float64()), None), (pa.list_(pa.uint8(), 64), None), (pa.binary(), None),
+        (pa.large_binary(), None), (pa.timestamp("us"), None), (pa.date32(), None), (pa.null(), None),
+        (pa.struct([("a", pa.int64())]), None),
+    ],
+)  # fmt: skip
+def test_each_arrow_type_maps_to_a_kind_or_none(kind, expected):
+    assert arrow_kind(kind) == expected
+
+
+SCHEMA = pa.schema([("row_id", pa.int64()), ("age", pa.float64()), ("smoker", pa.bool_()), ("visits", pa.int32()),
+                    ("flag", pa.int8()), ("sex", pa.string()), ("region", pa.dictionary(pa.int8(), pa.string())),
+                    ("label", pa.int64()), ("seen", pa.timestamp("ms"))])  # fmt: skip
+
+
+def test_schema_kinds_skip_the_excluded_columns_and_keep_schema_order():
+    kinds = schema_kinds(SCHEMA, exclude=("row_id", "label", "seen"))
+    assert kinds == {"age": "numeric", "smoker": "binary", "visits": INTEGER, "flag": INTEGER,
+                     "sex": "categorical", "region": "categorical"}  # fmt: skip
+
+
+def test_integer_columns_are_binary_only_when_they_hold_zero_and_one():
+    kinds = schema_kinds(SCHEMA, exclude=("row_id", "label", "seen"))
+    types = feature_types(kinds, zero_one={"flag"})
+    assert types == FeatureTypes(numeric=("age", "visits"), binary=("smoker", "flag"), categorical=("sex", "region"))
+    assert feature_types(kinds, zero_one=()).numeric == ("age", "visits", "flag")
+
+
+def test_the_printed_line_counts_each_kind_and_names_them_when_few():
+    types = FeatureTypes(numeric=tuple(f"x{i}" for i in range(30)), binary=("flag",))
+    assert describe(types) == "30 numeric, 1 binary (flag), 0 categorical"
+
+
+def _config(**kwargs) -> DataConfig:
+    return DataConfig(path="rows.parquet", key=("row_id",), label="label", **kwargs)
+
+
+def test_inference_is_on_only_when_no_feature_column_is_declared():
+    assert _config().infers_features and not _config(numeric=("age",)).infers_features
+    assert set(_config(exclude=("seen",), condition_categorical=("region",)).not_features) == {
+        "row_id", "label", "seen", "region"}  # fmt: skip
+
+
+def test_a_column_without_a_kind_fails_naming_it_unless_excluded():
+    with pytest.raises(DataError, match=r"no feature kind for column\(s\) \{'seen': 'timestamp\[ms\]'\}; list them"):
+        inferred_kinds(_config(), SCHEMA)
+    assert "seen" not in inferred_kinds(_config(exclude=("seen",)), SCHEMA)
+    with pytest.raises(DataError, match="no feature columns: each of"):
+        inferred_kinds(_config(), pa.schema([("row_id", pa.int64()), ("label", pa.int64())]))
+
+
+def test_the_pre_ray_check_types_the_schema_of_the_file(tmp_path):
+    rows = {"row_id": [1, 2], "age": [40.0, 51.5], "flag": [0, 1], "label": [0, 0],
+            "tags": [["a"], ["b", "c"]]}  # fmt: skip
+    pq.write_table(pa.table(rows), tmp_path / "rows.parquet")
+    config = DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), label="label")
+    with pytest.raises(DataError, match=r"\{'tags': 'list<element: string>'\}"):
+        check_training_data(config)
+    excluded = DataConfig(path=config.path, key=("row_id",), label="label", exclude=("tags",))
+    assert check_training_data(excluded) == 2
+    stamped = pa.table({**rows, "tags": [datetime.datetime(2026, 1, 1)] * 2})
+    pq.write_table(stamped, tmp_path / "rows.parquet")
+    with pytest.raises(DataError, match=r"'tags': 'timestamp\[us\]'"):
+        check_training_data(config)
