@@ -57,6 +57,16 @@ def project_scores(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray
     return AnomalyDetector(seed=seed, device="cpu").fit(train).score_samples(test)
 
 
+def ranked_finite(scores: np.ndarray, what: str) -> np.ndarray:
+    """Scores (N,) with non-finite entries (a diverged fit) ranked as the most anomalous, said on stderr."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores
+    print(f"warning: {what}: {bad.sum()} non-finite scores, ranked as the most anomalous", file=sys.stderr)
+    top = scores[~bad].max() if (~bad).any() else 0.0
+    return np.where(bad, top + 1.0, scores)
+
+
 def evaluate_split(task: tuple[str, Path, int, tuple[str, ...]]) -> list[dict]:
     """One (data set, seed): every method's AUROC and average precision, as CSV rows."""
     import torch
@@ -74,6 +84,7 @@ def evaluate_split(task: tuple[str, Path, int, tuple[str, ...]]) -> list[dict]:
             scores = project_scores(x[split.train], x[split.test], seed)
         else:
             scores = BASELINES[method](*scaled, seed)
+        scores = ranked_finite(scores, f"{name} seed {seed} {method}")
         rows.append({"dataset": name, "seed": seed, "method": method,
                      "auroc": 100 * roc_auc_score(labels, scores),
                      "average_precision": 100 * average_precision_score(labels, scores)})  # fmt: skip
