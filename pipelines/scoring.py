@@ -8,7 +8,7 @@ import numpy as np
 import ray.data
 import torch
 
-from vae import Detector, score_array
+from vae import Detector, score_rows
 
 BATCH_ROWS = 4096
 
@@ -30,9 +30,9 @@ def score_encoded(detector: Detector, ds: ray.data.Dataset) -> EncodedScores:
     scores, contributions, means, labels = [], [], [], []
     for batch in ds.iter_batches(batch_size=BATCH_ROWS, batch_format="numpy"):
         x, c = batch["x"], batch.get("c")
-        batch_scores, batch_contributions = score_array(model, x, c, detector.score_config, batch_size=BATCH_ROWS)
-        scores.append(batch_scores)
-        contributions.append(batch_contributions)
+        rows = score_rows(model, x, c, detector.score_config, batch_size=BATCH_ROWS)
+        scores.append(rows.score)
+        contributions.append(rows.contributions)
         with torch.no_grad():  # Ray's numpy batches are read-only: copy them into tensors
             c_t = None if c is None else torch.tensor(c, dtype=torch.float32)
             means.append(model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy())

@@ -41,7 +41,7 @@ from vae import (
     load_detector,
     preprocessor_from_dict,
     save_detector,
-    score_array,
+    score_rows,
     train_epoch,
 )
 
@@ -124,10 +124,10 @@ def selection_metrics(model: VAE, shard, spec: LoopSpec, batch_size: int, device
     nll_sum, rows, scores, labels = 0.0, 0, [], []
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
         x, c = batch["x"], batch.get("c")
-        nll, _ = score_array(model, x, c, nll_config, batch_size=batch_size)
+        nll = score_rows(model, x, c, nll_config, batch_size=batch_size).score
         nll_sum, rows = nll_sum + float(nll.sum()), rows + len(nll)
         if spec.auroc:
-            scores.append(score_array(model, x, c, score_config, batch_size=batch_size)[0])
+            scores.append(score_rows(model, x, c, score_config, batch_size=batch_size).score)
             labels.append(np.asarray(batch["label"]))
     nll_sum, rows = _sum_over_ranks([nll_sum, rows], device)
     metrics = {"val_nll": nll_sum / max(rows, 1)}

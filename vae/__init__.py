@@ -30,7 +30,6 @@ from .scoring import (
     negative_elbo,
     reconstruction_error,
     samples_per_chunk,
-    score_array,
     score_rows,
 )
 from .training import FitResult, build_optimizer, fit, param_groups
@@ -44,5 +43,5 @@ __all__ = [
     "check_score_kind", "check_variant", "compute_loss", "elbo", "epoch_metrics", "evaluate", "fit", "format_epoch",
     "from_dict", "importance_sampled_nll", "iwae", "kl_warmup_done", "kl_weight", "load_detector", "negative_elbo",
     "param_groups", "preprocessor_from_dict", "reconstruction_error", "samples_per_chunk", "save_detector",
-    "score_array", "score_rows", "to_dict", "train_epoch",
+    "score_rows", "to_dict", "train_epoch",
 ]  # fmt: skip

@@ -242,20 +242,6 @@ def score_rows(
     return RowScores(_cat(parts, "score"), _cat(parts, "contributions"), _cat(parts, "latent"))
 
 
-def score_array(
-    model: VAE,
-    x: np.ndarray | torch.Tensor,
-    c: np.ndarray | torch.Tensor | None = None,
-    config: ScoreConfig | None = None,
-    batch_size: int = 1024,
-    seed: int = 0,
-    observed: np.ndarray | torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`score_rows` as the pair (scores (N,), contributions (N, F))."""
-    rows = score_rows(model, x, c, config, batch_size, seed, observed)
-    return rows.score, rows.contributions
-
-
 def calibrate_threshold(scores: np.ndarray, contamination: float | None = None, quantile: float | None = None) -> float:
     """The score above which a row is anomalous: the (1 - contamination) or the given quantile of scores."""
     if (contamination is None) == (quantile is None):

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from vae import VAE, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, fit, score_array
+from vae import VAE, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, fit, score_rows
 
 
 @pytest.mark.slow
@@ -24,5 +24,5 @@ def test_held_out_digit_scores_above_the_normal_digits(network):
     layout = DataLayout((FeatureBlock("bernoulli", 64),), image_shape=(1, 8, 8))
     model = VAE(ModelConfig(latent_dim=8, hidden_dims=(128,), network=network), layout)
     fit(model, images[train], images[val], ObjectiveConfig(), TrainConfig(epochs=30, batch_size=64, lr=2e-3), log=None)
-    scores, _ = score_array(model, images[test], config=ScoreConfig(samples=8))
+    scores = score_rows(model, images[test], config=ScoreConfig(samples=8)).score
     assert roc_auc_score(labels[test] == 0, scores) > 0.90

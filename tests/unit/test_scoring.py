@@ -15,7 +15,7 @@ from vae import (
     reconstruction_error,
     scoring,
 )
-from vae.scoring import score_array
+from vae.scoring import score_rows
 
 
 def test_nll_with_the_exact_posterior_is_exact_for_any_k(linear_gaussian):
@@ -111,15 +111,17 @@ def test_reconstruction_error_is_the_squared_error_of_the_decoded_mean(mixed_mod
 def test_a_rows_score_depends_on_the_row_and_seed_not_on_its_batch(mixed_model, mixed_batch, kind):
     config = ScoreConfig(kind=kind, samples=20)
     rows = mixed_batch.numpy()
-    scores, contrib = score_array(mixed_model, rows, config=config, batch_size=3, seed=1)
+    split = score_rows(mixed_model, rows, config=config, batch_size=3, seed=1)
+    scores, contrib = split.score, split.contributions
     assert scores.shape == (8,) and contrib.shape == (8, 6)
-    whole, whole_contrib = score_array(mixed_model, rows, config=config, batch_size=8, seed=1)
+    together = score_rows(mixed_model, rows, config=config, batch_size=8, seed=1)
+    whole, whole_contrib = together.score, together.contributions
     np.testing.assert_allclose(scores, whole, rtol=1e-5)
     np.testing.assert_allclose(contrib, whole_contrib, rtol=1e-5, atol=1e-6)
-    reordered, _ = score_array(mixed_model, rows[::-1].copy(), config=config, batch_size=5, seed=1)
+    reordered = score_rows(mixed_model, rows[::-1].copy(), config=config, batch_size=5, seed=1).score
     np.testing.assert_allclose(scores, reordered[::-1], rtol=1e-5)
     if kind != "reconstruction":  # sampled scores change with the seed
-        other, _ = score_array(mixed_model, rows, config=config, batch_size=8, seed=2)
+        other = score_rows(mixed_model, rows, config=config, batch_size=8, seed=2).score
         assert not np.allclose(scores, other)
 
 
