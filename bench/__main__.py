@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from .detection import main as detection_main
 
         return detection_main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from .sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and schedules (the test runs this)")
     parser.add_argument("--tables", type=parse_tables, default=sorted(TABLES), help="e.g. 1,2 (default: all)")

@@ -51,6 +51,8 @@ from vae import to_dict
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
 OUTCOME_TAG = "vae.trial.outcome"
 TRIAL_TAG = "vae.trial.id"
+COMPLETED, PATIENCE_STOP, ASHA_STOP, FAILED = "completed", "early stop (patience)", "stopped by ASHA", "failed"
+FINISHED = (COMPLETED, PATIENCE_STOP)  # outcomes whose best metric counts in the selection
 
 
 @dataclass
@@ -129,7 +131,7 @@ def run_trial(
     storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
     result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
     stopped = (result.return_value or {}).get("stopped_early", False)
-    tracker.set_tags({OUTCOME_TAG: "early stop (patience)" if stopped else "completed"})
+    tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
     tracker.end(ok=True)
 
 
@@ -215,13 +217,26 @@ def summarize(result: tune.Result, metric: str, mode: str, epochs: int, child) -
         best, best_epoch, val_loss = float(row[metric]), int(row["epoch"]), float(row["val_loss"])
         checkpoint = row.get("checkpoint_path")
     if result.error is not None:
-        outcome = "failed"
+        outcome = FAILED
     elif child is not None and OUTCOME_TAG in child.data.tags:
         outcome = child.data.tags[OUTCOME_TAG]
     else:
-        outcome = "completed" if done >= epochs else "stopped by ASHA"
+        outcome = COMPLETED if done >= epochs else ASHA_STOP
     run_id = None if child is None else child.info.run_id
     return TrialSummary(trial_id, params, done, best, best_epoch, val_loss, outcome, checkpoint, run_id)
+
+
+def select_best(trials: list[TrialSummary], mode: str, sweep: str, metric: str) -> TrialSummary:
+    """The best trial among those that ran their whole budget: completed, or stopped by their own patience.
+
+    Trials stopped by ASHA are left out: their metric comes from fewer epochs, and a short run's validation
+    metric is not comparable with a full one's (ASHA already compared them with the others at equal epochs).
+    """
+    finished = [t for t in trials if t.outcome in FINISHED and not math.isnan(t.best) and t.checkpoint_path]
+    if not finished:
+        raise RuntimeError(f"sweep {sweep!r}: no trial ran its whole budget and reported {metric}; "
+                           f"outcomes: {', '.join(sorted({t.outcome for t in trials}))}")  # fmt: skip
+    return (min if mode == "min" else max)(finished, key=lambda t: t.best)
 
 
 def results_table(trials: list[TrialSummary], metric: str) -> pd.DataFrame:
@@ -276,10 +291,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     children = parent.child_runs()
     trials = [summarize(r, metric, mode, base.train.epochs, children.get(_run_name(config, r))) for r in results]
     _close_stopped_trials(parent, trials, children)
-    candidates = [t for t in trials if not math.isnan(t.best) and t.checkpoint_path]
-    if not candidates:
-        raise RuntimeError(f"sweep {config.tune.name!r}: no trial reported {metric}; see the trial errors above")
-    best = (min if mode == "min" else max)(candidates, key=lambda t: t.best)
+    best = select_best(trials, mode, config.tune.name, metric)
     trials.sort(key=lambda t: (math.isnan(t.best), t.best if mode == "min" else -t.best))
 
     table = results_table(trials, metric)
@@ -311,7 +323,7 @@ def _close_stopped_trials(parent: Tracker, trials: list[TrialSummary], children:
     for trial in trials:
         run = by_id.get(trial.run_id)
         if run is not None and run.info.status == "RUNNING":
-            parent.close_run(run.info.run_id, trial.outcome != "failed", {OUTCOME_TAG: trial.outcome})
+            parent.close_run(run.info.run_id, trial.outcome != FAILED, {OUTCOME_TAG: trial.outcome})
 
 
 def _require_both_classes(prepared: PreparedData, label: str) -> None:

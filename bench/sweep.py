@@ -1,0 +1,194 @@
+"""Does the label-free sweep pick a better model than the default? The shipped `tune.yaml` grid, replayed per split.
+
+`python -m bench sweep --data DIR [--seeds 0] [--config pipelines/configs/tune.yaml] [--csv OUT.csv] [--jobs 2]`
+
+For every `*.npz` in DIR and seed, on the detection harness's split (`bench.detection.protocol_split`), this does
+what `make tune` does with the config's grid, in-process and without Ray: hold out `data.validation_fraction` of
+the training rows, train one model per grid point on the rest with the default's other settings (`vae.auto`),
+select the point with the lowest importance-sampled NLL (`tune.nll_samples` samples) on the held-out rows, and
+score the test rows with it. Next to it, the default (`AnomalyDetector`) trained on all the training rows. Prints a
+table per set (default, sweep-selected and the best grid point in hindsight, mean AUROC over seeds) and writes one
+CSV row per (set, seed, candidate): `dataset,seed,candidate,val_nll,auroc,selected`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import multiprocessing
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from .detection import _seed_list, protocol_split, sort_key
+from .tables import Table
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "tune.yaml"
+DEFAULT = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    grid: dict[str, tuple[Any, ...]]  # dotted config key -> values, crossed
+    validation_fraction: float
+    nll_samples: int
+
+    def points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+
+def read_sweep(path: Path) -> Sweep:
+    """The grid axes, validation share and NLL samples of a tune config (only `grid` axes can be replayed)."""
+    config = yaml.safe_load(path.read_text())
+    grid: dict[str, tuple[Any, ...]] = {}
+    for section, fields in config["tune"]["space"].items():
+        for name, axis in fields.items():
+            if set(axis) != {"grid"}:
+                raise ValueError(f"{path}: tune.space.{section}.{name}: only grid axes can be replayed, got {axis}")
+            grid[f"{section}.{name}"] = tuple(axis["grid"])
+    return Sweep(grid, float(config["data"].get("validation_fraction", 0.1)), int(config["tune"]["nll_samples"]))
+
+
+def label(point: dict[str, Any]) -> str:
+    return " ".join(f"{key.split('.')[-1]}={value}" for key, value in point.items())
+
+
+def with_point(settings, point: dict[str, Any]):
+    """`settings` (a `vae.auto.Settings`) with each dotted key of `point` replaced ("auto" keeps the default's)."""
+    for key, value in point.items():
+        if value == "auto":
+            continue
+        section, name = key.split(".")
+        settings = dataclasses.replace(settings, **{section: dataclasses.replace(getattr(settings, section),
+                                                                                 **{name: value})})  # fmt: skip
+    return settings
+
+
+def candidate(train: np.ndarray, point: dict[str, Any], seed: int):
+    """An `AnomalyDetector` with the default's settings for `train` (N, d), the grid point's values replacing them."""
+    from vae import AnomalyDetector
+    from vae.auto import auto_settings
+    from vae.columns import as_columns, infer_feature_types
+    from vae.config import DataLayout
+    from vae.estimator import CALIBRATION_ROWS, VALIDATION_FRACTION
+    from vae.preprocessing import Preprocessor
+
+    columns = as_columns(train)
+    types = infer_feature_types(columns, (), None, None, None)
+    layout = DataLayout(Preprocessor(types.numeric, types.binary, types.categorical).fit(columns).layout_blocks())
+    n = len(train)
+    rows = n - (round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0)  # what fit trains on
+    return AnomalyDetector(settings=with_point(auto_settings(rows, layout, seed), point), seed=seed, device="cpu")
+
+
+def validation_nll(estimator, rows: np.ndarray, samples: int, seed: int) -> float:
+    """Mean importance-sampled NLL (nats) of `rows` under the estimator's model, as the sweep's metric."""
+    from vae import Detector, ScoreConfig
+    from vae.columns import as_columns
+
+    fitted = estimator.detector
+    nll = Detector(fitted.model, fitted.preprocessor, ScoreConfig(kind="nll", samples=samples))
+    return float(np.mean(nll.score(as_columns(rows), seed=seed)[0]))
+
+
+def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
+    """One (data set, seed): the default's AUROC, and each grid point's validation NLL and AUROC."""
+    import torch
+
+    from vae import AnomalyDetector
+
+    torch.set_num_threads(1)
+    name, path, seed, sweep = task
+    with np.load(path, allow_pickle=False) as data:
+        x, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
+    split = protocol_split(y, seed)
+    train, test, labels = x[split.train], x[split.test], y[split.test]
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(1, round(sweep.validation_fraction * len(train)))
+    fit_rows, val_rows = train[order[n_val:]], train[order[:n_val]]
+
+    default = AnomalyDetector(seed=seed, device="cpu").fit(train)
+    rows = [{"dataset": name, "seed": seed, "candidate": DEFAULT, "val_nll": float("nan"),
+             "auroc": 100 * roc_auc_score(labels, default.score_samples(test)), "selected": False}]  # fmt: skip
+    for point in sweep.points():
+        model = candidate(fit_rows, point, seed).fit(fit_rows)
+        rows.append({"dataset": name, "seed": seed, "candidate": label(point),
+                     "val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
+                     "auroc": 100 * roc_auc_score(labels, model.score_samples(test)), "selected": False})  # fmt: skip
+    grid = [r for r in rows[1:] if np.isfinite(r["val_nll"])]
+    if grid:
+        min(grid, key=lambda r: r["val_nll"])["selected"] = True
+    return rows
+
+
+def summary_table(rows: list[dict], seeds: int) -> Table:
+    """Per set: the default's, the selected model's and the best grid point's mean AUROC, and what was selected."""
+    table = Table(f"Sweep-selected model vs the default, AUROC (%), mean over {seeds} seed(s)",
+                  ["data set", "default", "sweep-selected", "best grid point (hindsight)", "selected"])  # fmt: skip
+    means: dict[str, list[float]] = {"default": [], "selected": [], "best": []}
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == name]
+        default = np.mean([r["auroc"] for r in mine if r["candidate"] == DEFAULT])
+        selected = [r for r in mine if r["selected"]]
+        chosen = np.mean([r["auroc"] for r in selected]) if selected else float("nan")
+        points = sorted({r["candidate"] for r in mine} - {DEFAULT})
+        best = max(np.mean([r["auroc"] for r in mine if r["candidate"] == p]) for p in points)
+        for key, value in (("default", default), ("selected", chosen), ("best", best)):
+            means[key].append(float(value))
+        picks = ", ".join(sorted({r["candidate"] for r in selected}))
+        table.add(name, f"{default:.2f}", f"{chosen:.2f}", f"{best:.2f}", picks)
+    table.add(f"**mean over {len(means['default'])} sets**",
+              *(f"**{np.nanmean(means[k]):.2f}**" for k in ("default", "selected", "best")), "")  # fmt: skip
+    diff = np.nanmean(means["selected"]) - np.nanmean(means["default"])
+    table.notes.append(f"sweep-selected minus default: {diff:+.2f} AUROC points on average")
+    return table
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["dataset", "seed", "candidate", "val_nll", "auroc", "selected"])
+        writer.writeheader()
+        writer.writerows({**r, "val_nll": f"{r['val_nll']:.6f}", "auroc": f"{r['auroc']:.4f}"} for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a directory of ADBench *.npz files (X, y)")
+    parser.add_argument("--seeds", type=_seed_list, default=[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the tune config whose grid is replayed")
+    parser.add_argument("--csv", type=Path, help="write dataset,seed,candidate,val_nll,auroc,selected rows here")
+    parser.add_argument("--jobs", type=int, default=2, help="splits evaluated at once (one process each)")
+    args = parser.parse_args(argv)
+    files = sorted(args.data.glob("*.npz"), key=sort_key) if args.data.is_dir() else []
+    if not files:
+        print(f"bench sweep: error: no *.npz files in {args.data}", file=sys.stderr)
+        return 1
+    try:
+        sweep = read_sweep(args.config)
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+        print(f"bench sweep: error: {args.config}: {err}", file=sys.stderr)
+        return 1
+    print(f"grid of {len(sweep.points())} points from {args.config}: {sweep.grid}", flush=True)
+    tasks = [(p.stem, p, s, sweep) for p in files for s in args.seeds]
+    rows: list[dict] = []
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for done, result in enumerate(pool.imap(evaluate_split, tasks), 1):
+            rows += result
+            picked = next((r for r in result if r["selected"]), None)
+            print(f"[{done}/{len(tasks)}] {result[0]['dataset']} seed {result[0]['seed']}: default "
+                  f"{result[0]['auroc']:.1f}, selected {picked['candidate'] if picked else '-'} "
+                  f"{picked['auroc'] if picked else float('nan'):.1f}", flush=True)  # fmt: skip
+            if args.csv is not None:
+                write_csv(rows, args.csv)  # rewritten after every split: a long run keeps what it finished
+    print("\n" + summary_table(rows, len(args.seeds)).markdown())
+    if args.csv is not None:
+        print(f"rows written to {args.csv}")
+    return 0

@@ -1,0 +1,34 @@
+"""The sweep's final choice compares trials at equal budgets: a trial cut short by ASHA never wins on a metric
+measured after fewer epochs."""
+
+import math
+
+import pytest
+
+from pipelines.tune import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP, TrialSummary, select_best
+
+
+def trial(trial_id: str, best: float, outcome: str, epochs: int = 12) -> TrialSummary:
+    return TrialSummary(trial_id, {"objective.beta": 1.0}, epochs, best, epochs, best, outcome, f"/ckpt/{trial_id}", None)
+
+
+def test_a_trial_stopped_by_asha_is_not_selected_even_with_the_best_metric():
+    trials = [trial("short", 1.0, ASHA_STOP, epochs=2), trial("full", 5.0, COMPLETED), trial("worse", 6.0, COMPLETED)]
+    assert select_best(trials, "min", "s", "nll").trial_id == "full"
+
+
+def test_patience_stopped_trials_compete_and_mode_max_picks_the_highest():
+    trials = [trial("a", 0.7, COMPLETED), trial("b", 0.9, PATIENCE_STOP, epochs=7), trial("c", 0.99, ASHA_STOP, 2)]
+    assert select_best(trials, "max", "s", "auroc").trial_id == "b"
+
+
+def test_trials_without_a_metric_or_checkpoint_are_skipped():
+    no_metric = trial("nan", math.nan, COMPLETED)
+    no_checkpoint = trial("lost", 0.5, COMPLETED)
+    no_checkpoint.checkpoint_path = None
+    assert select_best([no_metric, no_checkpoint, trial("ok", 3.0, COMPLETED)], "min", "s", "nll").trial_id == "ok"
+
+
+def test_no_finished_trial_is_an_error_naming_the_outcomes():
+    with pytest.raises(RuntimeError, match=r"sweep 'demo': no trial ran its whole budget.*failed, stopped by ASHA"):
+        select_best([trial("a", 1.0, ASHA_STOP, 2), trial("b", math.nan, FAILED)], "min", "demo", "nll")
