@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import torch
 
-    from pipelines.data import DataError
-    from pipelines.ray_runtime import ray_session
-    from pipelines.tracking import TrackingError
+    from pipelines.runtime.cluster import ray_session
+    from pipelines.runtime.parquet_input import DataError
+    from pipelines.tracking.runs import TrackingError
 
     from . import density, detection, scoring, training
     from .context import Setup

@@ -13,21 +13,21 @@ import sys
 from vae import ConfigError
 
 COMMANDS = {
-    "train": "pipelines.train",
-    "tune": "pipelines.tune",
-    "score": "pipelines.score",
-    "evaluate": "pipelines.evaluate",
-    "generate": "pipelines.generate",
-    "impute": "pipelines.impute",
-    "prepare-data": "pipelines.prepare_data",
-    "demo": "pipelines.demo",
+    "train": "pipelines.commands.train",
+    "tune": "pipelines.commands.tune",
+    "score": "pipelines.commands.score",
+    "evaluate": "pipelines.commands.evaluate",
+    "generate": "pipelines.commands.generate",
+    "impute": "pipelines.commands.impute",
+    "prepare-data": "pipelines.commands.prepare_data",
+    "demo": "pipelines.commands.demo",
 }
 
 
 def config_parser(command: str, doc: str, default_config: str, example: str) -> argparse.ArgumentParser:
     """The arguments every pipeline command takes: `--config FILE` (default `pipelines/configs/<default_config>`)
     and `key.sub=value` overrides; `doc`'s first line describes the command."""
-    from .config import CONFIG_DIR
+    from .settings.yaml_configs import CONFIG_DIR
 
     parser = argparse.ArgumentParser(prog=f"vae-anomaly {command}", description=doc.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / default_config), help="YAML config file")
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is enough
-    from .data import DataError
-    from .storage import StorageError
-    from .tracking import TrackingError
+    from .runtime.parquet_input import DataError
+    from .storage.filesystems import StorageError
+    from .tracking.runs import TrackingError
 
     command = importlib.import_module(COMMANDS[argv[0]])
     try:

@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from pipelines import evaluate
-from pipelines.config import CONFIG_DIR, TrackingSettings, load_config
-from pipelines.data import DataError
-from pipelines.datasets import THYROID_COLUMNS
-from pipelines.job_config import EvaluateConfig
-from pipelines.tracking import Tracker, TrackingError, input_signature
+from pipelines.commands import evaluate
+from pipelines.runtime.parquet_input import DataError
+from pipelines.sample_data.datasets import THYROID_COLUMNS
+from pipelines.settings.model_jobs import EvaluateConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, TrackingSettings, load_config
+from pipelines.tracking.runs import Tracker, TrackingError, input_signature
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 
 MODEL = "thyroid-gate"

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from pipelines.cli import COMMANDS
-from pipelines.config import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
-from pipelines.job_config import ScoreJobConfig
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
 
 INFRA = PROJECT_DIR / "infra"
 SCHEMAS = PROJECT_DIR / "tests" / "schemas"

@@ -3,8 +3,8 @@ loads the model (a scoped URI) before it opens its own run, which must land in t
 
 import pytest
 
-from pipelines.config import TrackingSettings
-from pipelines.tracking import LOCAL_STORE, _scoped_uri, resolve_tracking_uri
+from pipelines.settings.yaml_configs import TrackingSettings
+from pipelines.tracking.runs import LOCAL_STORE, _scoped_uri, resolve_tracking_uri
 
 
 @pytest.mark.parametrize("exported", [None, "http://127.0.0.1:5999"])

@@ -25,15 +25,14 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
+from pipelines.settings.model_jobs import MODEL_SPEC
+from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, load_detector, save_detector
-
-from .config import PROJECT_DIR, TrackingSettings
-from .job_config import MODEL_SPEC
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
-MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
+MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"  # the "model from code" file MLflow copies
 
 
 @contextlib.contextmanager

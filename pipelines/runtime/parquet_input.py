@@ -18,12 +18,12 @@ import pyarrow.fs as pafs
 import ray.data
 from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
+from pipelines.settings.yaml_configs import DataConfig
+from pipelines.storage import filesystems
 from vae import ImagePreprocessor, Preprocessor
 from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
 
-from . import storage
-from .columns import INTEGER, describe, feature_types, schema_kinds, untyped
-from .config import DataConfig
+from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 
 SPLIT_BUCKETS = 1_000_000
 KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
@@ -36,13 +36,13 @@ class DataError(ValueError):
 def open_parquet(path: str) -> pads.Dataset:
     """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
     be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
-    filesystem, where = storage.filesystem(path)
+    filesystem, where = filesystems.filesystem(path)
     try:
         info = filesystem.get_file_info(where)
     except (OSError, pa.ArrowException) as err:
-        raise storage.explain(err, path) from err
+        raise filesystems.explain(err, path) from err
     if info.type == pafs.FileType.NotFound:
-        storage.require_bucket(path)
+        filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
     try:
         return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
@@ -137,7 +137,7 @@ def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[st
 
 
 def inferred_kinds(config: DataConfig, schema: pa.Schema) -> dict[str, str]:
-    """column -> kind (`pipelines.columns.schema_kinds`) of the columns that become features when `config`
+    """column -> kind (`pipelines.runtime.feature_kinds.schema_kinds`) of the columns that become features when `config`
     declares none. Raises DataError naming the columns whose Arrow type has no feature kind, or when no column
     is left."""
     kinds = schema_kinds(schema, config.not_features)

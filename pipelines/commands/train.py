@@ -19,13 +19,9 @@ import ray.data
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
-from vae.auto import resolve
-
-from . import plots, storage
-from .cli import config_parser
-from .config import DataConfig, TrainPipelineConfig, load_config
-from .data import (
+from pipelines.cli import config_parser
+from pipelines.runtime.cluster import ray_session
+from pipelines.runtime.parquet_input import (
     DataError,
     check_images,
     check_training_data,
@@ -37,13 +33,17 @@ from .data import (
     report_left_out,
     split_rows,
 )
-from .image_figures import GRID_COLUMNS, image_figures
-from .monitoring import reference_statistics
-from .ray_runtime import ray_session
-from .scoring import score_encoded
-from .tabular import SCHEMA_KEY, recorded_schema
-from .tracking import RegisteredModel, Tracker, flatten, input_signature
-from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+from pipelines.runtime.validation_pass import score_encoded
+from pipelines.runtime.worker_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+from pipelines.settings.yaml_configs import DataConfig, TrainPipelineConfig, load_config
+from pipelines.storage import filesystems
+from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
+from pipelines.tracking import plots
+from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
+from pipelines.tracking.monitoring import reference_statistics
+from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature
+from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
+from vae.auto import resolve
 
 REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
@@ -66,7 +66,7 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
     rows = check_training_data(data)
-    storage.check_writable(config.run.resolved_storage_path())
+    filesystems.check_writable(config.run.resolved_storage_path())
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}

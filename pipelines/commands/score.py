@@ -20,17 +20,23 @@ import pyarrow.dataset as pads
 import ray
 import ray.data
 
+from pipelines.cli import config_parser
+from pipelines.runtime.cluster import ray_session
+from pipelines.runtime.parquet_input import check_parquet, table_preprocessors
+from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
+from pipelines.settings.yaml_configs import load_config, resolve_path
+from pipelines.storage import filesystems
+from pipelines.storage.partitions import Staging, publish, stage
+from pipelines.tracking import plots
+from pipelines.tracking.monitoring import population_stability_index
+from pipelines.tracking.runs import (
+    Tracker,
+    flatten,
+    load_registered_detector,
+    resolve_model_version,
+    resolve_tracking_uri,
+)
 from vae import ConfigError, Detector, ImagePreprocessor, Preprocessor, check_score_kind
-
-from . import plots, storage
-from .cli import config_parser
-from .config import load_config, resolve_path
-from .data import check_parquet, table_preprocessors
-from .job_config import MODEL_SPEC, ScoreJobConfig
-from .monitoring import population_stability_index
-from .partitions import Staging, publish, stage
-from .ray_runtime import ray_session
-from .tracking import Tracker, flatten, load_registered_detector, resolve_model_version, resolve_tracking_uri
 
 REASON = "quarantine_reason"
 PROGRESS_EVERY_S = 5.0
@@ -217,7 +223,7 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     started = time.perf_counter()
     scoring, detector = plan(config)
     date, output = config.date, resolve_path(config.output)
-    storage.check_writable(output)
+    filesystems.check_writable(output)
     tracker = Tracker(config.tracking)
     run_id, _ = tracker.start(f"score-{scoring.model_name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
     tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
@@ -275,8 +281,8 @@ def _score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) 
 
 def _read_column(location: str, column: str) -> np.ndarray:
     """One column of the Parquet files directly under `location` (not in its subdirectories), as (N,)."""
-    fs, path = storage.filesystem(location)
-    files = [f"{path}/{f}" for f in storage.list_files(location) if "/" not in f and f.endswith(".parquet")]
+    fs, path = filesystems.filesystem(location)
+    files = [f"{path}/{f}" for f in filesystems.list_files(location) if "/" not in f and f.endswith(".parquet")]
     if not files:
         return np.array([])
     return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=[column]).column(column).to_numpy()

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 
+from pipelines.tracking.runs import EpochLogger
 from vae import (
     VAE,
     Adversary,
@@ -44,8 +45,6 @@ from vae import (
     score_rows,
     train_epoch,
 )
-
-from .tracking import EpochLogger
 
 DETECTOR_DIR = "detector"
 STATE_FILE = "train_state.pt"

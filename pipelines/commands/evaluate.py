@@ -16,24 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vae import Detector, calibrate_threshold
-
-from . import plots
-from .cli import config_parser
-from .config import load_config
-from .data import DataError, check_parquet, open_parquet
-from .evaluation import (
-    METRIC_TITLES,
-    METRICS,
-    Decision,
-    decide,
-    isolation_forest_scores,
-    metrics,
-    pca_reconstruction_scores,
-)
-from .job_config import EvaluateConfig
-from .score import feature_columns
-from .tracking import (
+from pipelines.cli import config_parser
+from pipelines.runtime.parquet_input import DataError, check_parquet, open_parquet
+from pipelines.settings.model_jobs import EvaluateConfig
+from pipelines.settings.yaml_configs import load_config
+from pipelines.tracking import plots
+from pipelines.tracking.runs import (
     Tracker,
     TrackingError,
     flatten,
@@ -42,6 +30,18 @@ from .tracking import (
     resolve_tracking_uri,
     version_by_alias,
 )
+from vae import Detector, calibrate_threshold
+
+from .promotion import (
+    METRIC_TITLES,
+    METRICS,
+    Decision,
+    decide,
+    isolation_forest_scores,
+    metrics,
+    pca_reconstruction_scores,
+)
+from .score import feature_columns
 
 BASELINE_VERSION = "baseline"
 
@@ -52,7 +52,7 @@ class EvaluationOutcome:
     challenger_version: str
     previous_champion: str | None  # the champion's version before this evaluation; None when there was none
     versions: dict[str, str]  # row name (challenger, champion, isolation_forest, pca) -> model version or "baseline"
-    results: dict[str, dict[str, float]]  # row name -> metric name -> value (see evaluation.METRICS)
+    results: dict[str, dict[str, float]]  # row name -> metric name -> value (see promotion.METRICS)
     metric: str
     decision: Decision
     applied: bool  # --promote was given: the alias and version tags follow the decision

@@ -1,5 +1,5 @@
-"""`python pipelines/tune.py --config pipelines/configs/tune.yaml key.sub=value ...` (what `ray submit` runs on the
-head node), also `python -m pipelines tune` and `make tune`.
+"""`python pipelines/commands/tune.py --config pipelines/configs/tune.yaml key.sub=value ...` (what `ray submit`
+runs on the head node), also `python -m pipelines tune` and `make tune`.
 
 The recipe: validate the config and every value of its search space -> start (or join) Ray -> split, fit the
 preprocessing and encode once for all trials -> Ray Tune runs one driver function per trial, which fits a
@@ -26,14 +26,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from pipelines import plots
 from pipelines.cli import config_parser
-from pipelines.config import TrainPipelineConfig, TunePipelineConfig, load_config
-from pipelines.data import DataError, check_training_data
-from pipelines.ray_runtime import quiet_ray_data, ray_session
-from pipelines.search_space import Axis, parse_space
-from pipelines.tracking import Tracker, flatten
-from pipelines.train import (
+from pipelines.commands.train import (
     PreparedData,
     TrainOutcome,
     build_trainer,
@@ -45,7 +39,13 @@ from pipelines.train import (
     report_auto,
     resolve_auto,
 )
-from pipelines.train import report as report_training
+from pipelines.commands.train import report as report_training
+from pipelines.runtime.cluster import quiet_ray_data, ray_session
+from pipelines.runtime.parquet_input import DataError, check_training_data
+from pipelines.settings.search_space import Axis, parse_space
+from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.tracking import plots
+from pipelines.tracking.runs import Tracker, flatten
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> SweepOutcome:
     return outcome
 
 
-if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/tune.py -- --config ...` runs the file as a script
+if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/commands/tune.py -- --config ...` runs this file
     from pipelines.cli import main as cli_main
 
     sys.exit(cli_main(["tune", *sys.argv[1:]]))
