@@ -17,19 +17,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines.cli import config_parser
+from pipelines.runtime.batch_inference import feature_columns
 from pipelines.runtime.parquet_input import DataError, check_parquet, open_parquet
 from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking import plots
-from pipelines.tracking.runs import (
-    Tracker,
-    TrackingError,
-    flatten,
-    load_registered_detector,
-    resolve_model_version,
-    resolve_tracking_uri,
-    version_by_alias,
-)
+from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
+from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri
 from vae import Detector, calibrate_threshold
 
 from .promotion import (
@@ -41,7 +35,6 @@ from .promotion import (
     metrics,
     pca_reconstruction_scores,
 )
-from .score import feature_columns
 
 BASELINE_VERSION = "baseline"
 

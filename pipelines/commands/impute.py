@@ -24,8 +24,10 @@ from pipelines.cli import config_parser
 from pipelines.runtime.parquet_input import DataError, open_parquet
 from pipelines.settings.model_jobs import ImputeConfig
 from pipelines.settings.yaml_configs import load_config, resolve_path
-from pipelines.storage.arrow_types import to_arrow, write_parquet_atomically
-from pipelines.tracking.runs import load_model_spec, resolve_tracking_uri
+from pipelines.storage.arrow_types import to_arrow
+from pipelines.storage.parquet_file import write_parquet_atomically
+from pipelines.tracking.registry import load_model_spec
+from pipelines.tracking.runs import resolve_tracking_uri
 from vae import ConfigError, Preprocessor
 from vae.imputation import TableImputation, impute_table
 

@@ -28,12 +28,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pipelines.cli import config_parser
 from pipelines.commands.train import (
-    PreparedData,
     TrainOutcome,
-    build_trainer,
     chosen_params,
-    load_checkpoint_detector,
-    loop_spec,
     prepare,
     register,
     report_auto,
@@ -41,7 +37,8 @@ from pipelines.commands.train import (
 )
 from pipelines.commands.train import report as report_training
 from pipelines.runtime.cluster import quiet_ray_data, ray_session
-from pipelines.runtime.parquet_input import DataError, check_training_data
+from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
+from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
 from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig, load_config
 from pipelines.tracking import plots

@@ -7,7 +7,9 @@ Ray Data aggregations over the training split, never a copy of the data on the d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
 from pipelines.settings.yaml_configs import DataConfig
 from pipelines.storage import filesystems
-from vae import ImagePreprocessor, Preprocessor
+from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
@@ -374,3 +376,47 @@ def encode_rows(
     `config.materialize` is set."""
     encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
     return encoded.materialize() if config.materialize else encoded
+
+
+@dataclass
+class PreparedData:
+    """The split, encoded rows and the preprocessing fitted on the training split (what every trial shares)."""
+
+    train: ray.data.Dataset
+    validation: ray.data.Dataset
+    features: Preprocessor | ImagePreprocessor
+    condition: Preprocessor | None
+
+    @functools.cached_property
+    def train_rows(self) -> int:
+        """The number of encoded training rows (a Ray Data count); DataError when there are none."""
+        rows = self.train.count()
+        if not rows:
+            raise DataError("no training rows: every row went to validation, was labelled an anomaly or left out")
+        return rows
+
+    @property
+    def layout(self) -> DataLayout:
+        condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
+        image_shape = self.features.shape if isinstance(self.features, ImagePreprocessor) else None
+        return DataLayout(self.features.layout_blocks(), image_shape=image_shape, condition_dim=condition_dim)
+
+
+def prepare_data(data: DataConfig) -> PreparedData:
+    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits.
+    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError. Rows
+    with an infinite or out-of-range number are left out of both splits, their count printed."""
+    rows = read_rows(data)
+    if data.image:
+        check_images(rows, data)
+    train_rows, val_rows = split_rows(rows, data)
+    if data.image:
+        features = data.image.preprocessor()
+    else:
+        features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
+    condition = None
+    if data.conditions:
+        condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
+    report_left_out(rows, features, condition)
+    return PreparedData(encode_rows(train_rows, data, features, condition),
+                        encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip

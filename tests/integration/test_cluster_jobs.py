@@ -130,7 +130,7 @@ def test_make_tune_cluster_sweeps_and_registers_the_best_trial(ray_head, mlflow_
 
     scored = subprocess.run([sys.executable, "-c", f"""
 import json, pandas as pd
-from pipelines.tracking.runs import load_registered_detector
+from pipelines.tracking.registry import load_registered_detector
 detector = load_registered_detector("models:/sweep-job@challenger", {mlflow_server!r})
 scores, _ = detector.score(pd.read_parquet({str(thyroid_dir / 'test.parquet')!r}))
 print(json.dumps({{"n": len(scores), "finite": bool((scores == scores).all()), "threshold": detector.threshold}}))

@@ -112,7 +112,7 @@ def test_the_model_registered_on_postgres_and_s3_loads_and_scores_in_a_fresh_pro
     assert any(f"/{result.run_id}/artifacts/plots/" in k for k in artifacts)  # the run's plots too
     program = (
         "import faulthandler; faulthandler.dump_traceback_later(90, exit=True);"
-        "import sys, pyarrow.parquet as pq; from pipelines.tracking.runs import load_registered_detector;"
+        "import sys, pyarrow.parquet as pq; from pipelines.tracking.registry import load_registered_detector;"
         f"d = load_registered_detector('models:/{MODEL}@challenger', sys.argv[1]);"
         f"rows = pq.read_table('s3://{DATA}/thyroid/test.parquet').to_pandas();"
         "s, _ = d.score(rows); print(len(rows), float((s > d.threshold).mean()))"

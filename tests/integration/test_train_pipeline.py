@@ -52,7 +52,7 @@ def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
 
     code = f"""
 import json, sys, mlflow, pandas as pd
-from pipelines.tracking.runs import load_registered_detector
+from pipelines.tracking.registry import load_registered_detector
 rows = pd.read_parquet({str(thyroid_dir / "test.parquet")!r})
 detector = load_registered_detector("models:/two-workers@challenger", {mlflow_server!r})
 scores, contributions = detector.score(rows)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from pipelines.commands import score, train
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from pipelines.tracking.runs import load_registered_detector
+from pipelines.tracking.registry import load_registered_detector
 from tests.integration.conftest import train_overrides
 
 COMMON = {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "replica_divergence"}

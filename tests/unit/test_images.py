@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.commands.score import quarantine_reasons
+from pipelines.runtime.batch_inference import quarantine_reasons
 from pipelines.runtime.parquet_input import DataError, ImageProblems, check_parquet
 from pipelines.sample_data.datasets import load_digits_images, write_digits_parquet
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config

@@ -30,7 +30,7 @@ def test_the_pipeline_config_names_its_auto_fields_and_logs_them_once_resolved()
 
 @dataclasses.dataclass
 class Prepared:
-    """What `resolve_auto` reads of `pipelines.commands.train.PreparedData`, without Ray."""
+    """What `resolve_auto` reads of `pipelines.runtime.parquet_input.PreparedData`, without Ray."""
 
     train_rows: int
     layout: DataLayout
