@@ -20,7 +20,7 @@ from pipelines.commands import score
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import TrackingSettings
 from pipelines.tracking.monitoring import reference_statistics
-from pipelines.tracking.runs import Tracker, input_signature
+from pipelines.tracking.runs import Tracker, input_signature, tracked_run
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict
 
 from .context import Setup, feature_names, rows_table, write_parts
@@ -50,9 +50,8 @@ def _register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list
     detector.metadata["score_reference"] = reference_statistics(scores, contributions)
     tracker = Tracker(TrackingSettings(tracking_uri=setup.tracking_uri, experiment="bench-scoring",
                                        model_name=MODEL_NAME, alias="champion"))  # fmt: skip
-    tracker.start("bench-scorer", {})
-    tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"})
-    tracker.end(ok=True)
+    with tracked_run(tracker, "bench-scorer", {}):
+        tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"})
     return detector
 
 

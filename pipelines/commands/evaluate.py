@@ -23,7 +23,7 @@ from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking import plots
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
-from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri
+from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri, tracked_run
 from vae import Detector, calibrate_threshold
 
 from .promotion import (
@@ -166,10 +166,9 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
         **flatten(dataclasses.asdict(config)), "challenger_version": version,
         "champion_version": outcome.previous_champion or "none", "promote": str(outcome.applied),
     }  # fmt: skip
-    outcome.run_id, _ = tracker.start(f"evaluate-{name}-v{version}", params, resume=False)
     reason = outcome.decision.reason if outcome.applied else f"dry run (no --promote): {outcome.decision.reason}"
-    ok = False
-    try:
+    with tracked_run(tracker, f"evaluate-{name}-v{version}", params, resume=False) as run:
+        outcome.run_id = run.run_id
         tracker.log_metrics({f"{row}_{m}": v for row, values in outcome.results.items() for m, v in values.items()})
         curves = {f"{row} {_label(outcome, row)}": scores[row] for row in outcome.results}
         tracker.log_figure(plots.roc_pr_curves(labels, curves), "plots/roc_precision_recall.png")
@@ -182,9 +181,6 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
             evaluation = {f"vae.evaluation.{m}": f"{v:.6g}" for m, v in outcome.results["challenger"].items()}
             tracker.set_version_tags(name, version, {**decision_tags, **evaluation,
                                                      "vae.evaluation.run_id": outcome.run_id})  # fmt: skip
-        ok = True
-    finally:
-        tracker.end(ok)
 
 
 def _label(outcome: EvaluationOutcome, row: str) -> str:

@@ -27,7 +27,7 @@ from pipelines.storage.partitions import Staging, publish, stage
 from pipelines.tracking import plots
 from pipelines.tracking.monitoring import population_stability_index
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version
-from pipelines.tracking.runs import Tracker, flatten, resolve_tracking_uri
+from pipelines.tracking.runs import Tracker, flatten, resolve_tracking_uri, tracked_run
 from vae import ConfigError, Detector, ImagePreprocessor, check_score_kind
 
 
@@ -88,12 +88,12 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     date, output = config.date, resolve_path(config.output)
     filesystems.check_writable(output)
     tracker = Tracker(config.tracking)
-    run_id, _ = tracker.start(f"score-{scoring.model_name}-{date}", flatten(dataclasses.asdict(config)), resume=False)
-    tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
-    print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
-          f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {run_id})", flush=True)  # fmt: skip
-    ok = False
-    try:
+    name = f"score-{scoring.model_name}-{date}"
+    with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as run:
+        tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
+        print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
+              f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {run.run_id})",
+              flush=True)  # fmt: skip
         with ray_session(config.ray_address, config.local_cpus):
             staging = stage(output, date)
             score_into(staging, config, scoring)
@@ -101,10 +101,7 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
         summary.seconds = time.perf_counter() - started
         summary.partition = publish(staging, dataclasses.asdict(summary))
         _log_run(tracker, summary, scores, detector, scoring.threshold)
-        ok = True
         return summary
-    finally:
-        tracker.end(ok)
 
 
 def _read_column(location: str, column: str) -> np.ndarray:

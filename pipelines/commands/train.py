@@ -31,7 +31,7 @@ from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
 from pipelines.tracking import plots
 from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
 from pipelines.tracking.monitoring import reference_statistics
-from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature
+from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
 from vae import Detector, to_dict
 from vae.auto import resolve
 
@@ -60,17 +60,11 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
-    run_id, resumed = tracker.start(config.run.name, params)
-    ok = False
-    try:
-        print(f"{'resuming' if resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
-              f"MLflow {tracker.uri} (run {run_id})", flush=True)  # fmt: skip
+    with tracked_run(tracker, config.run.name, params) as run:
+        print(f"{'resuming' if run.resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
+              f"MLflow {tracker.uri} (run {run.run_id})", flush=True)  # fmt: skip
         with ray_session(config.run.ray_address, config.run.local_cpus):
-            outcome = _train_and_register(config, tracker)
-        ok = True
-        return outcome
-    finally:
-        tracker.end(ok)
+            return _train_and_register(config, tracker)
 
 
 def prepare(config: Config) -> tuple[Config, PreparedData]:

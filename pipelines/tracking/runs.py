@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -254,6 +254,27 @@ class Tracker:
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value))
+
+
+class OpenRun(NamedTuple):
+    run_id: str
+    resumed: bool  # an earlier run of the same name was found and goes on
+
+
+@contextlib.contextmanager
+def tracked_run(
+    tracker: Tracker, run_name: str, params: Mapping[str, str], *, resume: bool = True, parent_run_id: str | None = None
+) -> Iterator[OpenRun]:
+    """A run's lifecycle as one block: `tracker.start(run_name, params, ...)` before it, then the run ends FINISHED
+    when the block completes and FAILED when it raises (the exception goes on). A run that fails to open is not
+    ended: there is none."""
+    run_id, resumed = tracker.start(run_name, params, resume=resume, parent_run_id=parent_run_id)
+    ok = False
+    try:
+        yield OpenRun(run_id, resumed)
+        ok = True
+    finally:
+        tracker.end(ok)
 
 
 def _requirements() -> list[str]:

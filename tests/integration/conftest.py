@@ -162,7 +162,7 @@ def scoring_model(mlflow_server, thyroid_dir) -> str:
     from pipelines.sample_data.datasets import THYROID_COLUMNS
     from pipelines.settings.yaml_configs import TrackingSettings
     from pipelines.tracking.monitoring import reference_statistics
-    from pipelines.tracking.runs import Tracker, input_signature
+    from pipelines.tracking.runs import Tracker, input_signature, tracked_run
     from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 
     rows = pd.read_parquet(thyroid_dir / "train")
@@ -177,9 +177,8 @@ def scoring_model(mlflow_server, thyroid_dir) -> str:
     settings = TrackingSettings(tracking_uri=mlflow_server, experiment="fixtures", model_name="thyroid-scorer",
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)
-    tracker.start("scoring-fixture", {})
-    tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
-    tracker.end(ok=True)
+    with tracked_run(tracker, "scoring-fixture", {}):
+        tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
     return "thyroid-scorer@champion"
 
 
