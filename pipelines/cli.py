@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from vae import ConfigError
@@ -46,18 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is enough
     from .runtime.parquet_input import DataError
     from .storage.filesystems import StorageError
     from .tracking.runs import TrackingError
+    from .tracking.scoped_env import quiet_artifact_transfers
 
-    command = importlib.import_module(COMMANDS[argv[0]])
-    try:
-        command.main(argv[1:])
-    except ConfigError as err:
-        print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
-        return 2
-    except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
-        print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
-        return 1
+    with quiet_artifact_transfers():  # for the command's run only
+        command = importlib.import_module(COMMANDS[argv[0]])
+        try:
+            command.main(argv[1:])
+        except ConfigError as err:
+            print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
+            return 2
+        except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
+            print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
+            return 1
     return 0

@@ -114,22 +114,22 @@ def run_trial(
 
     The Train run's name holds the trial id, so a restarted trial resumes from its last checkpoint.
     """
-    quiet_ray_data()  # this process's Ray Data context drives the trial's dataset splits
-    trial_id = tune.get_context().get_trial_id()
-    trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
-    tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
-    trial_params = flatten(to_dict(trial)) | chosen_params(trial, chosen)
-    with tracked_run(tracker, trial.run.name, trial_params, parent_run_id=parent_run_id):
-        tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
-        metric, mode = config.tune.reported_metric
-        spec = loop_spec(
-            trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
-            nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
-        )  # fmt: skip
-        storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
-        result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
-        stopped = (result.return_value or {}).get("stopped_early", False)
-        tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
+    with quiet_ray_data():  # this process's Ray Data context drives the trial's dataset splits
+        trial_id = tune.get_context().get_trial_id()
+        trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
+        tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
+        trial_params = flatten(to_dict(trial)) | chosen_params(trial, chosen)
+        with tracked_run(tracker, trial.run.name, trial_params, parent_run_id=parent_run_id):
+            tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
+            metric, mode = config.tune.reported_metric
+            spec = loop_spec(
+                trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
+                nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
+            )  # fmt: skip
+            storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
+            result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
+            stopped = (result.return_value or {}).get("stopped_early", False)
+            tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
 
 
 class TrialProgress(tune.Callback):

@@ -1,4 +1,4 @@
-"""Starting or joining Ray for a pipeline run."""
+"""Starting or joining Ray for a pipeline run, and Ray's console output kept to what the pipelines report."""
 
 from __future__ import annotations
 
@@ -11,12 +11,33 @@ import ray
 import ray.data
 
 
-def quiet_ray_data() -> None:
-    """The pipelines print their own progress: no per-operator progress bars or execution banners."""
+@contextlib.contextmanager
+def logger_levels(level: int, *names: str | None) -> Iterator[None]:
+    """The loggers `names` (None: the root logger) at `level` for one block, each back at its own level after."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def quiet_ray_data() -> Iterator[None]:
+    """The pipelines print their own progress: for one block, no per-operator progress bars or execution banners
+    from this process's Ray Data context and its `ray.data` logger at WARNING; both restored after."""
     context = ray.data.DataContext.get_current()
+    previous = context.enable_progress_bars, context.print_on_execution_start
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        with logger_levels(logging.WARNING, "ray.data"):
+            yield
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = previous
 
 
 def _export_cluster_address() -> None:
@@ -37,17 +58,17 @@ def start_local_ray(num_cpus: int) -> None:
 @contextlib.contextmanager
 def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
     """Join `address` (else RAY_ADDRESS), or start a local Ray with `local_cpus` logical CPUs; an already
-    initialised Ray (a test's, a notebook's) is used as it is and left running."""
-    quiet_ray_data()
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:
-        start_local_ray(local_cpus)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    initialised Ray (a test's, a notebook's) is used as it is and left running. Ray Data stays quiet inside."""
+    with quiet_ray_data():
+        if ray.is_initialized():
+            yield
+            return
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            start_local_ray(local_cpus)
+        try:
+            yield
+        finally:
+            ray.shutdown()

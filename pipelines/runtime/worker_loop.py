@@ -46,6 +46,8 @@ from vae import (
     train_epoch,
 )
 
+from .cluster import logger_levels
+
 DETECTOR_DIR = "detector"
 STATE_FILE = "train_state.pt"
 SHUFFLE_BUFFER = 4096
@@ -275,14 +277,14 @@ class WorkerRun:
 
 def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point; returns (on rank 0) how the run went."""
-    # Ray Train logs every report of every rank at INFO, partly through loggers named by file path: keep the
-    # console to warnings, so the epoch lines below are the progress report.
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    worker = WorkerRun(LoopSpec(**spec_dict))
-    epoch = worker.start_epoch - 1
-    for epoch in range(worker.start_epoch, worker.config.epochs):
-        if worker.stopper.should_stop:
-            break
-        worker.report(epoch, *worker.run_epoch(epoch))
-    return worker.finish(epoch)
+    # Ray Train logs every report of every rank at INFO, partly through loggers named by file path: while the loop
+    # runs, this worker's console keeps to warnings (the root logger and `ray.train`), so the epoch lines are the
+    # progress report; both loggers get their own levels back when it returns.
+    with logger_levels(logging.WARNING, None, "ray.train"):
+        worker = WorkerRun(LoopSpec(**spec_dict))
+        epoch = worker.start_epoch - 1
+        for epoch in range(worker.start_epoch, worker.config.epochs):
+            if worker.stopper.should_stop:
+                break
+            worker.report(epoch, *worker.run_epoch(epoch))
+        return worker.finish(epoch)

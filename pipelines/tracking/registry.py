@@ -14,7 +14,8 @@ from pipelines.settings.model_jobs import MODEL_SPEC
 from pipelines.settings.yaml_configs import TrackingSettings
 from vae import Detector, load_detector
 
-from .runs import TrackingError, _scoped_uri, _whole_file_downloads, resolve_tracking_uri
+from .runs import TrackingError, resolve_tracking_uri
+from .scoped_env import scoped_tracking_uri, whole_file_downloads
 
 
 class ModelNotFoundError(TrackingError):
@@ -48,7 +49,7 @@ def version_by_alias(name: str, alias: str, tracking_uri: str) -> str | None:
 def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:
     """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`)."""
     uri = tracking_uri or resolve_tracking_uri(TrackingSettings())
-    with tempfile.TemporaryDirectory() as tmp, _scoped_uri(uri), _whole_file_downloads():
+    with tempfile.TemporaryDirectory() as tmp, scoped_tracking_uri(uri), whole_file_downloads():
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         except MlflowException as err:

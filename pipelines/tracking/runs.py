@@ -29,44 +29,12 @@ from mlflow.types.schema import Array
 from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, save_detector
 
+from .scoped_env import scoped_tracking_uri
+
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"  # the "model from code" file MLflow copies
-
-
-@contextlib.contextmanager
-def _scoped_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it.
-
-    `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
-    later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
-    previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if exported is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = exported
-
-
-@contextlib.contextmanager
-def _whole_file_downloads() -> Iterator[None]:
-    """Download artifacts one request per file for one block. With an S3 artifact store the server offers ranged
-    "multipart" downloads, and MLflow 3.17 runs their chunks on the thread pool that is already busy with the
-    files, so downloading a model of several files deadlocks; our artifacts are small. A user's own setting wins."""
-    name = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
 
 
 class TrackingError(RuntimeError):
@@ -225,7 +193,7 @@ class Tracker:
     @contextlib.contextmanager
     def _active_run(self) -> Iterator[None]:
         """MLflow's model logging works on the fluent API's active run: scope it to this block."""
-        with _scoped_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+        with scoped_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id):
             yield
 
     def log_and_register(
