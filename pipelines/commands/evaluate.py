@@ -167,8 +167,8 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
         "champion_version": outcome.previous_champion or "none", "promote": str(outcome.applied),
     }  # fmt: skip
     reason = outcome.decision.reason if outcome.applied else f"dry run (no --promote): {outcome.decision.reason}"
-    with tracked_run(tracker, f"evaluate-{name}-v{version}", params, resume=False) as run:
-        outcome.run_id = run.run_id
+    with tracked_run(tracker, f"evaluate-{name}-v{version}", params, resume=False) as tracked:
+        outcome.run_id = tracked.run_id
         tracker.log_metrics({f"{row}_{m}": v for row, values in outcome.results.items() for m, v in values.items()})
         curves = {f"{row} {_label(outcome, row)}": scores[row] for row in outcome.results}
         tracker.log_figure(plots.roc_pr_curves(labels, curves), "plots/roc_precision_recall.png")

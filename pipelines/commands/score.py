@@ -89,10 +89,10 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     filesystems.check_writable(output)
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
-    with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as run:
+    with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as tracked:
         tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
         print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
-              f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {run.run_id})",
+              f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {tracked.run_id})",
               flush=True)  # fmt: skip
         with ray_session(config.ray_address, config.local_cpus):
             staging = stage(output, date)

@@ -60,9 +60,9 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
-    with tracked_run(tracker, config.run.name, params) as run:
-        print(f"{'resuming' if run.resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
-              f"MLflow {tracker.uri} (run {run.run_id})", flush=True)  # fmt: skip
+    with tracked_run(tracker, config.run.name, params) as tracked:
+        print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
+              f"MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
         with ray_session(config.run.ray_address, config.run.local_cpus):
             return _train_and_register(config, tracker)
 

@@ -255,10 +255,10 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     check_training_data(config.data)
     axes = parse_space(config.tune.space)
     parent = Tracker(config.tracking)
-    with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as run:
+    with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as tracked:
         swept = ", ".join(a.name for a in axes)
-        print(f"{'resuming' if run.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
-              f"MLflow {parent.uri} (parent run {run.run_id})", flush=True)  # fmt: skip
+        print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
+              f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
         with ray_session(config.run.ray_address, config.run.local_cpus):
             return _sweep_and_register(config, axes, parent)
 
