@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: data directory {args.data_dir} not found; pass --data-dir (it holds tabular/*.npz "
               "and mnist.npz)", file=sys.stderr)  # fmt: skip
         return 1
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import torch
 
-    from pipelines.data import DataError
-    from pipelines.ray_runtime import ray_session
-    from pipelines.tracking import TrackingError
+    from pipelines.runtime.cluster import ray_session
+    from pipelines.runtime.parquet_input import DataError
+    from pipelines.tracking.runs import TrackingError
+    from pipelines.tracking.scoped_env import quiet_artifact_transfers
 
     from . import density, detection, scoring, training
     from .context import Setup
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup = Setup(args.data_dir.resolve(), args.quick, device, workdir)
         with_ray = [n for n in args.tables if n in RAY_TABLES]
-        with ray_session(None, LOCAL_RAY_CPUS) if with_ray else contextlib.nullcontext():
+        with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS) if with_ray else contextlib.nullcontext():
             for number in with_ray:
                 sections[number] = _run_table(modules[number], setup, mode, machine)
         for number in (n for n in args.tables if n not in RAY_TABLES):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipelines.datasets import load_adbench
+from pipelines.sample_data.datasets import load_adbench
 
 TABULAR = {"thyroid": "38_thyroid.npz", "cardio": "6_cardio.npz", "mammography": "23_mammography.npz",
            "shuttle": "32_shuttle.npz", "donors": "11_donors.npz"}  # fmt: skip

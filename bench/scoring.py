@@ -2,7 +2,7 @@
 (pyarrow read -> detector scoring -> pyarrow write), on rows of `11_donors.npz` (repeated in order past 619,326).
 
 Both sides score the same Parquet partition with the same registered detector, score kind, samples and batch size.
-Ray side: `pipelines.score.run` on a running local Ray (start-up excluded), timed end to end (model resolution,
+Ray side: `pipelines.commands.score.run` on a running local Ray (start-up excluded), timed end to end (model resolution,
 schema check, quarantine pass, 2 scoring actors, atomic publish, MLflow run). Plain side: one process.
 """
 
@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipelines import score
-from pipelines.config import TrackingSettings
-from pipelines.job_config import ScoreJobConfig
-from pipelines.monitoring import reference_statistics
-from pipelines.tracking import Tracker, input_signature
+from pipelines.commands import score
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import TrackingSettings
+from pipelines.tracking.monitoring import reference_statistics
+from pipelines.tracking.runs import Tracker, input_signature, tracked_run
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict
 
 from .context import Setup, feature_names, rows_table, write_parts
@@ -50,9 +50,8 @@ def _register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list
     detector.metadata["score_reference"] = reference_statistics(scores, contributions)
     tracker = Tracker(TrackingSettings(tracking_uri=setup.tracking_uri, experiment="bench-scoring",
                                        model_name=MODEL_NAME, alias="champion"))  # fmt: skip
-    tracker.start("bench-scorer", {})
-    tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"})
-    tracker.end(ok=True)
+    with tracked_run(tracker, "bench-scorer", {}):
+        tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"})
     return detector
 
 

@@ -1,7 +1,7 @@
 """Table 1: training throughput of the Ray Train pipeline (1 and 2 workers) against a plain single-process loop
 on the same model, rows and batch size (rows of `11_donors.npz`).
 
-Ray side: `pipelines.train.run` on a running local Ray (start-up excluded); its workers log each epoch's
+Ray side: `pipelines.commands.train.run` on a running local Ray (start-up excluded); its workers log each epoch's
 training-pass `rows_per_s` (all ranks' rows over the slowest rank's seconds) to MLflow, read back here.
 Plain side: `vae.fit` over in-memory tensors. Both: the median over epochs after the first.
 """
@@ -13,10 +13,10 @@ import time
 import numpy as np
 import torch
 
-from pipelines import train
-from pipelines.config import TrainPipelineConfig
-from pipelines.data import SPLIT_BUCKETS, split_bucket
-from pipelines.tracking import Tracker
+from pipelines.commands import train
+from pipelines.runtime.parquet_input import SPLIT_BUCKETS, split_bucket
+from pipelines.settings.yaml_configs import TrainPipelineConfig
+from pipelines.tracking.runs import Tracker
 from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict
 
 from .context import Setup, feature_names, rows_table, steady, write_parts
@@ -33,7 +33,7 @@ TARGET_RATIO = 0.9  # Ray Train with 1 worker against the plain loop with the sa
 
 def _split(frame, columns: list[str]) -> tuple[np.ndarray, np.ndarray, DataLayout]:
     """Encoded train (N, d) and validation rows, split by the pipeline's hash of `row_id` and standardised with
-    training statistics as `pipelines.train` does, and their layout."""
+    training statistics as `pipelines.commands.train` does, and their layout."""
     in_validation = split_bucket(frame, ("row_id",), 0) < int(VALIDATION_FRACTION * SPLIT_BUCKETS)
     pre = Preprocessor(numeric=columns).fit(frame[~in_validation])
     layout = DataLayout(pre.layout_blocks())
@@ -54,7 +54,8 @@ def _plain(train_x, val_x, layout: DataLayout, epochs: int, threads: int, setup:
 
 
 def _ray(path: str, columns: list[str], epochs: int, workers: int, setup: Setup, bf16: bool):
-    """Steady training-pass rows/s, epochs counted and the whole run's wall seconds of `pipelines.train.run`."""
+    """Steady training-pass rows/s, epochs counted and the whole run's wall seconds of
+    `pipelines.commands.train.run`."""
     name = f"bench-train-{workers}w{'-bf16' if bf16 else ''}"
     config = from_dict(TrainPipelineConfig, {
         "data": {"path": path, "numeric": columns, "key": ["row_id"], "validation_fraction": VALIDATION_FRACTION},
@@ -105,7 +106,7 @@ def run(setup: Setup) -> Table:
         for workers in _worker_counts(setup):
             rate, counted, wall = _ray(path, columns, epochs, workers, setup, bf16)
             ratio = rate / reference
-            table.add("Ray Train (pipelines.train)", f"{workers} x 1", precision, counted, num(rate, 0),
+            table.add("Ray Train (pipelines.commands.train)", f"{workers} x 1", precision, counted, num(rate, 0),
                       num(len(train_x) / rate), num(ratio), target(ratio, TARGET_RATIO) if workers == 1 else "",
                       num(wall, 1))  # fmt: skip
     device = torch.cuda.get_device_name(setup.device) if setup.cuda else "CPU"
@@ -115,8 +116,8 @@ def run(setup: Setup) -> Table:
         f"{MODEL['hidden_dims']}, batch {BATCH_SIZE} rows per worker, Adam lr {LR}, {epochs} epochs, on {device}.",
         "rows/s: the training pass only (no validation, checkpoint or logging), median over the epochs after the "
         "first; s / epoch = training rows / rows/s. Ray start-up is excluded (Ray runs before the table starts); "
-        "'run wall s' is the whole `pipelines.train.run` (preprocessing with Ray Data, worker start, training, "
-        "validation scoring, plots, model registration).",
+        "'run wall s' is the whole `pipelines.commands.train.run` (preprocessing with Ray Data, worker start, "
+        "training, validation scoring, plots, model registration).",
         "Each Ray worker has 1 CPU, so Ray sets OMP_NUM_THREADS=1 and torch uses 1 thread: the ratio compares it "
         "with the plain loop on 1 thread; the plain loop with every thread is shown for reference.",
     ]

@@ -7,27 +7,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from vae import ConfigError
 
 COMMANDS = {
-    "train": "pipelines.train",
-    "tune": "pipelines.tune",
-    "score": "pipelines.score",
-    "evaluate": "pipelines.evaluate",
-    "generate": "pipelines.generate",
-    "impute": "pipelines.impute",
-    "prepare-data": "pipelines.prepare_data",
-    "demo": "pipelines.demo",
+    "train": "pipelines.commands.train",
+    "tune": "pipelines.commands.tune",
+    "score": "pipelines.commands.score",
+    "evaluate": "pipelines.commands.evaluate",
+    "generate": "pipelines.commands.generate",
+    "impute": "pipelines.commands.impute",
+    "prepare-data": "pipelines.commands.prepare_data",
+    "demo": "pipelines.commands.demo",
 }
 
 
 def config_parser(command: str, doc: str, default_config: str, example: str) -> argparse.ArgumentParser:
     """The arguments every pipeline command takes: `--config FILE` (default `pipelines/configs/<default_config>`)
     and `key.sub=value` overrides; `doc`'s first line describes the command."""
-    from .config import CONFIG_DIR
+    from .settings.yaml_configs import CONFIG_DIR
 
     parser = argparse.ArgumentParser(prog=f"vae-anomaly {command}", description=doc.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / default_config), help="YAML config file")
@@ -46,18 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is enough
-    from .data import DataError
-    from .storage import StorageError
-    from .tracking import TrackingError
+    from .runtime.parquet_input import DataError
+    from .storage.filesystems import StorageError
+    from .tracking.runs import TrackingError
+    from .tracking.scoped_env import quiet_artifact_transfers
 
-    command = importlib.import_module(COMMANDS[argv[0]])
-    try:
-        command.main(argv[1:])
-    except ConfigError as err:
-        print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
-        return 2
-    except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
-        print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
-        return 1
+    with quiet_artifact_transfers():  # for the command's run only
+        command = importlib.import_module(COMMANDS[argv[0]])
+        try:
+            command.main(argv[1:])
+        except ConfigError as err:
+            print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
+            return 2
+        except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
+            print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
+            return 1
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.datasets import load_thyroid, one_class_split
+from pipelines.sample_data.datasets import load_thyroid, one_class_split
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -97,7 +97,7 @@ def local_ray():
     """A fresh local Ray for in-process pipeline runs (never a stale cluster)."""
     import ray
 
-    from pipelines.ray_runtime import start_local_ray
+    from pipelines.runtime.cluster import start_local_ray
 
     start_local_ray(num_cpus=4)
     yield
@@ -159,10 +159,10 @@ def dead_train_workers() -> set[int]:
 def scoring_model(mlflow_server, thyroid_dir) -> str:
     """A real registered model `thyroid-scorer@champion` (trained in-process in seconds; the Ray Train path
     has its own tests), with the reference statistics and key columns the training pipeline stores."""
-    from pipelines.config import TrackingSettings
-    from pipelines.datasets import THYROID_COLUMNS
-    from pipelines.monitoring import reference_statistics
-    from pipelines.tracking import Tracker, input_signature
+    from pipelines.sample_data.datasets import THYROID_COLUMNS
+    from pipelines.settings.yaml_configs import TrackingSettings
+    from pipelines.tracking.monitoring import reference_statistics
+    from pipelines.tracking.runs import Tracker, input_signature, tracked_run
     from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 
     rows = pd.read_parquet(thyroid_dir / "train")
@@ -177,9 +177,8 @@ def scoring_model(mlflow_server, thyroid_dir) -> str:
     settings = TrackingSettings(tracking_uri=mlflow_server, experiment="fixtures", model_name="thyroid-scorer",
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)
-    tracker.start("scoring-fixture", {})
-    tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
-    tracker.end(ok=True)
+    with tracked_run(tracker, "scoring-fixture", {}):
+        tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
     return "thyroid-scorer@champion"
 
 

@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from bench.context import TABULAR
-from pipelines.datasets import load_thyroid
+from pipelines.sample_data.datasets import load_thyroid
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path)
     tables = markdown_tables(text)
     first_cells = {title: [row[0] for row in rows[1:]] for title, rows in tables.items()}
     assert set(first_cells["Table 1"][:-1]) == {"plain loop (vae.fit)"}  # 1 thread, and every thread if more
-    assert first_cells["Table 1"][-1] == "Ray Train (pipelines.train)"  # quick mode: 1 worker
+    assert first_cells["Table 1"][-1] == "Ray Train (pipelines.commands.train)"  # quick mode: 1 worker
     assert first_cells["Table 2"] == ["1,000", "10,000"]
     assert first_cells["Table 2b"] == ["plain loop", "Ray Data job"]
     sets = ["38_thyroid", "6_cardio", "23_mammography", "32_shuttle", "**mean over 4 sets**"]

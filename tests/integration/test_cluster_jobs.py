@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.partitions import is_complete
+from pipelines.storage.partitions import is_complete
 from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_group, wait_for_http
 
 
@@ -134,7 +134,7 @@ def test_make_tune_cluster_sweeps_and_registers_the_best_trial(ray_head, mlflow_
 
     scored = subprocess.run([sys.executable, "-c", f"""
 import json, pandas as pd
-from pipelines.tracking import load_registered_detector
+from pipelines.tracking.registry import load_registered_detector
 detector = load_registered_detector("models:/sweep-job@challenger", {mlflow_server!r})
 scores, _ = detector.score(pd.read_parquet({str(thyroid_dir / 'test.parquet')!r}))
 print(json.dumps({{"n": len(scores), "finite": bool((scores == scores).all()), "threshold": detector.threshold}}))

@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from pipelines import evaluate
-from pipelines.config import CONFIG_DIR, TrackingSettings, load_config
-from pipelines.data import DataError
-from pipelines.datasets import THYROID_COLUMNS
-from pipelines.job_config import EvaluateConfig
-from pipelines.tracking import Tracker, TrackingError, input_signature
+from pipelines.commands import evaluate
+from pipelines.runtime.parquet_input import DataError
+from pipelines.sample_data.datasets import THYROID_COLUMNS
+from pipelines.settings.model_jobs import EvaluateConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, TrackingSettings, load_config
+from pipelines.tracking.runs import Tracker, TrackingError, input_signature, tracked_run
 from vae import VAE, DataLayout, Detector, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 
 MODEL = "thyroid-gate"
@@ -48,10 +48,8 @@ def detectors(thyroid_dir) -> dict[str, Detector]:
 def _register(tracking_uri: str, detector: Detector, purpose: str) -> str:
     settings = TrackingSettings(tracking_uri=tracking_uri, experiment=EXPERIMENT, model_name=MODEL)
     tracker = Tracker(settings)  # the alias is `challenger`, as the training pipeline sets it
-    tracker.start(purpose, {}, resume=False)
-    version = tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": purpose}).version
-    tracker.end(ok=True)
-    return version
+    with tracked_run(tracker, purpose, {}, resume=False):
+        return tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": purpose}).version
 
 
 def _config(tracking_uri: str, thyroid_dir, *overrides: str) -> EvaluateConfig:

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import CONFIG_DIR
-from pipelines.datasets import THYROID_COLUMNS
+from pipelines.sample_data.datasets import THYROID_COLUMNS
+from pipelines.settings.yaml_configs import CONFIG_DIR
 
 
 def _run(command: str, *overrides: str) -> subprocess.CompletedProcess:

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import generate, score, train
-from pipelines.config import CONFIG_DIR, load_config
-from pipelines.data import DataError
-from pipelines.datasets import write_digits_parquet
-from pipelines.job_config import GenerateConfig, ScoreJobConfig
+from pipelines.commands import generate, score, train
+from pipelines.runtime.parquet_input import DataError
+from pipelines.sample_data.datasets import write_digits_parquet
+from pipelines.settings.model_jobs import GenerateConfig, ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from tests.integration.conftest import train_overrides
 
 CONFIG = CONFIG_DIR / "train-digits.yaml"

@@ -9,8 +9,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import train
-from pipelines.config import CONFIG_DIR, load_config
+from pipelines.commands import train
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from tests.integration.conftest import train_overrides
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import CONFIG_DIR
+from pipelines.settings.yaml_configs import CONFIG_DIR
 from tests.integration.conftest import free_port
 
 

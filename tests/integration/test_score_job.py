@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import score
-from pipelines.config import CONFIG_DIR, load_config
-from pipelines.job_config import ScoreJobConfig
-from pipelines.partitions import SUCCESS, is_complete
-from pipelines.tracking import load_registered_detector
+from pipelines.commands import score
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
+from pipelines.storage.partitions import SUCCESS, is_complete
+from pipelines.tracking.registry import load_registered_detector
 
 
 def _overrides(input_dir, output, mlflow_server, model, run_date="2026-11-24") -> list[str]:

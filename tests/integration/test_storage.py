@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import score, storage, train
-from pipelines.config import CONFIG_DIR, load_config
-from pipelines.job_config import ScoreJobConfig
-from pipelines.partitions import SUCCESS, complete_files, partition_location, read_manifest
+from pipelines.commands import score, train
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
+from pipelines.storage import filesystems
+from pipelines.storage.partitions import SUCCESS, complete_files, partition_location, read_manifest
 from tests.integration.conftest import (
     dead_train_workers,
     epoch_steps,
@@ -61,7 +62,7 @@ def mlflow_pg(s3, tmp_path_factory):
 def s3_ray(s3):
     import ray
 
-    from pipelines.ray_runtime import start_local_ray
+    from pipelines.runtime.cluster import start_local_ray
 
     start_local_ray(num_cpus=4)
     yield
@@ -111,7 +112,7 @@ def test_the_model_registered_on_postgres_and_s3_loads_and_scores_in_a_fresh_pro
     assert any(f"/{result.run_id}/artifacts/plots/" in k for k in artifacts)  # the run's plots too
     program = (
         "import faulthandler; faulthandler.dump_traceback_later(90, exit=True);"
-        "import sys, pyarrow.parquet as pq; from pipelines.tracking import load_registered_detector;"
+        "import sys, pyarrow.parquet as pq; from pipelines.tracking.registry import load_registered_detector;"
         f"d = load_registered_detector('models:/{MODEL}@challenger', sys.argv[1]);"
         f"rows = pq.read_table('s3://{DATA}/thyroid/test.parquet').to_pandas();"
         "s, _ = d.score(rows); print(len(rows), float((s > d.threshold).mean()))"
@@ -245,4 +246,4 @@ def test_bad_storage_fails_in_one_line_naming_the_uri_and_writes_nothing(case, t
     assert last == f"vae-anomaly score: error: {expected}"
     assert s3.secret_key not in done.stderr + done.stdout and "not-the-secret-0123" not in done.stderr
     assert s3.keys(DATA) == before  # nothing written
-    assert not storage.list_files(f"s3://{DATA}/scores/run_date=2026-11-01")
+    assert not filesystems.list_files(f"s3://{DATA}/scores/run_date=2026-11-01")

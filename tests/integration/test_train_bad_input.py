@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.config import CONFIG_DIR
+from pipelines.settings.yaml_configs import CONFIG_DIR
 from tests.integration.conftest import train_overrides
 
 

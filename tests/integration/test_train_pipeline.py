@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import train
-from pipelines.config import CONFIG_DIR, DataConfig, load_config
-from pipelines.data import declare_features
+from pipelines.commands import train
+from pipelines.runtime.parquet_input import declare_features
+from pipelines.settings.yaml_configs import CONFIG_DIR, DataConfig, load_config
 from tests.integration.conftest import dead_train_workers, epoch_steps, train_killing_a_worker, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
@@ -52,7 +52,7 @@ def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
 
     code = f"""
 import json, sys, mlflow, pandas as pd
-from pipelines.tracking import load_registered_detector
+from pipelines.tracking.registry import load_registered_detector
 rows = pd.read_parquet({str(thyroid_dir / "test.parquet")!r})
 detector = load_registered_detector("models:/two-workers@challenger", {mlflow_server!r})
 scores, contributions = detector.score(rows)

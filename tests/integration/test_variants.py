@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import score, train
-from pipelines.config import CONFIG_DIR, load_config
-from pipelines.job_config import ScoreJobConfig
-from pipelines.tracking import load_registered_detector
+from pipelines.commands import score, train
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
+from pipelines.tracking.registry import load_registered_detector
 from tests.integration.conftest import train_overrides
 
 COMMON = {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "replica_divergence"}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.datasets import load_thyroid, one_class_split
+from pipelines.sample_data.datasets import load_thyroid, one_class_split
 from vae import (
     VAE,
     Adversary,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from ray.data.aggregate import Sum
 
-from pipelines.data import EncodeRows, fit_preprocessor, left_out_rows, report_left_out
-from pipelines.score import REASON, quarantine_reasons
+from pipelines.runtime.batch_inference import REASON, quarantine_reasons
+from pipelines.runtime.parquet_input import EncodeRows, fit_preprocessor, left_out_rows, report_left_out
 from vae import Preprocessor
 
 

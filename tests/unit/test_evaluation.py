@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pipelines.evaluation import decide, isolation_forest_scores, metrics, pca_reconstruction_scores
+from pipelines.commands.promotion import decide, isolation_forest_scores, metrics, pca_reconstruction_scores
 
 
 def test_metrics_match_sklearn_on_a_tiny_labelled_set():

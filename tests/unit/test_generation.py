@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipelines.tabular import SCHEMA_KEY, column_types, recorded_schema, to_arrow
+from pipelines.storage.arrow_types import SCHEMA_KEY, column_types, recorded_schema, to_arrow
 from vae import VAE, DataLayout, FeatureBlock, ModelConfig
 from vae.generation import generate, generate_table
 

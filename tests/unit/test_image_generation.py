@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from pipelines.datasets import load_digits_images
+from pipelines.sample_data.datasets import load_digits_images
 from vae import VAE, DataLayout, ImagePreprocessor, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 from vae.generation import generate_table
 

@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.config import CONFIG_DIR, load_config
-from pipelines.data import DataError, ImageProblems, check_parquet
-from pipelines.datasets import load_digits_images, write_digits_parquet
-from pipelines.image_figures import image_figures, sample_conditions
-from pipelines.plots import image_grid
-from pipelines.score import quarantine_reasons
-from pipelines.tracking import input_signature
+from pipelines.runtime.batch_inference import quarantine_reasons
+from pipelines.runtime.parquet_input import DataError, ImageProblems, check_parquet
+from pipelines.sample_data.datasets import load_digits_images, write_digits_parquet
+from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
+from pipelines.tracking.image_figures import image_figures, sample_conditions
+from pipelines.tracking.plots import image_grid
+from pipelines.tracking.runs import input_signature
 from vae import (
     VAE,
     ConfigError,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.impute import mean_imputation, numeric_rmse
+from pipelines.commands.impute import mean_imputation, numeric_rmse
 from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit
 from vae.imputation import impute, impute_table
 
@@ -134,7 +134,7 @@ def test_a_flow_posterior_imputes_by_pseudo_gibbs_and_refuses_metropolis(holed):
 
 @pytest.mark.slow
 def test_model_imputes_held_out_thyroid_rows_better_than_the_mean():
-    from pipelines.datasets import THYROID_COLUMNS, load_thyroid, one_class_split
+    from pipelines.sample_data.datasets import THYROID_COLUMNS, load_thyroid, one_class_split
 
     thyroid, labels = load_thyroid()
     split = one_class_split(labels, seed=0, validation_share=0.1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from pipelines.impute import DRAW_COLUMN, _output_table
+from pipelines.commands.impute import DRAW_COLUMN, _output_table
 from vae.imputation import TableImputation
 
 

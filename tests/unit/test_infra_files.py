@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from pipelines.cli import COMMANDS
-from pipelines.config import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
-from pipelines.job_config import ScoreJobConfig
+from pipelines.settings.model_jobs import ScoreJobConfig
+from pipelines.settings.yaml_configs import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
 
 INFRA = PROJECT_DIR / "infra"
 SCHEMAS = PROJECT_DIR / "tests" / "schemas"
@@ -280,6 +280,20 @@ def test_pipeline_commands_in_the_manifests_load_their_config(path: Path, argv: 
     config = load_config(PROJECT_DIR / argv[5], argv[6:], cls=CONFIG_CLASS[command])
     if command == "score":
         assert "{run_date}" in config.input and config.date in config.input_path
+
+
+def test_the_script_ray_submit_runs_is_there_and_runs_as_a_script(tmp_path):
+    """`ray submit <cluster.yaml> pipelines/commands/tune.py -- ...` copies that one file to the head node and runs it
+    from the home directory: every such line in the docs and configs names an existing file, which runs as a
+    script from elsewhere (absolute imports of the installed package)."""
+    documents = [*CLUSTER_CONFIGS, INFRA / "README.md", PROJECT_DIR / "README.md", *(PROJECT_DIR / "pipelines" /
+                 "configs").glob("*.yaml")]  # fmt: skip
+    scripts = {script for path in documents for script in re.findall(r"ray submit \S+ (\S+\.py)", path.read_text())}
+    assert scripts == {"pipelines/commands/tune.py"}
+    done = subprocess.run([sys.executable, str(PROJECT_DIR / scripts.pop()), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: vae-anomaly tune")
 
 
 def test_crontab_line_is_a_valid_schedule_of_make_score_cluster():

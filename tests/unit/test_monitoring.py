@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.monitoring import population_stability_index, reference_statistics
+from pipelines.tracking.monitoring import population_stability_index, reference_statistics
 
 
 def test_psi_is_near_zero_for_the_same_distribution_and_grows_with_shift():

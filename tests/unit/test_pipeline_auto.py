@@ -3,9 +3,9 @@ sweep, where a swept value wins), logged to MLflow as the values used."""
 
 import dataclasses
 
-from pipelines.config import CONFIG_DIR, TunePipelineConfig, load_config
-from pipelines.train import chosen_from_data, chosen_params
-from pipelines.tune import trial_config
+from pipelines.commands.train import chosen_from_data, chosen_params
+from pipelines.commands.tune import trial_config
+from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
 from vae import DataLayout, FeatureBlock
 from vae.auto import auto_settings, epochs_for, resolve
 from vae.config import AUTO
@@ -30,7 +30,7 @@ def test_the_pipeline_config_names_its_auto_fields_and_logs_them_once_resolved()
 
 @dataclasses.dataclass
 class Prepared:
-    """What `resolve_auto` reads of `pipelines.train.PreparedData`, without Ray."""
+    """What `resolve_auto` reads of `pipelines.runtime.parquet_input.PreparedData`, without Ray."""
 
     train_rows: int
     layout: DataLayout

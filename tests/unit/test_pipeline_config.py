@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import (
+from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
+from pipelines.settings.yaml_configs import (
     CONFIG_DIR,
     PROJECT_DIR,
     TrainPipelineConfig,
@@ -13,7 +14,6 @@ from pipelines.config import (
     apply_overrides,
     load_config,
 )
-from pipelines.job_config import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
 from vae import ConfigError
 
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests

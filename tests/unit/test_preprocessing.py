@@ -101,7 +101,7 @@ def test_pandas_missing_markers_count_as_missing(table):
 
 
 def test_inverse_transform_undoes_transform_on_real_rows():
-    from pipelines.datasets import THYROID_COLUMNS, load_thyroid
+    from pipelines.sample_data.datasets import THYROID_COLUMNS, load_thyroid
 
     thyroid, _ = load_thyroid()
     rng = np.random.default_rng(0)

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.columns import INTEGER, arrow_kind, describe, feature_types, schema_kinds
-from pipelines.config import DataConfig
-from pipelines.data import DataError, check_training_data, inferred_kinds
+from pipelines.runtime.feature_kinds import INTEGER, arrow_kind, describe, feature_types, schema_kinds
+from pipelines.runtime.parquet_input import DataError, check_training_data, inferred_kinds
+from pipelines.settings.yaml_configs import DataConfig
 from vae.columns import FeatureTypes
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipelines.job_config import ScoreJobConfig
-from pipelines.score import _threshold
+from pipelines.commands.score import _threshold
+from pipelines.settings.model_jobs import ScoreJobConfig
 from vae import VAE, ConfigError, DataLayout, Detector, FeatureBlock, ModelConfig, Preprocessor, ScoreConfig
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 from ray import tune
 
-from pipelines.config import CONFIG_DIR, TunePipelineConfig, load_config
-from pipelines.search_space import Axis, grid_size, parse_space
+from pipelines.settings.search_space import Axis, grid_size, parse_space
+from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
 from vae import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_trial_config_sweeps_values_into_the_training_config():
 
 
 def test_axes_become_tune_domains():
-    from pipelines.tune import search_space
+    from pipelines.commands.tune import search_space
 
     space = search_space(parse_space({"objective": {"beta": {"grid": [1.0, 2.0]}},
                                       "train": {"lr": {"loguniform": [1e-4, 1e-2]}},

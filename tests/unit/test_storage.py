@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from pipelines import storage
-from pipelines.partitions import QUARANTINE, SUCCESS, complete_files, publish, read_manifest, stage
+from pipelines.storage import filesystems
+from pipelines.storage.partitions import QUARANTINE, SUCCESS, complete_files, publish, read_manifest, stage
 
 
 def _write_attempt(staging, rows: range, quarantined: range) -> None:
@@ -32,7 +32,7 @@ def test_a_published_partition_names_its_files_and_a_rerun_replaces_it_whole(tmp
     publish(second, {"rows": 5})
     data = complete_files(partition)
     assert [pd.read_parquet(f).row_id.tolist() for f in data] == [list(range(20, 25))]
-    assert storage.list_files(partition) == sorted([SUCCESS, "part-0.parquet", f"{QUARANTINE}/part-0.parquet"])
+    assert filesystems.list_files(partition) == sorted([SUCCESS, "part-0.parquet", f"{QUARANTINE}/part-0.parquet"])
 
 
 def test_an_attempt_that_never_published_is_not_a_partition_and_is_cleared_by_the_next(tmp_path):
@@ -41,7 +41,7 @@ def test_an_attempt_that_never_published_is_not_a_partition_and_is_cleared_by_th
     _write_attempt(crashed, range(3), range(0))
     assert complete_files(f"{root}/run_date=2026-11-25") is None
     retry = stage(root, "2026-11-25")
-    assert storage.list_files(f"{root}/.staging") == []  # the crashed attempt's files are gone
+    assert filesystems.list_files(f"{root}/.staging") == []  # the crashed attempt's files are gone
     _write_attempt(retry, range(3), range(0))
     assert complete_files(publish(retry, {})) is not None
 
@@ -61,22 +61,22 @@ def test_an_attempt_that_never_published_is_not_a_partition_and_is_cleared_by_th
     ],
 )  # fmt: skip
 def test_storage_errors_become_one_line_naming_the_uri(message, cause):
-    error = storage.explain(OSError(message), "s3://bucket/prefix")
+    error = filesystems.explain(OSError(message), "s3://bucket/prefix")
     assert str(error) == f"s3://bucket/prefix: {cause}"
 
 
 def test_an_unwritable_location_fails_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    with pytest.raises(storage.StorageError, match=f"^{blocker}/scores: "):
-        storage.check_writable(f"{blocker}/scores")
-    storage.check_writable(str(tmp_path / "fine"))
-    assert storage.list_files(str(tmp_path / "fine")) == []  # the probe is deleted
+    with pytest.raises(filesystems.StorageError, match=f"^{blocker}/scores: "):
+        filesystems.check_writable(f"{blocker}/scores")
+    filesystems.check_writable(str(tmp_path / "fine"))
+    assert filesystems.list_files(str(tmp_path / "fine")) == []  # the probe is deleted
 
 
 def test_local_paths_and_uris_resolve_to_their_filesystems(tmp_path):
-    fs, path = storage.filesystem(str(tmp_path))
+    fs, path = filesystems.filesystem(str(tmp_path))
     assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path)
-    assert storage.is_remote("s3://bucket/key") and not storage.is_remote(str(tmp_path))
-    assert not storage.is_remote(f"file://{tmp_path}")
-    assert storage.read_text(str(tmp_path / "missing.json")) is None
+    assert filesystems.is_remote("s3://bucket/key") and not filesystems.is_remote(str(tmp_path))
+    assert not filesystems.is_remote(f"file://{tmp_path}")
+    assert filesystems.read_text(str(tmp_path / "missing.json")) is None

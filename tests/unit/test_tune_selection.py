@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pipelines.tune import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP, TrialSummary, select_best
+from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP, TrialSummary, select_best
 
 
 def trial(trial_id: str, best: float, outcome: str, epochs: int = 12) -> TrialSummary:

@@ -1,4 +1,5 @@
-"""The one module that talks to MLflow: runs, metrics, figures, the logged model and the registry.
+"""Tracked MLflow runs: opened (or resumed by name), their params, metrics, figures and text, and the model a
+training run logs and registers (`pipelines.tracking.registry` finds and loads registered models).
 
 The tracking URI is always explicit (config, else MLFLOW_TRACKING_URI, else a SQLite store under
 `<project>/mlruns/`), and it travels to Ray workers as a value, never through a worker's cwd.
@@ -13,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -25,57 +26,19 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
-from vae import Detector, ImagePreprocessor, load_detector, save_detector
+from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
+from vae import Detector, ImagePreprocessor, save_detector
 
-from .config import PROJECT_DIR, TrackingSettings
-from .job_config import MODEL_SPEC
+from .scoped_env import scoped_tracking_uri
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
-MODEL_CODE = Path(__file__).resolve().parent / "mlflow_model.py"
-
-
-@contextlib.contextmanager
-def _scoped_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it.
-
-    `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
-    later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
-    previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if exported is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = exported
-
-
-@contextlib.contextmanager
-def _whole_file_downloads() -> Iterator[None]:
-    """Download artifacts one request per file for one block. With an S3 artifact store the server offers ranged
-    "multipart" downloads, and MLflow 3.17 runs their chunks on the thread pool that is already busy with the
-    files, so downloading a model of several files deadlocks; our artifacts are small. A user's own setting wins."""
-    name = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
+MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"  # the "model from code" file MLflow copies
 
 
 class TrackingError(RuntimeError):
     """MLflow is unreachable or refused a request; the message says which and where."""
-
-
-class ModelNotFoundError(TrackingError):
-    """The registry has no such model, alias or version."""
 
 
 def resolve_tracking_uri(settings: TrackingSettings) -> str:
@@ -230,7 +193,7 @@ class Tracker:
     @contextlib.contextmanager
     def _active_run(self) -> Iterator[None]:
         """MLflow's model logging works on the fluent API's active run: scope it to this block."""
-        with _scoped_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+        with scoped_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id):
             yield
 
     def log_and_register(
@@ -261,6 +224,27 @@ class Tracker:
             self.client.set_model_version_tag(name, version, key, str(value))
 
 
+class OpenRun(NamedTuple):
+    run_id: str
+    resumed: bool  # an earlier run of the same name was found and goes on
+
+
+@contextlib.contextmanager
+def tracked_run(
+    tracker: Tracker, run_name: str, params: Mapping[str, str], *, resume: bool = True, parent_run_id: str | None = None
+) -> Iterator[OpenRun]:
+    """A run's lifecycle as one block: `tracker.start(run_name, params, ...)` before it, then the run ends FINISHED
+    when the block completes and FAILED when it raises (the exception goes on). A run that fails to open is not
+    ended: there is none."""
+    run_id, resumed = tracker.start(run_name, params, resume=resume, parent_run_id=parent_run_id)
+    ok = False
+    try:
+        yield OpenRun(run_id, resumed)
+        ok = True
+    finally:
+        tracker.end(ok)
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -280,48 +264,3 @@ def input_signature(
         inputs.append(ColSpec(kind, image.column))
     outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
-
-
-def resolve_model_version(name: str, alias: str | None, version: str | None, tracking_uri: str) -> str:
-    """The version number that `NAME@ALIAS` points to now (or `NAME/VERSION`, checked to exist)."""
-    client = MlflowClient(tracking_uri)
-    spec = f"{name}@{alias}" if alias else f"{name}/{version}"
-    try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as err:
-        first_line = err.message.splitlines()[0]
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFoundError(f"model {spec} not found in {tracking_uri}: {first_line}") from err
-        raise TrackingError(f"MLflow at {tracking_uri} did not answer: {first_line[:300]}") from err
-    except Exception as err:  # connection errors surface as several exception types
-        raise TrackingError(f"MLflow at {tracking_uri} is unreachable: {str(err).splitlines()[0]}") from err
-    return str(found.version)
-
-
-def version_by_alias(name: str, alias: str, tracking_uri: str) -> str | None:
-    """The version `NAME@ALIAS` points to, or None when the model or the alias does not exist."""
-    try:
-        return resolve_model_version(name, alias, None, tracking_uri)
-    except ModelNotFoundError:
-        return None
-
-
-def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:
-    """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`)."""
-    uri = tracking_uri or resolve_tracking_uri(TrackingSettings())
-    with tempfile.TemporaryDirectory() as tmp, _scoped_uri(uri), _whole_file_downloads():
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        except MlflowException as err:
-            raise TrackingError(f"cannot load {model_uri} from {uri}: {err.message.splitlines()[0]}") from err
-        return load_detector(Path(local) / "artifacts" / "detector")
-
-
-def load_model_spec(spec: str, tracking_uri: str) -> tuple[Detector, str]:
-    """The Detector that `NAME@ALIAS` (resolved now) or `NAME/VERSION` names, and that `NAME/VERSION`."""
-    found = MODEL_SPEC.match(spec)
-    if not found:
-        raise ModelNotFoundError(f"model {spec!r} is not NAME@ALIAS or NAME/VERSION")
-    version = resolve_model_version(found["name"], found["alias"], found["version"], tracking_uri)
-    pinned = f"{found['name']}/{version}"
-    return load_registered_detector(f"models:/{pinned}", tracking_uri), pinned

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.cli import config_parser
+from pipelines.runtime.batch_inference import feature_columns
+from pipelines.runtime.parquet_input import DataError, check_parquet, open_parquet
+from pipelines.settings.model_jobs import EvaluateConfig
+from pipelines.settings.yaml_configs import load_config
+from pipelines.tracking import plots
+from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
+from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri, tracked_run
 from vae import Detector, calibrate_threshold
 
-from . import plots
-from .cli import config_parser
-from .config import load_config
-from .data import DataError, check_parquet, open_parquet
-from .evaluation import (
+from .promotion import (
     METRIC_TITLES,
     METRICS,
     Decision,
@@ -30,17 +34,6 @@ from .evaluation import (
     isolation_forest_scores,
     metrics,
     pca_reconstruction_scores,
-)
-from .job_config import EvaluateConfig
-from .score import feature_columns
-from .tracking import (
-    Tracker,
-    TrackingError,
-    flatten,
-    load_registered_detector,
-    resolve_model_version,
-    resolve_tracking_uri,
-    version_by_alias,
 )
 
 BASELINE_VERSION = "baseline"
@@ -52,7 +45,7 @@ class EvaluationOutcome:
     challenger_version: str
     previous_champion: str | None  # the champion's version before this evaluation; None when there was none
     versions: dict[str, str]  # row name (challenger, champion, isolation_forest, pca) -> model version or "baseline"
-    results: dict[str, dict[str, float]]  # row name -> metric name -> value (see evaluation.METRICS)
+    results: dict[str, dict[str, float]]  # row name -> metric name -> value (see promotion.METRICS)
     metric: str
     decision: Decision
     applied: bool  # --promote was given: the alias and version tags follow the decision
@@ -173,10 +166,9 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
         **flatten(dataclasses.asdict(config)), "challenger_version": version,
         "champion_version": outcome.previous_champion or "none", "promote": str(outcome.applied),
     }  # fmt: skip
-    outcome.run_id, _ = tracker.start(f"evaluate-{name}-v{version}", params, resume=False)
     reason = outcome.decision.reason if outcome.applied else f"dry run (no --promote): {outcome.decision.reason}"
-    ok = False
-    try:
+    with tracked_run(tracker, f"evaluate-{name}-v{version}", params, resume=False) as tracked:
+        outcome.run_id = tracked.run_id
         tracker.log_metrics({f"{row}_{m}": v for row, values in outcome.results.items() for m, v in values.items()})
         curves = {f"{row} {_label(outcome, row)}": scores[row] for row in outcome.results}
         tracker.log_figure(plots.roc_pr_curves(labels, curves), "plots/roc_precision_recall.png")
@@ -189,9 +181,6 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
             evaluation = {f"vae.evaluation.{m}": f"{v:.6g}" for m, v in outcome.results["challenger"].items()}
             tracker.set_version_tags(name, version, {**decision_tags, **evaluation,
                                                      "vae.evaluation.run_id": outcome.run_id})  # fmt: skip
-        ok = True
-    finally:
-        tracker.end(ok)
 
 
 def _label(outcome: EvaluationOutcome, row: str) -> str:

@@ -2,8 +2,8 @@
 
 The kinds follow `vae.columns.infer_kind` on numpy columns: floating (and decimal) -> numeric, boolean -> binary,
 integer -> binary when the column holds only 0 and 1, else numeric (its values decide: a min/max aggregation in
-`pipelines.data`), string / large_string / dictionary -> categorical. Any other type (lists, binary blobs,
-timestamps, nulls only) has no feature kind. Pure pyarrow: nothing here reads rows.
+`pipelines.runtime.parquet_input`), string / large_string / dictionary -> categorical. Any other type (lists,
+binary blobs, timestamps, nulls only) has no feature kind. Pure pyarrow: nothing here reads rows.
 """
 
 from __future__ import annotations

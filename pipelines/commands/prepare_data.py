@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .datasets import write_digits_parquet, write_thyroid_parquet
+from pipelines.sample_data.datasets import write_digits_parquet, write_thyroid_parquet
 
 DEFAULT_OUTPUT = {"thyroid": "data/thyroid", "digits": "data/digits"}
 

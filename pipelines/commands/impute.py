@@ -20,15 +20,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.cli import config_parser
+from pipelines.runtime.parquet_input import DataError, open_parquet
+from pipelines.settings.model_jobs import ImputeConfig
+from pipelines.settings.yaml_configs import load_config, resolve_path
+from pipelines.storage.arrow_types import to_arrow
+from pipelines.storage.parquet_file import write_parquet_atomically
+from pipelines.tracking.registry import load_model_spec
+from pipelines.tracking.runs import resolve_tracking_uri
 from vae import ConfigError, Preprocessor
 from vae.imputation import TableImputation, impute_table
-
-from .cli import config_parser
-from .config import load_config, resolve_path
-from .data import DataError, open_parquet
-from .job_config import ImputeConfig
-from .tabular import to_arrow, write_parquet_atomically
-from .tracking import load_model_spec, resolve_tracking_uri
 
 DRAW_COLUMN = "imputation"
 

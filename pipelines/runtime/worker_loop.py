@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 
+from pipelines.tracking.runs import EpochLogger
 from vae import (
     VAE,
     Adversary,
@@ -45,7 +46,7 @@ from vae import (
     train_epoch,
 )
 
-from .tracking import EpochLogger
+from .cluster import logger_levels
 
 DETECTOR_DIR = "detector"
 STATE_FILE = "train_state.pt"
@@ -161,91 +162,129 @@ def _progress(line: str) -> None:
     sys.stdout.flush()
 
 
-def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; returns (on rank 0) how the run went."""
-    # Ray Train logs every report of every rank at INFO, partly through loggers named by file path: keep the
-    # console to warnings, so the epoch lines below are the progress report.
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    spec = LoopSpec(**spec_dict)
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    device = ray.train.torch.get_device()
-    train_cfg: TrainConfig = from_dict(TrainConfig, spec.train)
-    objective: ObjectiveConfig = from_dict(ObjectiveConfig, spec.objective)
-    torch.manual_seed(train_cfg.seed)
+@dataclass
+class Resumed:
+    """Where a run restarted from a checkpoint goes on; a fresh run starts at epoch 0, step 0, with no saved state."""
 
-    model = VAE(from_dict(ModelConfig, spec.model), from_dict(DataLayout, spec.layout))
-    optimizer_state, adversary_state, start_epoch, step = None, None, 0, 0
-    stopper = EarlyStopping(train_cfg.patience, train_cfg.min_delta)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    start_epoch: int = 0
+    step: int = 0  # optimiser steps so far (the KL warm-up counts them)
+    optimizer: dict[str, Any] | None = None
+    adversary: dict[str, Any] | None = None
+
+
+class WorkerRun:
+    """One rank's side of a training run, in the steps the loop takes: restore the last checkpoint (if any), build
+    the DDP model, its optimiser and an AAE's adversary, then per epoch `run_epoch` and `report`, then `finish`."""
+
+    def __init__(self, spec: LoopSpec) -> None:
+        self.spec = spec
+        self.rank = ray.train.get_context().get_world_rank()
+        self.device = ray.train.torch.get_device()
+        self.config: TrainConfig = from_dict(TrainConfig, spec.train)
+        self.objective: ObjectiveConfig = from_dict(ObjectiveConfig, spec.objective)
+        torch.manual_seed(self.config.seed)
+        self.module = VAE(from_dict(ModelConfig, spec.model), from_dict(DataLayout, spec.layout))  # the plain VAE
+        self.stopper = EarlyStopping(self.config.patience, self.config.min_delta)
+        resumed = self.restore_checkpoint()
+        self.start_epoch, self.step = resumed.start_epoch, resumed.step
+        self.model, self.optimizer, self.adversary = self.build(resumed)
+        self.detector = Detector(
+            self.module, preprocessor_from_dict(spec.preprocessor), from_dict(ScoreConfig, spec.score),
+            condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
+            objective=self.objective,
+        )  # fmt: skip
+        self.logger = EpochLogger(spec.tracking_uri, spec.run_id) if self.rank == 0 else None
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("validation")
+
+    def restore_checkpoint(self) -> Resumed:
+        """Load the run's last checkpoint, if any, into the plain VAE and the early stopping; where the run goes on."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return Resumed()
         with checkpoint.as_directory() as directory:
-            model.load_state_dict(load_detector(Path(directory) / DETECTOR_DIR).model.state_dict())
+            self.module.load_state_dict(load_detector(Path(directory) / DETECTOR_DIR).model.state_dict())
             state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
-        optimizer_state, start_epoch, step = state["optimizer"], state["epoch"] + 1, state["step"]
-        adversary_state = state.get("adversary")
+        stopper = self.stopper
         stopper.best, stopper.best_epoch, stopper.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        if rank == 0:
+        if self.rank == 0:
             _progress(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
+        return Resumed(state["epoch"] + 1, state["step"], state["optimizer"], state.get("adversary"))
 
-    module = model  # the plain VAE, for checkpoints; `model` becomes the DDP wrapper
-    model = ray.train.torch.prepare_model(model)
-    optimizer = build_optimizer(model, train_cfg)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    # An AAE's discriminator: DDP-wrapped too, so its gradients are averaged and the ranks stay in step.
-    adversary = Adversary.for_objective(objective, module.config.latent_dim, ray.train.torch.prepare_model,
-                                        adversary_state)  # fmt: skip
+    def build(self, resumed: Resumed) -> tuple[torch.nn.Module, torch.optim.Optimizer, Adversary | None]:
+        """The DDP wrapper of the VAE, its optimiser and an AAE's adversary, with the states `resumed` holds."""
+        model = ray.train.torch.prepare_model(self.module)
+        optimizer = build_optimizer(model, self.config)
+        if resumed.optimizer is not None:
+            optimizer.load_state_dict(resumed.optimizer)
+        # An AAE's discriminator: DDP-wrapped too, so its gradients are averaged and the ranks stay in step.
+        adversary = Adversary.for_objective(self.objective, self.module.config.latent_dim,
+                                            ray.train.torch.prepare_model, resumed.adversary)  # fmt: skip
+        return model, optimizer, adversary
 
-    detector = Detector(
-        module,
-        preprocessor_from_dict(spec.preprocessor),
-        from_dict(ScoreConfig, spec.score),
-        condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
-        objective=objective,
-    )
-    logger = EpochLogger(spec.tracking_uri, spec.run_id) if rank == 0 else None
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("validation")
-    amp = train_cfg.mixed_precision
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, train_cfg.epochs):
-        if stopper.should_stop:
-            break
-        batches = train_shard.iter_torch_batches(
-            batch_size=train_cfg.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER,
-            local_shuffle_seed=train_cfg.seed + epoch,
+    def run_epoch(self, epoch: int) -> tuple[dict[str, float], EpochStats, EpochStats]:
+        """Train on this rank's shard, validate, both as means over all ranks, and update the early stopping.
+        Returns the epoch's metrics (the same on every rank) and its training and validation stats."""
+        config, objective, device, amp = self.config, self.objective, self.device, self.config.mixed_precision
+        batches = self.train_shard.iter_torch_batches(
+            batch_size=config.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER,
+            local_shuffle_seed=config.seed + epoch,
         )  # fmt: skip
         train = _global(
-            train_epoch(model, batches, optimizer, objective, device=device, step=step, grad_clip=train_cfg.grad_clip,
-                        mixed_precision=amp, adversary=adversary),
+            train_epoch(self.model, batches, self.optimizer, objective, device=device, step=self.step,
+                        grad_clip=config.grad_clip, mixed_precision=amp, adversary=self.adversary),
             device,
         )  # fmt: skip
-        step = train.step
+        self.step = train.step
         val = _global(
-            evaluate(model, val_shard.iter_torch_batches(batch_size=train_cfg.batch_size), objective, device=device,
-                     mixed_precision=amp, adversary=adversary),
+            evaluate(self.model, self.val_shard.iter_torch_batches(batch_size=config.batch_size), objective,
+                     device=device, mixed_precision=amp, adversary=self.adversary),
             device,
         )  # fmt: skip
-        if kl_warmup_done(objective, step):  # an epoch inside the KL warm-up does not count towards patience
-            stopper.update(val.loss, epoch)
+        if kl_warmup_done(objective, self.step):  # an epoch inside the KL warm-up does not count towards patience
+            self.stopper.update(val.loss, epoch)
         metrics = {"epoch": epoch + 1, **epoch_metrics(train, val)}
-        if spec.nll_samples:
-            metrics |= selection_metrics(module, val_shard, spec, train_cfg.batch_size, device)
-        if rank == 0:
-            if spec.progress:
-                _progress(format_epoch(epoch + 1, train_cfg.epochs, train, val))
-            logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
-            with tempfile.TemporaryDirectory() as tmp:
-                _save_checkpoint(Path(tmp), detector, optimizer, adversary, epoch, step, stopper)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
+        if self.spec.nll_samples:
+            metrics |= selection_metrics(self.module, self.val_shard, self.spec, config.batch_size, device)
+        return metrics, train, val
+
+    def report(self, epoch: int, metrics: dict[str, float], train: EpochStats, val: EpochStats) -> None:
+        """Every rank reports the epoch to Ray Train; rank 0 also prints its line, logs it to MLflow and attaches
+        the checkpoint."""
+        if self.rank != 0:
             ray.train.report(metrics)
-    divergence = replica_divergence([module] if adversary is None else [module, adversary.module], device)
-    if rank == 0:
-        if stopper.should_stop and spec.progress:
+            return
+        if self.spec.progress:
+            _progress(format_epoch(epoch + 1, self.config.epochs, train, val))
+        self.logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
+        with tempfile.TemporaryDirectory() as tmp:
+            _save_checkpoint(Path(tmp), self.detector, self.optimizer, self.adversary, epoch, self.step, self.stopper)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def finish(self, epoch: int) -> dict[str, Any] | None:
+        """After the loop (`epoch`: the loop variable's last value): every rank measures how far the replicas drifted
+        apart; rank 0 logs it and returns how the run went."""
+        modules = [self.module] if self.adversary is None else [self.module, self.adversary.module]
+        divergence = replica_divergence(modules, self.device)
+        if self.rank != 0:
+            return None
+        stopper = self.stopper
+        if stopper.should_stop and self.spec.progress:
             _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
-        logger.log(epoch + 1, {"replica_divergence": divergence})
+        self.logger.log(epoch + 1, {"replica_divergence": divergence})
         return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
-    return None
+
+
+def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point; returns (on rank 0) how the run went."""
+    # Ray Train logs every report of every rank at INFO, partly through loggers named by file path: while the loop
+    # runs, this worker's console keeps to warnings (the root logger and `ray.train`), so the epoch lines are the
+    # progress report; both loggers get their own levels back when it returns.
+    with logger_levels(logging.WARNING, None, "ray.train"):
+        worker = WorkerRun(LoopSpec(**spec_dict))
+        epoch = worker.start_epoch - 1
+        for epoch in range(worker.start_epoch, worker.config.epochs):
+            if worker.stopper.should_stop:
+                break
+            worker.report(epoch, *worker.run_epoch(epoch))
+        return worker.finish(epoch)

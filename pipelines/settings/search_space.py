@@ -3,7 +3,7 @@
 In YAML the space mirrors the config it sweeps: `section: {field: {kind: values}}`, e.g.
 `objective: {beta: {grid: [0.1, 1, 10]}}`. Kinds: `grid` (every value, crossed with the other grid axes),
 `choice` (sampled from the values), `uniform` / `loguniform` ([low, high], loguniform needs low > 0) and
-`randint` ([low, high), integers). `pipelines.tune` turns the axes into Ray Tune objects.
+`randint` ([low, high), integers). `pipelines.commands.tune` turns the axes into Ray Tune objects.
 """
 
 from __future__ import annotations

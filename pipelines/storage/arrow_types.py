@@ -1,5 +1,5 @@
-"""Raw columns between the library and Parquet: the Arrow types a model's columns had in training, the
-conversion of the library's numpy columns to them, and atomic single-file Parquet writes.
+"""Raw columns between the library and Parquet: the Arrow types a model's columns had in training, and the
+conversion of the library's numpy columns to them (written with `pipelines.storage.parquet_file`).
 
 The training pipeline records each raw column's Arrow type in the model's metadata (`input_schema`);
 a model without it gets the defaults: numeric double, binary int64, categorical string.
@@ -7,14 +7,8 @@ a model without it gets the defaults: numeric double, binary int64, categorical 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Mapping
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vae import Detector, Preprocessor
 
@@ -59,18 +53,3 @@ def to_arrow(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     elif pa.types.is_boolean(kind):
         values = values >= 0.5
     return pa.array(values).cast(kind)
-
-
-def write_parquet_atomically(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
-    """Write `table` (with `metadata` in its schema) to a temporary file beside `path`, then rename it into
-    place: a reader sees the old file or the whole new one, and a failed write leaves nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    merged = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
-    try:
-        pq.write_table(table.replace_schema_metadata(merged), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipelines.cli import config_parser
+from pipelines.settings.model_jobs import GenerateConfig
+from pipelines.settings.yaml_configs import load_config, resolve_path
+from pipelines.storage.arrow_types import column_types, to_arrow
+from pipelines.storage.parquet_file import write_parquet_atomically
+from pipelines.tracking.registry import load_model_spec
+from pipelines.tracking.runs import resolve_tracking_uri
 from vae import ConfigError
 from vae.generation import generate_table
-
-from .cli import config_parser
-from .config import load_config, resolve_path
-from .job_config import GenerateConfig
-from .tabular import column_types, to_arrow, write_parquet_atomically
-from .tracking import load_model_spec, resolve_tracking_uri
 
 
 @dataclass

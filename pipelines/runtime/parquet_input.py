@@ -7,7 +7,9 @@ Ray Data aggregations over the training split, never a copy of the data on the d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,12 +20,12 @@ import pyarrow.fs as pafs
 import ray.data
 from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
-from vae import ImagePreprocessor, Preprocessor
+from pipelines.settings.yaml_configs import DataConfig
+from pipelines.storage import filesystems
+from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
 
-from . import storage
-from .columns import INTEGER, describe, feature_types, schema_kinds, untyped
-from .config import DataConfig
+from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 
 SPLIT_BUCKETS = 1_000_000
 KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
@@ -36,13 +38,13 @@ class DataError(ValueError):
 def open_parquet(path: str) -> pads.Dataset:
     """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
     be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
-    filesystem, where = storage.filesystem(path)
+    filesystem, where = filesystems.filesystem(path)
     try:
         info = filesystem.get_file_info(where)
     except (OSError, pa.ArrowException) as err:
-        raise storage.explain(err, path) from err
+        raise filesystems.explain(err, path) from err
     if info.type == pafs.FileType.NotFound:
-        storage.require_bucket(path)
+        filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
     try:
         return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
@@ -137,7 +139,7 @@ def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[st
 
 
 def inferred_kinds(config: DataConfig, schema: pa.Schema) -> dict[str, str]:
-    """column -> kind (`pipelines.columns.schema_kinds`) of the columns that become features when `config`
+    """column -> kind (`pipelines.runtime.feature_kinds.schema_kinds`) of the columns that become features when `config`
     declares none. Raises DataError naming the columns whose Arrow type has no feature kind, or when no column
     is left."""
     kinds = schema_kinds(schema, config.not_features)
@@ -374,3 +376,47 @@ def encode_rows(
     `config.materialize` is set."""
     encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
     return encoded.materialize() if config.materialize else encoded
+
+
+@dataclass
+class PreparedData:
+    """The split, encoded rows and the preprocessing fitted on the training split (what every trial shares)."""
+
+    train: ray.data.Dataset
+    validation: ray.data.Dataset
+    features: Preprocessor | ImagePreprocessor
+    condition: Preprocessor | None
+
+    @functools.cached_property
+    def train_rows(self) -> int:
+        """The number of encoded training rows (a Ray Data count); DataError when there are none."""
+        rows = self.train.count()
+        if not rows:
+            raise DataError("no training rows: every row went to validation, was labelled an anomaly or left out")
+        return rows
+
+    @property
+    def layout(self) -> DataLayout:
+        condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
+        image_shape = self.features.shape if isinstance(self.features, ImagePreprocessor) else None
+        return DataLayout(self.features.layout_blocks(), image_shape=image_shape, condition_dim=condition_dim)
+
+
+def prepare_data(data: DataConfig) -> PreparedData:
+    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits.
+    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError. Rows
+    with an infinite or out-of-range number are left out of both splits, their count printed."""
+    rows = read_rows(data)
+    if data.image:
+        check_images(rows, data)
+    train_rows, val_rows = split_rows(rows, data)
+    if data.image:
+        features = data.image.preprocessor()
+    else:
+        features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
+    condition = None
+    if data.conditions:
+        condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
+    report_left_out(rows, features, condition)
+    return PreparedData(encode_rows(train_rows, data, features, condition),
+                        encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip

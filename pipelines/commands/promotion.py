@@ -1,6 +1,6 @@
 """Pure functions over arrays for evaluation: detection metrics, the two baselines and the promotion rule.
 
-No MLflow, no Ray: `pipelines/evaluate.py` is the recipe that feeds them registered models and Parquet rows.
+No MLflow, no Ray: `pipelines/commands/evaluate.py` is the recipe that feeds them registered models and Parquet rows.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Configs of the jobs that work on a registered model: the scoring job, the champion/challenger evaluation,
-generation and imputation. Loaded like every config, with `pipelines.config.load_config(path, overrides, cls)`."""
+generation and imputation. Loaded like every config, with
+`pipelines.settings.yaml_configs.load_config(path, overrides, cls)`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from vae.imputation import IMPUTATION_METHODS
 from vae.likelihoods import GENERATION_MODES
 from vae.scoring import SCORES
 
-from .config import TrackingSettings
+from .yaml_configs import TrackingSettings
 
 MODEL_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 

@@ -32,8 +32,8 @@ from vae.preprocessing import MISSING_POLICIES
 
 from .search_space import parse_space
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be "auto" (see vae.config.AUTO_FIELDS)
 
 
@@ -68,7 +68,7 @@ class DataConfig:
 
     With no feature columns declared (numeric, binary and categorical all empty) and no image, the features are
     every column that is not a key, the label, a condition or excluded, typed from the Parquet schema when the
-    run starts (`pipelines.columns`).
+    run starts (`pipelines.runtime.feature_kinds`).
     """
 
     path: str = ""
@@ -250,7 +250,7 @@ class TuneSettings:
     """
 
     name: str = "vae-sweep"
-    space: dict[str, Any] = field(default_factory=dict)  # see pipelines/search_space.py
+    space: dict[str, Any] = field(default_factory=dict)  # see pipelines/settings/search_space.py
     metric: str = "nll"  # of SELECTION_METRICS: validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
     num_samples: int = 8  # optuna: trials; grid: repeats of the whole grid

@@ -1,5 +1,5 @@
-"""`python pipelines/tune.py --config pipelines/configs/tune.yaml key.sub=value ...` (what `ray submit` runs on the
-head node), also `python -m pipelines tune` and `make tune`.
+"""`python pipelines/commands/tune.py --config pipelines/configs/tune.yaml key.sub=value ...` (what `ray submit`
+runs on the head node), also `python -m pipelines tune` and `make tune`.
 
 The recipe: validate the config and every value of its search space -> start (or join) Ray -> split, fit the
 preprocessing and encode once for all trials -> Ray Tune runs one driver function per trial, which fits a
@@ -26,26 +26,23 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from pipelines import plots
 from pipelines.cli import config_parser
-from pipelines.config import TrainPipelineConfig, TunePipelineConfig, load_config
-from pipelines.data import DataError, check_training_data
-from pipelines.ray_runtime import quiet_ray_data, ray_session
-from pipelines.search_space import Axis, parse_space
-from pipelines.tracking import Tracker, flatten
-from pipelines.train import (
-    PreparedData,
+from pipelines.commands.train import (
     TrainOutcome,
-    build_trainer,
     chosen_params,
-    load_checkpoint_detector,
-    loop_spec,
     prepare,
     register,
     report_auto,
     resolve_auto,
 )
-from pipelines.train import report as report_training
+from pipelines.commands.train import report as report_training
+from pipelines.runtime.cluster import quiet_ray_data, ray_session
+from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
+from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
+from pipelines.settings.search_space import Axis, parse_space
+from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.tracking import plots
+from pipelines.tracking.runs import Tracker, flatten, tracked_run
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
@@ -117,22 +114,22 @@ def run_trial(
 
     The Train run's name holds the trial id, so a restarted trial resumes from its last checkpoint.
     """
-    quiet_ray_data()  # this process's Ray Data context drives the trial's dataset splits
-    trial_id = tune.get_context().get_trial_id()
-    trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
-    tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
-    tracker.start(trial.run.name, flatten(to_dict(trial)) | chosen_params(trial, chosen), parent_run_id=parent_run_id)
-    tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
-    metric, mode = config.tune.reported_metric
-    spec = loop_spec(
-        trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
-        nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
-    )  # fmt: skip
-    storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
-    result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
-    stopped = (result.return_value or {}).get("stopped_early", False)
-    tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
-    tracker.end(ok=True)
+    with quiet_ray_data():  # this process's Ray Data context drives the trial's dataset splits
+        trial_id = tune.get_context().get_trial_id()
+        trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
+        tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
+        trial_params = flatten(to_dict(trial)) | chosen_params(trial, chosen)
+        with tracked_run(tracker, trial.run.name, trial_params, parent_run_id=parent_run_id):
+            tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
+            metric, mode = config.tune.reported_metric
+            spec = loop_spec(
+                trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
+                nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
+            )  # fmt: skip
+            storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
+            result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
+            stopped = (result.return_value or {}).get("stopped_early", False)
+            tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
 
 
 class TrialProgress(tune.Callback):
@@ -258,18 +255,12 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     check_training_data(config.data)
     axes = parse_space(config.tune.space)
     parent = Tracker(config.tracking)
-    parent_run_id, resumed = parent.start(config.tune.name, flatten(to_dict(config)))
-    ok = False
-    try:
+    with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as tracked:
         swept = ", ".join(a.name for a in axes)
-        print(f"{'resuming' if resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
-              f"MLflow {parent.uri} (parent run {parent_run_id})", flush=True)  # fmt: skip
+        print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
+              f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
         with ray_session(config.run.ray_address, config.run.local_cpus):
-            outcome = _sweep_and_register(config, axes, parent)
-        ok = True
-        return outcome
-    finally:
-        parent.end(ok)
+            return _sweep_and_register(config, axes, parent)
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:
@@ -304,10 +295,9 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     trial, _ = trial_config(config, best.params, f"{config.tune.name}-{best.trial_id}", prepared)
     detector = load_checkpoint_detector(Checkpoint(best.checkpoint_path), trial.score)
     tracker = Tracker(replace(trial.tracking, tracking_uri=parent.uri))
-    tracker.start(trial.run.name, {})
-    best_metrics = {"best_val_loss": best.val_loss, f"best_{metric}": best.best}
-    training = register(trial, tracker, detector, prepared, best_metrics, best.epochs)
-    tracker.end(ok=True)
+    with tracked_run(tracker, trial.run.name, {}):  # the best trial's own run gets the model
+        best_metrics = {"best_val_loss": best.val_loss, f"best_{metric}": best.best}
+        training = register(trial, tracker, detector, prepared, best_metrics, best.epochs)
     parent.set_tags({"vae.best_trial": best.trial_id, "vae.registered_version":
                      f"{training.registered.name}/{training.registered.version}"})  # fmt: skip
     return SweepOutcome(trials, best, metric, training, parent.run_id)
@@ -318,11 +308,12 @@ def _run_name(config: TunePipelineConfig, result: tune.Result) -> str:
 
 
 def _close_stopped_trials(parent: Tracker, trials: list[TrialSummary], children: dict) -> None:
-    """Trials that Tune stopped (ASHA) or lost never closed their MLflow runs: close them with their outcome."""
+    """Trials that Tune stopped (ASHA) or lost never closed their MLflow runs, and a trial that raised closed its
+    run FAILED without an outcome: close or tag them with their outcome."""
     by_id = {run.info.run_id: run for run in children.values()}
     for trial in trials:
         run = by_id.get(trial.run_id)
-        if run is not None and run.info.status == "RUNNING":
+        if run is not None and (run.info.status == "RUNNING" or OUTCOME_TAG not in run.data.tags):
             parent.close_run(run.info.run_id, trial.outcome != FAILED, {OUTCOME_TAG: trial.outcome})
 
 
@@ -349,7 +340,7 @@ def main(argv: list[str] | None = None) -> SweepOutcome:
     return outcome
 
 
-if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/tune.py -- --config ...` runs the file as a script
+if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/commands/tune.py -- --config ...` runs this file
     from pipelines.cli import main as cli_main
 
     sys.exit(cli_main(["tune", *sys.argv[1:]]))

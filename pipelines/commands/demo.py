@@ -15,10 +15,11 @@ import time
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from pipelines.sample_data.datasets import write_thyroid_parquet
+from pipelines.settings.model_jobs import EvaluateConfig, ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
+
 from . import evaluate, score, tune
-from .config import CONFIG_DIR, TunePipelineConfig, load_config
-from .datasets import write_thyroid_parquet
-from .job_config import EvaluateConfig, ScoreJobConfig
 
 
 def report_scored_rows(partition: str, labelled: pd.DataFrame) -> float:

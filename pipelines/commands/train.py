@@ -8,42 +8,32 @@ calibrate the threshold on validation scores -> log plots, the model and its ver
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import time
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import ray.data
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
-from vae import DataLayout, Detector, ImagePreprocessor, Preprocessor, ScoreConfig, load_detector, to_dict
-from vae.auto import resolve
-
-from . import plots, storage
-from .cli import config_parser
-from .config import DataConfig, TrainPipelineConfig, load_config
-from .data import (
-    DataError,
-    check_images,
+from pipelines.cli import config_parser
+from pipelines.runtime.cluster import ray_session
+from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
+from pipelines.runtime.parquet_input import (
+    PreparedData,
     check_training_data,
     declare_features,
-    encode_rows,
-    fit_preprocessor,
     open_parquet,
-    read_rows,
-    report_left_out,
-    split_rows,
+    prepare_data,
 )
-from .image_figures import GRID_COLUMNS, image_figures
-from .monitoring import reference_statistics
-from .ray_runtime import ray_session
-from .scoring import score_encoded
-from .tabular import SCHEMA_KEY, recorded_schema
-from .tracking import RegisteredModel, Tracker, flatten, input_signature
-from .train_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+from pipelines.runtime.validation_pass import score_encoded
+from pipelines.settings.yaml_configs import TrainPipelineConfig, load_config
+from pipelines.storage import filesystems
+from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
+from pipelines.tracking import plots
+from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
+from pipelines.tracking.monitoring import reference_statistics
+from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
+from vae import Detector, to_dict
+from vae.auto import resolve
 
 REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
@@ -66,65 +56,15 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
     rows = check_training_data(data)
-    storage.check_writable(config.run.resolved_storage_path())
+    filesystems.check_writable(config.run.resolved_storage_path())
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
-    run_id, resumed = tracker.start(config.run.name, params)
-    ok = False
-    try:
-        print(f"{'resuming' if resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
-              f"MLflow {tracker.uri} (run {run_id})", flush=True)  # fmt: skip
+    with tracked_run(tracker, config.run.name, params) as tracked:
+        print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
+              f"MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
         with ray_session(config.run.ray_address, config.run.local_cpus):
-            outcome = _train_and_register(config, tracker)
-        ok = True
-        return outcome
-    finally:
-        tracker.end(ok)
-
-
-@dataclass
-class PreparedData:
-    """The split, encoded rows and the preprocessing fitted on the training split (what every trial shares)."""
-
-    train: ray.data.Dataset
-    validation: ray.data.Dataset
-    features: Preprocessor | ImagePreprocessor
-    condition: Preprocessor | None
-
-    @functools.cached_property
-    def train_rows(self) -> int:
-        """The number of encoded training rows (a Ray Data count); DataError when there are none."""
-        rows = self.train.count()
-        if not rows:
-            raise DataError("no training rows: every row went to validation, was labelled an anomaly or left out")
-        return rows
-
-    @property
-    def layout(self) -> DataLayout:
-        condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
-        image_shape = self.features.shape if isinstance(self.features, ImagePreprocessor) else None
-        return DataLayout(self.features.layout_blocks(), image_shape=image_shape, condition_dim=condition_dim)
-
-
-def prepare_data(data: DataConfig) -> PreparedData:
-    """Read, split (validation by key hash), fit the preprocessing on the training rows and encode both splits.
-    Image rows are checked first: one unusable image (wrong size, NaN) fails the run with a DataError. Rows
-    with an infinite or out-of-range number are left out of both splits, their count printed."""
-    rows = read_rows(data)
-    if data.image:
-        check_images(rows, data)
-    train_rows, val_rows = split_rows(rows, data)
-    if data.image:
-        features = data.image.preprocessor()
-    else:
-        features = fit_preprocessor(train_rows, data.numeric, data.binary, data.categorical, data.missing)
-    condition = None
-    if data.conditions:
-        condition = fit_preprocessor(train_rows, data.condition_numeric, (), data.condition_categorical, "impute")
-    report_left_out(rows, features, condition)
-    return PreparedData(encode_rows(train_rows, data, features, condition),
-                        encode_rows(val_rows, data, features, condition), features, condition)  # fmt: skip
+            return _train_and_register(config, tracker)
 
 
 def prepare(config: Config) -> tuple[Config, PreparedData]:
@@ -164,56 +104,6 @@ def report_auto(config: TrainPipelineConfig, keys: tuple[str, ...]) -> None:
         values = ", ".join(f"{k}={v}" for k, v in chosen_params(config, keys).items() if k in keys)
         print(f"auto hyperparameters ({config.scaling.num_workers} worker(s); batch_size per worker): {values}",
               flush=True)  # fmt: skip
-
-
-def build_trainer(
-    config: TrainPipelineConfig,
-    prepared: PreparedData,
-    spec: LoopSpec,
-    storage_path: str | None = None,
-    callbacks: tuple = (),
-) -> TorchTrainer:
-    """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`."""
-    scaling = config.scaling
-    metric, mode = spec.checkpoint_metric
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=dataclasses.asdict(spec),
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-            resources_per_worker=scaling.resources_per_worker(),
-        ),
-        run_config=RunConfig(
-            name=config.run.name,
-            storage_path=storage_path or config.run.resolved_storage_path(),
-            failure_config=FailureConfig(max_failures=config.run.max_failures),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute=metric,
-                checkpoint_score_order=mode,
-            ),
-            logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=list(callbacks),
-        ),
-        datasets={"train": prepared.train, "validation": prepared.validation},
-    )  # fmt: skip
-
-
-def loop_spec(config: TrainPipelineConfig, prepared: PreparedData, tracking_uri: str, run_id: str, **extra) -> LoopSpec:
-    """What the workers of `config`'s run need, as plain data (`extra`: LoopSpec's sweep fields)."""
-    return LoopSpec(
-        model=to_dict(config.model), layout=to_dict(prepared.layout), objective=to_dict(config.objective),
-        train=to_dict(config.train), score=to_dict(config.score), preprocessor=prepared.features.to_dict(),
-        condition=None if prepared.condition is None else prepared.condition.to_dict(), tracking_uri=tracking_uri,
-        run_id=run_id, **extra,
-    )  # fmt: skip
-
-
-def load_checkpoint_detector(checkpoint: Checkpoint, score: ScoreConfig) -> Detector:
-    """The Detector saved in a training checkpoint (local or remote storage), scoring with `score`."""
-    with checkpoint.as_directory() as directory:
-        detector = load_detector(os.path.join(directory, DETECTOR_DIR))
-    detector.score_config = score
-    return detector
 
 
 def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import storage
+from . import filesystems
 
 STAGING = ".staging"
 SUCCESS = "_SUCCESS"
@@ -42,18 +42,18 @@ class Staging:
 
     @property
     def quarantine(self) -> str:
-        return storage.join(self.location, QUARANTINE)
+        return filesystems.join(self.location, QUARANTINE)
 
 
 def partition_location(root: str, run_date: str) -> str:
-    return storage.join(root, f"run_date={run_date}")
+    return filesystems.join(root, f"run_date={run_date}")
 
 
 def stage(root: str, run_date: str) -> Staging:
     """A fresh place for one attempt; on a filesystem, leftovers of earlier attempts for this date are removed."""
     attempt = uuid.uuid4().hex[:12]
-    if storage.is_remote(root):
-        location = storage.join(partition_location(root, run_date), f"_attempt={attempt}")
+    if filesystems.is_remote(root):
+        location = filesystems.join(partition_location(root, run_date), f"_attempt={attempt}")
         return Staging(root, run_date, attempt, location)
     staging = Path(root) / STAGING
     staging.mkdir(parents=True, exist_ok=True)
@@ -66,22 +66,23 @@ def stage(root: str, run_date: str) -> Staging:
 
 def publish(staging: Staging, summary: dict[str, Any]) -> str:
     """Write the manifest and make the attempt the run date's partition; returns the partition's location."""
-    files = storage.list_files(staging.location)
+    files = filesystems.list_files(staging.location)
     quarantine_files = [f for f in files if f.startswith(f"{QUARANTINE}/")]
     data_files = [f for f in files if f not in quarantine_files]
     target = partition_location(staging.root, staging.run_date)
-    if storage.is_remote(staging.root):
+    if filesystems.is_remote(staging.root):
         prefix = f"_attempt={staging.attempt}/"
         data_files, quarantine_files = [prefix + f for f in data_files], [prefix + f for f in quarantine_files]
     manifest = {"run_date": staging.run_date, "attempt": staging.attempt, "files": data_files,
                 "quarantine_files": quarantine_files, "summary": summary}  # fmt: skip
     text = json.dumps(manifest, indent=2, default=str)
-    if storage.is_remote(staging.root):
-        storage.write_text(storage.join(target, SUCCESS), text)  # the commit
-        for stale in storage.subdirectories(target):  # older attempts, directory markers included
+    if filesystems.is_remote(staging.root):
+        filesystems.write_text(filesystems.join(target, SUCCESS), text)  # the commit
+        for stale in filesystems.subdirectories(target):  # older attempts, directory markers included
             if stale != prefix.rstrip("/"):
-                storage.delete_dir(storage.join(target, stale))
-        storage.delete(target, [f for f in storage.list_files(target) if f != SUCCESS and not f.startswith(prefix)])
+                filesystems.delete_dir(filesystems.join(target, stale))
+        stale_files = [f for f in filesystems.list_files(target) if f != SUCCESS and not f.startswith(prefix)]
+        filesystems.delete(target, stale_files)
         return target
     Path(staging.location, SUCCESS).write_text(text)
     _swap_in(Path(staging.location), Path(target))
@@ -100,7 +101,7 @@ def _swap_in(staged: Path, target: Path) -> None:
 
 def read_manifest(partition: str) -> dict[str, Any] | None:
     """The partition's manifest, or None when the partition is not complete."""
-    text = storage.read_text(storage.join(partition, SUCCESS))
+    text = filesystems.read_text(filesystems.join(partition, SUCCESS))
     return None if text is None else json.loads(text)
 
 
@@ -113,4 +114,4 @@ def complete_files(partition: str, quarantine: bool = False) -> list[str] | None
     manifest = read_manifest(partition)
     if manifest is None:
         return None
-    return [storage.join(partition, f) for f in manifest["quarantine_files" if quarantine else "files"]]
+    return [filesystems.join(partition, f) for f in manifest["quarantine_files" if quarantine else "files"]]

@@ -1,0 +1,74 @@
+"""Starting or joining Ray for a pipeline run, and Ray's console output kept to what the pipelines report."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import ray
+import ray.data
+
+
+@contextlib.contextmanager
+def logger_levels(level: int, *names: str | None) -> Iterator[None]:
+    """The loggers `names` (None: the root logger) at `level` for one block, each back at its own level after."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def quiet_ray_data() -> Iterator[None]:
+    """The pipelines print their own progress: for one block, no per-operator progress bars or execution banners
+    from this process's Ray Data context and its `ray.data` logger at WARNING; both restored after."""
+    context = ray.data.DataContext.get_current()
+    previous = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    try:
+        with logger_levels(logging.WARNING, "ray.data"):
+            yield
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = previous
+
+
+def _export_cluster_address() -> None:
+    """Worker-process setup hook: name this cluster in RAY_ADDRESS. Ray's state API (which Train's
+    placement-group cleaner uses to see that a stopped trial's controller is gone) otherwise reads
+    /tmp/ray/ray_current_cluster, written by the last `ray start`: on a laptop or CI box, a cluster long gone.
+    Without this, trials stopped by ASHA keep their workers' CPUs and the next trial waits forever."""
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """A private local Ray with `num_cpus` logical CPUs and no auth token, never attached to a stale cluster."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, logging_level="WARNING",
+             runtime_env={"worker_process_setup_hook": _export_cluster_address})  # fmt: skip
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
+    """Join `address` (else RAY_ADDRESS), or start a local Ray with `local_cpus` logical CPUs; an already
+    initialised Ray (a test's, a notebook's) is used as it is and left running. Ray Data stays quiet inside."""
+    with quiet_ray_data():
+        if ray.is_initialized():
+            yield
+            return
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            start_local_ray(local_cpus)
+        try:
+            yield
+        finally:
+            ray.shutdown()

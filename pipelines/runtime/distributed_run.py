@@ -1,0 +1,66 @@
+"""The Ray Train side of one training run: the TorchTrainer (DDP workers, fault tolerance, the checkpoints it
+keeps), the plain-data spec its workers get, and the Detector read back from one of its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from pipelines.settings.yaml_configs import TrainPipelineConfig
+from vae import Detector, ScoreConfig, load_detector, to_dict
+
+from .parquet_input import PreparedData
+from .worker_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+
+
+def build_trainer(
+    config: TrainPipelineConfig,
+    prepared: PreparedData,
+    spec: LoopSpec,
+    storage_path: str | None = None,
+    callbacks: tuple = (),
+) -> TorchTrainer:
+    """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`."""
+    scaling = config.scaling
+    metric, mode = spec.checkpoint_metric
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=dataclasses.asdict(spec),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker=scaling.resources_per_worker(),
+        ),
+        run_config=RunConfig(
+            name=config.run.name,
+            storage_path=storage_path or config.run.resolved_storage_path(),
+            failure_config=FailureConfig(max_failures=config.run.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute=metric,
+                checkpoint_score_order=mode,
+            ),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
+        ),
+        datasets={"train": prepared.train, "validation": prepared.validation},
+    )  # fmt: skip
+
+
+def loop_spec(config: TrainPipelineConfig, prepared: PreparedData, tracking_uri: str, run_id: str, **extra) -> LoopSpec:
+    """What the workers of `config`'s run need, as plain data (`extra`: LoopSpec's sweep fields)."""
+    return LoopSpec(
+        model=to_dict(config.model), layout=to_dict(prepared.layout), objective=to_dict(config.objective),
+        train=to_dict(config.train), score=to_dict(config.score), preprocessor=prepared.features.to_dict(),
+        condition=None if prepared.condition is None else prepared.condition.to_dict(), tracking_uri=tracking_uri,
+        run_id=run_id, **extra,
+    )  # fmt: skip
+
+
+def load_checkpoint_detector(checkpoint: Checkpoint, score: ScoreConfig) -> Detector:
+    """The Detector saved in a training checkpoint (local or remote storage), scoring with `score`."""
+    with checkpoint.as_directory() as directory:
+        detector = load_detector(os.path.join(directory, DETECTOR_DIR))
+    detector.score_config = score
+    return detector

@@ -1,0 +1,1 @@
+"""The data the project ships (`thyroid.npz`, README.md) and its loaders (`datasets`)."""

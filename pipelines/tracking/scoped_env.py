@@ -1,0 +1,55 @@
+"""MLflow settings that only process-wide state holds (environment variables, the fluent API's tracking URI), each
+set for one block and restored after it, so nothing a command needed outlives it in the process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import mlflow
+
+
+@contextlib.contextmanager
+def environment_defaults(**values: str) -> Iterator[None]:
+    """The environment variables `values` for one block, those already set left as they are (a user's own setting
+    wins); the ones this block set are removed after it."""
+    added = [name for name in values if name not in os.environ]
+    for name in added:
+        os.environ[name] = values[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def quiet_artifact_transfers() -> contextlib.AbstractContextManager[None]:
+    """No progress bar per artifact while MLflow uploads or downloads in this block: one line per download is
+    enough (Ray processes started inside inherit the setting)."""
+    return environment_defaults(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+
+
+def whole_file_downloads() -> contextlib.AbstractContextManager[None]:
+    """Download artifacts one request per file for one block. With an S3 artifact store the server offers ranged
+    "multipart" downloads, and MLflow 3.17 runs their chunks on the thread pool that is already busy with the
+    files, so downloading a model of several files deadlocks; our artifacts are small. A user's own setting wins."""
+    return environment_defaults(MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD="false")
+
+
+@contextlib.contextmanager
+def scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (and its registry) at `uri` for one block, then restore it.
+
+    `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
+    later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
+    previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported

@@ -1,0 +1,56 @@
+"""Process-wide settings the pipelines need (Ray Data's progress output, logger levels, MLflow's environment
+switches) hold for one block and are given back after it: a command leaves the process as it found it."""
+
+import logging
+import os
+
+import pytest
+import ray.data
+
+from pipelines.cli import main
+from pipelines.runtime.cluster import logger_levels, quiet_ray_data
+from pipelines.tracking.scoped_env import environment_defaults, quiet_artifact_transfers, whole_file_downloads
+
+
+def test_ray_data_is_quiet_inside_the_block_only():
+    context = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    before = context.enable_progress_bars, context.print_on_execution_start, logger.level
+    with quiet_ray_data():
+        assert not context.enable_progress_bars and not context.print_on_execution_start
+        assert logger.level == logging.WARNING
+    assert (context.enable_progress_bars, context.print_on_execution_start, logger.level) == before
+
+
+def test_logger_levels_come_back_even_when_the_block_raises():
+    root, train = logging.getLogger(), logging.getLogger("ray.train")
+    before = root.level, train.level
+    with pytest.raises(RuntimeError), logger_levels(logging.ERROR, None, "ray.train"):
+        assert root.level == train.level == logging.ERROR
+        raise RuntimeError
+    assert (root.level, train.level) == before
+
+
+@pytest.mark.parametrize("scope", [quiet_artifact_transfers, whole_file_downloads])
+def test_mlflow_switches_are_set_for_the_block_and_removed_after(monkeypatch, scope):
+    for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    with scope():
+        assert set(os.environ) - set(before) and all(os.environ[k] == "false" for k in set(os.environ) - set(before))
+    assert dict(os.environ) == before
+
+
+def test_a_users_own_setting_wins_and_stays(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    monkeypatch.delenv("VAE_TEST_UNSET", raising=False)
+    with environment_defaults(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", VAE_TEST_UNSET="1"):
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true" and os.environ["VAE_TEST_UNSET"] == "1"
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true" and "VAE_TEST_UNSET" not in os.environ
+
+
+def test_a_command_leaves_the_environment_as_it_found_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    before = dict(os.environ)
+    assert main(["prepare-data", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "train.parquet").is_file() and dict(os.environ) == before

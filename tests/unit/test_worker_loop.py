@@ -1,0 +1,111 @@
+"""The Ray Train worker loop run in this process, one rank, with Ray Train's session calls stood in for: every
+epoch is reported with a checkpoint, and a run restarted from one goes on where it stopped. No Ray is started."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray.train
+import ray.train.torch
+import torch
+
+from pipelines.runtime import worker_loop
+from vae import DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, ScoreConfig, TrainConfig, to_dict
+
+EPOCHS = 3
+
+
+class Shard:
+    """What the loop reads of a Ray Data shard: torch batches (shuffled by seed) and numpy batches."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x.astype(np.float32)
+
+    def iter_torch_batches(self, batch_size, local_shuffle_buffer_size=None, local_shuffle_seed=None):
+        order = np.random.default_rng(local_shuffle_seed).permutation(len(self.x))
+        for start in range(0, len(order), batch_size):
+            yield {"x": torch.tensor(self.x[order[start : start + batch_size]])}
+
+    def iter_batches(self, batch_size, batch_format="numpy"):
+        for start in range(0, len(self.x), batch_size):
+            yield {"x": self.x[start : start + batch_size]}
+
+
+class Session:
+    """Ray Train's side of one run: the shards, the checkpoint it starts from, and what the loop reports."""
+
+    def __init__(self, root: Path, x: np.ndarray, checkpoint: ray.train.Checkpoint | None = None) -> None:
+        self.root, self.checkpoint = root, checkpoint
+        self.shards = {"train": Shard(x[40:]), "validation": Shard(x[:40])}
+        self.reports: list[tuple[dict, Path | None]] = []
+        self.logged: list[tuple[int, dict]] = []
+
+    def report(self, metrics: dict, checkpoint: ray.train.Checkpoint | None = None) -> None:
+        kept = None
+        if checkpoint is not None:  # the loop deletes its directory after the call: keep a copy, as Ray Train does
+            kept = self.root / f"checkpoint-{len(self.reports)}"
+            shutil.copytree(checkpoint.path, kept)
+        self.reports.append((dict(metrics), kept))
+
+    def run(self, monkeypatch, spec: dict) -> dict | None:
+        session = self
+
+        class Logger:
+            def __init__(self, tracking_uri: str, run_id: str) -> None:
+                pass
+
+            def log(self, epoch: int, metrics: dict) -> None:
+                session.logged.append((epoch, dict(metrics)))
+
+        rank_zero = type("Context", (), {"get_world_rank": lambda self: 0})()
+        monkeypatch.setattr(ray.train, "get_context", lambda: rank_zero)
+        monkeypatch.setattr(ray.train, "get_checkpoint", lambda: self.checkpoint)
+        monkeypatch.setattr(ray.train, "get_dataset_shard", self.shards.__getitem__)
+        monkeypatch.setattr(ray.train, "report", self.report)
+        monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+        monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
+        monkeypatch.setattr(worker_loop, "EpochLogger", Logger)
+        return worker_loop.train_loop_per_worker(spec)
+
+
+@pytest.fixture
+def spec_and_rows() -> tuple[dict, np.ndarray]:
+    rng = np.random.default_rng(0)
+    table = {f"f{i}": rng.normal(size=200) for i in range(4)}
+    pre = Preprocessor(numeric=list(table)).fit(table)
+    spec = worker_loop.LoopSpec(
+        model=to_dict(ModelConfig(latent_dim=2, hidden_dims=(8,))), layout=to_dict(DataLayout(pre.layout_blocks())),
+        objective=to_dict(ObjectiveConfig()), train=to_dict(TrainConfig(epochs=EPOCHS, batch_size=32, lr=1e-2)),
+        score=to_dict(ScoreConfig()), preprocessor=pre.to_dict(), condition=None, tracking_uri="unused", run_id="r",
+        nll_samples=4, progress=False,
+    )  # fmt: skip
+    return vars(spec), pre.transform(table)
+
+
+def test_every_epoch_is_reported_with_a_checkpoint_and_logged(monkeypatch, tmp_path, spec_and_rows):
+    spec, x = spec_and_rows
+    session = Session(tmp_path, x)
+    outcome = session.run(monkeypatch, dict(spec))
+    assert outcome == {"last_epoch": EPOCHS, "best_epoch": outcome["best_epoch"], "stopped_early": False}
+    assert [metrics["epoch"] for metrics, _ in session.reports] == list(range(1, EPOCHS + 1))
+    assert all(kept is not None and (kept / worker_loop.STATE_FILE).is_file() for _, kept in session.reports)
+    assert all(np.isfinite(m["val_loss"]) and np.isfinite(m["val_nll"]) for m, _ in session.reports)
+    assert [epoch for epoch, _ in session.logged] == [*range(1, EPOCHS + 1), EPOCHS]  # then replica_divergence
+    assert session.logged[-1][1] == {"replica_divergence": 0.0}
+
+
+def test_a_restarted_run_goes_on_from_the_epoch_after_its_checkpoint(monkeypatch, tmp_path, spec_and_rows):
+    spec, x = spec_and_rows
+    first = Session(tmp_path / "first", x)
+    first.run(monkeypatch, dict(spec))
+    _, after_epoch_one = first.reports[0]
+    restarted = Session(tmp_path / "restarted", x, ray.train.Checkpoint.from_directory(str(after_epoch_one)))
+    outcome = restarted.run(monkeypatch, dict(spec))
+    assert outcome["last_epoch"] == EPOCHS
+    assert [metrics["epoch"] for metrics, _ in restarted.reports] == list(range(2, EPOCHS + 1))
+    state = torch.load(restarted.reports[0][1] / worker_loop.STATE_FILE, weights_only=True)
+    saved = torch.load(after_epoch_one / worker_loop.STATE_FILE, weights_only=True)
+    assert state["epoch"] == 1 and state["step"] == 2 * saved["step"]  # the optimiser steps go on counting
