@@ -21,6 +21,7 @@ COMMANDS = {
     "impute": "pipelines.impute",
     "prepare-data": "pipelines.prepare_data",
     "demo": "pipelines.demo",
+    "config-schema": "pipelines.config_schema",
 }
 
 
