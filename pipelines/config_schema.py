@@ -37,10 +37,12 @@ def json_schema(command: str) -> str:
 
 
 def schema_path(command: str, directory: Path = SCHEMA_DIR) -> Path:
+    """Where `command`'s schema file is (the YAML files name it as `schema/<command>.schema.json`)."""
     return directory / f"{command}.schema.json"
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write every command's schema file (into `--output-dir`, default `pipelines/configs/schema/`)."""
     parser = argparse.ArgumentParser(prog="vae-anomaly config-schema", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=SCHEMA_DIR, help="where the schema files go")
     args = parser.parse_args(argv)
@@ -49,7 +51,3 @@ def main(argv: list[str] | None = None) -> None:
         path = schema_path(command, args.output_dir)
         path.write_text(json_schema(command))
         print(path)
-
-
-if __name__ == "__main__":
-    main()
