@@ -275,7 +275,9 @@ class TunePipelineConfig(TrainPipelineConfig):
                 try:
                     from_dict(TrainPipelineConfig, set_dotted(base, axis.name, value))
                 except ConfigError as err:
-                    why = str(err).removeprefix(f"{axis.name}: ")
+                    why = str(err)
+                    if why.startswith(f"{axis.name}: "):  # the value's own problem: the line already names the value
+                        why = why.removeprefix(f"{axis.name}: ").removesuffix(f", got {value!r}")
                     raise ConfigError(f"tune.space.{axis.name}: value {value!r} is invalid: {why}") from err
         return self
 

@@ -1,8 +1,9 @@
 """Typed, validated configuration for the model, the objective and the training loop.
 
 Every config is a frozen pydantic dataclass (`config_class`): it validates itself on construction and on
-`dataclasses.replace`, and an impossible value raises `ConfigError`, one line naming the class and the field
-(`ModelConfig.latent_dim: must be an integer > 0, got 0`), before any data is read or any process is started.
+`dataclasses.replace`, and an impossible value raises `ConfigError`, one line naming the field and why
+(`ModelConfig.latent_dim: must be an integer >= 1 or 'auto', got 0`; loaded from a mapping, a field of a section
+by its dotted path: `model.latent_dim: ...`), before any data is read or any process is started.
 A field's constraints live in its type (`Field(gt=0)`, `Literal`, `OneOf`): the same type gives the JSON Schema
 that editors read (`python -m pipelines config-schema`), and an error message says in words what that schema
 accepts. A field that names a variant (a likelihood, network, activation, objective or score kind) is checked
@@ -16,6 +17,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import types
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -28,14 +30,28 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is impossible; the message starts with `Class.field` (after the dotted field when
-    the class is a section of the config that was validated: `model.latent_dim: ModelConfig.latent_dim: ...`)."""
+    """A configuration value is impossible: one line, `<field>: <why>`. Loading a config from a mapping names a
+    field inside a section by its dotted path (`model.latent_dim: must be an integer >= 1 or 'auto', got 0`); a field
+    of the config itself, or of a config built directly in Python, is named with its class
+    (`ModelConfig.latent_dim: ...`). An error about one field (`field_error`) also carries `owner` (the class),
+    `field` and `why`, which place it when a rule of an enclosing config raises it."""
+
+    owner: type | None = None
+    field: str | None = None
+    why: str | None = None
+
+
+def field_error(owner: type, name: str, why: str) -> ConfigError:
+    """ConfigError `"{Owner}.{name}: {why}"` about the field `name` of the config class `owner`."""
+    err = ConfigError(f"{owner.__name__}.{name}: {why}")
+    err.owner, err.field, err.why = owner, name, why
+    return err
 
 
 def require(ok: bool, owner: object, name: str, why: str) -> None:
-    """Raise ConfigError `"{Class}.{name}: {why}"` unless `ok` (the cross-field rules of the model validators)."""
+    """Raise `field_error(type(owner), name, why)` unless `ok` (the cross-field rules of the model validators)."""
     if not ok:
-        raise ConfigError(f"{type(owner).__name__}.{name}: {why}")
+        raise field_error(type(owner), name, why)
 
 
 def choose(registry: Mapping[str, T], name: str, what: str) -> T:
@@ -64,7 +80,7 @@ def number(**bounds: float) -> Any:
 
 # The constrained types of the fields. Integers and booleans are strict: YAML writes them as such, and 2.5, "3"
 # or true is not an integer.
-PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Count = Annotated[int, Field(strict=True, ge=0)]
 Number = number()
 NonNegative = number(ge=0)
@@ -137,10 +153,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def explain(cls: type, err: ValidationError, given: Any) -> str:
-    """One line for pydantic's errors in validating `cls` from `given`: the first problem, then the dotted places
-    of the others. A field's problem says what its JSON Schema accepts and what it got; a ConfigError raised by a
-    validator (a cross-field rule) keeps its words."""
-    problems: dict[str, str] = {}  # dotted place -> message
+    """One line for pydantic's errors in validating `cls` from `given`: the first problem, then the places of the
+    others. A field's problem says what its JSON Schema accepts and what it got; a ConfigError raised by a validator
+    (a cross-field rule) keeps its words, placed at the field it names."""
+    problems: dict[str, tuple[str, str]] = {}  # dotted place -> (the field as the line names it, the line)
     unknown: dict[tuple[Any, ...], tuple[type, list[str]]] = {}  # section path -> (its class, unknown keys)
     for error in err.errors():
         owner, path, name = _locate(cls, error["loc"])
@@ -148,48 +164,83 @@ def explain(cls: type, err: ValidationError, given: Any) -> str:
             unknown.setdefault(path, (owner, []))[1].append(name)
             continue
         reason = error.get("ctx", {}).get("error")
-        if not isinstance(reason, ConfigError):
-            message = _field_problem(owner, path, name, error, given)
-        elif section := name and _section(owner.__pydantic_fields__[name].annotation):
-            owner, path, name, message = section, (*path, name), None, str(reason)  # the rule of a whole section
+        if isinstance(reason, ConfigError):
+            place, why = _rule_place(owner, path, name, reason)
         else:
-            message = str(reason)
-        problems.setdefault(_dotted(*path, name), _placed(message, owner, path))
-    typos = {
-        _dotted(*path): _placed(f"{owner.__name__}: unknown key(s) {sorted(names)}; known: "
-                                f"{sorted(f.name for f in dataclasses.fields(owner))}", owner, path)
-        for path, (owner, names) in unknown.items()
-    }  # fmt: skip
+            place, why = (*path, name) if name else path, _field_problem(owner, path, name, error, given)
+        if place is None:  # a rule's own words that name their place (`tune.space.model.latent_dim: ...`)
+            head = why.split(": ", 1)[0]
+            problems.setdefault(head, (head, why))
+        else:
+            subject = _subject(cls, place)
+            problems.setdefault(_dotted(*place), (subject, f"{subject}: {why}"))
+    typos: dict[str, tuple[str, str]] = {}
+    for path, (owner, names) in unknown.items():  # a section named by its dotted path, the config by its class
+        where = _dotted(*path) or cls.__name__
+        known = sorted(f.name for f in dataclasses.fields(owner))
+        typos[_dotted(*path)] = (where, f"{where}: unknown key(s) {sorted(names)}; known: {known}")
     # a misspelt key first (it is why a known one is missing); a tuple's problem with its items left to the items'
     first, *others = [*typos, *(p for p in problems if not any(q.startswith(f"{p}.") for q in problems))]
-    also = f" (also invalid: {', '.join(o or cls.__name__ for o in others)})" if others else ""
-    return (typos | problems)[first] + also
+    lines = typos | problems
+    also = f" (also invalid: {', '.join(lines[o][0] for o in others)})" if others else ""
+    return lines[first][1] + also
+
+
+def _rule_place(owner: type, path: tuple[Any, ...], name: str | None, reason: ConfigError) -> tuple[Any, str]:
+    """(the place, the words) of a ConfigError raised by a rule of the section at `path` (or of its field `name`
+    when that field is a section); the place is None when the words name their own place or no field of the
+    section holds the class the error is about."""
+    if name and (section := _section(owner.__pydantic_fields__[name].annotation)):
+        owner, path = section, (*path, name)  # the rule of a whole section
+    if reason.owner is None:
+        place = _dotted(*path)
+        words = str(reason)
+        return None, words if not place or words.startswith((f"{place}.", f"{place}:")) else f"{place}: {words}"
+    if issubclass(owner, reason.owner):
+        return (*path, reason.field), reason.why
+    holders = [f for f, info in owner.__pydantic_fields__.items() if _holds(info.annotation, reason.owner)]
+    if len(holders) == 1:  # a rule across sections about a field of one of them (`model.network`)
+        return (*path, holders[0], reason.field), reason.why
+    return None, f"{_dotted(*path)}: {reason}" if path else str(reason)
+
+
+def _holds(hint: Any, cls: type) -> bool:
+    """Whether a field of type `hint` holds one `cls` (itself or optional)."""
+    return hint is cls or (typing.get_origin(hint) in (typing.Union, types.UnionType) and cls in typing.get_args(hint))
+
+
+def _subject(cls: type, place: tuple[Any, ...]) -> str:
+    """How a line names the field at `place` in a config of class `cls`: a field in a section by its dotted path
+    (`model.latent_dim`, `data.image.shape`, `blocks.0.width`); a field of the config itself, a section included,
+    with the class (`ScoreJobConfig.samples`, `TrainPipelineConfig.data`)."""
+    fields = cls.__pydantic_fields__
+    if len(place) > 1 and place[0] in fields and _section(fields[place[0]].annotation):
+        return _dotted(*place)
+    return _dotted(cls.__name__, *place)
 
 
 def _field_problem(owner: type, path: tuple[Any, ...], name: str | None, error: dict[str, Any], given: Any) -> str:
     """What the field `name` of `owner` (at `path` in `given`) must be and what it got; `name` None: the section
-    itself is not a mapping."""
+    itself is not a mapping. A number of the right kind out of its bounds gets the bounds only (`must be >= 1`)."""
     if name is None:
-        return f"{owner.__name__}: expected a mapping of keys to values, got {_lookup(given, path)!r}"
-    expected = _expected(_json_schema(owner)["properties"][name])
+        return f"expected a mapping of keys to values, got {_lookup(given, path)!r}"
+    schema = _json_schema(owner)["properties"][name]
     if error["type"] == "missing" and error["loc"][-1] == name:
-        return f"{owner.__name__}.{name}: is required ({expected})"
-    return f"{owner.__name__}.{name}: must be {expected}, got {_lookup(given, (*path, name))!r}"
+        return f"is required ({_expected(schema)})"
+    value = _lookup(given, (*path, name))
+    if _bounds(schema) and "description" not in schema and _is_a(schema.get("type"), value):
+        return f"must be {_bounds(schema).strip()}, got {value!r}"
+    return f"must be {_expected(schema)}, got {value!r}"
+
+
+def _is_a(kind: Any, value: Any) -> bool:
+    """Whether `value` is a JSON Schema `integer` / `number` (finite, never true or false)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return number and (kind == "number" or (kind == "integer" and isinstance(value, int)))
 
 
 def _dotted(*parts: Any) -> str:
     return ".".join(str(p) for p in parts if p is not None)
-
-
-def _placed(message: str, owner: type, path: tuple[Any, ...]) -> str:
-    """`message` about a section's field preceded by the field's dotted name in the whole config, unless the
-    message already starts with it (`tune.space.model.latent_dim: ...`)."""
-    if not path:
-        return message
-    head = message.split(":", 1)[0]
-    field = head.removeprefix(f"{owner.__name__}.") if head.startswith(f"{owner.__name__}.") else None
-    place = _dotted(*path, field)
-    return message if head == place or head.startswith(f"{place}.") else f"{place}: {message}"
 
 
 def _locate(cls: type, loc: tuple[Any, ...]) -> tuple[type, tuple[Any, ...], str | None]:
@@ -234,7 +285,7 @@ def _json_schema(cls: type) -> dict[str, Any]:
 
 
 def _expected(schema: dict[str, Any], plural: bool = False) -> str:
-    """What a JSON Schema accepts, in words: "an integer > 0 or 'auto'"; a type's `description` says it in its own
+    """What a JSON Schema accepts, in words: "an integer >= 1 or 'auto'"; a type's `description` says it in its own
     words ("a list of integer widths >= 1")."""
     if "description" in schema:
         return schema["description"]
@@ -260,8 +311,13 @@ def _expected(schema: dict[str, Any], plural: bool = False) -> str:
 
 
 def _bounds(schema: dict[str, Any]) -> str:
-    bounds = {"exclusiveMinimum": ">", "minimum": ">=", "exclusiveMaximum": "<", "maximum": "<="}
-    return " and".join(f" {op} {schema[key]}" for key, op in bounds.items() if key in schema)
+    """A number's bounds: " > 0", " >= 1", or an interval " in (0, 1)" when it has both."""
+    low = next(((b, schema[k]) for k, b in (("exclusiveMinimum", "("), ("minimum", "[")) if k in schema), None)
+    high = next(((b, schema[k]) for k, b in (("exclusiveMaximum", ")"), ("maximum", "]")) if k in schema), None)
+    if low and high:
+        return f" in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    ops = {"(": ">", "[": ">=", ")": "<", "]": "<="}
+    return "".join(f" {ops[b]} {v}" for b, v in filter(None, (low, high)))
 
 
 def auto_fields(config: object) -> tuple[str, ...]:
@@ -429,16 +485,20 @@ def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreCo
     An adversarial autoencoder has no KL-trained posterior: no flows, and it scores by reconstruction only.
     """
     if model.flow_steps and objective.kind == "elbo" and objective.analytic_kl:
-        raise ConfigError(
-            f"ObjectiveConfig.analytic_kl: a flow posterior (model.flow_steps={model.flow_steps}) has no closed-form "
-            f"KL; set objective.analytic_kl=false (the Monte Carlo estimate)"
+        raise field_error(
+            ObjectiveConfig,
+            "analytic_kl",
+            f"a flow posterior (model.flow_steps={model.flow_steps}) has no closed-form KL; set "
+            f"objective.analytic_kl=false (the Monte Carlo estimate)",
         )
     if objective.kind != "aae":
         return
     if model.flow_steps:
-        raise ConfigError(
-            "ModelConfig.flow_steps: an adversarial autoencoder (objective.kind=aae) matches the aggregate posterior "
-            "with its discriminator, not a KL-trained flow posterior; set model.flow_steps=0"
+        raise field_error(
+            ModelConfig,
+            "flow_steps",
+            "an adversarial autoencoder (objective.kind=aae) matches the aggregate posterior with its discriminator, "
+            "not a KL-trained flow posterior; set model.flow_steps=0",
         )
     if score is not None:
         check_score_kind(objective, score.kind)
@@ -447,9 +507,11 @@ def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreCo
 def check_score_kind(objective: ObjectiveConfig, kind: str) -> None:
     """An AAE's encoder is not a KL-trained posterior, so -ELBO and importance-sampled NLL mean nothing for it."""
     if objective.kind == "aae" and kind != "reconstruction":
-        raise ConfigError(
-            f"ScoreConfig.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so "
-            f"{kind!r} is not a likelihood bound; score it with 'reconstruction'"
+        raise field_error(
+            ScoreConfig,
+            "kind",
+            f"an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so {kind!r} is not a "
+            f"likelihood bound; score it with 'reconstruction'",
         )
 
 
@@ -466,6 +528,7 @@ __all__ = [
     "check_resolved",
     "check_score_kind",
     "check_variant",
+    "field_error",
     "from_dict",
     "to_dict",
 ]
