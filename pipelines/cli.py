@@ -20,6 +20,7 @@ COMMANDS = {
     "impute": "pipelines.commands.impute",
     "prepare-data": "pipelines.commands.prepare_data",
     "demo": "pipelines.commands.demo",
+    "config-schema": "pipelines.commands.config_schema",
 }
 
 

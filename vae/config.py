@@ -1,58 +1,57 @@
 """Typed, validated configuration for the model, the objective and the training loop.
 
-Every dataclass validates itself on construction: an impossible value raises `ConfigError`
-naming the class and the field, before any data is read or any process is started.
-A field that names a variant (a likelihood, network, activation, objective or score kind) is checked against
-the registry beside its implementation, so adding a variant means editing that registry only; the registries
-are imported inside `__post_init__` because their modules import this one.
+Every config is a frozen pydantic dataclass (`config_class`): it validates itself on construction and on
+`dataclasses.replace`, and an impossible value raises `ConfigError`, one line naming the field and why
+(`ModelConfig.latent_dim: must be an integer >= 1 or 'auto', got 0`; loaded from a mapping, a field of a section
+by its dotted path: `model.latent_dim: ...`), before any data is read or any process is started.
+A field's constraints live in its type (`Field(gt=0)`, `Literal`, `OneOf`): the same type gives the JSON Schema
+that editors read (`python -m pipelines config-schema`), and an error message says in words what that schema
+accepts. A field that names a variant (a likelihood, network, activation, objective or score kind) is checked
+against the registry beside its implementation (`OneOf`), so adding a variant means editing that registry only;
+the registries are imported when first needed because their modules import this one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import pydantic
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import core_schema
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is impossible; the message starts with `Class.field`."""
+    """A configuration value is impossible: one line, `<field>: <why>`. Loading a config from a mapping names a
+    field inside a section by its dotted path (`model.latent_dim: must be an integer >= 1 or 'auto', got 0`); a field
+    of the config itself, or of a config built directly in Python, is named with its class
+    (`ModelConfig.latent_dim: ...`). An error about one field (`field_error`) also carries `owner` (the class),
+    `field` and `why`, which place it when a rule of an enclosing config raises it."""
+
+    owner: type | None = None
+    field: str | None = None
+    why: str | None = None
+
+
+def field_error(owner: type, name: str, why: str) -> ConfigError:
+    """ConfigError `"{Owner}.{name}: {why}"` about the field `name` of the config class `owner`."""
+    err = ConfigError(f"{owner.__name__}.{name}: {why}")
+    err.owner, err.field, err.why = owner, name, why
+    return err
 
 
 def require(ok: bool, owner: object, name: str, why: str) -> None:
+    """Raise `field_error(type(owner), name, why)` unless `ok` (the cross-field rules of the model validators)."""
     if not ok:
-        raise ConfigError(f"{type(owner).__name__}.{name}: {why}")
-
-
-def check_number(owner: object, name: str, minimum: float = 0.0, strict: bool = False, integer: bool = False) -> None:
-    """Require a finite number (an int when `integer`) above `minimum` (`> minimum` when `strict`)."""
-    value = getattr(owner, name)
-    kind = int if integer else (int, float)
-    is_number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    bound = f"> {minimum}" if strict else f">= {minimum}"
-    ok = is_number and (value > minimum if strict else value >= minimum)
-    require(ok, owner, name, f"must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
-
-
-def check_positive(owner: object, name: str, integer: bool = False) -> None:
-    check_number(owner, name, 0, strict=True, integer=integer)
-
-
-def check_fraction(owner: object, name: str) -> None:
-    check_positive(owner, name)
-    value = getattr(owner, name)
-    require(value < 1, owner, name, f"must be in (0, 1), got {value!r}")
-
-
-def check_choice(owner: object, name: str, allowed: Iterable[str]) -> None:
-    """Require one of the `allowed` names (a tuple of names, or a registry: a mapping name -> implementation)."""
-    value = getattr(owner, name)
-    require(isinstance(value, str) and value in allowed, owner, name, f"must be one of {list(allowed)}, got {value!r}")
+        raise field_error(type(owner), name, why)
 
 
 def choose(registry: Mapping[str, T], name: str, what: str) -> T:
@@ -67,24 +66,258 @@ AUTO = "auto"  # a hyperparameter left to `vae.auto.resolve`, which chooses it f
 Auto = Literal["auto"]
 
 
-def check_widths(owner: object, name: str) -> None:
-    """Require a sequence of integer widths >= 1 (stored as a tuple; empty: no hidden layer)."""
-    value = getattr(owner, name)
-    ok = isinstance(value, (list, tuple))
-    ok = ok and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value)
-    require(ok, owner, name, f"must be a list of integer widths >= 1, got {value!r}")
-    object.__setattr__(owner, name, tuple(value))
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("true or false is not a number")
+    return value
 
 
-def unless_auto(check: Callable[..., None], owner: object, name: str, *args: Any, **kwargs: Any) -> None:
-    """`check(owner, name, ...)` unless the field is AUTO; a failure says that AUTO is allowed too."""
-    if getattr(owner, name) == AUTO:
-        return
+def number(**bounds: float) -> Any:
+    """A finite float within `bounds` (Field's gt, ge, lt, le); it takes an int or numeric text ("1e-3", which
+    YAML 1.1 reads as a string), never true or false."""
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), BeforeValidator(_not_a_bool)]
+
+
+# The constrained types of the fields. Integers and booleans are strict: YAML writes them as such, and 2.5, "3"
+# or true is not an integer.
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Count = Annotated[int, Field(strict=True, ge=0)]
+Number = number()
+NonNegative = number(ge=0)
+Positive = number(gt=0)
+Fraction = number(gt=0, lt=1)
+Flag = Annotated[bool, Field(strict=True)]
+Text = Annotated[str, Field(min_length=1)]
+Width = Annotated[int, Field(strict=True, ge=1)]
+Widths = Annotated[tuple[Width, ...], Field(description="a list of integer widths >= 1")]  # empty: no hidden layer
+SomeWidths = Annotated[tuple[Width, ...], Field(min_length=1, description="a non-empty list of integer widths >= 1")]
+Shape = Annotated[tuple[Width, Width, Width], Field(description="three integers [C, H, W] >= 1")]
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """`Annotated[str, OneOf("vae.networks.NETWORKS")]`: a name registered in that registry (a mapping name ->
+    implementation, or a tuple of names), imported when first validated; the JSON Schema lists the names."""
+
+    registry: str  # module.NAME
+
+    def names(self) -> list[str]:
+        module, _, name = self.registry.rpartition(".")
+        return list(getattr(importlib.import_module(module), name))
+
+    def check(self, value: str) -> str:
+        if value not in self.names():
+            raise ValueError(f"not one of {self.names()}")
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: pydantic.GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: pydantic.GetJsonSchemaHandler) -> dict[str, Any]:
+        return {**handler(schema), "enum": self.names()}
+
+
+def config_class(cls: type[T]) -> type[T]:
+    """`cls` as a frozen pydantic dataclass that forbids unknown keys and raises ConfigError (one line) instead
+    of pydantic's ValidationError."""
+    cls = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+    validate = cls.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as err:
+            given = dict(zip((f.name for f in dataclasses.fields(cls)), args, strict=False)) | kwargs
+            raise ConfigError(explain(cls, err, given)) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build the config class `cls` from a plain mapping (as read from YAML or JSON), sections included.
+
+    Unknown keys and impossible values raise `ConfigError` naming the dotted field.
+    """
+    data = {} if data is None else data
     try:
-        check(owner, name, *args, **kwargs)
-    except ConfigError as err:
-        message, got, value = str(err).rpartition(", got ")
-        raise ConfigError(f"{message} or {AUTO!r}{got}{value}") from None
+        return cls.__pydantic_validator__.validate_python(data)
+    except ValidationError as err:
+        raise ConfigError(explain(cls, err, data)) from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The JSON-ready mapping of a config (tuples become lists)."""
+    return type(config).__pydantic_serializer__.to_python(config, mode="json")
+
+
+def explain(cls: type, err: ValidationError, given: Any) -> str:
+    """One line for pydantic's errors in validating `cls` from `given`: the first problem, then the places of the
+    others. A field's problem says what its JSON Schema accepts and what it got; a ConfigError raised by a validator
+    (a cross-field rule) keeps its words, placed at the field it names."""
+    problems: dict[str, tuple[str, str]] = {}  # dotted place -> (the field as the line names it, the line)
+    unknown: dict[tuple[Any, ...], tuple[type, list[str]]] = {}  # section path -> (its class, unknown keys)
+    for error in err.errors():
+        owner, path, name = _locate(cls, error["loc"])
+        if error["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(path, (owner, []))[1].append(name)
+            continue
+        reason = error.get("ctx", {}).get("error")
+        if isinstance(reason, ConfigError):
+            place, why = _rule_place(owner, path, name, reason)
+        else:
+            place, why = (*path, name) if name else path, _field_problem(owner, path, name, error, given)
+        if place is None:  # a rule's own words that name their place (`tune.space.model.latent_dim: ...`)
+            head = why.split(": ", 1)[0]
+            problems.setdefault(head, (head, why))
+        else:
+            subject = _subject(cls, place)
+            problems.setdefault(_dotted(*place), (subject, f"{subject}: {why}"))
+    typos: dict[str, tuple[str, str]] = {}
+    for path, (owner, names) in unknown.items():  # a section named by its dotted path, the config by its class
+        where = _dotted(*path) or cls.__name__
+        known = sorted(f.name for f in dataclasses.fields(owner))
+        typos[_dotted(*path)] = (where, f"{where}: unknown key(s) {sorted(names)}; known: {known}")
+    # a misspelt key first (it is why a known one is missing); a tuple's problem with its items left to the items'
+    first, *others = [*typos, *(p for p in problems if not any(q.startswith(f"{p}.") for q in problems))]
+    lines = typos | problems
+    also = f" (also invalid: {', '.join(lines[o][0] for o in others)})" if others else ""
+    return lines[first][1] + also
+
+
+def _rule_place(owner: type, path: tuple[Any, ...], name: str | None, reason: ConfigError) -> tuple[Any, str]:
+    """(the place, the words) of a ConfigError raised by a rule of the section at `path` (or of its field `name`
+    when that field is a section); the place is None when the words name their own place or no field of the
+    section holds the class the error is about."""
+    if name and (section := _section(owner.__pydantic_fields__[name].annotation)):
+        owner, path = section, (*path, name)  # the rule of a whole section
+    if reason.owner is None:
+        place = _dotted(*path)
+        words = str(reason)
+        return None, words if not place or words.startswith((f"{place}.", f"{place}:")) else f"{place}: {words}"
+    if issubclass(owner, reason.owner):
+        return (*path, reason.field), reason.why
+    holders = [f for f, info in owner.__pydantic_fields__.items() if _holds(info.annotation, reason.owner)]
+    if len(holders) == 1:  # a rule across sections about a field of one of them (`model.network`)
+        return (*path, holders[0], reason.field), reason.why
+    return None, f"{_dotted(*path)}: {reason}" if path else str(reason)
+
+
+def _holds(hint: Any, cls: type) -> bool:
+    """Whether a field of type `hint` holds one `cls` (itself or optional)."""
+    return hint is cls or (typing.get_origin(hint) in (typing.Union, types.UnionType) and cls in typing.get_args(hint))
+
+
+def _subject(cls: type, place: tuple[Any, ...]) -> str:
+    """How a line names the field at `place` in a config of class `cls`: a field in a section by its dotted path
+    (`model.latent_dim`, `data.image.shape`, `blocks.0.width`); a field of the config itself, a section included,
+    with the class (`ScoreJobConfig.samples`, `TrainPipelineConfig.data`)."""
+    fields = cls.__pydantic_fields__
+    if len(place) > 1 and place[0] in fields and _section(fields[place[0]].annotation):
+        return _dotted(*place)
+    return _dotted(cls.__name__, *place)
+
+
+def _field_problem(owner: type, path: tuple[Any, ...], name: str | None, error: dict[str, Any], given: Any) -> str:
+    """What the field `name` of `owner` (at `path` in `given`) must be and what it got; `name` None: the section
+    itself is not a mapping. A number of the right kind out of its bounds gets the bounds only (`must be >= 1`)."""
+    if name is None:
+        return f"expected a mapping of keys to values, got {_lookup(given, path)!r}"
+    schema = _json_schema(owner)["properties"][name]
+    if error["type"] == "missing" and error["loc"][-1] == name:
+        return f"is required ({_expected(schema)})"
+    value = _lookup(given, (*path, name))
+    if _bounds(schema) and "description" not in schema and _is_a(schema.get("type"), value):
+        return f"must be {_bounds(schema).strip()}, got {value!r}"
+    return f"must be {_expected(schema)}, got {value!r}"
+
+
+def _is_a(kind: Any, value: Any) -> bool:
+    """Whether `value` is a JSON Schema `integer` / `number` (finite, never true or false)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return number and (kind == "number" or (kind == "integer" and isinstance(value, int)))
+
+
+def _dotted(*parts: Any) -> str:
+    return ".".join(str(p) for p in parts if p is not None)
+
+
+def _locate(cls: type, loc: tuple[Any, ...]) -> tuple[type, tuple[Any, ...], str | None]:
+    """(the innermost config class on the way, the path of its section, the field of it) an error location points
+    to; the field is None when the error is the section's own (not a mapping, a cross-field rule)."""
+    owner, path = cls, ()
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i == 0:  # a positional argument
+            part = list(cls.__pydantic_fields__)[part]
+        elif isinstance(part, int):  # an item of a tuple of sections (DataLayout.blocks)
+            path += (part,)
+            continue
+        fields = owner.__pydantic_fields__
+        section = _section(fields[part].annotation) if part in fields else None
+        if section is None or i == len(loc) - 1:
+            return owner, path, part
+        owner, path = section, (*path, part)
+    return owner, path, None
+
+
+def _section(hint: Any) -> type | None:
+    """The config class a field holds (itself, optional, or a tuple of them), else None."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    return next(filter(None, map(_section, typing.get_args(hint))), None)
+
+
+def _lookup(given: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        if isinstance(given, Mapping):
+            given = given.get(part)
+        elif isinstance(part, int) and isinstance(given, (list, tuple)) and part < len(given):
+            given = given[part]
+        else:
+            given = getattr(given, str(part), None)
+    return given
+
+
+@functools.cache
+def _json_schema(cls: type) -> dict[str, Any]:
+    return TypeAdapter(cls).json_schema()
+
+
+def _expected(schema: dict[str, Any], plural: bool = False) -> str:
+    """What a JSON Schema accepts, in words: "an integer >= 1 or 'auto'"; a type's `description` says it in its own
+    words ("a list of integer widths >= 1")."""
+    if "description" in schema:
+        return schema["description"]
+    if "anyOf" in schema:
+        return " or ".join(_expected(s, plural) for s in schema["anyOf"])
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items") or schema.get("prefixItems", [{}])[0]
+        size = schema.get("minItems", 0)
+        count = f"{size} " if size == schema.get("maxItems") else ""
+        return f"a {'non-empty ' if size and not count else ''}list of {count}{_expected(items, plural=True)}"
+    if kind in ("boolean", "null"):
+        return {"boolean": "true or false", "null": "null"}[kind]
+    noun = kind if kind in ("integer", "number", "string") else "mapping"
+    if schema.get("minLength"):
+        noun = f"non-empty {noun}"
+    words = f"{noun}s" if plural else f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+    return words + _bounds(schema)
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    """A number's bounds: " > 0", " >= 1", or an interval " in (0, 1)" when it has both."""
+    low = next(((b, schema[k]) for k, b in (("exclusiveMinimum", "("), ("minimum", "[")) if k in schema), None)
+    high = next(((b, schema[k]) for k, b in (("exclusiveMaximum", ")"), ("maximum", "]")) if k in schema), None)
+    if low and high:
+        return f" in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    ops = {"(": ">", "[": ">=", ")": "<", "]": "<="}
+    return "".join(f" {ops[b]} {v}" for b, v in filter(None, (low, high)))
 
 
 def auto_fields(config: object) -> tuple[str, ...]:
@@ -100,7 +333,7 @@ def check_resolved(config: object, user: str) -> None:
             f"the configs first with vae.auto.resolve(model, train, score, rows, layout)")  # fmt: skip
 
 
-@dataclass(frozen=True)
+@config_class
 class FeatureBlock:
     """A run of columns in the model's input vector that share one likelihood.
 
@@ -108,23 +341,21 @@ class FeatureBlock:
     categorical: one feature (a one-hot group), `names == (feature_name,)`, `width` = number of categories.
     """
 
-    kind: str  # a name in `vae.likelihoods.LIKELIHOODS`
-    width: int
+    kind: Annotated[str, OneOf("vae.likelihoods.LIKELIHOODS")]
+    width: PositiveInt
     names: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        from .likelihoods import LIKELIHOODS
-
-        check_choice(self, "kind", LIKELIHOODS)
-        check_positive(self, "width", integer=True)
-        object.__setattr__(self, "names", tuple(self.names))
-        expected = self.n_features
-        require(
-            not self.names or len(self.names) == expected,
-            self,
-            "names",
-            f"a {self.kind} block of width {self.width} needs {expected} name(s), got {len(self.names)}",
-        )
+    @model_validator(mode="after")
+    def _names_fit_the_width(self) -> FeatureBlock:
+        if self.names:  # (an after-validator also runs on a block given as an instance: read its kind only here)
+            expected = self.n_features
+            require(
+                len(self.names) == expected,
+                self,
+                "names",
+                f"a {self.kind} block of width {self.width} needs {expected} name(s), got {len(self.names)}",
+            )
+        return self
 
     @property
     def grouped(self) -> bool:
@@ -144,29 +375,25 @@ class FeatureBlock:
         return tuple(f"{self.kind}_{i}" for i in range(self.n_features))
 
 
-@dataclass(frozen=True)
+@config_class
 class DataLayout:
     """What the model sees: the input vector's blocks, and the image shape when it is an image."""
 
-    blocks: tuple[FeatureBlock, ...]
-    image_shape: tuple[int, ...] | None = None  # (C, H, W)
-    condition_dim: int = 0
+    blocks: Annotated[tuple[FeatureBlock, ...], Field(min_length=1)]
+    image_shape: Shape | None = None  # (C, H, W)
+    condition_dim: Count = 0
 
-    def __post_init__(self) -> None:
-        blocks = tuple(b if isinstance(b, FeatureBlock) else FeatureBlock(**b) for b in self.blocks)
-        object.__setattr__(self, "blocks", blocks)
-        require(len(blocks) > 0, self, "blocks", "needs at least one feature block")
-        check_number(self, "condition_dim", integer=True)
-        if self.image_shape is not None:
-            shape = tuple(int(s) for s in self.image_shape)
-            object.__setattr__(self, "image_shape", shape)
-            require(len(shape) == 3, self, "image_shape", f"must be (C, H, W), got {shape}")
+    @model_validator(mode="after")
+    def _image_shape_fits_the_blocks(self) -> DataLayout:
+        shape = self.image_shape
+        if shape is not None:
             require(
                 math.prod(shape) == self.input_dim,
                 self,
                 "image_shape",
                 f"{shape} has {math.prod(shape)} values but the blocks have {self.input_dim} columns",
             )
+        return self
 
     @property
     def input_dim(self) -> int:
@@ -181,133 +408,74 @@ class DataLayout:
         return tuple(name for b in self.blocks for name in b.feature_names)
 
 
-@dataclass(frozen=True)
+@config_class
 class ModelConfig:
     """Network hyperparameters. `network="conv"` needs a layout with an image shape whose H and W divide by 4."""
 
     AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("latent_dim", "hidden_dims", "activation")  # may be AUTO
 
-    latent_dim: int | Auto = 8
-    hidden_dims: tuple[int, ...] | Auto = (64, 64)
-    network: str = "mlp"  # a name in `vae.networks.NETWORKS`
-    conv_channels: tuple[int, int] = (32, 64)
-    activation: str = "silu"  # a name in `vae.networks.ACTIVATIONS`, or AUTO
-    gaussian_min_scale: float = 0.05  # floor on the decoder's std, in standardized units
-    flow_steps: int = 0  # inverse autoregressive flow steps on the Gaussian posterior; 0: the plain posterior
-    flow_hidden_dims: tuple[int, ...] = (32,)  # hidden widths of each step's MADE network
-
-    def __post_init__(self) -> None:
-        from .networks import ACTIVATIONS, NETWORKS
-
-        object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
-        unless_auto(check_positive, self, "latent_dim", integer=True)
-        unless_auto(check_widths, self, "hidden_dims")
-        check_choice(self, "network", NETWORKS)
-        require(
-            len(self.conv_channels) == 2 and all(isinstance(c, int) and c >= 1 for c in self.conv_channels),
-            self,
-            "conv_channels",
-            f"must be two widths >= 1, got {self.conv_channels}",
-        )
-        unless_auto(check_choice, self, "activation", ACTIVATIONS)
-        check_positive(self, "gaussian_min_scale")
-        check_number(self, "flow_steps", integer=True)
-        object.__setattr__(self, "flow_hidden_dims", tuple(self.flow_hidden_dims))
-        require(
-            len(self.flow_hidden_dims) > 0 and all(isinstance(h, int) and h >= 1 for h in self.flow_hidden_dims),
-            self,
-            "flow_hidden_dims",
-            f"needs at least one width, each an integer >= 1, got {list(self.flow_hidden_dims)}",
-        )
+    latent_dim: PositiveInt | Auto = 8
+    hidden_dims: Widths | Auto = (64, 64)
+    network: Annotated[str, OneOf("vae.networks.NETWORKS")] = "mlp"
+    conv_channels: tuple[Width, Width] = (32, 64)
+    activation: Annotated[str, OneOf("vae.networks.ACTIVATIONS")] | Auto = "silu"
+    gaussian_min_scale: Positive = 0.05  # floor on the decoder's std, in standardized units
+    flow_steps: Count = 0  # inverse autoregressive flow steps on the Gaussian posterior; 0: the plain posterior
+    flow_hidden_dims: SomeWidths = (32,)  # hidden widths of each step's MADE network
 
 
-@dataclass(frozen=True)
+@config_class
 class ObjectiveConfig:
     """The training objective: the beta-ELBO (with optional linear KL warm-up), the IWAE bound with k samples,
     or an adversarial autoencoder (reconstruction + a discriminator matching the aggregate posterior to N(0, I))."""
 
-    kind: str = "elbo"  # a name in `vae.objectives.OBJECTIVES`
-    beta: float = 1.0
-    kl_warmup_steps: int = 0
-    iwae_samples: int = 1
-    analytic_kl: bool = True  # ELBO only: closed-form KL instead of the one-sample Monte Carlo estimate
-    adversarial_weight: float = 1.0  # AAE only: weight of the generator's adversarial loss
-    discriminator_lr: float = 1e-3  # AAE only: Adam learning rate of the discriminator
-    discriminator_hidden_dims: tuple[int, ...] = (64, 64)  # AAE only
-
-    def __post_init__(self) -> None:
-        from .objectives import OBJECTIVES
-
-        check_choice(self, "kind", OBJECTIVES)
-        check_number(self, "beta")
-        check_number(self, "kl_warmup_steps", integer=True)
-        check_positive(self, "iwae_samples", integer=True)
-        check_number(self, "adversarial_weight")
-        check_positive(self, "discriminator_lr")
-        object.__setattr__(self, "discriminator_hidden_dims", tuple(self.discriminator_hidden_dims))
-        require(
-            all(isinstance(h, int) and h >= 1 for h in self.discriminator_hidden_dims),
-            self,
-            "discriminator_hidden_dims",
-            f"every width must be an integer >= 1, got {list(self.discriminator_hidden_dims)}",
-        )
+    kind: Annotated[str, OneOf("vae.objectives.OBJECTIVES")] = "elbo"
+    beta: NonNegative = 1.0
+    kl_warmup_steps: Count = 0
+    iwae_samples: PositiveInt = 1
+    analytic_kl: Flag = True  # ELBO only: closed-form KL instead of the one-sample Monte Carlo estimate
+    adversarial_weight: NonNegative = 1.0  # AAE only: weight of the generator's adversarial loss
+    discriminator_lr: Positive = 1e-3  # AAE only: Adam learning rate of the discriminator
+    discriminator_hidden_dims: Widths = (64, 64)  # AAE only
 
 
-@dataclass(frozen=True)
+@config_class
 class TrainConfig:
     """The optimisation loop, independent of where it runs."""
 
     AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr")  # may be AUTO
 
-    epochs: int | Auto = 50
-    batch_size: int | Auto = 256
-    lr: float | Auto = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float | None = 5.0
-    patience: int | None = 10  # epochs without improvement of the validation loss; None disables
-    min_delta: float = 0.0
-    mixed_precision: bool = True  # bf16 autocast, used only on CUDA
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unless_auto(check_positive, self, "epochs", integer=True)
-        unless_auto(check_positive, self, "batch_size", integer=True)
-        unless_auto(check_positive, self, "lr")
-        check_number(self, "weight_decay")
-        if self.grad_clip is not None:
-            check_positive(self, "grad_clip")
-        if self.patience is not None:
-            check_positive(self, "patience", integer=True)
-        check_number(self, "min_delta")
-        check_number(self, "seed", integer=True)
+    epochs: PositiveInt | Auto = 50
+    batch_size: PositiveInt | Auto = 256
+    lr: Positive | Auto = 1e-3
+    weight_decay: NonNegative = 0.0
+    grad_clip: Positive | None = 5.0
+    patience: PositiveInt | None = 10  # epochs without improvement of the validation loss; None disables
+    min_delta: NonNegative = 0.0
+    mixed_precision: Flag = True  # bf16 autocast, used only on CUDA
+    seed: Count = 0
 
 
-@dataclass(frozen=True)
+@config_class
 class ScoreConfig:
     """How rows are scored: negative ELBO, importance-sampled NLL or reconstruction error."""
 
     AUTO_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "samples")  # may be AUTO
 
-    kind: str = "negative_elbo"  # a name in `vae.scoring.SCORES`, or AUTO
-    samples: int | Auto = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
-    contamination: float | None = 0.05  # expected anomaly share, sets the threshold quantile
-    quantile: float | None = None  # alternatively the threshold as a quantile of validation scores
+    kind: Annotated[str, OneOf("vae.scoring.SCORES")] | Auto = "negative_elbo"
+    samples: PositiveInt | Auto = 16  # posterior samples per row: ELBO averaging, or k for the importance-sampled NLL
+    contamination: Fraction | None = 0.05  # expected anomaly share, sets the threshold quantile
+    quantile: Fraction | None = None  # alternatively the threshold as a quantile of validation scores
 
-    def __post_init__(self) -> None:
-        from .scoring import SCORES
-
-        unless_auto(check_choice, self, "kind", SCORES)
-        unless_auto(check_positive, self, "samples", integer=True)
+    @model_validator(mode="after")
+    def _one_threshold_rule(self) -> ScoreConfig:
         require(
             (self.contamination is None) != (self.quantile is None),
             self,
             "contamination",
             "set exactly one of contamination and quantile",
         )
-        if self.contamination is not None:
-            check_fraction(self, "contamination")
-        if self.quantile is not None:
-            check_fraction(self, "quantile")
+        return self
 
 
 def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreConfig | None = None) -> None:
@@ -317,16 +485,20 @@ def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreCo
     An adversarial autoencoder has no KL-trained posterior: no flows, and it scores by reconstruction only.
     """
     if model.flow_steps and objective.kind == "elbo" and objective.analytic_kl:
-        raise ConfigError(
-            f"ObjectiveConfig.analytic_kl: a flow posterior (model.flow_steps={model.flow_steps}) has no closed-form "
-            f"KL; set objective.analytic_kl=false (the Monte Carlo estimate)"
+        raise field_error(
+            ObjectiveConfig,
+            "analytic_kl",
+            f"a flow posterior (model.flow_steps={model.flow_steps}) has no closed-form KL; set "
+            f"objective.analytic_kl=false (the Monte Carlo estimate)",
         )
     if objective.kind != "aae":
         return
     if model.flow_steps:
-        raise ConfigError(
-            "ModelConfig.flow_steps: an adversarial autoencoder (objective.kind=aae) matches the aggregate posterior "
-            "with its discriminator, not a KL-trained flow posterior; set model.flow_steps=0"
+        raise field_error(
+            ModelConfig,
+            "flow_steps",
+            "an adversarial autoencoder (objective.kind=aae) matches the aggregate posterior with its discriminator, "
+            "not a KL-trained flow posterior; set model.flow_steps=0",
         )
     if score is not None:
         check_score_kind(objective, score.kind)
@@ -335,66 +507,12 @@ def check_variant(model: ModelConfig, objective: ObjectiveConfig, score: ScoreCo
 def check_score_kind(objective: ObjectiveConfig, kind: str) -> None:
     """An AAE's encoder is not a KL-trained posterior, so -ELBO and importance-sampled NLL mean nothing for it."""
     if objective.kind == "aae" and kind != "reconstruction":
-        raise ConfigError(
-            f"ScoreConfig.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so "
-            f"{kind!r} is not a likelihood bound; score it with 'reconstruction'"
+        raise field_error(
+            ScoreConfig,
+            "kind",
+            f"an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so {kind!r} is not a "
+            f"likelihood bound; score it with 'reconstruction'",
         )
-
-
-def _coerce(hint: Any, value: Any) -> Any:
-    """Turn YAML/CLI scalars into the field's type where that is unambiguous ("1e-3" -> 0.001, 3 -> 3.0)."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None or isinstance(value, bool):
-        return value
-    if float in options and isinstance(value, (int, str)):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    if int in options and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    return value
-
-
-def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
-    """Build the dataclass `cls` from a plain mapping (as read from YAML or JSON).
-
-    Unknown keys raise `ConfigError` naming them; nested dataclass fields are built recursively;
-    lists become tuples and numeric strings become numbers where the field is numeric.
-    """
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}: expected a mapping of keys to values, got {data!r}")
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = _coerce(hint, value)
-    return cls(**kwargs)
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """The JSON-ready mapping of a config dataclass (tuples become lists)."""
-    return json_ready(dataclasses.asdict(config))
-
-
-def json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
 
 
 __all__ = [
@@ -410,6 +528,7 @@ __all__ = [
     "check_resolved",
     "check_score_kind",
     "check_variant",
+    "field_error",
     "from_dict",
     "to_dict",
 ]

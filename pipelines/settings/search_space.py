@@ -20,6 +20,18 @@ RANGE_KINDS = ("uniform", "loguniform", "randint")
 TUNABLE_SECTIONS = ("model", "objective", "train", "score")
 WHERE = "tune.space"
 
+_VALUES = {"type": "array", "minItems": 1}
+_RANGE = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}
+_AXIS = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+         "properties": {kind: _RANGE if kind in RANGE_KINDS else _VALUES for kind in SPACE_KINDS}}  # fmt: skip
+SPACE_SCHEMA = {  # the JSON Schema of a space, for editors; `parse_space` is what checks one
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": {section: {"type": "object", "minProperties": 1, "additionalProperties": _AXIS}
+                   for section in TUNABLE_SECTIONS},
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Axis:

@@ -1,68 +1,74 @@
 """Pipeline configuration: YAML files plus `key.sub=value` overrides, validated before Ray starts.
 
-Hyperparameters (model, objective, train, score) reuse the library's dataclasses; where the run happens
-(`scaling`, `run`, `tracking`) has its own sections. Addresses are never required in a file: Ray reads
-`RAY_ADDRESS` and MLflow `MLFLOW_TRACKING_URI` when the config leaves them unset.
+Hyperparameters (model, objective, train, score) reuse the library's config classes (pydantic dataclasses, see
+`vae.config`); where the run happens (`scaling`, `run`, `tracking`) has its own sections. An impossible value or
+an unknown key fails with one line naming the dotted field (`ConfigError`). The same classes give the JSON
+Schemas in `configs/schema/` (`python -m pipelines config-schema`) that editors read. Addresses are never
+required in a file: Ray reads `RAY_ADDRESS` and MLflow `MLFLOW_TRACKING_URI` when the config leaves them unset.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, WithJsonSchema, model_validator
 
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import (
     ConfigError,
+    Count,
+    Flag,
+    Fraction,
+    Positive,
+    PositiveInt,
+    Shape,
+    Text,
     auto_fields,
-    check_choice,
-    check_fraction,
-    check_number,
-    check_positive,
     check_variant,
+    config_class,
     from_dict,
-    json_ready,
+    number,
     require,
+    to_dict,
 )
 from vae.images import IMAGE_ENCODINGS, IMAGE_LIKELIHOODS
 from vae.preprocessing import MISSING_POLICIES
 
-from .search_space import parse_space
+from .search_space import SPACE_SCHEMA, parse_space
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be "auto" (see vae.config.AUTO_FIELDS)
 
+Name = Annotated[str, Field(pattern=r"^[^/]+$", description="a non-empty name without '/'")]
+Retries = Annotated[int, Field(strict=True, ge=-1)]  # -1: retry forever
+Factor = number(gt=1)
 
-@dataclass(frozen=True)
+
+@config_class
 class ImageColumn:
     """An image per row in `column`: C*H*W numbers (`array`: a list, fixed-size list or nested lists) or PNG
     bytes (`png`). Pixels are divided by `scale` (their largest possible value) to lie in [0, 1]."""
 
-    column: str = ""
-    shape: tuple[int, ...] = ()  # (C, H, W)
-    encoding: str = "array"  # of IMAGE_ENCODINGS
-    scale: float = 255.0
-    likelihood: str = "bernoulli"  # of IMAGE_LIKELIHOODS: that of each pixel intensity in [0, 1]
+    column: str
+    shape: Shape  # (C, H, W)
+    encoding: Literal[IMAGE_ENCODINGS] = "array"
+    scale: Positive = 255.0
+    likelihood: Literal[IMAGE_LIKELIHOODS] = "bernoulli"  # that of each pixel intensity in [0, 1]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(self.shape) if isinstance(self.shape, (list, tuple)) else self.shape)
-        require(isinstance(self.column, str) and self.column, self, "column", "name the column holding the images")
-        ok_shape = (isinstance(self.shape, tuple) and len(self.shape) == 3
-                    and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.shape))  # fmt: skip
-        require(ok_shape, self, "shape", f"must be three integers [C, H, W] >= 1, got {self.shape!r}")
-        check_choice(self, "encoding", IMAGE_ENCODINGS)
-        check_positive(self, "scale")
-        check_choice(self, "likelihood", IMAGE_LIKELIHOODS)
+    @model_validator(mode="after")
+    def _column_is_named(self) -> ImageColumn:
+        require(bool(self.column), self, "column", "name the column holding the images")
+        return self
 
     def preprocessor(self) -> ImagePreprocessor:
         return ImagePreprocessor(self.column, self.shape, self.encoding, self.scale, self.likelihood)
 
 
-@dataclass(frozen=True)
+@config_class
 class DataConfig:
     """Where the rows are and what their columns mean. `path` is a Parquet file, a directory or a URI.
 
@@ -71,7 +77,7 @@ class DataConfig:
     run starts (`pipelines.runtime.feature_kinds`).
     """
 
-    path: str = ""
+    path: str
     numeric: tuple[str, ...] = ()
     binary: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
@@ -80,21 +86,16 @@ class DataConfig:
     condition_categorical: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # row identifiers, carried to outputs; also the split key when given
     label: str | None = None  # 1 = anomaly; evaluation only, never a model input
-    validation_fraction: float = 0.1
-    split_seed: int = 0
-    missing: str = "impute"  # of MISSING_POLICIES
-    materialize: bool = True  # keep encoded rows in Ray's object store across epochs (off: stream each epoch)
+    validation_fraction: Fraction = 0.1
+    split_seed: Count = 0
+    missing: Literal[MISSING_POLICIES] = "impute"
+    materialize: Flag = True  # keep encoded rows in Ray's object store across epochs (off: stream each epoch)
     image: ImageColumn | None = None  # image rows: the image column is then the only model input
 
-    def __post_init__(self) -> None:
-        lists = ("numeric", "binary", "categorical", "exclude", "condition_numeric", "condition_categorical", "key")
-        for name in lists:
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if isinstance(self.image, dict):
-            object.__setattr__(self, "image", from_dict(ImageColumn, self.image))
-        require(isinstance(self.path, str) and self.path, self, "path", "set the Parquet file, directory or URI")
+    @model_validator(mode="after")
+    def _path_and_column_roles(self) -> DataConfig:
+        require(bool(self.path), self, "path", "set the Parquet file, directory or URI")
         if self.image is not None:
-            require(isinstance(self.image, ImageColumn), self, "image", f"expected a mapping, got {self.image!r}")
             require(
                 not self.features,
                 self,
@@ -105,9 +106,7 @@ class DataConfig:
         columns = [*self.inputs, *self.not_features]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         require(not repeated, self, "columns", f"each column may have one role only; repeated: {repeated}")
-        check_fraction(self, "validation_fraction")
-        check_number(self, "split_seed", integer=True)
-        check_choice(self, "missing", MISSING_POLICIES)
+        return self
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -138,19 +137,14 @@ class DataConfig:
         return self.key or self.features
 
 
-@dataclass(frozen=True)
+@config_class
 class ScalingSettings:
     """Ray Train workers. On a laptop each worker is a process; on a cluster, usually one per GPU."""
 
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # used only with use_gpu
-
-    def __post_init__(self) -> None:
-        check_positive(self, "num_workers", integer=True)
-        check_positive(self, "cpus_per_worker")
-        check_positive(self, "gpus_per_worker")
+    num_workers: PositiveInt = 2
+    use_gpu: Flag = False
+    cpus_per_worker: Positive = 1.0
+    gpus_per_worker: Positive = 1.0  # used only with use_gpu
 
     def resources_per_worker(self) -> dict[str, float]:
         resources = {"CPU": self.cpus_per_worker}
@@ -159,47 +153,37 @@ class ScalingSettings:
         return resources
 
 
-@dataclass(frozen=True)
+@config_class
 class RunSettings:
     """Identity and fault tolerance of a run. The same `name` and `storage_path` resume the run."""
 
-    name: str = "vae"
+    name: Name = "vae"
     storage_path: str = "runs"  # relative paths resolve against the project directory; or a URI
-    max_failures: int = 2  # worker-group restarts from the last checkpoint
-    checkpoints_to_keep: int = 2  # the best by validation loss (the latest is always kept too)
+    max_failures: Retries = 2  # worker-group restarts from the last checkpoint
+    checkpoints_to_keep: PositiveInt = 2  # the best by validation loss (the latest is always kept too)
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray started for the run
-    local_cpus: int = 4  # logical CPUs of a local Ray: more than workers use, so Ray Data can read
-
-    def __post_init__(self) -> None:
-        ok_name = isinstance(self.name, str) and self.name and "/" not in self.name
-        require(ok_name, self, "name", f"must be a non-empty name without '/', got {self.name!r}")
-        check_number(self, "max_failures", minimum=-1, integer=True)  # -1: retry forever
-        check_positive(self, "checkpoints_to_keep", integer=True)
-        check_positive(self, "local_cpus", integer=True)
+    local_cpus: PositiveInt = 4  # logical CPUs of a local Ray: more than workers use, so Ray Data can read
 
     def resolved_storage_path(self) -> str:
         """An absolute path or a URI (Ray Train needs one or the other)."""
         return resolve_path(self.storage_path)
 
 
-@dataclass(frozen=True)
+@config_class
 class TrackingSettings:
     """MLflow: where runs go and what the trained model is registered as."""
 
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under mlruns/
-    experiment: str = "vae-anomaly"
-    model_name: str = "vae-anomaly"
-    alias: str = "challenger"
-
-    def __post_init__(self) -> None:
-        for name in ("experiment", "model_name", "alias"):
-            value = getattr(self, name)
-            require(isinstance(value, str) and value, self, name, f"must be a non-empty string, got {value!r}")
+    experiment: Text = "vae-anomaly"
+    model_name: Text = "vae-anomaly"
+    alias: Text = "challenger"
 
 
-@dataclass(frozen=True)
+@config_class
 class TrainPipelineConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+    """A training run: the data, the library's hyperparameters, and where and how the run happens."""
+
+    data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -208,7 +192,8 @@ class TrainPipelineConfig:
     run: RunSettings = field(default_factory=RunSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _variant_suits_the_data(self) -> TrainPipelineConfig:
         image = self.data.image
         if self.model.network == "conv":
             require(image is not None, self.model, "network", "'conv' needs image rows (data.image); use 'mlp'")
@@ -219,6 +204,7 @@ class TrainPipelineConfig:
                 f"'conv' needs image height and width divisible by 4, data.image.shape is {list(image.shape)}",
             )
         check_variant(self.model, self.objective, self.score)
+        return self
 
     @property
     def auto_fields(self) -> tuple[str, ...]:
@@ -226,51 +212,38 @@ class TrainPipelineConfig:
         return tuple(f"{section}.{name}" for section in AUTO_SECTIONS for name in auto_fields(getattr(self, section)))
 
 
-@dataclass(frozen=True)
+@config_class
 class AshaSettings:
     """ASHA early stopping of trials on the selection metric, one rung step per epoch."""
 
-    enabled: bool = True
-    grace_period: int = 2  # epochs every trial runs before it may be stopped
-    reduction_factor: float = 2.0  # at each rung, the best 1/reduction_factor of trials go on
-
-    def __post_init__(self) -> None:
-        check_positive(self, "grace_period", integer=True)
-        check_number(self, "reduction_factor", minimum=1, strict=True)
+    enabled: Flag = True
+    grace_period: PositiveInt = 2  # epochs every trial runs before it may be stopped
+    reduction_factor: Factor = 2.0  # at each rung, the best 1/reduction_factor of trials go on
 
 
 SELECTION_METRICS = {"nll": ("val_nll", "min"), "auroc": ("val_auroc", "max")}
 
 
-@dataclass(frozen=True)
+@config_class
 class TuneSettings:
     """A Ray Tune sweep: each trial is a full Ray Train run of the config with the trial's values swept in.
 
     The same `name` (and `run.storage_path`) resumes the sweep, and finds its MLflow parent run again.
     """
 
-    name: str = "vae-sweep"
-    space: dict[str, Any] = field(default_factory=dict)  # see pipelines/settings/search_space.py
-    metric: str = "nll"  # of SELECTION_METRICS: validation NLL, or AUROC of the score against `data.label`
+    name: Name = "vae-sweep"
+    space: Annotated[dict[str, Any], WithJsonSchema(SPACE_SCHEMA)] = field(default_factory=dict)  # settings/search_space.py
+    metric: Literal[tuple(SELECTION_METRICS)] = "nll"  # validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
-    num_samples: int = 8  # optuna: trials; grid: repeats of the whole grid
-    max_concurrent_trials: int | None = None  # default: as many as the cluster's CPUs (GPUs) hold
-    seed: int = 0
-    nll_samples: int = 32  # importance samples per validation row for val_nll
-    max_failures: int = 1  # restarts of a failed trial (from its last checkpoint)
+    num_samples: PositiveInt = 8  # optuna: trials; grid: repeats of the whole grid
+    max_concurrent_trials: PositiveInt | None = None  # default: as many as the cluster's CPUs (GPUs) hold
+    seed: Count = 0
+    nll_samples: PositiveInt = 32  # importance samples per validation row for val_nll
+    max_failures: Retries = 1  # restarts of a failed trial (from its last checkpoint)
     asha: AshaSettings = field(default_factory=AshaSettings)
 
-    def __post_init__(self) -> None:
-        ok_name = isinstance(self.name, str) and self.name and "/" not in self.name
-        require(ok_name, self, "name", f"must be a non-empty name without '/', got {self.name!r}")
-        check_choice(self, "metric", tuple(SELECTION_METRICS))
-        check_choice(self, "search", ("optuna", "grid"))
-        check_positive(self, "num_samples", integer=True)
-        if self.max_concurrent_trials is not None:
-            check_positive(self, "max_concurrent_trials", integer=True)
-        check_number(self, "seed", integer=True)
-        check_positive(self, "nll_samples", integer=True)
-        check_number(self, "max_failures", minimum=-1, integer=True)
+    @model_validator(mode="after")
+    def _space_suits_the_search(self) -> TuneSettings:
         for axis in parse_space(self.space):
             if self.search == "optuna" and axis.kind == "grid":
                 raise ConfigError(f"tune.space.{axis.name}: grid axes need tune.search=grid; Optuna samples: "
@@ -278,6 +251,7 @@ class TuneSettings:
             if self.search == "optuna" and axis.kind == "choice":
                 scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in axis.values)
                 require(scalar, self, f"space.{axis.name}", "Optuna chooses among scalars only; use tune.search=grid")
+        return self
 
     @property
     def reported_metric(self) -> tuple[str, str]:
@@ -285,14 +259,14 @@ class TuneSettings:
         return SELECTION_METRICS[self.metric]
 
 
-@dataclass(frozen=True)
+@config_class
 class TunePipelineConfig(TrainPipelineConfig):
     """A training config plus the sweep over it; every value a trial can get is checked up front."""
 
     tune: TuneSettings = field(default_factory=TuneSettings)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _every_trial_is_valid(self) -> TunePipelineConfig:
         if self.tune.metric == "auroc":
             require(bool(self.data.label), self.data, "label", "tune.metric=auroc needs the label column")
         base = self.train_dict()
@@ -301,11 +275,15 @@ class TunePipelineConfig(TrainPipelineConfig):
                 try:
                     from_dict(TrainPipelineConfig, set_dotted(base, axis.name, value))
                 except ConfigError as err:
-                    raise ConfigError(f"tune.space.{axis.name}: value {value!r} is invalid: {err}") from err
+                    why = str(err)
+                    if why.startswith(f"{axis.name}: "):  # the value's own problem: the line already names the value
+                        why = why.removeprefix(f"{axis.name}: ").removesuffix(f", got {value!r}")
+                    raise ConfigError(f"tune.space.{axis.name}: value {value!r} is invalid: {why}") from err
+        return self
 
     def train_dict(self) -> dict[str, Any]:
         """The training config (without `tune`) as a plain mapping."""
-        data = json_ready(dataclasses.asdict(self))
+        data = to_dict(self)
         data.pop("tune")
         return data
 

@@ -68,7 +68,7 @@ def test_generate_and_impute_write_parquet_in_the_training_columns(mlflow_server
 def test_bad_requests_exit_non_zero_with_one_line_and_write_nothing(mlflow_server, scoring_model, tmp_path):
     output = tmp_path / "out.parquet"
     cases = [
-        ("generate", ["n=0"], 2, "vae-anomaly generate: config error: GenerateConfig.n: must be an integer > 0"),
+        ("generate", ["n=0"], 2, "vae-anomaly generate: config error: GenerateConfig.n: must be >= 1, got 0"),
         ("generate", [f"model={scoring_model}", "condition.region=north"], 2,
          "GenerateConfig.condition: the model is not conditional"),
         ("impute", ["model=thyroid-scorer@nightly", f"input={tmp_path}"], 1, "model thyroid-scorer@nightly not found"),

@@ -44,8 +44,9 @@ def _variants(frame: pd.DataFrame, tmp_path):
            "numeric feature column(s) hold non-numeric values: {'TSH'")  # fmt: skip
     yield "empty dataset", _write(tmp_path, frame.iloc[:0]), (), ": no rows"
     yield "corrupt file", str(corrupt), (), "cannot read Parquet at"
-    yield "impossible config", str(tmp_path), ("model.latent_dim=0",), "ModelConfig.latent_dim: must be an integer > 0"
-    yield "unknown key", str(tmp_path), ("model.latent_size=4",), "unknown key(s) ['latent_size']"
+    yield ("impossible config", str(tmp_path), ("model.latent_dim=0",),
+           "config error: model.latent_dim: must be an integer >= 1 or 'auto', got 0")  # fmt: skip
+    yield "unknown key", str(tmp_path), ("model.latent_size=4",), "config error: model: unknown key(s) ['latent_size']"
     yield "all-null column", _write(tmp_path, frame.assign(TSH=None)), (), "column(s) ['TSH'] hold only nulls"
     nan_values = pa.Table.from_pandas(frame, preserve_index=False).set_column(
         frame.columns.get_loc("TSH"), "TSH", pa.array(np.full(len(frame), np.nan), from_pandas=False)

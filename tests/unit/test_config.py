@@ -38,6 +38,27 @@ def test_impossible_values_fail_naming_the_field(cls, kwargs, field):
         cls(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ModelConfig(latent_dim=0), "ModelConfig.latent_dim: must be an integer >= 1 or 'auto', got 0"),
+        (lambda: ModelConfig(gaussian_min_scale=-1.0), "ModelConfig.gaussian_min_scale: must be > 0, got -1.0"),
+        (lambda: ObjectiveConfig(iwae_samples=0), "ObjectiveConfig.iwae_samples: must be >= 1, got 0"),
+        (lambda: ObjectiveConfig(beta=True), "ObjectiveConfig.beta: must be a number >= 0, got True"),
+        (lambda: TrainConfig(epochs=2.5), "TrainConfig.epochs: must be an integer >= 1 or 'auto', got 2.5"),
+        (lambda: ScoreConfig(contamination=1.5), "ScoreConfig.contamination: must be a number in (0, 1) or null, got "
+                                                 "1.5"),
+        (lambda: from_dict(DataLayout, {"blocks": [{"kind": "gaussian", "width": 0}]}),
+         "blocks.0.width: must be >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_the_line_says_what_the_field_accepts_and_what_it_got(build, message):
+    """Built in Python, a config names its field with its class; a section's field is named by its dotted path."""
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert str(err.value) == message
+
+
 def test_layout_checks_image_shape_against_width():
     with pytest.raises(ConfigError, match="DataLayout.image_shape"):
         DataLayout((FeatureBlock("bernoulli", 10),), image_shape=(1, 4, 4))

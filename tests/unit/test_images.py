@@ -117,17 +117,17 @@ def test_image_layout_round_trip_and_a_saved_conv_detector_scores_identically(tm
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.image.shape=[8,8]", r"ImageColumn.shape: must be three integers \[C, H, W\]"),
-        ("data.image.encoding=jpeg", r"ImageColumn.encoding: must be one of \['array', 'png'\]"),
-        ("data.image.scale=0", r"ImageColumn.scale: must be a number > 0"),
-        ("data.image.likelihood=categorical", r"ImageColumn.likelihood: must be one of"),
-        ("data.image.column=", r"ImageColumn.column: name the column"),
-        ("data.image.size=3", r"ImageColumn: unknown key\(s\) \['size'\]"),
-        ("data.numeric=[a]", r"DataConfig.image: an image model reads only its image column"),
-        ("data.key=[]", r"DataConfig.key: image rows are split by their key columns"),
-        ("data.image.column=digit", r"DataConfig.columns: .*repeated: \['digit'\]"),
-        ("data.image.shape=[1,6,6]", r"ModelConfig.network: 'conv' needs image height and width divisible by 4"),
-        ("data.image=null", r"ModelConfig.network: 'conv' needs image rows \(data.image\)"),  # features inferred: mlp
+        ("data.image.shape=[8,8]", r"^data\.image\.shape: must be three integers \[C, H, W\] >= 1, got \[8, 8\]$"),
+        ("data.image.encoding=jpeg", r"^data\.image\.encoding: must be one of \['array', 'png'\], got 'jpeg'$"),
+        ("data.image.scale=0", r"^data\.image\.scale: must be > 0, got 0$"),
+        ("data.image.likelihood=categorical", r"^data\.image\.likelihood: must be one of"),
+        ("data.image.column=", r"^data\.image\.column: name the column"),
+        ("data.image.size=3", r"^data\.image: unknown key\(s\) \['size'\]"),
+        ("data.numeric=[a]", r"^data\.image: an image model reads only its image column"),
+        ("data.key=[]", r"^data\.key: image rows are split by their key columns"),
+        ("data.image.column=digit", r"^data\.columns: .*repeated: \['digit'\]"),
+        ("data.image.shape=[1,6,6]", r"^model\.network: 'conv' needs image height and width divisible by 4"),
+        ("data.image=null", r"^model\.network: 'conv' needs image rows \(data\.image\)"),  # features inferred: mlp
     ],
 )
 def test_impossible_image_configs_fail_naming_the_field(override, message):

@@ -45,7 +45,7 @@ def test_score_job_config_reads_dates_and_model_specs():
     for override, message in [
         ("run_date=2026-02-30", "ScoreJobConfig.run_date"),
         ("model=nope", "NAME@ALIAS"),
-        ("actors=0", "ScoreJobConfig.actors"),
+        ("actors=0", "ScoreJobConfig.actors: must be >= 1, got 0"),
         ("kind=entropy", "ScoreJobConfig.kind"),
     ]:
         with pytest.raises(ConfigError, match=message):
@@ -59,11 +59,11 @@ def test_evaluate_config_reads_the_thyroid_files_and_validates_the_gate():
     assert config.tracking.experiment == "vae-anomaly-evaluation" and not config.baselines
     for override, message in [
         ("metric=f1", "EvaluateConfig.metric: must be one of ['auroc', 'average_precision']"),
-        ("margin=-0.1", "EvaluateConfig.margin"),
+        ("margin=-0.1", "EvaluateConfig.margin: must be >= 0, got -0.1"),
         ("champion=challenger", "EvaluateConfig.champion: must differ from the challenger alias"),
         ("train=", "EvaluateConfig.train: set the training rows"),
         ("label=", "EvaluateConfig.label"),
-        ("pca_variance=1.0", "EvaluateConfig.pca_variance"),
+        ("pca_variance=1.0", "EvaluateConfig.pca_variance: must be in (0, 1), got 1.0"),
         ("baselines=maybe", "EvaluateConfig.baselines"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -77,14 +77,14 @@ def test_generate_and_impute_configs_take_conditions_and_validate():
     impute = load_config(CONFIG_DIR / "impute.yaml", ["samples=3", "return_samples=true"], cls=ImputeConfig)
     assert impute.samples == 3 and impute.return_samples and impute.method == "metropolis" and impute.truth is None
     for cls, override, message in [
-        (GenerateConfig, "n=0", "GenerateConfig.n: must be an integer > 0, got 0"),
-        (GenerateConfig, "n=-5", "GenerateConfig.n: must be an integer > 0, got -5"),
+        (GenerateConfig, "n=0", "GenerateConfig.n: must be >= 1, got 0"),
+        (GenerateConfig, "n=-5", "GenerateConfig.n: must be >= 1, got -5"),
         (GenerateConfig, "mode=median", "GenerateConfig.mode: must be one of ['mean', 'sample']"),
         (GenerateConfig, "model=thyroid", "GenerateConfig.model: must be NAME@ALIAS or NAME/VERSION"),
         (GenerateConfig, "output=out.csv", "GenerateConfig.output: must be a path ending in .parquet"),
         (GenerateConfig, "condition=north", "GenerateConfig.condition: must be a mapping"),
         (ImputeConfig, "output=s3://b/x.parquet", "ImputeConfig.output: the file is published by a rename"),
-        (ImputeConfig, "samples=0", "ImputeConfig.samples"),
+        (ImputeConfig, "samples=0", "ImputeConfig.samples: must be >= 1, got 0"),
         (ImputeConfig, "method=em", "ImputeConfig.method: must be one of ['metropolis', 'pseudo_gibbs']"),
         (ImputeConfig, "input=", "ImputeConfig.input"),
     ]:
@@ -107,46 +107,82 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.latent_dim=0", "ModelConfig.latent_dim: must be an integer > 0"),
-        ("train.lr=fast", "TrainConfig.lr: must be a number > 0 or 'auto', got 'fast'"),
-        ("model.latent_dim=big", "ModelConfig.latent_dim: must be an integer > 0 or 'auto', got 'big'"),
-        ("model.hidden_dims=wide", "ModelConfig.hidden_dims: must be a list of integer widths >= 1 or 'auto', got"),
-        ("model.activation=mish", "ModelConfig.activation: must be one of ['relu', 'gelu', 'silu', 'tanh'] or 'auto'"),
-        ("train.epochs=many", "TrainConfig.epochs: must be an integer > 0 or 'auto', got 'many'"),
-        ("train.batch_size=0", "TrainConfig.batch_size: must be an integer > 0 or 'auto', got 0"),
-        ("score.kind=entropy", "ScoreConfig.kind: must be one of ['negative_elbo', 'nll', 'reconstruction'] or 'auto'"),
-        ("score.samples=-1", "ScoreConfig.samples: must be an integer > 0 or 'auto', got -1"),
-        ("data.exclude=[row_id]", "DataConfig.columns: each column may have one role only; repeated: ['row_id']"),
-        ("objective.beta=-1", "ObjectiveConfig.beta"),
-        ("scaling.num_workers=0", "ScalingSettings.num_workers"),
-        ("data.validation_fraction=1.5", "DataConfig.validation_fraction"),
-        ("data.key=[age]", "DataConfig.columns: each column may have one role only; repeated: ['age']"),
-        ("run.name=a/b", "RunSettings.name"),
-        ("model.network=conv", "ModelConfig.network: 'conv' needs image rows (data.image)"),
+        ("model.latent_dim=0", "model.latent_dim: must be an integer >= 1 or 'auto', got 0"),
+        ("train.lr=fast", "train.lr: must be a number > 0 or 'auto', got 'fast'"),
+        ("model.latent_dim=big", "model.latent_dim: must be an integer >= 1 or 'auto', got 'big'"),
+        ("model.hidden_dims=wide", "model.hidden_dims: must be a list of integer widths >= 1 or 'auto', got 'wide'"),
+        ("model.activation=mish", "model.activation: must be one of ['relu', 'gelu', 'silu', 'tanh'] or 'auto', got"),
+        ("train.epochs=many", "train.epochs: must be an integer >= 1 or 'auto', got 'many'"),
+        ("train.batch_size=0", "train.batch_size: must be an integer >= 1 or 'auto', got 0"),
+        ("score.kind=entropy", "score.kind: must be one of ['negative_elbo', 'nll', 'reconstruction'] or 'auto', got"),
+        ("score.samples=-1", "score.samples: must be an integer >= 1 or 'auto', got -1"),
+        ("data.exclude=[row_id]", "data.columns: each column may have one role only; repeated: ['row_id']"),
+        ("objective.beta=-1", "objective.beta: must be >= 0, got -1"),
+        ("scaling.num_workers=0", "scaling.num_workers: must be >= 1, got 0"),
+        ("data.validation_fraction=1.5", "data.validation_fraction: must be in (0, 1), got 1.5"),
+        ("data.key=[age]", "data.columns: each column may have one role only; repeated: ['age']"),
+        ("run.name=a/b", "run.name: must be a non-empty name without '/', got 'a/b'"),
+        ("model.network=conv", "model.network: 'conv' needs image rows (data.image)"),
         ("modle.latent_dim=3", "TrainPipelineConfig: unknown key(s) ['modle']"),
+        ("data=3", "TrainPipelineConfig.data: must be a mapping, got 3"),  # a key at the top: named with the class
         ("train", "override 'train': expected key.sub=value"),
     ],
 )
 def test_impossible_values_fail_before_anything_runs(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(PROJECT_DIR / "pipelines/configs/train.yaml", [override])
-    assert message in str(err.value)
+    assert str(err.value).startswith(message)  # the dotted field once, then why: no `ModelConfig.latent_dim:` again
+
+
+def test_the_cli_prints_one_line_naming_the_dotted_field_and_exits_2(capsys):
+    import ray
+
+    from pipelines.cli import main
+
+    assert main(["train", "model.latent_dim=0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "vae-anomaly train: config error: model.latent_dim: must be an integer >= 1 or 'auto', got 0\n"
+    assert not ray.is_initialized()
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.flow_steps=4"], "ObjectiveConfig.analytic_kl: a flow posterior (model.flow_steps=4) has no closed"),
-        (["objective.kind=aae"], "ScoreConfig.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained"),
-        (["objective.kind=aae", "score.kind=nll"], "ScoreConfig.kind: an adversarial autoencoder"),
-        (["objective.kind=aae", "score.kind=reconstruction", "model.flow_steps=2"], "ModelConfig.flow_steps: an adv"),
-        (["objective.kind=gan"], "ObjectiveConfig.kind: must be one of ['elbo', 'iwae', 'aae']"),
+        (
+            ["model.latent_dim=0", "train.lr=-1"],
+            "model.latent_dim: must be an integer >= 1 or 'auto', got 0 (also invalid: train.lr)",
+        ),
+        (["model.latnt_dim=3"], "model: unknown key(s) ['latnt_dim']; known: ['activation', 'conv_channels', "),
+        (["data.path="], "data.path: set the Parquet file, directory or URI"),
+        (["train.weight_decay=-1"], "train.weight_decay: must be >= 0, got -1"),
+        (["train.grad_clip=0"], "train.grad_clip: must be a number > 0 or null, got 0"),
+        (["model.gaussian_min_scale=-1"], "model.gaussian_min_scale: must be > 0, got -1"),
+        (["score.contamination=1.5"], "score.contamination: must be a number in (0, 1) or null, got 1.5"),
+        (["score.quantile=0.9"], "score.contamination: set exactly one of contamination and quantile"),
+        (["train.mixed_precision=3"], "train.mixed_precision: must be true or false, got 3"),
+    ],
+)
+def test_a_message_in_a_section_names_the_dotted_field_once(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PROJECT_DIR / "pipelines/configs/train.yaml", overrides)
+    assert str(err.value).startswith(message) and "Config." not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.flow_steps=4"], "objective.analytic_kl: a flow posterior (model.flow_steps=4) has no closed"),
+        (["objective.kind=aae"], "score.kind: an adversarial autoencoder (objective.kind=aae) has no KL-trained"),
+        (["objective.kind=aae", "score.kind=nll"], "score.kind: an adversarial autoencoder"),
+        (["objective.kind=aae", "score.kind=reconstruction", "model.flow_steps=2"], "model.flow_steps: an adv"),
+        (["objective.kind=gan"], "objective.kind: must be one of ['elbo', 'iwae', 'aae']"),
     ],
 )
 def test_variant_combinations_that_make_no_sense_fail_before_anything_runs(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(PROJECT_DIR / "pipelines/configs/train.yaml", overrides)
-    assert message in str(err.value)
+    assert str(err.value).startswith(message)
 
 
 def test_the_readme_variant_commands_load():

@@ -9,7 +9,8 @@ from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP,
 
 
 def trial(trial_id: str, best: float, outcome: str, epochs: int = 12) -> TrialSummary:
-    return TrialSummary(trial_id, {"objective.beta": 1.0}, epochs, best, epochs, best, outcome, f"/ckpt/{trial_id}", None)
+    checkpoint = f"/ckpt/{trial_id}"
+    return TrialSummary(trial_id, {"objective.beta": 1.0}, epochs, best, epochs, best, outcome, checkpoint, None)
 
 
 def test_a_trial_stopped_by_asha_is_not_selected_even_with_the_best_metric():
