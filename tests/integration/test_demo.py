@@ -20,9 +20,12 @@ def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server):
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert [int(n) for n in re.findall(r"^=== (\d)/4 ", out, flags=re.M)] == [1, 2, 3, 4]
-    trials = re.findall(r"^\| \w+_\d+ \| [\d.]+ \| \d \| (\d+) \| [\d.]+ \| \d+ \| ([\w ()]+) \|$", out, flags=re.M)
-    assert len(trials) == 4 and any(outcome == "stopped by ASHA" for _, outcome in trials), out
-    assert len(re.findall(r"trial \w+ epoch +1/10 ", out)) == 4, "one progress line per trial epoch"
+    # the default (latent auto) against latent 2, both trained for the same `auto` epochs (the 3000-step budget)
+    trials = re.findall(r"^\| \w+_\d+ \| 1 \| (\w+) \| (\d+) \| [\d.]+ \| \d+ \| ([\w ()]+) \|$", out, flags=re.M)
+    assert sorted(latent for latent, _, _ in trials) == ["2", "auto"], out
+    epochs = {int(n) for _, n, _ in trials}
+    assert len(epochs) == 1 and epochs.pop() > 100 and {o for _, _, o in trials} == {"completed"}, out
+    assert len(re.findall(r"trial \w+ epoch +1/\d+ ", out)) == 2, "one progress line per trial epoch"
     version = re.search(r"registered demo-model version (\d+) with alias @challenger", out).group(1)
     assert f"promotion: first_champion. no champion yet: challenger demo-model/{version}" in out
     client = MlflowClient(mlflow_server)
