@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from vae import ConfigError
+
+T = TypeVar("T")
 
 COMMANDS = {
     "train": "pipelines.commands.train",
@@ -33,6 +37,25 @@ def config_parser(command: str, doc: str, default_config: str, example: str) -> 
     parser.add_argument("--config", default=str(CONFIG_DIR / default_config), help="YAML config file")
     parser.add_argument("overrides", nargs="*", help=f"key.sub=value overrides, e.g. {example}")
     return parser
+
+
+def run_config_command(
+    command: str,
+    doc: str,
+    default_config: str,
+    example: str,
+    cls: type,
+    argv: list[str] | None,
+    run: Callable[[Any], T],
+    report: Callable[[T], None],
+) -> T:
+    """A command's `main`: parse `--config` and overrides, load them as `cls`, `run` the config, `report` the result."""
+    from .settings.yaml_configs import load_config
+
+    args = config_parser(command, doc, default_config, example).parse_args(argv)
+    outcome = run(load_config(args.config, args.overrides, cls=cls))
+    report(outcome)
+    return outcome
 
 
 USAGE = f"usage: vae-anomaly {{{','.join(COMMANDS)}}} [options]   (each command has --help)"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from pipelines.settings.yaml_configs import CONFIG_DIR, TrainPipelineConfig, TunePipelineConfig
 from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
+from pipelines.settings.yaml_configs import CONFIG_DIR, TrainPipelineConfig, TunePipelineConfig
 
 COMMAND_CONFIGS = {
     "train": TrainPipelineConfig,

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.cli import config_parser
+from pipelines.cli import run_config_command
 from pipelines.runtime.parquet_input import DataError, open_parquet
 from pipelines.settings.model_jobs import ImputeConfig
-from pipelines.settings.yaml_configs import load_config, resolve_path
+from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage.arrow_types import to_arrow
 from pipelines.storage.parquet_file import write_parquet_atomically
 from pipelines.tracking.registry import load_model_spec
@@ -162,7 +162,6 @@ def report(outcome: ImputeOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> ImputeOutcome:
-    args = config_parser("impute", __doc__, "impute.yaml", "input=rows.parquet samples=16").parse_args(argv)
-    outcome = run(load_config(args.config, args.overrides, cls=ImputeConfig))
-    report(outcome)
-    return outcome
+    return run_config_command(
+        "impute", __doc__, "impute.yaml", "input=rows.parquet samples=16", ImputeConfig, argv, run, report
+    )

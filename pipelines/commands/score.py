@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.dataset as pads
 
-from pipelines.cli import config_parser
+from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import REASON, ScoringPlan, feature_columns, score_into
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_input import check_parquet, table_preprocessors
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
-from pipelines.settings.yaml_configs import load_config, resolve_path
+from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems
 from pipelines.storage.partitions import Staging, publish, stage
 from pipelines.tracking import plots
@@ -149,7 +149,6 @@ def report(summary: ScoreSummary) -> None:
 
 
 def main(argv: list[str] | None = None) -> ScoreSummary:
-    args = config_parser("score", __doc__, "score.yaml", "input=... run_date=2026-11-24").parse_args(argv)
-    summary = run(load_config(args.config, args.overrides, cls=ScoreJobConfig))
-    report(summary)
-    return summary
+    return run_config_command(
+        "score", __doc__, "score.yaml", "input=... run_date=2026-11-24", ScoreJobConfig, argv, run, report
+    )

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipelines.cli import config_parser
+from pipelines.cli import run_config_command
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import (
@@ -25,7 +25,7 @@ from pipelines.runtime.parquet_input import (
     prepare_data,
 )
 from pipelines.runtime.validation_pass import score_encoded
-from pipelines.settings.yaml_configs import TrainPipelineConfig, load_config
+from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.storage import filesystems
 from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
 from pipelines.tracking import plots
@@ -176,7 +176,4 @@ def report(outcome: TrainOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> TrainOutcome:
-    args = config_parser("train", __doc__, "train.yaml", "train.epochs=5").parse_args(argv)
-    outcome = run(load_config(args.config, args.overrides))
-    report(outcome)
-    return outcome
+    return run_config_command("train", __doc__, "train.yaml", "train.epochs=5", TrainPipelineConfig, argv, run, report)

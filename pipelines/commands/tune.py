@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from pipelines.cli import config_parser
+from pipelines.cli import run_config_command
 from pipelines.commands.train import (
     TrainOutcome,
     chosen_params,
@@ -40,7 +40,7 @@ from pipelines.runtime.cluster import quiet_ray_data, ray_session
 from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
 from pipelines.settings.search_space import Axis, parse_space
-from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.tracking import plots
 from pipelines.tracking.runs import Tracker, flatten, tracked_run
 from vae import to_dict
@@ -334,10 +334,7 @@ def report(outcome: SweepOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> SweepOutcome:
-    args = config_parser("tune", __doc__, "tune.yaml", "tune.num_samples=4").parse_args(argv)
-    outcome = run(load_config(args.config, args.overrides, cls=TunePipelineConfig))
-    report(outcome)
-    return outcome
+    return run_config_command("tune", __doc__, "tune.yaml", "tune.num_samples=4", TunePipelineConfig, argv, run, report)
 
 
 if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/commands/tune.py -- --config ...` runs this file

@@ -232,7 +232,7 @@ class TuneSettings:
     """
 
     name: Name = "vae-sweep"
-    space: Annotated[dict[str, Any], WithJsonSchema(SPACE_SCHEMA)] = field(default_factory=dict)  # settings/search_space.py
+    space: Annotated[dict[str, Any], WithJsonSchema(SPACE_SCHEMA)] = field(default_factory=dict)  # search_space.py
     metric: Literal[tuple(SELECTION_METRICS)] = "nll"  # validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
     num_samples: PositiveInt = 8  # optuna: trials; grid: repeats of the whole grid

@@ -101,8 +101,9 @@ def test_make_tune_cluster_sweeps_and_registers_the_best_trial(ray_head, mlflow_
     address, env = ray_head
     swept = _make("tune-cluster", address, env, mlflow_server, [
         f"data.path={thyroid_dir / 'train'}", f"run.storage_path={tmp_path / 'runs'}", "tune.name=sweep-job",
-        f"train.epochs={EPOCHS}", "tune.asha.enabled=true", "tune.asha.grace_period=1", "tune.space.objective.beta.grid=[0.5,4]",
-        "tune.space.model.latent_dim.grid=[2,4]", "tracking.experiment=sweep-job", "tracking.model_name=sweep-job",
+        f"train.epochs={EPOCHS}", "tune.asha.enabled=true", "tune.asha.grace_period=1",
+        "tune.space.objective.beta.grid=[0.5,4]", "tune.space.model.latent_dim.grid=[2,4]",
+        "tracking.experiment=sweep-job", "tracking.model_name=sweep-job",
     ], "TUNE_CLUSTER_CONFIG=pipelines/configs/tune.yaml")  # fmt: skip
     out = swept.stdout + swept.stderr
     assert swept.returncode == 0, out[-4000:]

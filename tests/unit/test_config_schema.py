@@ -8,8 +8,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from pipelines.settings.yaml_configs import CONFIG_DIR, PROJECT_DIR, apply_overrides, load_config
 from pipelines.commands.config_schema import COMMAND_CONFIGS, SCHEMA_DIR, json_schema, schema_path
+from pipelines.settings.yaml_configs import CONFIG_DIR, PROJECT_DIR, apply_overrides, load_config
 from vae import ConfigError
 from vae.config import from_dict
 
