@@ -59,34 +59,6 @@ def label(point: dict[str, Any]) -> str:
     return " ".join(f"{key.split('.')[-1]}={value}" for key, value in point.items())
 
 
-def with_point(settings, point: dict[str, Any]):
-    """`settings` (a `vae.auto.Settings`) with each dotted key of `point` replaced ("auto" keeps the default's)."""
-    for key, value in point.items():
-        if value == "auto":
-            continue
-        section, name = key.split(".")
-        settings = dataclasses.replace(settings, **{section: dataclasses.replace(getattr(settings, section),
-                                                                                 **{name: value})})  # fmt: skip
-    return settings
-
-
-def candidate(train: np.ndarray, point: dict[str, Any], seed: int):
-    """An `AnomalyDetector` with the default's settings for `train` (N, d), the grid point's values replacing them."""
-    from vae import AnomalyDetector
-    from vae.auto import auto_settings
-    from vae.columns import as_columns, infer_feature_types
-    from vae.config import DataLayout
-    from vae.estimator import CALIBRATION_ROWS, VALIDATION_FRACTION
-    from vae.preprocessing import Preprocessor
-
-    columns = as_columns(train)
-    types = infer_feature_types(columns, (), None, None, None)
-    layout = DataLayout(Preprocessor(types.numeric, types.binary, types.categorical).fit(columns).layout_blocks())
-    n = len(train)
-    rows = n - (round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0)  # what fit trains on
-    return AnomalyDetector(settings=with_point(auto_settings(rows, layout, seed), point), seed=seed, device="cpu")
-
-
 def validation_nll(estimator, rows: np.ndarray, samples: int, seed: int) -> float:
     """Mean importance-sampled NLL (nats) of `rows` under the estimator's model, as the sweep's metric."""
     from vae import Detector, ScoreConfig
@@ -117,7 +89,7 @@ def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
     rows = [{"dataset": name, "seed": seed, "candidate": DEFAULT, "val_nll": float("nan"),
              "auroc": 100 * roc_auc_score(labels, default.score_samples(test)), "selected": False}]  # fmt: skip
     for point in sweep.points():
-        model = candidate(fit_rows, point, seed).fit(fit_rows)
+        model = AnomalyDetector(overrides=point, seed=seed, device="cpu").fit(fit_rows)
         rows.append({"dataset": name, "seed": seed, "candidate": label(point),
                      "val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
                      "auroc": 100 * roc_auc_score(labels, model.score_samples(test)), "selected": False})  # fmt: skip

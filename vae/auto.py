@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .config import AUTO, DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, auto_fields
 
@@ -62,6 +63,20 @@ def auto_settings(rows: int, layout: DataLayout, seed: int = 0, contamination: f
         train=TrainConfig(epochs=epochs_for(rows, batch), batch_size=batch, lr=LR, patience=None, seed=seed),
         score=ScoreConfig(kind="negative_elbo", samples=SCORE_SAMPLES, contamination=contamination),
     )
+
+
+def with_values(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """`settings` with each dotted field of `values` replaced ({"model.latent_dim": 2, "objective.beta": 0.1});
+    an AUTO value keeps the settings' own. Raises ValueError for a section that `Settings` does not have."""
+    sections = {f.name for f in dataclasses.fields(Settings)}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if section not in sections:
+            raise ValueError(f"with_values: {key!r} is not in a section of {sorted(sections)}")
+        if value != AUTO:
+            part = dataclasses.replace(getattr(settings, section), **{name: value})
+            settings = dataclasses.replace(settings, **{section: part})
+    return settings
 
 
 Config = TypeVar("Config", ModelConfig, TrainConfig, ScoreConfig)

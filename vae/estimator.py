@@ -13,14 +13,14 @@ The parts (`Preprocessor`, `VAE`, `fit`, `Detector`) stay usable on their own fo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .auto import Settings, auto_settings
+from .auto import Settings, auto_settings, with_values
 from .columns import as_columns, infer_feature_types
 from .config import DataLayout
 from .detector import Detector
@@ -53,6 +53,7 @@ class AnomalyDetector:
     numeric / binary / categorical: declared feature columns; when none is given, every column not in `exclude`
     is a feature, typed from its values (see `vae.columns.infer_kind`). contamination: the expected share of
     anomalies, which places the threshold. settings: hyperparameters instead of the data-driven default.
+    overrides: dotted hyperparameters replacing single values of those ({"model.latent_dim": 2}; "auto" keeps one).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class AnomalyDetector:
         exclude: Sequence[str] = (),
         contamination: float = 0.05,
         settings: Settings | None = None,
+        overrides: Mapping[str, Any] | None = None,
         seed: int = 0,
         device: str | torch.device = "auto",
         log: Callable[[str], object] | None = None,
@@ -72,6 +74,7 @@ class AnomalyDetector:
         self.exclude = tuple(exclude)
         self.contamination = contamination
         self.settings = settings
+        self.overrides = dict(overrides or {})
         self.seed = seed
         self.device = resolve_device(device)
         self.log = log
@@ -89,7 +92,8 @@ class AnomalyDetector:
         train, held_out = _rows(columns, order[n_val:]), _rows(columns, order[:n_val])
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(train)
         layout = DataLayout(pre.layout_blocks())
-        settings = self.settings or auto_settings(n - n_val, layout, self.seed, self.contamination)
+        settings = with_values(self.settings or auto_settings(n - n_val, layout, self.seed, self.contamination),
+                               self.overrides)  # fmt: skip
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,

@@ -6,9 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.sweep import DEFAULT, DEFAULT_CONFIG, read_sweep, summary_table, with_point
-from vae.auto import auto_settings
-from vae.config import DataLayout, FeatureBlock
+from bench.sweep import DEFAULT, DEFAULT_CONFIG, read_sweep, summary_table
 
 
 def test_the_shipped_tune_config_is_replayed_as_its_grid():
@@ -23,13 +21,6 @@ def test_only_grid_axes_can_be_replayed(tmp_path: Path):
     path.write_text("data: {}\ntune:\n  nll_samples: 8\n  space:\n    train:\n      lr: {loguniform: [0.001, 0.01]}\n")
     with pytest.raises(ValueError, match="tune.space.train.lr: only grid axes"):
         read_sweep(path)
-
-
-def test_a_grid_point_replaces_the_default_and_auto_keeps_it():
-    base = auto_settings(500, DataLayout((FeatureBlock("gaussian", 10),)))
-    point = with_point(base, {"objective.beta": 0.1, "model.latent_dim": "auto"})
-    assert point.objective.beta == 0.1 and point.model.latent_dim == base.model.latent_dim == 5
-    assert point.train == base.train and with_point(base, {"model.latent_dim": 2}).model.latent_dim == 2
 
 
 def test_summary_selected_against_default_and_hindsight_best():

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from vae import AnomalyDetector
-from vae.auto import Settings, auto_settings, epochs_for, latent_size
+from vae.auto import Settings, auto_settings, epochs_for, latent_size, with_values
 from vae.columns import as_columns, infer_feature_types
 from vae.config import DataLayout, FeatureBlock
 
@@ -124,3 +124,20 @@ def test_the_same_seed_gives_the_same_model_after_other_fits_and_in_a_fresh_proc
     assert not np.allclose(other, first)
     fresh = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True)
     np.testing.assert_array_equal(np.array(eval(fresh.stdout)), first)
+
+
+def test_dotted_values_replace_the_default_and_auto_keeps_it():
+    base = auto_settings(500, DataLayout((FeatureBlock("gaussian", 10),)))
+    point = with_values(base, {"objective.beta": 0.1, "model.latent_dim": "auto"})
+    assert point.objective.beta == 0.1 and point.model.latent_dim == base.model.latent_dim == 5
+    assert point.train == base.train and with_values(base, {"model.latent_dim": 2}).model.latent_dim == 2
+
+    with pytest.raises(ValueError, match="'network.depth' is not in a section"):
+        with_values(base, {"network.depth": 3})
+
+
+def test_overrides_change_one_setting_of_the_default():
+    rows = np.random.default_rng(0).normal(size=(60, 6))
+    fitted = AnomalyDetector(overrides={"model.latent_dim": 2, "train.epochs": 1}, device="cpu").fit(rows)
+    assert fitted.detector.model.config.latent_dim == 2
+    assert fitted.detector.model.config.hidden_dims == (128, 128)  # the rest stays the default
