@@ -2,7 +2,6 @@
 
 from .adversarial import Adversary, Discriminator
 from .config import (
-    ConfigError,
     DataLayout,
     FeatureBlock,
     ModelConfig,
@@ -11,9 +10,8 @@ from .config import (
     TrainConfig,
     check_score_kind,
     check_variant,
-    from_dict,
-    to_dict,
 )
+from .config_base import ConfigError, from_dict, to_dict
 from .detector import Calibration, Detector
 from .engine import EarlyStopping, EpochStats, epoch_metrics, evaluate, format_epoch, train_epoch
 from .estimator import AnomalyDetector

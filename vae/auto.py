@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .config import AUTO, DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, auto_fields
+from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig, auto_fields
+from .config_base import AUTO
 
 HIDDEN = (128, 128)
 MAX_LATENT = 16

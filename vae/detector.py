@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError, ObjectiveConfig, ScoreConfig, check_resolved, check_score_kind
+from .config import ObjectiveConfig, ScoreConfig, check_resolved, check_score_kind
+from .config_base import ConfigError
 from .images import ImagePreprocessor
 from .likelihoods import observed_features
 from .model import VAE

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import choose
+from .config_base import choose
 from .images import ImagePreprocessor
 from .likelihoods import GENERATION_MODES
 from .model import VAE

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DataLayout, choose
+from .config import DataLayout
+from .config_base import choose
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

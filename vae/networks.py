@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import DataLayout, ModelConfig, choose
+from .config import DataLayout, ModelConfig
+from .config_base import choose
 
 # The activation kinds (`ModelConfig.activation`): the one list of them, which config validation reads.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}

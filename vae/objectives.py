@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .adversarial import frozen, generator_loss
-from .config import ObjectiveConfig, choose
+from .config import ObjectiveConfig
+from .config_base import choose
 from .model import VAE, VAEOutput
 
 

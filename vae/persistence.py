@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig, from_dict, to_dict
+from .config import DataLayout, ModelConfig, ObjectiveConfig, ScoreConfig
+from .config_base import from_dict, to_dict
 from .detector import Calibration, Detector
 from .images import ImagePreprocessor
 from .model import VAE

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import ScoreConfig, choose
+from .config import ScoreConfig
+from .config_base import choose
 from .model import VAE, VAEOutput
 
 # Upper bound on the floats of the widest activation of the sampling path (S * B * widest_activation) held at once

@@ -11,7 +11,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from vae.config import Count, Flag, Fraction, NonNegative, Number, Positive, PositiveInt, Text, config_class, require
+from vae.config_base import (
+    Count,
+    Flag,
+    Fraction,
+    NonNegative,
+    Number,
+    Positive,
+    PositiveInt,
+    Text,
+    config_class,
+    require,
+)
 from vae.imputation import IMPUTATION_METHODS
 from vae.likelihoods import GENERATION_MODES
 from vae.scoring import SCORES

@@ -17,7 +17,8 @@ import yaml
 from pydantic import Field, WithJsonSchema, model_validator
 
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
-from vae.config import (
+from vae.config import auto_fields, check_variant
+from vae.config_base import (
     ConfigError,
     Count,
     Flag,
@@ -26,8 +27,6 @@ from vae.config import (
     PositiveInt,
     Shape,
     Text,
-    auto_fields,
-    check_variant,
     config_class,
     from_dict,
     number,

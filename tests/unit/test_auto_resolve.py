@@ -19,7 +19,8 @@ from vae import (
     fit,
 )
 from vae.auto import STEPS, auto_settings, epochs_for, resolve
-from vae.config import AUTO, auto_fields
+from vae.config import auto_fields
+from vae.config_base import AUTO
 
 LAYOUT = DataLayout((FeatureBlock("gaussian", 6), FeatureBlock("categorical", 3, ("colour",))))  # F = 7
 ALL_AUTO = (

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vae import VAE, ConfigError, DataLayout, FeatureBlock, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
-from vae.config import from_dict, to_dict
+from vae.config_base import from_dict, to_dict
 from vae.likelihoods import LIKELIHOODS, MixedLikelihood
 from vae.networks import ACTIVATIONS, NETWORKS, build_networks, mlp
 from vae.objectives import OBJECTIVES, compute_loss

@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from pipelines.commands.config_schema import COMMAND_CONFIGS, SCHEMA_DIR, json_schema, schema_path
 from pipelines.settings.yaml_configs import CONFIG_DIR, PROJECT_DIR, apply_overrides, load_config
 from vae import ConfigError
-from vae.config import from_dict
+from vae.config_base import from_dict
 
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<path>schema/(?P<command>[\w-]+)\.schema\.json)$")

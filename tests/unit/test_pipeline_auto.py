@@ -8,7 +8,7 @@ from pipelines.commands.tune import trial_config
 from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
 from vae import DataLayout, FeatureBlock
 from vae.auto import auto_settings, epochs_for, resolve
-from vae.config import AUTO
+from vae.config_base import AUTO
 
 LAYOUT = DataLayout((FeatureBlock("gaussian", 6), FeatureBlock("categorical", 3, ("colour",))))  # F = 7
 
