@@ -47,11 +47,12 @@ def format_epoch(epoch: int, epochs: int, train: EpochStats, val: EpochStats | N
 
 
 def epoch_metrics(train: EpochStats, val: EpochStats | None) -> dict[str, float]:
-    """An epoch's metrics by name: train_/val_ loss, recon, kl and the variant's parts, and rows_per_s."""
+    """An epoch's metrics by name: train_/val_ loss, recon, kl, the variant's parts and rows (the rows the epoch
+    went through), and rows_per_s."""
     metrics = {}
     for prefix, stats in (("train", train), ("val", val)):
         if stats is not None:
-            parts = {"loss": stats.loss, "recon": stats.recon, "kl": stats.kl, **stats.extras}
+            parts = {"loss": stats.loss, "recon": stats.recon, "kl": stats.kl, **stats.extras, "rows": stats.rows}
             metrics |= {f"{prefix}_{name}": value for name, value in parts.items()}
     return metrics | {"rows_per_s": train.rows_per_second}
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines.cli import run_config_command
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
+from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import (
     PreparedData,
     check_training_data,
@@ -114,7 +114,7 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     report_auto(config, auto)
     trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
     started = time.perf_counter()
-    result = trainer.fit()
+    result = fit(trainer)
     print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
     best = result.get_best_checkpoint("val_loss", "min")
     if best is None:

@@ -37,7 +37,7 @@ from pipelines.commands.train import (
 )
 from pipelines.commands.train import report as report_training
 from pipelines.runtime.cluster import quiet_ray_data, ray_session
-from pipelines.runtime.distributed_run import build_trainer, load_checkpoint_detector, loop_spec
+from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
 from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
@@ -127,7 +127,7 @@ def run_trial(
                 nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
             )  # fmt: skip
             storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
-            result = build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)).fit()
+            result = fit(build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)))
             stopped = (result.return_value or {}).get("stopped_early", False)
             tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
 

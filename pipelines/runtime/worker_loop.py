@@ -47,10 +47,10 @@ from vae import (
 )
 
 from .cluster import logger_levels
+from .shard_batches import ShardBatches
 
 DETECTOR_DIR = "detector"
 STATE_FILE = "train_state.pt"
-SHUFFLE_BUFFER = 4096
 
 
 @dataclass
@@ -70,6 +70,7 @@ class LoopSpec:
     nll_samples: int = 0  # > 0: also report val_nll, the importance-sampled NLL of the validation rows
     auroc: bool = False  # also report val_auroc, the anomaly score's AUROC against the validation labels
     progress: bool = True  # print an epoch line (a sweep prints its own per-trial lines instead)
+    shard_memory_bytes: int = 0  # > 0: a worker keeps each split's shard in memory after one pass when it fits
 
 
 def _global(stats: EpochStats, device: torch.device) -> EpochStats:
@@ -117,19 +118,21 @@ def _gather(array: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def selection_metrics(model: VAE, shard, spec: LoopSpec, batch_size: int, device: torch.device) -> dict[str, float]:
+def selection_metrics(
+    model: VAE, shard: ShardBatches, spec: LoopSpec, batch_size: int, device: torch.device
+) -> dict[str, float]:
     """Metrics that compare runs whatever their beta or objective, over all ranks' validation rows:
     val_nll (mean importance-sampled -log p(x), `spec.nll_samples` draws) and, with `spec.auroc`, val_auroc."""
     nll_config = ScoreConfig(kind="nll", samples=spec.nll_samples)
     score_config = from_dict(ScoreConfig, spec.score)
     nll_sum, rows, scores, labels = 0.0, 0, [], []
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    for batch in shard.batches(batch_size):
         x, c = batch["x"], batch.get("c")
         nll = score_rows(model, x, c, nll_config, batch_size=batch_size).score
         nll_sum, rows = nll_sum + float(nll.sum()), rows + len(nll)
         if spec.auroc:
             scores.append(score_rows(model, x, c, score_config, batch_size=batch_size).score)
-            labels.append(np.asarray(batch["label"]))
+            labels.append(batch["label"].cpu().numpy())
     nll_sum, rows = _sum_over_ranks([nll_sum, rows], device)
     metrics = {"val_nll": nll_sum / max(rows, 1)}
     if spec.auroc:
@@ -194,8 +197,8 @@ class WorkerRun:
             objective=self.objective,
         )  # fmt: skip
         self.logger = EpochLogger(spec.tracking_uri, spec.run_id) if self.rank == 0 else None
-        self.train_shard = ray.train.get_dataset_shard("train")
-        self.val_shard = ray.train.get_dataset_shard("validation")
+        self.train_rows = ShardBatches(ray.train.get_dataset_shard("train"), spec.shard_memory_bytes)
+        self.val_rows = ShardBatches(ray.train.get_dataset_shard("validation"), spec.shard_memory_bytes)
 
     def restore_checkpoint(self) -> Resumed:
         """Load the run's last checkpoint, if any, into the plain VAE and the early stopping; where the run goes on."""
@@ -226,10 +229,7 @@ class WorkerRun:
         """Train on this rank's shard, validate, both as means over all ranks, and update the early stopping.
         Returns the epoch's metrics (the same on every rank) and its training and validation stats."""
         config, objective, device, amp = self.config, self.objective, self.device, self.config.mixed_precision
-        batches = self.train_shard.iter_torch_batches(
-            batch_size=config.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER,
-            local_shuffle_seed=config.seed + epoch,
-        )  # fmt: skip
+        batches = self.train_rows.batches(config.batch_size, seed=config.seed + epoch)
         train = _global(
             train_epoch(self.model, batches, self.optimizer, objective, device=device, step=self.step,
                         grad_clip=config.grad_clip, mixed_precision=amp, adversary=self.adversary),
@@ -237,15 +237,15 @@ class WorkerRun:
         )  # fmt: skip
         self.step = train.step
         val = _global(
-            evaluate(self.model, self.val_shard.iter_torch_batches(batch_size=config.batch_size), objective,
-                     device=device, mixed_precision=amp, adversary=self.adversary),
+            evaluate(self.model, self.val_rows.batches(config.batch_size), objective, device=device,
+                     mixed_precision=amp, adversary=self.adversary),
             device,
         )  # fmt: skip
         if kl_warmup_done(objective, self.step):  # an epoch inside the KL warm-up does not count towards patience
             self.stopper.update(val.loss, epoch)
         metrics = {"epoch": epoch + 1, **epoch_metrics(train, val)}
         if self.spec.nll_samples:
-            metrics |= selection_metrics(self.module, self.val_shard, self.spec, config.batch_size, device)
+            metrics |= selection_metrics(self.module, self.val_rows, self.spec, config.batch_size, device)
         return metrics, train, val
 
     def report(self, epoch: int, metrics: dict[str, float], train: EpochStats, val: EpochStats) -> None:

@@ -23,6 +23,7 @@ from vae.config_base import (
     Count,
     Flag,
     Fraction,
+    NonNegative,
     Positive,
     PositiveInt,
     Shape,
@@ -144,6 +145,9 @@ class ScalingSettings:
     use_gpu: Flag = False
     cpus_per_worker: Positive = 1.0
     gpus_per_worker: Positive = 1.0  # used only with use_gpu
+    # After its first pass a worker keeps its shard of each split in memory (on its device) when the shard fits in
+    # this many MiB, so later epochs index tensors instead of streaming from Ray Data; 0: stream every epoch.
+    shard_memory_mb: NonNegative = 1024.0
 
     def resources_per_worker(self) -> dict[str, float]:
         resources = {"CPU": self.cpus_per_worker}

@@ -1,5 +1,5 @@
-"""MLflow settings that only process-wide state holds (environment variables, the fluent API's tracking URI), each
-set for one block and restored after it, so nothing a command needed outlives it in the process."""
+"""Settings that only process-wide state holds (environment variables for MLflow and Ray, the fluent API's tracking
+URI), each set for one block and restored after it, so nothing a command needed outlives it in the process."""
 
 from __future__ import annotations
 

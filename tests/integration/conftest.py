@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,16 +93,58 @@ def thyroid_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray():
-    """A fresh local Ray for in-process pipeline runs (never a stale cluster)."""
+    """The session's one local Ray (4 logical CPUs) for in-process pipeline runs, started on first use (never a
+    stale cluster); a test that needs a cluster of its own calls `stop_local_ray` first, the next user starts it
+    again, and `pytest_sessionfinish` stops it."""
     import ray
 
     from pipelines.runtime.cluster import start_local_ray
 
-    start_local_ray(num_cpus=4)
+    if not ray.is_initialized():
+        start_local_ray(num_cpus=4)
     yield
-    ray.shutdown()
+
+
+def stop_local_ray() -> None:
+    """Stop this process's Ray (the shared one), if any, so a test can start the cluster it has under test."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "ray" in sys.modules:
+        stop_local_ray()
+
+
+@dataclass
+class CommandResult:
+    """What a `vae-anomaly` command run in-process returned and printed (as `subprocess.CompletedProcess`)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_error_line(self) -> str:
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+def run_command(capsys, *argv: str) -> CommandResult:
+    """`vae-anomaly *argv` through the CLI's own `main` in this process: its exit code and what it printed."""
+    from pipelines.cli import main
+
+    capsys.readouterr()  # drop what the test printed before
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return CommandResult(code, out, err)
 
 
 def train_overrides(data_dir: Path, tmp: Path, tracking_uri: str, name: str, epochs: int = 4) -> list[str]:

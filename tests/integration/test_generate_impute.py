@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.sample_data.datasets import THYROID_COLUMNS
 from pipelines.settings.yaml_configs import CONFIG_DIR
+from tests.integration.conftest import run_command
 
 
 def _run(command: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -65,7 +66,7 @@ def test_generate_and_impute_write_parquet_in_the_training_columns(mlflow_server
 
 
 @pytest.mark.timeout(300)
-def test_bad_requests_exit_non_zero_with_one_line_and_write_nothing(mlflow_server, scoring_model, tmp_path):
+def test_bad_requests_exit_non_zero_with_one_line_and_write_nothing(mlflow_server, scoring_model, tmp_path, capsys):
     output = tmp_path / "out.parquet"
     cases = [
         ("generate", ["n=0"], 2, "vae-anomaly generate: config error: GenerateConfig.n: must be >= 1, got 0"),
@@ -74,7 +75,8 @@ def test_bad_requests_exit_non_zero_with_one_line_and_write_nothing(mlflow_serve
         ("impute", ["model=thyroid-scorer@nightly", f"input={tmp_path}"], 1, "model thyroid-scorer@nightly not found"),
     ]  # fmt: skip
     for command, overrides, code, message in cases:
-        done = _run(command, *overrides, f"output={output}", f"tracking.tracking_uri={mlflow_server}")
+        done = run_command(capsys, command, "--config", str(CONFIG_DIR / f"{command}.yaml"), *overrides,
+                           f"output={output}", f"tracking.tracking_uri={mlflow_server}")  # fmt: skip
         lines = done.stderr.strip().splitlines()
         assert done.returncode == code and len(lines) == 1 and message in lines[0], (command, done.stderr)
         assert not list(tmp_path.glob("*.parquet")) and not list(tmp_path.glob(".*")), command

@@ -11,15 +11,17 @@ from mlflow import MlflowClient
 
 from pipelines.commands import train
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from tests.integration.conftest import train_overrides
+from tests.integration.conftest import stop_local_ray, train_overrides
 
 
+@pytest.mark.own_ray
 @pytest.mark.timeout(900)
 def test_training_survives_losing_a_worker_node(mlflow_server, thyroid_dir, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
+    stop_local_ray()
     os.environ["RAY_AUTH_MODE"] = "disabled"
     cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]

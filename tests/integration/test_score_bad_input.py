@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.settings.yaml_configs import CONFIG_DIR
-from tests.integration.conftest import free_port
+from tests.integration.conftest import CommandResult, free_port, run_command
 
 
-def _score(tmp_path, tracking_uri, input_path, model, env=None) -> subprocess.CompletedProcess:
+def _score(capsys, tmp_path, tracking_uri, input_path, model) -> CommandResult:
     args = [f"input={input_path}", f"output={tmp_path / 'out'}", f"model={model}", "run_date=2026-11-24",
             f"tracking.tracking_uri={tracking_uri}"]  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines", "score", "--config", str(CONFIG_DIR / "score.yaml"), *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    return run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), *args)
 
 
 def _write(tmp_path, name, frame) -> str:
@@ -31,12 +24,13 @@ def _write(tmp_path, name, frame) -> str:
 
 @pytest.mark.timeout(600)
 def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
-    mlflow_server, scoring_model, thyroid_dir, tmp_path
+    mlflow_server, scoring_model, thyroid_dir, tmp_path, capsys, monkeypatch
 ):
     rows = pd.read_parquet(thyroid_dir / "test.parquet")
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet")
-    fast_fail = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the unreachable server: fail fast
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     cases = [
         ("schema mismatch", mlflow_server, _write(tmp_path, "a.parquet", rows.drop(columns=["T3"])), scoring_model,
          "missing column(s) ['T3']"),
@@ -52,8 +46,8 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
          scoring_model, "did not answer"),
     ]  # fmt: skip
     for case, tracking_uri, path, model, message in cases:
-        done = _score(tmp_path, tracking_uri, path, model, env=fast_fail)
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        done = _score(capsys, tmp_path, tracking_uri, path, model)
+        last = done.last_error_line
         assert done.returncode != 0, case
         assert last.startswith("vae-anomaly score:") and message in last, (case, last)
         assert not (tmp_path / "out" / "run_date=2026-11-24").exists(), case

@@ -58,13 +58,12 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_partitio
     assert (scored.is_anomaly == (scored.anomaly_score > detector.threshold)).all()
     assert summary.anomalies == int(scored.is_anomaly.sum())
 
-    run = MlflowClient(mlflow_server).get_run(
-        MlflowClient(mlflow_server)
-        .search_runs([MlflowClient(mlflow_server).get_experiment_by_name("vae-anomaly-scoring").experiment_id])[0]
-        .info.run_id
-    )
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("vae-anomaly-scoring").experiment_id
+    (run,) = client.search_runs([experiment], f"tags.`vae.partition` = '{partition}'")  # this job's run only
     assert run.data.metrics["rows_quarantined"] == 3 and run.data.metrics["rows_scored"] == len(scored)
-    assert "psi" in run.data.metrics and "score_p99" in run.data.metrics
+    assert run.data.metrics["psi"] == pytest.approx(summary.psi) and "score_p99" in run.data.metrics
+    assert summary.psi < 0.1, "held-out rows of the training distribution must not look like drift"
 
     files_before = _files(tmp_path)
     again = score.run(config)

@@ -25,12 +25,14 @@ from tests.integration.conftest import (
     dead_train_workers,
     epoch_steps,
     free_port,
+    run_command,
+    stop_local_ray,
     train_killing_a_worker,
     train_overrides,
 )
 from tests.integration.storage_services import MlflowService, postgres, s3_server
 
-pytestmark = [pytest.mark.storage, pytest.mark.integration]
+pytestmark = [pytest.mark.storage, pytest.mark.integration, pytest.mark.own_ray]
 
 DATA, ARTIFACTS = "vae-data", "vae-mlflow"
 MODEL = "s3-thyroid"
@@ -64,6 +66,7 @@ def s3_ray(s3):
 
     from pipelines.runtime.cluster import start_local_ray
 
+    stop_local_ray()  # this module's Ray must start with the S3 variables set
     start_local_ray(num_cpus=4)
     yield
     ray.shutdown()
@@ -233,17 +236,18 @@ BAD_STORAGE = {  # case: (environment changes, overrides, the error line after "
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("case", BAD_STORAGE, ids=list(BAD_STORAGE))
-def test_bad_storage_fails_in_one_line_naming_the_uri_and_writes_nothing(case, trained, s3, mlflow_pg):
+def test_bad_storage_fails_in_one_line_naming_the_uri_and_writes_nothing(case, trained, s3, mlflow_pg, capsys,
+                                                                         monkeypatch):  # fmt: skip
     env_changes, overrides, expected = BAD_STORAGE[case]
-    env = {**os.environ, **{k: v.format(port=free_port()) for k, v in env_changes.items()}}
+    before = s3.keys(DATA)
+    for name, value in env_changes.items():
+        monkeypatch.setenv(name, value.format(port=free_port()))
     settings = {"input": f"s3://{DATA}/to-score/", "output": f"s3://{DATA}/scores", "model": f"{MODEL}@challenger",
                 "run_date": "2026-11-01", "tracking.tracking_uri": mlflow_pg.uri, **overrides}  # fmt: skip
-    before = s3.keys(DATA)
-    command = [sys.executable, "-m", "pipelines", "score", *(f"{k}={v}" for k, v in settings.items())]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    done = run_command(capsys, "score", *(f"{k}={v}" for k, v in settings.items()))
     assert done.returncode == 1, done.stderr[-2000:]
-    assert last == f"vae-anomaly score: error: {expected}"
+    assert done.last_error_line == f"vae-anomaly score: error: {expected}"
     assert s3.secret_key not in done.stderr + done.stdout and "not-the-secret-0123" not in done.stderr
+    monkeypatch.undo()  # the module's own credentials again, to look at the bucket
     assert s3.keys(DATA) == before  # nothing written
     assert not filesystems.list_files(f"s3://{DATA}/scores/run_date=2026-11-01")

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.settings.yaml_configs import CONFIG_DIR
-from tests.integration.conftest import train_overrides
+from tests.integration.conftest import CommandResult, run_command, train_overrides
 
 
 @pytest.fixture
@@ -21,12 +21,9 @@ def frame(thyroid_dir) -> pd.DataFrame:
     return pd.read_parquet(thyroid_dir / "train")
 
 
-def _train(tmp_path, mlflow_server, path, *extra) -> subprocess.CompletedProcess:
+def _train(capsys, tmp_path, mlflow_server, path, *extra) -> CommandResult:
     args = train_overrides(path, tmp_path, mlflow_server, "bad-input", epochs=1)
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines", "train", "--config", str(CONFIG_DIR / "train.yaml"), *args, *extra],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_command(capsys, "train", "--config", str(CONFIG_DIR / "train.yaml"), *args, *extra)
 
 
 def _write(tmp_path, frame: pd.DataFrame) -> str:
@@ -55,11 +52,20 @@ def _variants(frame: pd.DataFrame, tmp_path):
     yield "all-NaN column", str(tmp_path / "nan.parquet"), (), "['TSH'] have no finite value"
 
 
-@pytest.mark.timeout(900)
-def test_each_bad_input_exits_non_zero_with_one_line_naming_the_problem(frame, tmp_path, mlflow_server):
+@pytest.mark.timeout(300)
+def test_each_bad_input_exits_non_zero_with_one_line_naming_the_problem(frame, tmp_path, mlflow_server, capsys):
     for case, path, extra, message in _variants(frame, tmp_path):
-        done = _train(tmp_path, mlflow_server, path, *extra)
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        done = _train(capsys, tmp_path, mlflow_server, path, *extra)
+        last = done.last_error_line
         assert done.returncode != 0, case
         assert last.startswith("vae-anomaly train:") and message in last, (case, last)
     assert MlflowClient(mlflow_server).search_registered_models("name = 'bad-input'") == []
+
+
+def test_the_real_command_names_a_missing_path_in_one_line_and_exits_1(tmp_path, mlflow_server):
+    """The same check through a real `python -m pipelines train` process (its exit code, its stderr)."""
+    args = train_overrides(tmp_path / "nowhere", tmp_path, mlflow_server, "bad-input", epochs=1)
+    done = subprocess.run([sys.executable, "-m", "pipelines", "train", *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    expected = f"vae-anomaly train: error: data path {tmp_path / 'nowhere'} does not exist"
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [expected], done.stderr
