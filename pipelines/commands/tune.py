@@ -36,7 +36,7 @@ from pipelines.commands.train import (
     resolve_auto,
 )
 from pipelines.commands.train import report as report_training
-from pipelines.runtime.cluster import quiet_ray_data, ray_session
+from pipelines.runtime.cluster import ray_data_context, ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
 from pipelines.settings.search_space import Axis, parse_space
@@ -114,7 +114,7 @@ def run_trial(
 
     The Train run's name holds the trial id, so a restarted trial resumes from its last checkpoint.
     """
-    with quiet_ray_data():  # this process's Ray Data context drives the trial's dataset splits
+    with ray_data_context():  # this process's Ray Data context drives the trial's dataset splits
         trial_id = tune.get_context().get_trial_id()
         trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
         tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))

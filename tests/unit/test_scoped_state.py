@@ -8,18 +8,20 @@ import pytest
 import ray.data
 
 from pipelines.cli import main
-from pipelines.runtime.cluster import logger_levels, quiet_ray_data
+from pipelines.runtime.cluster import logger_levels, ray_data_context
 from pipelines.tracking.scoped_env import environment_defaults, quiet_artifact_transfers, whole_file_downloads
 
 
-def test_ray_data_is_quiet_inside_the_block_only():
+def test_ray_data_is_quiet_and_reads_parquet_with_v1_inside_the_block_only():
     context = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")
-    before = context.enable_progress_bars, context.print_on_execution_start, logger.level
-    with quiet_ray_data():
+    before = context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2, logger.level
+    assert context.use_datasource_v2  # Ray's default
+    with ray_data_context():
         assert not context.enable_progress_bars and not context.print_on_execution_start
-        assert logger.level == logging.WARNING
-    assert (context.enable_progress_bars, context.print_on_execution_start, logger.level) == before
+        assert not context.use_datasource_v2 and logger.level == logging.WARNING
+    assert (context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2,
+            logger.level) == before  # fmt: skip
 
 
 def test_logger_levels_come_back_even_when_the_block_raises():
