@@ -35,11 +35,14 @@ def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
     assert epoch_steps(client, outcome.run_id) == [1, 2, 3, 4]  # rank 0 only: one value per epoch
     for metric in ("train_loss", "train_recon", "train_kl", "val_loss", "rows_per_s"):
         assert len(client.get_metric_history(outcome.run_id, metric)) == 4, metric
-    # the two DDP shards split the training rows: each epoch, rows seen summed over ranks + validation rows = all
+    # the two DDP shards split the training rows: each epoch, the rows seen summed over ranks, with the validation
+    # rows, are every row but the at most one per split that Ray's equal split drops to give both ranks as many
     train_rows, val_rows = ({m.step: m.value for m in client.get_metric_history(outcome.run_id, f"{split}_rows")}
                             for split in ("train", "val"))  # fmt: skip
     rows = len(pd.read_parquet(thyroid_dir / "train"))
-    assert sorted(train_rows) == [1, 2, 3, 4] and all(train_rows[e] + val_rows[e] == rows for e in train_rows)
+    assert sorted(train_rows) == [1, 2, 3, 4] and len(set(train_rows.values())) == 1
+    assert all(train_rows[e] % 2 == 0 and 0 <= rows - train_rows[e] - val_rows[e] <= 2 for e in train_rows), (
+        rows, train_rows, val_rows)  # fmt: skip
     run = client.get_run(outcome.run_id)
     params = run.data.params
     assert params["scaling.num_workers"] == "2" and run.info.status == "FINISHED"
