@@ -88,9 +88,11 @@ def linear_gaussian() -> LinearGaussian:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests under tests/integration/ carry the `integration` marker (select with -m); tests marked `own_ray` run
-    last, so the session's shared local Ray starts once and is stopped once for them."""
+    """Tests under tests/integration/ carry the `integration` marker (select with -m). Unit tests run first (some
+    check that nothing started Ray), then the integration tests that share the session's local Ray, then those
+    marked `own_ray`, so the shared Ray starts once and is stopped once, for them."""
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
+    items.sort(key=lambda item: (item.get_closest_marker("integration") is not None,
+                                 item.get_closest_marker("own_ray") is not None))  # fmt: skip
