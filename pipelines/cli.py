@@ -1,6 +1,7 @@
 """The `vae-anomaly` command (also `python -m pipelines`): one subcommand per pipeline.
 
 Bad input (config, data, tracking) ends with one line on stderr naming the problem and a non-zero exit.
+`--verbose` anywhere on the line (or LOG_LEVEL=DEBUG in the environment) brings Ray's own logs back.
 """
 
 from __future__ import annotations
@@ -58,11 +59,17 @@ def run_config_command(
     return outcome
 
 
-USAGE = f"usage: vae-anomaly {{{','.join(COMMANDS)}}} [options]   (each command has --help)"
+USAGE = f"usage: vae-anomaly [--verbose] {{{','.join(COMMANDS)}}} [options]   (each command has --help)"
+VERBOSE = "--verbose"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if VERBOSE in argv:
+        from .tracking.scoped_env import environment_values
+
+        with environment_values(LOG_LEVEL="DEBUG"):
+            return main([arg for arg in argv if arg != VERBOSE])
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0

@@ -36,7 +36,7 @@ from pipelines.commands.train import (
     resolve_auto,
 )
 from pipelines.commands.train import report as report_training
-from pipelines.runtime.cluster import ray_data_context, ray_session
+from pipelines.runtime.cluster import ray_data_context, ray_session, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
 from pipelines.settings.search_space import Axis, parse_space
@@ -192,7 +192,7 @@ def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any]) -
             max_concurrent_trials=concurrency if settings.search == "optuna" else None,
         ),
         run_config=tune.RunConfig(
-            name=settings.name, storage_path=storage, verbose=0,
+            name=settings.name, storage_path=storage, verbose=1 if verbose() else 0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             callbacks=[TrialProgress(metric, config.train.epochs)],
         ),

@@ -1,13 +1,20 @@
-"""Starting or joining Ray for a pipeline run, and Ray's console output kept to what the pipelines report."""
+"""Starting or joining Ray for a pipeline run, and Ray's console output kept to what the pipelines report.
+
+By default the commands print their own lines only (and Ray Data's progress bars where stderr is a terminal);
+`LOG_LEVEL=DEBUG` (what `vae-anomaly --verbose` sets) leaves Ray's logging, warnings and progress output as Ray
+has them."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 
+import psutil
 import ray
 import ray.data
 from ray.util.annotations import RayDeprecationWarning
@@ -29,24 +36,35 @@ def logger_levels(level: int, *names: str | None) -> Iterator[None]:
             logger.setLevel(old)
 
 
+def verbose() -> bool:
+    """Whether Ray's own output is wanted: LOG_LEVEL=DEBUG in the environment."""
+    return os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+
+
 @contextlib.contextmanager
 def ray_data_context() -> Iterator[None]:
     """This process's Ray Data context as the pipelines use it, for one block, restored after:
-    - quiet: the pipelines print their own progress, so no per-operator progress bars or execution banners (nor
-      the notice that they are off), and the `ray.data` logger at WARNING;
+    - quiet (unless `verbose()`): the pipelines print their own progress, so no execution banners, no notice about
+      progress bars, the `ray.data` logger at WARNING, and per-operator progress bars only on a terminal;
     - Parquet read by the V1 datasource: Ray 2.60's DataSourceV2 `read_parquet` (ListFiles -> ReadFiles) took
       5-9 s per execution on a 1,839-row file against 0.5 s for V1 (measured on the 2-core laptop), and a
       training run executes its reads four or more times."""
     context = ray.data.DataContext.get_current()
-    names = ("enable_progress_bars", "print_on_execution_start", "use_datasource_v2")
-    previous = [getattr(context, name) for name in names]
-    for name in names:
-        setattr(context, name, False)
+    loud = verbose()
+    values = {"use_datasource_v2": False}
+    if not loud:
+        values |= {"enable_progress_bars": sys.stderr.isatty(), "print_on_execution_start": False}
+    previous = {name: getattr(context, name) for name in values}
+    for name, value in values.items():
+        setattr(context, name, value)
     try:
-        with logger_levels(logging.WARNING, "ray.data"), logger_levels(logging.ERROR, PROGRESS_LOGGER):
+        with contextlib.ExitStack() as quiet:
+            if not loud:
+                quiet.enter_context(logger_levels(logging.WARNING, "ray.data"))
+                quiet.enter_context(logger_levels(logging.ERROR, PROGRESS_LOGGER))
             yield
     finally:
-        for name, value in zip(names, previous, strict=True):
+        for name, value in previous.items():
             setattr(context, name, value)
 
 
@@ -62,6 +80,8 @@ def _setup_local_worker() -> None:
     calls, and what every Ray Data actor logs about its executions (the notice that progress bars are off, a line
     per finished execution)."""
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    if verbose():
+        return
     warnings.filterwarnings("ignore", category=RayDeprecationWarning)
     logging.getLogger(PROGRESS_LOGGER).setLevel(logging.ERROR)
     logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
@@ -79,13 +99,63 @@ LOCAL_ENV = {
 STARTUP_CONCURRENCY = {"RAY_worker_maximum_startup_concurrency": "16"}
 
 
-def start_local_ray(num_cpus: int) -> None:
-    """A private local Ray with `num_cpus` logical CPUs and no auth token, never attached to a stale cluster."""
+# Ray 2.60 gives a starting node 30 s (hard-coded) to register its raylet; on a 2-core laptop under load that
+# is not always enough ("The current node timed out during startup"), so a local start is tried this many times.
+START_ATTEMPTS = 4
+STARTUP_TIMEOUT = "timed out during startup"
+
+
+def ray_logging_level() -> str:
+    return "INFO" if verbose() else "WARNING"
+
+
+def start_local_ray(num_cpus: int, attempts: int = START_ATTEMPTS) -> None:
+    """A private local Ray with `num_cpus` logical CPUs and no auth token, never attached to a stale cluster.
+
+    A start that times out (a busy machine) is retried up to `attempts` times in all, with a line on stderr each
+    time; the processes the failed start left behind (its GCS, raylet, ...) are ended first."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env_vars = dict(LOCAL_ENV)  # a copy: Ray adds the setup hook's key to the dict it is given
-    with environment_defaults(**STARTUP_CONCURRENCY):
-        ray.init(address="local", num_cpus=num_cpus, logging_level="WARNING",
-                 runtime_env={"worker_process_setup_hook": _setup_local_worker, "env_vars": env_vars})  # fmt: skip
+    if "LOG_LEVEL" in os.environ:
+        env_vars["LOG_LEVEL"] = os.environ["LOG_LEVEL"]
+    for attempt in range(1, attempts + 1):
+        before = {child.pid for child in psutil.Process().children(recursive=True)}
+        try:
+            with environment_defaults(**STARTUP_CONCURRENCY):
+                ray.init(address="local", num_cpus=num_cpus, logging_level=ray_logging_level(),
+                         runtime_env={"worker_process_setup_hook": _setup_local_worker,
+                                      "env_vars": dict(env_vars)})  # fmt: skip
+            return
+        except Exception as err:
+            if STARTUP_TIMEOUT not in str(err) or attempt == attempts:
+                raise
+            end_new_children(before)
+            print(f"the local Ray did not start within Ray's 30 s (a busy machine?): starting it again, "
+                  f"attempt {attempt + 1} of {attempts}", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def end_new_children(before: set[int], grace_s: float = 10.0) -> None:
+    """End this process's descendants whose pid is not in `before`: SIGTERM, then SIGKILL for any still running
+    after `grace_s`; the direct children are reaped."""
+    new = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    for child in new:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    deadline = time.monotonic() + grace_s
+    while any(map(_running, new)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for child in filter(_running, new):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(new, timeout=1)
+
+
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an ended grandchild stays a zombie until its own parent reaps it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @contextlib.contextmanager
@@ -98,7 +168,7 @@ def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
             return
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, logging_level="WARNING")
+            ray.init(address=address, logging_level=ray_logging_level())
         else:
             start_local_ray(local_cpus)
         try:

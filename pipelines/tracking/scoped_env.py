@@ -24,6 +24,21 @@ def environment_defaults(**values: str) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+@contextlib.contextmanager
+def environment_values(**values: str) -> Iterator[None]:
+    """The environment variables `values` for one block, over any value already set; each restored after it."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def quiet_artifact_transfers() -> contextlib.AbstractContextManager[None]:
     """No progress bar per artifact while MLflow uploads or downloads in this block: one line per download is
     enough (Ray processes started inside inherit the setting)."""

@@ -3,6 +3,7 @@ switches) hold for one block and are given back after it: a command leaves the p
 
 import logging
 import os
+import sys
 
 import pytest
 import ray.data
@@ -12,7 +13,8 @@ from pipelines.runtime.cluster import logger_levels, ray_data_context
 from pipelines.tracking.scoped_env import environment_defaults, quiet_artifact_transfers, whole_file_downloads
 
 
-def test_ray_data_is_quiet_and_reads_parquet_with_v1_inside_the_block_only():
+def test_ray_data_is_quiet_and_reads_parquet_with_v1_inside_the_block_only(monkeypatch):
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
     context = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")
     before = context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2, logger.level
@@ -22,6 +24,30 @@ def test_ray_data_is_quiet_and_reads_parquet_with_v1_inside_the_block_only():
         assert not context.use_datasource_v2 and logger.level == logging.WARNING
     assert (context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2,
             logger.level) == before  # fmt: skip
+
+
+def test_verbose_leaves_ray_datas_output_as_ray_has_it(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    context = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    before = context.enable_progress_bars, context.print_on_execution_start, logger.level
+    with ray_data_context():
+        assert (context.enable_progress_bars, context.print_on_execution_start, logger.level) == before
+        assert not context.use_datasource_v2
+
+
+def test_verbose_on_the_command_line_sets_log_level_for_that_command_only(monkeypatch, tmp_path):
+    import pipelines.cli
+
+    seen = []
+    command = type("FakeCommand", (), {"main": staticmethod(lambda argv: seen.append((argv, os.environ["LOG_LEVEL"])))})
+    monkeypatch.setitem(sys.modules, "fake_command", command)
+    monkeypatch.setitem(pipelines.cli.COMMANDS, "fake", "fake_command")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    assert main(["fake", "--verbose", "a.b=1"]) == 0 and main(["--verbose", "fake"]) == 0
+    assert seen == [(["a.b=1"], "DEBUG"), ([], "DEBUG")] and os.environ["LOG_LEVEL"] == "WARNING"
+    monkeypatch.delenv("LOG_LEVEL")
+    assert main(["fake", "--verbose"]) == 0 and "LOG_LEVEL" not in os.environ
 
 
 def test_logger_levels_come_back_even_when_the_block_raises():
