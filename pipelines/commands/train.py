@@ -25,6 +25,7 @@ from pipelines.runtime.parquet_input import (
     prepare_data,
 )
 from pipelines.runtime.validation_pass import score_encoded
+from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.storage import filesystems
 from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
@@ -116,10 +117,10 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     started = time.perf_counter()
     result = fit(trainer)
     print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
-    best = result.get_best_checkpoint("val_loss", "min")
+    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "min")
     if best is None:
         raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
-    best_val_loss = min(m["val_loss"] for _, m in result.best_checkpoints)
+    best_val_loss = next(m["val_loss"] for c, m in result.best_checkpoints if c.path == best.path)
     last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
     detector = load_checkpoint_detector(best, config.score)
     return register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -39,6 +40,7 @@ from pipelines.commands.train import report as report_training
 from pipelines.runtime.cluster import ray_data_context, ray_session, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
+from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.tracking import plots
@@ -207,6 +209,8 @@ def summarize(result: tune.Result, metric: str, mode: str, epochs: int, child) -
     done = int(frame["epoch"].max()) if "epoch" in frame else 0  # epochs, not Tune iterations: a restarted trial
     # resumes its Train run mid-way while Tune counts its reports from 1 again
     scored = frame[frame[metric].notna()] if metric in frame else frame.iloc[0:0]
+    if CHECKPOINT_SCORE in scored and np.isfinite(scored[CHECKPOINT_SCORE]).any():
+        scored = scored[np.isfinite(scored[CHECKPOINT_SCORE])]  # epochs inside the KL warm-up never win
     if scored.empty:
         best, best_epoch, val_loss, checkpoint = math.nan, 0, math.nan, None
     else:

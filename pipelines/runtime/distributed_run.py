@@ -14,7 +14,7 @@ from pipelines.tracking.scoped_env import environment_defaults
 from vae import Detector, ScoreConfig, load_detector, to_dict
 
 from .parquet_input import PreparedData
-from .worker_loop import DETECTOR_DIR, LoopSpec, train_loop_per_worker
+from .worker_loop import CHECKPOINT_SCORE, DETECTOR_DIR, LoopSpec, train_loop_per_worker
 
 
 def build_trainer(
@@ -24,9 +24,10 @@ def build_trainer(
     storage_path: str | None = None,
     callbacks: tuple = (),
 ) -> TorchTrainer:
-    """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`."""
+    """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`
+    (reported as CHECKPOINT_SCORE: epochs inside the KL warm-up rank last)."""
     scaling = config.scaling
-    metric, mode = spec.checkpoint_metric
+    _, mode = spec.checkpoint_metric
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=dataclasses.asdict(spec),
@@ -39,7 +40,7 @@ def build_trainer(
             storage_path=storage_path or config.run.resolved_storage_path(),
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute=metric,
+                num_to_keep=config.run.checkpoints_to_keep, checkpoint_score_attribute=CHECKPOINT_SCORE,
                 checkpoint_score_order=mode,
             ),
             logging_config=LoggingConfig(log_level="WARNING"),

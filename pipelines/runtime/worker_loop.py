@@ -7,6 +7,7 @@ Detector plus the optimiser state) and logs the epoch to MLflow, so metrics appe
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -66,11 +67,23 @@ class LoopSpec:
     condition: dict[str, Any] | None
     tracking_uri: str
     run_id: str
-    checkpoint_metric: tuple[str, str] = ("val_loss", "min")  # what the kept checkpoints are ranked by
+    checkpoint_metric: tuple[str, str] = ("val_loss", "min")  # what the kept checkpoints are ranked by (as
+    # CHECKPOINT_SCORE: the metric once the KL warm-up is over, the worst value before)
     nll_samples: int = 0  # > 0: also report val_nll, the importance-sampled NLL of the validation rows
     auroc: bool = False  # also report val_auroc, the anomaly score's AUROC against the validation labels
     progress: bool = True  # print an epoch line (a sweep prints its own per-trial lines instead)
     shard_memory_bytes: int = 0  # > 0: a worker keeps each split's shard in memory after one pass when it fits
+
+
+CHECKPOINT_SCORE = "checkpoint_score"
+
+
+def checkpoint_score(value: float, mode: str, warmed_up: bool) -> float:
+    """An epoch's rank among the checkpoints: its metric `value`, or the worst possible value for `mode` ("min" /
+    "max") while the KL warm-up lasts, so that an epoch trained at a lower beta is never the best one."""
+    if warmed_up:
+        return value
+    return math.inf if mode == "min" else -math.inf
 
 
 def _global(stats: EpochStats, device: torch.device) -> EpochStats:
@@ -241,11 +254,14 @@ class WorkerRun:
                      mixed_precision=amp, adversary=self.adversary),
             device,
         )  # fmt: skip
-        if kl_warmup_done(objective, self.step):  # an epoch inside the KL warm-up does not count towards patience
+        warmed_up = kl_warmup_done(objective, self.step)
+        if warmed_up:  # an epoch inside the KL warm-up does not count towards patience
             self.stopper.update(val.loss, epoch)
         metrics = {"epoch": epoch + 1, **epoch_metrics(train, val)}
         if self.spec.nll_samples:
             metrics |= selection_metrics(self.module, self.val_rows, self.spec, config.batch_size, device)
+        metric, mode = self.spec.checkpoint_metric
+        metrics[CHECKPOINT_SCORE] = checkpoint_score(metrics[metric], mode, warmed_up)
         return metrics, train, val
 
     def report(self, epoch: int, metrics: dict[str, float], train: EpochStats, val: EpochStats) -> None:
@@ -256,14 +272,14 @@ class WorkerRun:
             return
         if self.spec.progress:
             _progress(format_epoch(epoch + 1, self.config.epochs, train, val))
-        self.logger.log(epoch + 1, {k: v for k, v in metrics.items() if k != "epoch"})
+        self.logger.log(epoch + 1, {k: v for k, v in metrics.items() if k not in ("epoch", CHECKPOINT_SCORE)})
         with tempfile.TemporaryDirectory() as tmp:
             _save_checkpoint(Path(tmp), self.detector, self.optimizer, self.adversary, epoch, self.step, self.stopper)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def finish(self, epoch: int) -> dict[str, Any] | None:
-        """After the loop (`epoch`: the loop variable's last value): every rank measures how far the replicas drifted
-        apart; rank 0 logs it and returns how the run went."""
+        """After the loop (`epoch`: the last epoch run, counted from 0): every rank measures how far the replicas
+        drifted apart; rank 0 logs it and returns how the run went."""
         modules = [self.module] if self.adversary is None else [self.module, self.adversary.module]
         divergence = replica_divergence(modules, self.device)
         if self.rank != 0:
@@ -282,9 +298,10 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     # progress report; both loggers get their own levels back when it returns.
     with logger_levels(logging.WARNING, None, "ray.train"):
         worker = WorkerRun(LoopSpec(**spec_dict))
-        epoch = worker.start_epoch - 1
+        last = worker.start_epoch - 1
         for epoch in range(worker.start_epoch, worker.config.epochs):
             if worker.stopper.should_stop:
                 break
             worker.report(epoch, *worker.run_epoch(epoch))
-        return worker.finish(epoch)
+            last = epoch
+        return worker.finish(last)

@@ -2,6 +2,7 @@
 measured after fewer epochs."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -33,3 +34,18 @@ def test_trials_without_a_metric_or_checkpoint_are_skipped():
 def test_no_finished_trial_is_an_error_naming_the_outcomes():
     with pytest.raises(RuntimeError, match=r"sweep 'demo': no trial ran its whole budget.*failed, stopped by ASHA"):
         select_best([trial("a", 1.0, ASHA_STOP, 2), trial("b", math.nan, FAILED)], "min", "demo", "nll")
+
+
+def test_a_trials_best_epoch_is_never_one_inside_the_kl_warm_up():
+    import pandas as pd
+
+    from pipelines.commands.tune import summarize
+
+    frame = pd.DataFrame({"epoch": [1, 2, 3], "val_nll": [1.0, 3.0, 2.0], "val_loss": [1.5, 3.5, 2.5],
+                          "checkpoint_score": [math.inf, 3.0, 2.0],
+                          "checkpoint_path": ["/c/1", "/c/2", "/c/3"]})  # fmt: skip
+    result = SimpleNamespace(metrics_dataframe=frame, metrics={"trial_id": "t"}, path="/t", config={}, error=None)
+    summary = summarize(result, "val_nll", "min", 3, None)
+    assert (summary.best, summary.best_epoch, summary.checkpoint_path) == (2.0, 3, "/c/3")
+    result.metrics_dataframe = frame.assign(checkpoint_score=math.inf)  # all inside the warm-up: all compete
+    assert summarize(result, "val_nll", "min", 3, None).best_epoch == 1

@@ -109,3 +109,21 @@ def test_a_restarted_run_goes_on_from_the_epoch_after_its_checkpoint(monkeypatch
     state = torch.load(restarted.reports[0][1] / worker_loop.STATE_FILE, weights_only=True)
     saved = torch.load(after_epoch_one / worker_loop.STATE_FILE, weights_only=True)
     assert state["epoch"] == 1 and state["step"] == 2 * saved["step"]  # the optimiser steps go on counting
+
+
+def test_an_early_stop_reports_the_last_epoch_that_ran(monkeypatch, tmp_path, spec_and_rows):
+    spec, x = spec_and_rows
+    train = {**spec["train"], "epochs": 10, "patience": 1, "min_delta": 1e9}  # no epoch after the first improves
+    session = Session(tmp_path, x)
+    outcome = session.run(monkeypatch, {**spec, "train": train})
+    assert outcome == {"last_epoch": 2, "best_epoch": 1, "stopped_early": True} and len(session.reports) == 2
+
+
+def test_epochs_inside_the_kl_warm_up_rank_last_among_the_checkpoints(monkeypatch, tmp_path, spec_and_rows):
+    spec, x = spec_and_rows  # 160 training rows in batches of 32: 5 steps per epoch
+    session = Session(tmp_path, x)
+    session.run(monkeypatch, {**spec, "objective": {**spec["objective"], "kl_warmup_steps": 6}})
+    scores = [metrics[worker_loop.CHECKPOINT_SCORE] for metrics, _ in session.reports]
+    assert scores[0] == np.inf and scores[1:] == [m["val_loss"] for m, _ in session.reports[1:]]
+    assert not any(worker_loop.CHECKPOINT_SCORE in logged for _, logged in session.logged)
+    assert worker_loop.checkpoint_score(0.5, "max", warmed_up=False) == -np.inf
