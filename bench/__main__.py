@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipelines.runtime.cluster import ray_session
-    from pipelines.runtime.parquet_input import DataError
+    from pipelines.runtime.parquet_checks import DataError
     from pipelines.tracking.runs import TrackingError
     from pipelines.tracking.scoped_env import quiet_artifact_transfers
 

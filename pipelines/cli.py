@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vae-anomaly: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    from .runtime.parquet_input import DataError
+    from .runtime.parquet_checks import DataError
     from .storage.filesystems import StorageError
     from .tracking.runs import TrackingError
     from .tracking.scoped_env import quiet_artifact_transfers

@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipelines.cli import config_parser
 from pipelines.runtime.batch_inference import feature_columns
-from pipelines.runtime.parquet_input import DataError, check_parquet, open_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet, open_parquet
 from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking import plots

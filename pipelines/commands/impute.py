@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.parquet_input import DataError, open_parquet
+from pipelines.runtime.parquet_checks import DataError, open_parquet
 from pipelines.settings.model_jobs import ImputeConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage.arrow_types import to_arrow

@@ -19,7 +19,8 @@ import pyarrow.dataset as pads
 from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import REASON, ScoringPlan, feature_columns, score_into
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.parquet_input import check_parquet, table_preprocessors
+from pipelines.runtime.parquet_checks import check_parquet
+from pipelines.runtime.row_encoding import table_preprocessors
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems

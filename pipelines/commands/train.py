@@ -17,13 +17,8 @@ import numpy as np
 from pipelines.cli import run_config_command
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
-from pipelines.runtime.parquet_input import (
-    PreparedData,
-    check_training_data,
-    declare_features,
-    open_parquet,
-    prepare_data,
-)
+from pipelines.runtime.parquet_checks import open_parquet
+from pipelines.runtime.parquet_input import PreparedData, check_training_data, declare_features, prepare_data
 from pipelines.runtime.validation_pass import score_encoded
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrainPipelineConfig

@@ -39,7 +39,8 @@ from pipelines.commands.train import (
 from pipelines.commands.train import report as report_training
 from pipelines.runtime.cluster import ray_data_context, ray_session, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
-from pipelines.runtime.parquet_input import DataError, PreparedData, check_training_data
+from pipelines.runtime.parquet_checks import DataError
+from pipelines.runtime.parquet_input import PreparedData, check_training_data
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig

@@ -18,7 +18,7 @@ from pipelines.storage.partitions import Staging
 from pipelines.tracking.registry import load_registered_detector
 from vae import Detector, ImagePreprocessor, Preprocessor
 
-from .parquet_input import table_preprocessors
+from .row_encoding import table_preprocessors
 
 REASON = "quarantine_reason"
 PROGRESS_EVERY_S = 5.0

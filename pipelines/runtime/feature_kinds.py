@@ -1,9 +1,9 @@
 """Feature columns typed from a Parquet (Arrow) schema, for a training config that declares none.
 
 The kinds follow `vae.columns.infer_kind` on numpy columns: floating (and decimal) -> numeric, boolean -> binary,
-integer -> binary when the column holds only 0 and 1, else numeric (its values decide: a min/max aggregation in
-`pipelines.runtime.parquet_input`), string / large_string / dictionary -> categorical. Any other type (lists,
-binary blobs, timestamps, nulls only) has no feature kind. Pure pyarrow: nothing here reads rows.
+integer -> binary when the column holds only 0 and 1, else numeric (its values decide: a min/max aggregation,
+`pipelines.runtime.parquet_input.zero_one_columns`), string / large_string / dictionary -> categorical. Any other
+type (lists, binary blobs, timestamps, nulls only) has no feature kind. Pure pyarrow: nothing here reads rows.
 """
 
 from __future__ import annotations

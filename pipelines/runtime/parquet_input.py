@@ -1,6 +1,7 @@
-"""Reading Parquet rows with Ray Data: schema checks, a deterministic split, fitted preprocessing, encoding.
+"""The training data with Ray Data: feature columns declared (or typed from the schema), read, split
+deterministically by key, preprocessing fitted on the training split, both splits encoded.
 
-The schema and row count are checked with pyarrow (metadata only) before Ray starts; statistics are
+The schema and row count are checked with pyarrow (`parquet_checks`) before Ray starts; statistics are
 Ray Data aggregations over the training split, never a copy of the data on the driver.
 """
 
@@ -15,127 +16,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import ray.data
 from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
 from pipelines.settings.yaml_configs import DataConfig
-from pipelines.storage import filesystems
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, canonical_labels, column_label_kind, label_kind, usable
+from vae.preprocessing import MAX_MAGNITUDE, canonical_labels, column_label_kind, label_kind, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
+from .parquet_checks import DataError, check_parquet, open_parquet
+from .row_encoding import encode_rows, report_left_out
 
 SPLIT_BUCKETS = 1_000_000
 KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
-
-
-class DataError(ValueError):
-    """The input data cannot be used; the message names the path or the columns."""
-
-
-def open_parquet(path: str) -> pads.Dataset:
-    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
-    be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
-    filesystem, where = filesystems.filesystem(path)
-    try:
-        info = filesystem.get_file_info(where)
-    except (OSError, pa.ArrowException) as err:
-        raise filesystems.explain(err, path) from err
-    if info.type == pafs.FileType.NotFound:
-        filesystems.require_bucket(path)
-        raise DataError(f"data path {path} does not exist")
-    try:
-        return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
-    except (OSError, pa.ArrowException) as err:
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
-
-
-def _is_numeric(kind: pa.DataType) -> bool:
-    return (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_decimal(kind)
-    )
-
-
-def _list_values(kind: pa.DataType) -> tuple[pa.DataType, int | None]:
-    """The leaf type of a (nested) list type, and its values per row when every level has a fixed size."""
-    fixed: int | None = 1
-    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        fixed = fixed * kind.list_size if fixed is not None and pa.types.is_fixed_size_list(kind) else None
-        kind = kind.value_type
-    return kind, fixed
-
-
-def check_image_column(path: str, schema: pa.Schema, image: ImagePreprocessor) -> None:
-    """Raise DataError unless the image column's type can hold `image`'s images: a (nested) list of numbers
-    (of exactly C*H*W values where the type fixes the size) for `array`, binary for `png`."""
-    kind = schema.field(image.column).type
-    if pa.types.is_null(kind):
-        return  # reported with the other all-null columns
-    expected = f"{image.described_size} per row as {'PNG bytes' if image.encoding == 'png' else 'a list of numbers'}"
-    if image.encoding == "png":
-        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
-            raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
-        return
-    leaf, fixed = _list_values(kind)
-    if leaf == kind or not _is_numeric(leaf):
-        raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
-    if fixed is not None and fixed != image.size:
-        raise DataError(f"{path}: image column {image.column!r} holds {fixed} values per row; expected {expected}")
-
-
-def check_parquet(
-    path: str, required: tuple[str, ...], numeric: tuple[str, ...], image: ImagePreprocessor | None = None
-) -> int:
-    """Check that the `required` columns exist, the `numeric` ones hold numbers and the `image` column (one of
-    `required`) can hold its images; returns the row count (from Parquet metadata). Raises DataError naming
-    the missing or mistyped columns, or an empty input."""
-    dataset = open_parquet(path)
-    schema = dataset.schema
-    missing = [c for c in required if c not in schema.names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
-    null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
-    mistyped = {c: str(schema.field(c).type) for c in numeric if not _is_numeric(schema.field(c).type)}
-    mistyped = {c: kind for c, kind in mistyped.items() if c not in null_typed}
-    if mistyped:
-        raise DataError(f"{path}: numeric feature column(s) hold non-numeric values: {mistyped}")
-    if image is not None:
-        check_image_column(path, schema, image)
-    try:
-        rows = dataset.count_rows()
-        empty = null_typed or (all_null_columns(dataset, required) if rows else [])
-    except (OSError, pa.ArrowException) as err:
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
-    if rows == 0:
-        raise DataError(f"{path}: no rows")
-    if empty:
-        raise DataError(f"{path}: column(s) {empty} hold only nulls")
-    return rows
-
-
-def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[str]:
-    """Columns whose every value is null, from the Parquet footers' statistics (no data is read);
-    a column whose statistics are missing in any row group is not reported."""
-    nulls = dict.fromkeys(columns, 0)
-    total = 0
-    for fragment in dataset.get_fragments():
-        metadata = fragment.metadata
-        names = metadata.schema.to_arrow_schema().names
-        for g in range(metadata.num_row_groups):
-            group = metadata.row_group(g)
-            total += group.num_rows
-            for column in list(nulls):
-                stats = group.column(names.index(column)).statistics if column in names else None
-                if stats is None or not stats.has_null_count:
-                    nulls.pop(column)
-                else:
-                    nulls[column] += stats.null_count
-    return [c for c, n in nulls.items() if total and n == total]
 
 
 def inferred_kinds(config: DataConfig, schema: pa.Schema) -> dict[str, str]:
@@ -300,82 +193,6 @@ def fit_preprocessor(
     categories = {c: result[f"unique({c})"] for c in categorical}
     kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
     return pre.fit_statistics(moments, categories, kinds)
-
-
-def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
-    """(N,) bool: the rows of a batch of N raw training rows that training leaves out: a numeric or binary
-    value that is infinite or beyond MAX_MAGNITUDE (left out of the statistics too) or out of the training
-    range (`Preprocessor.out_of_range_mask`). Missing values (null, NaN) are the missing policy's to handle."""
-    bad = np.zeros(len(batch), dtype=bool)
-    for pre in preprocessors:
-        for column in [*pre.numeric, *pre.binary]:
-            values = pd.to_numeric(batch[column], errors="coerce").astype("float64").to_numpy()
-            bad |= ~np.isnan(values) & ~usable(values)
-        for mask in pre.out_of_range_mask(batch).values():
-            bad |= mask
-    return bad
-
-
-def _left_out_count(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> pd.DataFrame:
-    return pd.DataFrame({"left_out": [int(left_out_rows(batch, preprocessors).sum())]})
-
-
-def report_left_out(
-    ds: ray.data.Dataset, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
-) -> int:
-    """Count (one Ray Data pass, a sum on the driver) the rows of `ds` that `encode_rows` leaves out, and print
-    the count when there are any; returns it."""
-    preprocessors = table_preprocessors(features, condition)
-    if not preprocessors:
-        return 0
-    counts = ds.map_batches(_left_out_count, fn_kwargs={"preprocessors": preprocessors}, batch_format="pandas")
-    left_out = int(counts.sum("left_out") or 0)
-    if left_out:
-        print(f"{left_out:,} training rows with non-finite values left out (infinite, beyond {MAX_MAGNITUDE:g} or"
-              f" more than {Z_BOUND:g} training stds off the mean)", flush=True)  # fmt: skip
-    return left_out
-
-
-def table_preprocessors(
-    features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
-) -> list[Preprocessor]:
-    """The column preprocessors of a model: its features unless they are an image column, and its condition."""
-    return [p for p in (features, condition) if isinstance(p, Preprocessor)]
-
-
-class EncodeRows:
-    """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "c": (M, K)][, "label": (M,)]}, the
-    M <= N rows that `left_out_rows` keeps."""
-
-    def __init__(
-        self, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None, label: str | None
-    ) -> None:
-        self.features = features
-        self.condition = condition
-        self.label = label
-        self.tables = table_preprocessors(features, condition)
-
-    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        batch = batch[~left_out_rows(batch, self.tables)]
-        encoded = {"x": self.features.transform(batch)}
-        if self.condition is not None:
-            encoded["c"] = self.condition.transform(batch)
-        if self.label is not None:
-            encoded["label"] = batch[self.label].to_numpy()
-        return encoded
-
-
-def encode_rows(
-    ds: ray.data.Dataset,
-    config: DataConfig,
-    features: Preprocessor | ImagePreprocessor,
-    condition: Preprocessor | None,
-) -> ray.data.Dataset:
-    """The model inputs of `ds`'s rows but those `left_out_rows` finds (`report_left_out` counts them), and the
-    label, for plots and evaluation; materialized in the object store (read once, iterated every epoch) when
-    `config.materialize` is set."""
-    encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
-    return encoded.materialize() if config.materialize else encoded
 
 
 @dataclass

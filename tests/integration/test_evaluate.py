@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from pipelines.commands import evaluate
-from pipelines.runtime.parquet_input import DataError
+from pipelines.runtime.parquet_checks import DataError
 from pipelines.sample_data.datasets import THYROID_COLUMNS
 from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, TrackingSettings, load_config

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.commands import generate, score, train
-from pipelines.runtime.parquet_input import DataError
+from pipelines.runtime.parquet_checks import DataError
 from pipelines.sample_data.datasets import write_digits_parquet
 from pipelines.settings.model_jobs import GenerateConfig, ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config

@@ -18,6 +18,7 @@ from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.storage.partitions import SUCCESS, is_complete
 from pipelines.tracking.registry import load_registered_detector
+from tests.integration.conftest import run_command
 
 
 def _overrides(input_dir, output, mlflow_server, model, run_date="2026-11-24") -> list[str]:
@@ -78,7 +79,9 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_partitio
 
 
 @pytest.mark.timeout(900)
-def test_a_job_killed_while_writing_leaves_no_partial_partition(mlflow_server, scoring_model, thyroid_dir, tmp_path):
+def test_a_job_killed_while_writing_leaves_no_partial_partition(
+    local_ray, capsys, mlflow_server, scoring_model, thyroid_dir, tmp_path
+):
     rows = pd.read_parquet(thyroid_dir / "test.parquet")
     big = tmp_path / "big"
     big.mkdir()
@@ -87,17 +90,15 @@ def test_a_job_killed_while_writing_leaves_no_partial_partition(mlflow_server, s
             lambda f: pd.concat([f] * 6, ignore_index=True).assign(row_id=lambda g: g.row_id + np.arange(len(g)))
         ).to_parquet(big / f"part-{i}.parquet", index=False)  # fmt: skip
     output = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines",
+    arguments = [
         "score",
         "--config",
         str(CONFIG_DIR / "score.yaml"),
         *_overrides(big, output, mlflow_server, scoring_model, run_date="2026-11-25"),
         "batch_size=2048",
     ]
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = subprocess.Popen([sys.executable, "-m", "pipelines", *arguments], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     partition = output / "run_date=2026-11-25"
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and job.poll() is None:
@@ -111,7 +112,7 @@ def test_a_job_killed_while_writing_leaves_no_partial_partition(mlflow_server, s
     assert not partition.exists() or is_complete(partition)
     assert not partition.exists()  # killed before the publish step
 
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = run_command(capsys, *arguments)  # the re-run, in this process on the shared Ray
     assert done.returncode == 0, done.stderr[-2000:]
     assert is_complete(partition)
     assert len(pd.read_parquet(partition)) == 8 * 6 * len(rows)

@@ -155,7 +155,9 @@ def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(train
 
 
 @pytest.mark.timeout(900)
-def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_during_commit(trained, s3, mlflow_pg):
+def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_during_commit(
+    trained, s3, mlflow_pg, monkeypatch
+):
     source = pq.read_table(f"s3://{DATA}/to-score/").to_pandas()
     date = "2026-11-25"
     partition = partition_location(f"s3://{DATA}/scores", date)
@@ -182,7 +184,14 @@ def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_du
     assert sorted(survived.row_id) == sorted(scored.row_id)
     assert any("_attempt=" in k and manifest["attempt"] not in k for k in s3.keys(DATA, f"scores/run_date={date}/"))
 
-    score.run(_score_config(mlflow_pg.uri, date))  # the re-run completes it and clears the killed attempt
+    committed = _crashed_between_commit_and_cleanup(mlflow_pg.uri, date, monkeypatch)
+    assert committed["attempt"] not in (manifest["attempt"], None), "the crash came before the commit"
+    recommitted, _ = _partition_rows(partition)  # the new attempt is whole and is what readers see
+    assert sorted(recommitted.row_id) == sorted(scored.row_id)
+    leftovers = {k.split("_attempt=")[1].split("/")[0] for k in s3.keys(DATA, f"scores/run_date={date}/_attempt=")}
+    assert manifest["attempt"] in leftovers and len(leftovers) >= 3, "the older attempts were not left to clean"
+
+    score.run(_score_config(mlflow_pg.uri, date))  # the re-run completes it and clears the killed attempts
     final = read_manifest(partition)
     assert final["attempt"] != manifest["attempt"]
     final_rows, _ = _partition_rows(partition)
@@ -218,6 +227,25 @@ def _killed_during_commit(mlflow_uri: str, date: str, s3) -> subprocess.Popen:
         time.sleep(0.05)
     job.wait(60)
     return job
+
+
+class Crash(BaseException):
+    """The process dying at one point (a BaseException: no `except Exception` on the way may swallow it)."""
+
+
+def _crashed_between_commit_and_cleanup(mlflow_uri: str, date: str, monkeypatch) -> dict:
+    """Run the scoring job in this process and make it die right after it wrote the new manifest, before it
+    deleted the older attempts (the first deletion); returns the manifest the partition then has."""
+    from pipelines.storage import partitions
+
+    def crash(*_args, **_kwargs):
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(partitions.filesystems, "delete_dir", crash)
+        with pytest.raises(Crash):
+            score.run(_score_config(mlflow_uri, date))
+    return read_manifest(partition_location(f"s3://{DATA}/scores", date)) or {"attempt": None}
 
 
 DENIED = "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"

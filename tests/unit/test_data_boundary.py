@@ -10,7 +10,8 @@ import pytest
 from ray.data.aggregate import Sum
 
 from pipelines.runtime.batch_inference import REASON, quarantine_reasons
-from pipelines.runtime.parquet_input import EncodeRows, fit_preprocessor, left_out_rows, report_left_out
+from pipelines.runtime.parquet_input import fit_preprocessor
+from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
 from vae import Preprocessor
 
 

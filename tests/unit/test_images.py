@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipelines.runtime.batch_inference import quarantine_reasons
-from pipelines.runtime.parquet_input import DataError, ImageProblems, check_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet
+from pipelines.runtime.parquet_input import ImageProblems
 from pipelines.sample_data.datasets import load_digits_images, write_digits_parquet
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.tracking.image_figures import image_figures, sample_conditions

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.runtime.feature_kinds import INTEGER, arrow_kind, describe, feature_types, schema_kinds
-from pipelines.runtime.parquet_input import DataError, check_training_data, inferred_kinds
+from pipelines.runtime.parquet_checks import DataError
+from pipelines.runtime.parquet_input import check_training_data, inferred_kinds
 from pipelines.settings.yaml_configs import DataConfig
 from vae.columns import FeatureTypes
 

@@ -1,0 +1,118 @@
+"""Checks of Parquet input with pyarrow, from metadata only and before Ray starts: the path, the columns and
+their types, the row count, all-null columns; `DataError` names what is wrong."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from pipelines.storage import filesystems
+from vae import ImagePreprocessor
+
+
+class DataError(ValueError):
+    """The input data cannot be used; the message names the path or the columns."""
+
+
+def open_parquet(path: str) -> pads.Dataset:
+    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
+    be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
+    filesystem, where = filesystems.filesystem(path)
+    try:
+        info = filesystem.get_file_info(where)
+    except (OSError, pa.ArrowException) as err:
+        raise filesystems.explain(err, path) from err
+    if info.type == pafs.FileType.NotFound:
+        filesystems.require_bucket(path)
+        raise DataError(f"data path {path} does not exist")
+    try:
+        return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    )
+
+
+def _list_values(kind: pa.DataType) -> tuple[pa.DataType, int | None]:
+    """The leaf type of a (nested) list type, and its values per row when every level has a fixed size."""
+    fixed: int | None = 1
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        fixed = fixed * kind.list_size if fixed is not None and pa.types.is_fixed_size_list(kind) else None
+        kind = kind.value_type
+    return kind, fixed
+
+
+def check_image_column(path: str, schema: pa.Schema, image: ImagePreprocessor) -> None:
+    """Raise DataError unless the image column's type can hold `image`'s images: a (nested) list of numbers
+    (of exactly C*H*W values where the type fixes the size) for `array`, binary for `png`."""
+    kind = schema.field(image.column).type
+    if pa.types.is_null(kind):
+        return  # reported with the other all-null columns
+    expected = f"{image.described_size} per row as {'PNG bytes' if image.encoding == 'png' else 'a list of numbers'}"
+    if image.encoding == "png":
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
+        return
+    leaf, fixed = _list_values(kind)
+    if leaf == kind or not _is_numeric(leaf):
+        raise DataError(f"{path}: image column {image.column!r} has type {kind}; expected {expected}")
+    if fixed is not None and fixed != image.size:
+        raise DataError(f"{path}: image column {image.column!r} holds {fixed} values per row; expected {expected}")
+
+
+def check_parquet(
+    path: str, required: tuple[str, ...], numeric: tuple[str, ...], image: ImagePreprocessor | None = None
+) -> int:
+    """Check that the `required` columns exist, the `numeric` ones hold numbers and the `image` column (one of
+    `required`) can hold its images; returns the row count (from Parquet metadata). Raises DataError naming
+    the missing or mistyped columns, or an empty input."""
+    dataset = open_parquet(path)
+    schema = dataset.schema
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
+    null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
+    mistyped = {c: str(schema.field(c).type) for c in numeric if not _is_numeric(schema.field(c).type)}
+    mistyped = {c: kind for c, kind in mistyped.items() if c not in null_typed}
+    if mistyped:
+        raise DataError(f"{path}: numeric feature column(s) hold non-numeric values: {mistyped}")
+    if image is not None:
+        check_image_column(path, schema, image)
+    try:
+        rows = dataset.count_rows()
+        empty = null_typed or (all_null_columns(dataset, required) if rows else [])
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+    if rows == 0:
+        raise DataError(f"{path}: no rows")
+    if empty:
+        raise DataError(f"{path}: column(s) {empty} hold only nulls")
+    return rows
+
+
+def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[str]:
+    """Columns whose every value is null, from the Parquet footers' statistics (no data is read);
+    a column whose statistics are missing in any row group is not reported."""
+    nulls = dict.fromkeys(columns, 0)
+    total = 0
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        names = metadata.schema.to_arrow_schema().names
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            total += group.num_rows
+            for column in list(nulls):
+                stats = group.column(names.index(column)).statistics if column in names else None
+                if stats is None or not stats.has_null_count:
+                    nulls.pop(column)
+                else:
+                    nulls[column] += stats.null_count
+    return [c for c, n in nulls.items() if total and n == total]

@@ -1,0 +1,88 @@
+"""Raw rows to model inputs with fitted preprocessors, as Ray Data batch functions: the rows training leaves out
+(non-finite, huge or out of the training range), their count, and the encoding of the others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import ray.data
+
+from pipelines.settings.yaml_configs import DataConfig
+from vae import ImagePreprocessor, Preprocessor
+from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, usable
+
+
+def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
+    """(N,) bool: the rows of a batch of N raw training rows that training leaves out: a numeric or binary
+    value that is infinite or beyond MAX_MAGNITUDE (left out of the statistics too) or out of the training
+    range (`Preprocessor.out_of_range_mask`). Missing values (null, NaN) are the missing policy's to handle."""
+    bad = np.zeros(len(batch), dtype=bool)
+    for pre in preprocessors:
+        for column in [*pre.numeric, *pre.binary]:
+            values = pd.to_numeric(batch[column], errors="coerce").astype("float64").to_numpy()
+            bad |= ~np.isnan(values) & ~usable(values)
+        for mask in pre.out_of_range_mask(batch).values():
+            bad |= mask
+    return bad
+
+
+def _left_out_count(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> pd.DataFrame:
+    return pd.DataFrame({"left_out": [int(left_out_rows(batch, preprocessors).sum())]})
+
+
+def report_left_out(
+    ds: ray.data.Dataset, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
+) -> int:
+    """Count (one Ray Data pass, a sum on the driver) the rows of `ds` that `encode_rows` leaves out, and print
+    the count when there are any; returns it."""
+    preprocessors = table_preprocessors(features, condition)
+    if not preprocessors:
+        return 0
+    counts = ds.map_batches(_left_out_count, fn_kwargs={"preprocessors": preprocessors}, batch_format="pandas")
+    left_out = int(counts.sum("left_out") or 0)
+    if left_out:
+        print(f"{left_out:,} training rows with non-finite values left out (infinite, beyond {MAX_MAGNITUDE:g} or"
+              f" more than {Z_BOUND:g} training stds off the mean)", flush=True)  # fmt: skip
+    return left_out
+
+
+def table_preprocessors(
+    features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None
+) -> list[Preprocessor]:
+    """The column preprocessors of a model: its features unless they are an image column, and its condition."""
+    return [p for p in (features, condition) if isinstance(p, Preprocessor)]
+
+
+class EncodeRows:
+    """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "c": (M, K)][, "label": (M,)]}, the
+    M <= N rows that `left_out_rows` keeps."""
+
+    def __init__(
+        self, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None, label: str | None
+    ) -> None:
+        self.features = features
+        self.condition = condition
+        self.label = label
+        self.tables = table_preprocessors(features, condition)
+
+    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        batch = batch[~left_out_rows(batch, self.tables)]
+        encoded = {"x": self.features.transform(batch)}
+        if self.condition is not None:
+            encoded["c"] = self.condition.transform(batch)
+        if self.label is not None:
+            encoded["label"] = batch[self.label].to_numpy()
+        return encoded
+
+
+def encode_rows(
+    ds: ray.data.Dataset,
+    config: DataConfig,
+    features: Preprocessor | ImagePreprocessor,
+    condition: Preprocessor | None,
+) -> ray.data.Dataset:
+    """The model inputs of `ds`'s rows but those `left_out_rows` finds (`report_left_out` counts them), and the
+    label, for plots and evaluation; materialized in the object store (read once, iterated every epoch) when
+    `config.materialize` is set."""
+    encoded = ds.map_batches(EncodeRows(features, condition, config.label), batch_format="pandas")
+    return encoded.materialize() if config.materialize else encoded
