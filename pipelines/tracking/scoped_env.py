@@ -10,18 +10,10 @@ from collections.abc import Iterator
 import mlflow
 
 
-@contextlib.contextmanager
-def environment_defaults(**values: str) -> Iterator[None]:
+def environment_defaults(**values: str) -> contextlib.AbstractContextManager[None]:
     """The environment variables `values` for one block, those already set left as they are (a user's own setting
     wins); the ones this block set are removed after it."""
-    added = [name for name in values if name not in os.environ]
-    for name in added:
-        os.environ[name] = values[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+    return environment_values(**{name: value for name, value in values.items() if name not in os.environ})
 
 
 @contextlib.contextmanager
