@@ -115,16 +115,14 @@ def start_local_ray(num_cpus: int, attempts: int = START_ATTEMPTS) -> None:
     A start that times out (a busy machine) is retried up to `attempts` times in all, with a line on stderr each
     time; the processes the failed start left behind (its GCS, raylet, ...) are ended first."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    env_vars = dict(LOCAL_ENV)  # a copy: Ray adds the setup hook's key to the dict it is given
-    if "LOG_LEVEL" in os.environ:
-        env_vars["LOG_LEVEL"] = os.environ["LOG_LEVEL"]
+    log_level = {"LOG_LEVEL": os.environ["LOG_LEVEL"]} if "LOG_LEVEL" in os.environ else {}
     for attempt in range(1, attempts + 1):
         before = {child.pid for child in psutil.Process().children(recursive=True)}
+        # new dicts each time: Ray adds the setup hook's key to the env_vars it is given
+        runtime_env = {"worker_process_setup_hook": _setup_local_worker, "env_vars": {**LOCAL_ENV, **log_level}}
         try:
             with environment_defaults(**STARTUP_CONCURRENCY):
-                ray.init(address="local", num_cpus=num_cpus, logging_level=ray_logging_level(),
-                         runtime_env={"worker_process_setup_hook": _setup_local_worker,
-                                      "env_vars": dict(env_vars)})  # fmt: skip
+                ray.init(address="local", num_cpus=num_cpus, logging_level=ray_logging_level(), runtime_env=runtime_env)
             return
         except Exception as err:
             if STARTUP_TIMEOUT not in str(err) or attempt == attempts:
