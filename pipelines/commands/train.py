@@ -112,10 +112,10 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     started = time.perf_counter()
     result = fit(trainer)
     print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
-    best = result.get_best_checkpoint(CHECKPOINT_SCORE, "min")
-    if best is None:
+    if not result.best_checkpoints:
         raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
-    best_val_loss = next(m["val_loss"] for c, m in result.best_checkpoints if c.path == best.path)
+    best, metrics = min(result.best_checkpoints, key=lambda kept: kept[1][CHECKPOINT_SCORE])
+    best_val_loss = metrics["val_loss"]
     last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
     detector = load_checkpoint_detector(best, config.score)
     return register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)
