@@ -84,10 +84,13 @@ def synthetic_anomalies(rows: np.ndarray, seed: int, count: int) -> dict[str, np
     return {"marginals": marginals, "half_swapped": np.where(swap, donor, base)}
 
 
-def synthetic_auroc(estimator, rows: np.ndarray, synthetic: np.ndarray) -> float:
-    """AUROC (%) of the estimator's scores separating held-out normal rows from synthetic anomalies."""
-    scores = np.concatenate([estimator.score_samples(rows), estimator.score_samples(synthetic)])
-    return 100 * roc_auc_score(np.r_[np.zeros(len(rows)), np.ones(len(synthetic))], scores)
+def synthetic_aurocs(estimator, rows: np.ndarray, synthetic: dict[str, np.ndarray]) -> dict[str, float]:
+    """`val_<kind>`: AUROC (%) of the estimator's scores separating the held-out normal rows (scored once) from
+    each kind of synthetic anomalies."""
+    normal = estimator.score_samples(rows)
+    return {f"val_{kind}": 100 * roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(made))],
+                                                np.r_[normal, estimator.score_samples(made)])
+            for kind, made in synthetic.items()}  # fmt: skip
 
 
 def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
@@ -115,7 +118,7 @@ def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
         model = AnomalyDetector(overrides=point, seed=seed, device="cpu").fit(fit_rows)
         rows.append({"dataset": name, "seed": seed, "candidate": label(point),
                      "val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
-                     **{f"val_{kind}": synthetic_auroc(model, val_rows, rows_) for kind, rows_ in synthetic.items()},
+                     **synthetic_aurocs(model, val_rows, synthetic),
                      "auroc": 100 * roc_auc_score(labels, model.score_samples(test)), "selected": False})  # fmt: skip
     grid = [r for r in rows[1:] if np.isfinite(r["val_nll"])]
     if grid:
