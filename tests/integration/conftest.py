@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from pipelines.sample_data.datasets import load_thyroid, one_class_split
@@ -44,16 +46,27 @@ def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM the group the process leads (it was started with start_new_session), then SIGKILL."""
+def stop_process_tree(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process, its descendants and the group it leads (it was started with start_new_session);
+    SIGKILL whatever still runs after `grace` seconds. Waiting on every process, not only the leader, bounds the
+    stop: `ray start --block` alone takes 30 s to shut its node down on SIGTERM."""
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        leader = psutil.Process(proc.pid)
+        tree = [leader, *leader.children(recursive=True)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=grace)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +85,7 @@ def mlflow_server(tmp_path_factory):
         wait_for_http(f"{uri}/health", timeout=120, proc=proc)
         yield uri
     finally:
-        stop_process_group(proc)
+        stop_process_tree(proc)
         log.close()
 
 

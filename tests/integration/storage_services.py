@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_group, wait_for_http
+from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_tree, wait_for_http
 
 POSTGRES_HINT = "install PostgreSQL 15 (Debian/Ubuntu: apt install postgresql-15; macOS: brew install postgresql@15)"
 MOTO_HINT = "install the dev extra (pip install -e '.[dev]', which has moto[server])"
@@ -141,7 +141,7 @@ def s3_server(buckets: tuple[str, ...]) -> Iterator[S3Server]:
             server.client().create_bucket(Bucket=bucket)
         yield server
     finally:
-        stop_process_group(proc)
+        stop_process_tree(proc)
 
 
 class MlflowService:
@@ -166,5 +166,5 @@ class MlflowService:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process_group(self.proc)
+            stop_process_tree(self.proc)
             self.proc = None

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.storage.partitions import is_complete
-from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_group, wait_for_http
+from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_tree, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def ray_head(tmp_path_factory):
         _wait_for_job_agent(address)
         yield address, env
     finally:
-        stop_process_group(head, grace=30)
+        stop_process_tree(head, grace=5)
         log.close()
 
 

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from pipelines.commands import train
 from pipelines.runtime.parquet_input import declare_features
 from pipelines.settings.yaml_configs import CONFIG_DIR, DataConfig, load_config
-from tests.integration.conftest import dead_train_workers, epoch_steps, train_killing_a_worker, train_overrides
+from tests.integration.conftest import epoch_steps, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
 
@@ -90,16 +90,6 @@ def test_the_same_run_name_resumes_instead_of_starting_over(local_ray, mlflow_se
     assert second.run_id == first.run_id and second.last_epoch == 4
     assert "resuming from the checkpoint of epoch 2" in capfd.readouterr().out
     assert epoch_steps(MlflowClient(mlflow_server), first.run_id) == [1, 2, 3, 4]  # epochs 1-2 not trained again
-
-
-@pytest.mark.timeout(600)
-def test_a_killed_worker_restarts_from_the_last_checkpoint(local_ray, mlflow_server, thyroid_dir, tmp_path):
-    epochs = 12
-    overrides = train_overrides(thyroid_dir / "train", tmp_path, mlflow_server, "worker-kill", epochs=epochs)
-    result, victim = train_killing_a_worker(lambda: _run(overrides), mlflow_server, "worker-kill")
-    assert result.last_epoch == epochs
-    assert sorted(set(epoch_steps(MlflowClient(mlflow_server), result.run_id))) == list(range(1, epochs + 1))
-    assert victim in dead_train_workers()
 
 
 def test_integer_columns_are_typed_by_their_values(local_ray, tmp_path, capfd):
