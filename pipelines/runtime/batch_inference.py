@@ -18,6 +18,7 @@ from pipelines.storage.partitions import Staging
 from pipelines.tracking.registry import load_registered_detector
 from vae import Detector, ImagePreprocessor, Preprocessor
 
+from .cluster import on_local_ray
 from .row_encoding import table_preprocessors
 
 REASON = "quarantine_reason"
@@ -162,12 +163,17 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) -
         "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }  # fmt: skip
     counter = ProgressCounter.remote()
+    # Ray Data restarts a crashed actor by default; its constructor arguments are always in the object store, for
+    # which Ray 2.60 logs an error line per actor on every run (ray-project/ray#57733). On a local Ray there is no
+    # node to lose: an actor that crashes fails the job, which publishes nothing, and the console stays clean (a
+    # `ray_remote_args` key, deprecated for named parameters that Ray 2.60 does not have for it yet).
+    restarts = {"max_restarts": 0} if on_local_ray() else {}
     scored = tagged.map_batches(_keep, fn_kwargs={"quarantined": False}, batch_format="pandas").map_batches(
         ScoreActor,
         fn_constructor_kwargs={"model_uri": scoring.model_uri, "tracking_uri": scoring.tracking_uri, "job": job,
                                "counter": counter},
         batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
+        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **restarts,
     )  # fmt: skip
     stop = threading.Event()
     reporter = threading.Thread(target=_report_progress, args=(counter, scoring.rows, stop), daemon=True)

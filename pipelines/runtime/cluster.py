@@ -103,6 +103,13 @@ STARTUP_CONCURRENCY = {"RAY_worker_maximum_startup_concurrency": "16"}
 # is not always enough ("The current node timed out during startup"), so a local start is tried this many times.
 START_ATTEMPTS = 4
 STARTUP_TIMEOUT = "timed out during startup"
+_started_here: set[str] = set()  # GCS addresses of the local Rays this process started
+
+
+def on_local_ray() -> bool:
+    """Whether the Ray this process is connected to is a local one it started (`start_local_ray`): one node,
+    so nothing of it can be lost without this process."""
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address in _started_here
 
 
 def ray_logging_level() -> str:
@@ -123,6 +130,7 @@ def start_local_ray(num_cpus: int, attempts: int = START_ATTEMPTS) -> None:
         try:
             with environment_defaults(**STARTUP_CONCURRENCY):
                 ray.init(address="local", num_cpus=num_cpus, logging_level=ray_logging_level(), runtime_env=runtime_env)
+            _started_here.add(ray.get_runtime_context().gcs_address)
             return
         except Exception as err:
             if STARTUP_TIMEOUT not in str(err) or attempt == attempts:

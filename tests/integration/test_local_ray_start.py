@@ -53,8 +53,10 @@ def test_a_start_that_times_out_is_retried_and_its_leftover_processes_are_ended(
     try:
         cluster.start_local_ray(num_cpus=2)
         assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
+        assert cluster.on_local_ray()  # the scoring job's actors run without restarts here
     finally:
         ray.shutdown()
+    assert not cluster.on_local_ray()
     names = {name for _, name in ended}
     assert {"raylet", "gcs_server"} <= names, names
     assert not [p for p, _ in ended if cluster._running(p)]
