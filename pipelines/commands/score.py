@@ -2,9 +2,9 @@
 run_date=YYYY-MM-DD`
 
 The nightly job: resolve the registered model -> check the input's schema against it (before Ray starts) ->
-Ray Data: read Parquet, set aside rows that cannot be scored (with a reason), score the rest on actors that
-load the model once -> publish the run date's partition atomically -> log the run, its drift signal and a
-histogram to MLflow.
+Ray Data, in one streaming pass: read Parquet, set aside rows that cannot be scored (with a reason) and score the
+rest on actors handed the model once, write both and tally them -> check that every row read was written ->
+publish the run date's partition atomically -> log the run, its drift signal and a histogram to MLflow.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.dataset as pads
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.batch_inference import REASON, ScoringPlan, feature_columns, score_into
+from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.parquet_checks import check_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet
 from pipelines.runtime.row_encoding import table_preprocessors
+from pipelines.runtime.scored_output import Tally
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems
-from pipelines.storage.partitions import Staging, publish, stage
+from pipelines.storage.partitions import publish, stage
 from pipelines.tracking import plots
 from pipelines.tracking.monitoring import population_stability_index
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version
@@ -75,11 +75,18 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     preprocessors = [p.to_dict() for p in table_preprocessors(detector.preprocessor, detector.condition)]
     keys = list(config.key or detector.metadata.get("key_columns", ()))
     image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
-    scoring = ScoringPlan(spec["name"], version, model_uri, tracking_uri, _threshold(config, detector), keys, numeric,
+    scoring = ScoringPlan(spec["name"], version, tracking_uri, _threshold(config, detector), keys, numeric,
                           categorical, preprocessors, config.unknown_categories == "quarantine", rows=0,
                           image=image and image.to_dict())  # fmt: skip
     scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image)
     return scoring, detector
+
+
+def check_every_row_written(input_path: str, rows: int, tally: Tally) -> None:
+    """Raise DataError unless the job wrote (scored or quarantined) as many rows as the input's footers count."""
+    if tally.rows != rows:
+        raise DataError(f"{input_path}: its Parquet footers count {rows:,} rows but the job wrote {tally.rows:,} "
+                        f"(did the files change while it ran?); nothing was published")  # fmt: skip
 
 
 def run(config: ScoreJobConfig) -> ScoreSummary:
@@ -97,47 +104,30 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
               flush=True)  # fmt: skip
         with ray_session(config.ray_address, config.local_cpus):
             staging = stage(output, date)
-            score_into(staging, config, scoring)
-        summary, scores = _summarize(staging, detector, scoring)
-        summary.seconds = time.perf_counter() - started
+            tally = score_into(staging, config, scoring, detector)
+        check_every_row_written(config.input_path, scoring.rows, tally)
+        psi = population_stability_index(tally.deciles) if tally.scored and tally.deciles is not None else float("nan")
+        model = f"{scoring.model_name}/{scoring.model_version}"
+        summary = ScoreSummary(model, date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi, "",
+                               time.perf_counter() - started)  # fmt: skip
         summary.partition = publish(staging, dataclasses.asdict(summary))
-        _log_run(tracker, summary, scores, detector, scoring.threshold)
+        _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
         return summary
 
 
-def _read_column(location: str, column: str) -> np.ndarray:
-    """One column of the Parquet files directly under `location` (not in its subdirectories), as (N,)."""
-    fs, path = filesystems.filesystem(location)
-    files = [f"{path}/{f}" for f in filesystems.list_files(location) if "/" not in f and f.endswith(".parquet")]
-    if not files:
-        return np.array([])
-    return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=[column]).column(column).to_numpy()
-
-
-def _summarize(staging: Staging, detector: Detector, scoring: ScoringPlan) -> tuple[ScoreSummary, np.ndarray]:
-    """The run's counts and drift signal, and its scores (N,), read once from the staged output."""
-    scores = _read_column(staging.location, "anomaly_score")
-    flags = _read_column(staging.location, "is_anomaly")
-    reasons = _read_column(staging.quarantine, REASON)
-    reference = detector.metadata.get("score_reference", {})
-    psi = population_stability_index(scores, reference["quantiles"]) if len(scores) and reference else float("nan")
-    model = f"{scoring.model_name}/{scoring.model_version}"
-    summary = ScoreSummary(model, staging.run_date, scoring.rows, len(scores), len(reasons), int(flags.sum()), psi, "",
-                           0.0)  # fmt: skip
-    return summary, scores
-
-
-def _log_run(tracker: Tracker, summary: ScoreSummary, scores: np.ndarray, detector: Detector, threshold: float) -> None:
+def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, detector: Detector, threshold: float) -> None:
+    """The run's counts as metrics, and the score quantiles and plot from `sample` (S,), a uniform sample of
+    the scores (all of them up to `SAMPLE_ROWS`)."""
     metrics = {
         "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
         "rows_quarantined": summary.rows_quarantined, "anomalies": summary.anomalies,
         "anomaly_rate": summary.anomalies / max(summary.rows_scored, 1), "psi": summary.psi,
         "seconds": summary.seconds, "rows_per_s": summary.rows_read / max(summary.seconds, 1e-9),
     }  # fmt: skip
-    if len(scores):
-        metrics.update({f"score_p{q}": float(np.quantile(scores, q / 100)) for q in (50, 90, 99)})
+    if len(sample):
+        metrics.update({f"score_p{q}": float(np.quantile(sample, q / 100)) for q in (50, 90, 99)})
         reference = detector.metadata.get("score_reference", {}).get("quantiles")
-        tracker.log_figure(plots.score_drift(scores, reference, threshold), "plots/scores_vs_reference.png")
+        tracker.log_figure(plots.score_drift(sample, reference, threshold), "plots/scores_vs_reference.png")
     tracker.log_metrics(metrics)
     tracker.set_tags({"vae.partition": summary.partition})
 

@@ -1,5 +1,6 @@
-"""The scoring job's Ray side: the rows that cannot be scored set aside with their reason, the others scored by
-Ray Data actors that load the registered model once, and a progress line every few seconds while they write."""
+"""The scoring job's Ray side, one streaming pass: Ray Data actors, each handed the model the driver loaded, set
+aside the rows that cannot be scored with their reason and score the others; write tasks store both and tally
+them; a progress line every few seconds while they run."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import ray
 import ray.data
+import torch
 
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.storage.partitions import Staging
-from pipelines.tracking.registry import load_registered_detector
 from vae import Detector, ImagePreprocessor, Preprocessor
 
 from .cluster import on_local_ray
 from .row_encoding import table_preprocessors
+from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
 
-REASON = "quarantine_reason"
 PROGRESS_EVERY_S = 5.0
 
 
@@ -31,7 +33,6 @@ class ScoringPlan:
 
     model_name: str
     model_version: str
-    model_uri: str  # models:/NAME/VERSION, pinned so every actor uses the same version
     tracking_uri: str
     threshold: float
     keys: list[str]
@@ -63,34 +64,29 @@ def quarantine_reasons(
     `preprocessors` are the model's column preprocessors (`Preprocessor.to_dict()`). A row is unscorable with
     a missing, NaN or infinite feature, a number out of the training range (`Preprocessor.out_of_range_mask`),
     a category unseen in training when `quarantine_unseen`, or an image that `image` (an ImagePreprocessor's
-    `to_dict()`) cannot use: missing, of another size, with NaN/inf or out-of-range pixels.
+    `to_dict()`) cannot use: missing, of another size, with NaN/inf or out-of-range pixels. The checks are
+    vectorised; reason strings are built for the unscorable rows only.
     """
-    reasons: list[list[str]] = [[] for _ in range(len(batch))]
-
-    def add(mask: np.ndarray | None, reason: str) -> None:
-        for i in np.flatnonzero(mask) if mask is not None else ():
-            reasons[i].append(reason)
-
-    if image is not None:
-        for row, problem in zip(reasons, ImagePreprocessor.from_dict(image).problems(batch), strict=True):
-            if problem:
-                row.append(problem)
+    checks: list[tuple[np.ndarray, str]] = []  # (N,) mask, reason
     for pre in map(Preprocessor.from_dict, preprocessors):
         missing, far = pre.missing_mask(batch), pre.out_of_range_mask(batch)
         unseen = pre.unknown_mask(batch) if quarantine_unseen else {}
         for column in [*pre.numeric, *pre.binary]:
-            add(missing.get(column), f"{column} is missing or not finite")
-            add(far.get(column), f"{column} is out of the training range")
+            checks += [(missing.get(column), f"{column} is missing or not finite"),
+                       (far.get(column), f"{column} is out of the training range")]  # fmt: skip
         for column in pre.categorical:
-            add(missing.get(column), f"{column} is missing")
-            add(unseen.get(column), f"{column} has an unseen category")
-    joined = pd.Series([("; ".join(r) if r else None) for r in reasons], index=batch.index, dtype=object)
-    return batch.assign(**{REASON: joined})
-
-
-def _keep(batch: pd.DataFrame, quarantined: bool) -> pd.DataFrame:
-    mask = batch[REASON].notna() == quarantined
-    return batch[mask] if quarantined else batch[mask].drop(columns=[REASON])
+            checks += [(missing.get(column), f"{column} is missing"),
+                       (unseen.get(column), f"{column} has an unseen category")]  # fmt: skip
+    checks = [(np.asarray(mask, dtype=bool), reason) for mask, reason in checks if mask is not None]
+    image_problems = ImagePreprocessor.from_dict(image).problems(batch) if image is not None else [None] * len(batch)
+    bad = np.array([p is not None for p in image_problems], dtype=bool)
+    for mask, _ in checks:
+        bad |= mask
+    reasons = np.full(len(batch), None, dtype=object)
+    for i in np.flatnonzero(bad):
+        found = [image_problems[i]] if image_problems[i] else []
+        reasons[i] = "; ".join(found + [reason for mask, reason in checks if mask[i]])
+    return batch.assign(**{REASON: pd.Series(reasons, index=batch.index, dtype=object)})
 
 
 @ray.remote(num_cpus=0)
@@ -107,22 +103,44 @@ class ProgressCounter:
         return self.rows
 
 
-class ScoreActor:
-    """Ray Data callable class: loads the registered model once, then scores pandas batches of raw rows."""
+def scored_columns(keys: list[str], top_features: int) -> list[str]:
+    """The columns of a scored row, in order."""
+    top = [f"top_feature_{rank}{part}" for rank in range(1, top_features + 1) for part in ("", "_share")]
+    return [*keys, "anomaly_score", "is_anomaly", *top, "model_name", "model_version", "run_date", "scored_at"]
 
-    def __init__(self, model_uri: str, tracking_uri: str, job: dict, counter) -> None:
-        self.detector = load_registered_detector(model_uri, tracking_uri)
+
+class ScoreActor:
+    """Ray Data callable class: sets aside the rows of a pandas batch that cannot be scored, with their reason,
+    and scores the others with the detector it was given (moved to the actor's GPU when it has one).
+
+    Returns one table per batch: scored rows fill `scored_columns` and have a null `quarantine_reason`;
+    quarantined rows keep their input columns and the reason (`ScoredOutputSink` writes each kind apart)."""
+
+    def __init__(self, detector: Detector, job: dict, counter) -> None:
+        self.detector = detector
         self.detector.score_config = dataclasses.replace(
             self.detector.score_config, **{k: v for k, v in (("kind", job["kind"]), ("samples", job["samples"])) if v}
         )
+        if torch.cuda.is_available():
+            self.detector.model.to("cuda")
         self.job = job
         reference = self.detector.metadata.get("score_reference", {})
         self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
         self.names = np.asarray(self.detector.feature_names, dtype=object)
+        self.columns = scored_columns(list(job["keys"]), job["top_features"])
         self.counter = counter
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        scores, contributions = self.detector.score(batch, batch_size=len(batch) or 1)
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        tagged = quarantine_reasons(batch, self.job["preprocessors"], self.job["quarantine_unseen"], self.job["image"])
+        bad = tagged[REASON].notna().to_numpy()
+        good = batch[~bad]
+        scored = self._score(good) if len(good) else pd.DataFrame(columns=self.columns)
+        self.counter.add.remote(len(batch))
+        parts = [pa.Table.from_pandas(frame, preserve_index=False) for frame in (scored, tagged[bad])]
+        return pa.concat_tables(parts, promote_options="default")
+
+    def _score(self, batch: pd.DataFrame) -> pd.DataFrame:
+        scores, contributions = self.detector.score(batch, batch_size=len(batch))
         out = batch[list(self.job["keys"])].reset_index(drop=True)
         out["anomaly_score"] = scores
         out["is_anomaly"] = scores > self.job["threshold"]
@@ -134,8 +152,7 @@ class ScoreActor:
             out[f"top_feature_{rank + 1}_share"] = np.take_along_axis(shares, order[:, rank : rank + 1], 1)[:, 0]
         out["model_name"], out["model_version"] = self.job["model_name"], self.job["model_version"]
         out["run_date"], out["scored_at"] = self.job["run_date"], pd.Timestamp(self.job["scored_at"])
-        self.counter.add.remote(len(batch))
-        return out
+        return out[self.columns]
 
 
 def _report_progress(counter, total: int, stop: threading.Event) -> None:
@@ -147,20 +164,14 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
             print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
 
 
-def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) -> None:
-    """Write scored rows to the staging location and quarantined rows to its `_quarantine` with Ray Data."""
-    tagged = (
-        ray.data.read_parquet(config.input_path)
-        .select_columns(scoring.columns)
-        .map_batches(quarantine_reasons, batch_format="pandas", fn_kwargs={
-            "preprocessors": scoring.preprocessors, "quarantine_unseen": scoring.quarantine_unseen,
-            "image": scoring.image})
-        .materialize()
-    )  # fmt: skip
+def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, detector: Detector) -> Tally:
+    """Score the input in one streaming pass with Ray Data: scored rows to the staging location, quarantined rows
+    to its `_quarantine`; returns what the write tasks tallied (`ScoredOutputSink`)."""
     job = {
         "keys": scoring.keys, "threshold": scoring.threshold, "kind": config.kind, "samples": config.samples,
         "top_features": config.top_features, "model_name": scoring.model_name, "model_version": scoring.model_version,
         "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "preprocessors": scoring.preprocessors, "quarantine_unseen": scoring.quarantine_unseen, "image": scoring.image,
     }  # fmt: skip
     counter = ProgressCounter.remote()
     # Ray Data restarts a crashed actor by default; its constructor arguments are always in the object store, for
@@ -168,20 +179,21 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan) -
     # node to lose: an actor that crashes fails the job, which publishes nothing, and the console stays clean (a
     # `ray_remote_args` key, deprecated for named parameters that Ray 2.60 does not have for it yet).
     restarts = {"max_restarts": 0} if on_local_ray() else {}
-    scored = tagged.map_batches(_keep, fn_kwargs={"quarantined": False}, batch_format="pandas").map_batches(
-        ScoreActor,
-        fn_constructor_kwargs={"model_uri": scoring.model_uri, "tracking_uri": scoring.tracking_uri, "job": job,
-                               "counter": counter},
+    scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
+        ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
         batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **restarts,
     )  # fmt: skip
+    reference = detector.metadata.get("score_reference", {}).get("quantiles")
+    sink = ScoredOutputSink(staging.location, staging.quarantine, scored_columns(scoring.keys, config.top_features),
+                            [*scoring.columns, REASON], reference, min(1.0, SAMPLE_ROWS / max(scoring.rows, 1)),
+                            config.rows_per_file)  # fmt: skip
     stop = threading.Event()
     reporter = threading.Thread(target=_report_progress, args=(counter, scoring.rows, stop), daemon=True)
     reporter.start()
     try:
-        scored.write_parquet(staging.location)
+        scored.write_datasink(sink)
     finally:
         stop.set()
         reporter.join()
-    quarantined = tagged.map_batches(_keep, fn_kwargs={"quarantined": True}, batch_format="pandas")
-    quarantined.write_parquet(staging.quarantine)
+    return sink.tally

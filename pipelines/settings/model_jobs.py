@@ -69,6 +69,7 @@ class ScoreJobConfig:
     top_features: Count = 3
     unknown_categories: Literal["score", "quarantine"] = "score"  # score them in the unknown bucket, or set aside
     batch_size: PositiveInt = 4096
+    rows_per_file: PositiveInt = 250_000  # rows per output Parquet file (the last of each kind holds the rest)
     actors: PositiveInt = 2
     cpus_per_actor: Positive = 1.0
     gpus_per_actor: NonNegative = 0.0

@@ -19,13 +19,18 @@ def reference_statistics(scores: np.ndarray, contributions: np.ndarray) -> dict[
     }
 
 
-def population_stability_index(scores: np.ndarray, reference_quantiles: list[float]) -> float:
-    """PSI of `scores` (N,) against the reference distribution, over its deciles (0.1 expected mass each).
+def decile_counts(scores: np.ndarray, reference_quantiles: list[float]) -> np.ndarray:
+    """How many of `scores` (N,) fall in each of the reference distribution's deciles: (10,) ints, which add up
+    over parts of a data set."""
+    edges = np.asarray(reference_quantiles)[:: 100 // PSI_BINS][1:-1]  # the 9 inner decile edges
+    return np.bincount(np.searchsorted(edges, scores, side="right"), minlength=PSI_BINS)
+
+
+def population_stability_index(counts: np.ndarray) -> float:
+    """PSI of scores counted per reference decile (`decile_counts`, (10,)) against the reference's 0.1 each.
 
     Conventional reading: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 large shift.
     """
-    edges = np.asarray(reference_quantiles)[:: 100 // PSI_BINS][1:-1]  # the 9 inner decile edges
-    actual = np.bincount(np.searchsorted(edges, scores, side="right"), minlength=PSI_BINS) / max(len(scores), 1)
+    actual = np.clip(np.asarray(counts) / max(int(np.sum(counts)), 1), _EPS, None)
     expected = np.full(PSI_BINS, 1.0 / PSI_BINS)
-    actual = np.clip(actual, _EPS, None)
     return float(np.sum((actual - expected) * np.log(actual / expected)))

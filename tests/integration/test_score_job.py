@@ -96,6 +96,7 @@ def test_a_job_killed_while_writing_leaves_no_partial_partition(
         str(CONFIG_DIR / "score.yaml"),
         *_overrides(big, output, mlflow_server, scoring_model, run_date="2026-11-25"),
         "batch_size=2048",
+        "rows_per_file=8192",  # many files, so that the kill lands between two of them
     ]
     job = subprocess.Popen([sys.executable, "-m", "pipelines", *arguments], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
