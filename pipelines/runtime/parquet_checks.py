@@ -3,12 +3,18 @@ their types, the row count, all-null columns; `DataError` names what is wrong.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipelines.storage import filesystems
 from vae import ImagePreprocessor
+
+FOOTER_READERS = 16
 
 
 class DataError(ValueError):
@@ -27,9 +33,12 @@ def open_parquet(path: str) -> pads.Dataset:
         filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
     try:
-        return pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
+        dataset = pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+    if not dataset.files:
+        raise DataError(f"{path} holds no Parquet files")
+    return dataset
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -87,24 +96,38 @@ def check_parquet(
     if image is not None:
         check_image_column(path, schema, image)
     try:
-        rows = dataset.count_rows()
-        empty = null_typed or (all_null_columns(dataset, required) if rows else [])
+        footers = read_footers(dataset)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+    directory_keys = {f.path: pads.get_partition_keys(f.partition_expression) for f in dataset.get_fragments()}
+    for file, footer in footers.items():
+        names = [*footer.schema.to_arrow_schema().names, *directory_keys[file]]  # hive keys: `date=.../`
+        lacking = [c for c in required if c not in names]
+        if lacking:
+            raise DataError(f"{file}: missing column(s) {lacking}, which other files of {path} have")
+    rows = sum(footer.num_rows for footer in footers.values())
     if rows == 0:
         raise DataError(f"{path}: no rows")
+    empty = null_typed or all_null_columns(footers.values(), required)
     if empty:
         raise DataError(f"{path}: column(s) {empty} hold only nulls")
     return rows
 
 
-def all_null_columns(dataset: pads.Dataset, columns: tuple[str, ...]) -> list[str]:
+def read_footers(dataset: pads.FileSystemDataset) -> dict[str, pq.FileMetaData]:
+    """Every file's Parquet footer (its path -> metadata), read by FOOTER_READERS threads: on an object store
+    each footer is a request, and thousands of them one after another take minutes."""
+    fragments = list(dataset.get_fragments())
+    with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
+        return dict(zip([f.path for f in fragments], pool.map(lambda f: f.metadata, fragments), strict=True))
+
+
+def all_null_columns(footers: Iterable[pq.FileMetaData], columns: tuple[str, ...]) -> list[str]:
     """Columns whose every value is null, from the Parquet footers' statistics (no data is read);
     a column whose statistics are missing in any row group is not reported."""
     nulls = dict.fromkeys(columns, 0)
     total = 0
-    for fragment in dataset.get_fragments():
-        metadata = fragment.metadata
+    for metadata in footers:
         names = metadata.schema.to_arrow_schema().names
         for g in range(metadata.num_row_groups):
             group = metadata.row_group(g)

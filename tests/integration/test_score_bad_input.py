@@ -29,6 +29,10 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
     rows = pd.read_parquet(thyroid_dir / "test.parquet")
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet")
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "uneven").mkdir()
+    _write(tmp_path, "uneven/part-0.parquet", rows)
+    _write(tmp_path, "uneven/part-1.parquet", rows.drop(columns=["TSH"]))  # a day's file lacking a column
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the unreachable server: fail fast
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     cases = [
@@ -40,6 +44,10 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
          "column(s) ['FTI'] hold only nulls"),  # pandas writes NaN as Parquet nulls
         ("corrupt file", mlflow_server, str(corrupt), scoring_model, "cannot read Parquet at"),
         ("empty input", mlflow_server, _write(tmp_path, "d.parquet", rows.iloc[:0]), scoring_model, ": no rows"),
+        ("empty directory", mlflow_server, str(tmp_path / "empty-dir"), scoring_model,
+         f"{tmp_path / 'empty-dir'} holds no Parquet files"),
+        ("a file lacking a column", mlflow_server, str(tmp_path / "uneven"), scoring_model,
+         f"{tmp_path / 'uneven' / 'part-1.parquet'}: missing column(s) ['TSH'], which other files of"),
         ("unknown alias", mlflow_server, str(thyroid_dir / "test.parquet"), "thyroid-scorer@nightly",
          "model thyroid-scorer@nightly not found"),
         ("unreachable tracking server", f"http://127.0.0.1:{free_port()}", str(thyroid_dir / "test.parquet"),
