@@ -141,19 +141,23 @@ def start_local_ray(num_cpus: int, attempts: int = START_ATTEMPTS) -> None:
 
 
 def end_new_children(before: set[int], grace_s: float = 10.0) -> None:
-    """End this process's descendants whose pid is not in `before`: SIGTERM, then SIGKILL for any still running
-    after `grace_s`; the direct children are reaped."""
-    new = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
-    for child in new:
+    """End this process's descendants whose pid is not in `before` (`end_processes`)."""
+    end_processes([child for child in psutil.Process().children(recursive=True) if child.pid not in before], grace_s)
+
+
+def end_processes(processes: list[psutil.Process], grace_s: float = 10.0) -> None:
+    """SIGTERM each process, then SIGKILL any still running after `grace_s` (a zombie counts as ended); those
+    that are this process's children are reaped."""
+    for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
-            child.terminate()
+            process.terminate()
     deadline = time.monotonic() + grace_s
-    while any(map(_running, new)) and time.monotonic() < deadline:
+    while any(map(_running, processes)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for child in filter(_running, new):
+    for process in filter(_running, processes):
         with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(new, timeout=1)
+            process.kill()
+    psutil.wait_procs(processes, timeout=1)
 
 
 def _running(process: psutil.Process) -> bool:

@@ -20,6 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from pipelines.runtime.cluster import end_processes
 from pipelines.sample_data.datasets import load_thyroid, one_class_split
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -57,13 +58,7 @@ def stop_process_tree(proc: subprocess.Popen, grace: float = 15) -> None:
         tree = [leader, *leader.children(recursive=True)]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        for process in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.terminate()
-        _, alive = psutil.wait_procs(tree, timeout=grace)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+        end_processes(tree, grace)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
