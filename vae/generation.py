@@ -15,9 +15,10 @@ import torch
 
 from .config_base import choose
 from .images import ImagePreprocessor
+from .labels import canonical_label
 from .likelihoods import GENERATION_MODES
 from .model import VAE
-from .preprocessing import Preprocessor, canonical_label
+from .preprocessing import Preprocessor
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import FeatureBlock
-from .preprocessing import _is_missing
+from .labels import is_missing
 
 IMAGE_ENCODINGS = ("array", "png")
 IMAGE_LIKELIHOODS = ("bernoulli", "gaussian")
@@ -123,7 +123,7 @@ class ImagePreprocessor:
 
     def _decode(self, value: Any) -> tuple[np.ndarray | None, str | None]:
         """One image as (D,) float64 in [0, 1], or None and the reason it cannot be used."""
-        if not isinstance(value, (list, tuple, np.ndarray, bytes, bytearray, memoryview)) and _is_missing(value):
+        if not isinstance(value, (list, tuple, np.ndarray, bytes, bytearray, memoryview)) and is_missing(value):
             return None, f"{self.column} is missing"
         pixels, problem = self._decode_png(value) if self.encoding == "png" else self._decode_array(value)
         if problem:

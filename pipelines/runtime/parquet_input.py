@@ -21,7 +21,8 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.preprocessing import MAX_MAGNITUDE, canonical_labels, column_label_kind, label_kind, usable
+from vae.labels import canonical_labels, column_label_kind, label_kind
+from vae.preprocessing import MAX_MAGNITUDE, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 from .parquet_checks import DataError, check_parquet, open_parquet

@@ -157,7 +157,7 @@ def test_int_categories_encode_the_same_when_scored_from_a_float_column_with_a_n
 
 
 def test_canonical_labels_of_numpy_scalars_bytes_bools_and_numeric_text():
-    from vae.preprocessing import canonical_label, canonical_labels
+    from vae.labels import canonical_label, canonical_labels
 
     one = [1, 1.0, np.int64(1), np.float32(1.0), np.uint8(1), "1", b"1"]
     assert [canonical_label(v) for v in one] == ["1"] * len(one)

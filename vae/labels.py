@@ -1,0 +1,101 @@
+"""Category labels that do not depend on the dtype a column arrives in: 1, 1.0, numpy.int64(1) and b"1" are one
+category (`canonical_label`), read as the kind of values the column held in training (`label_kind`)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+LABEL_KINDS = ("bool", "number", "text")  # what a categorical column's training values were
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, or a missing marker whose self-comparison is undefined (pandas.NA)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
+def label_kind(value: Any) -> str | None:
+    """The kind (one of LABEL_KINDS) of one raw categorical value, None when it is missing."""
+    if is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (numbers.Real, Decimal)):
+        return "number"
+    return "text"
+
+
+def column_label_kind(kinds: Iterable[str | None]) -> str:
+    """A column's label kind from its values' `label_kind`s: the one kind they share, else "text"."""
+    present = set(kinds) - {None}
+    return present.pop() if len(present) == 1 else "text"
+
+
+def _parse_number(text: str) -> int | float | None:
+    """The number a text spells ("3", "3.0", "1e5"), or None."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return None
+
+
+def _number_label(value: numbers.Real | Decimal) -> str:
+    """An integral number as its int's digits (1.0 -> "1", 1e20 -> "100000000000000000000"), else repr(float)."""
+    try:
+        if value == int(value):
+            return str(int(value))
+    except (OverflowError, ValueError):  # +-inf
+        pass
+    return repr(float(value))
+
+
+def canonical_label(value: Any, kind: str | None = None) -> str | None:
+    """The category label of one raw value, the same whatever dtype the column arrives in; None when missing.
+
+    Numbers: integral ones as the int's digits (1, 1.0, numpy.int64(1) -> "1"), others as repr(float); bools
+    "True"/"False"; bytes decoded as UTF-8; anything else str(value). `kind`, the column's training
+    `label_kind`, reads values of another kind as the training ones: 0/1 as bools in a "bool" column, bools as
+    0/1 and numeric text ("2", "2.0") as numbers in a "number" column.
+    """
+    if is_missing(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, str) and kind == "number":
+        number = _parse_number(value)
+        value = value if number is None else number
+    if isinstance(value, bool):
+        return str(int(value)) if kind == "number" else str(value)
+    if isinstance(value, (numbers.Real, Decimal)):
+        return str(bool(value)) if kind == "bool" and value in (0, 1) else _number_label(value)
+    return str(value)
+
+
+def canonical_labels(values: Any, kind: str | None = None) -> np.ndarray:
+    """`canonical_label` of each value of a 1-D array-like: (N,) object array, None where missing."""
+    return np.array([canonical_label(v, kind) for v in np.asarray(values, dtype=object)], dtype=object)
+
+
+def legacy_labels(labels: list[str]) -> tuple[str, list[str]]:
+    """(kind, labels) of a column saved before label kinds were recorded, whose labels were str(value):
+    numbers saved as floats ("1.0") take their canonical form ("1") unless that would merge two labels."""
+    if labels and set(labels) <= {"True", "False"}:
+        return "bool", labels
+    canonical = [canonical_label(label, "number") for label in labels]
+    numeric = all(_parse_number(label) is not None for label in labels)
+    if labels and numeric and len(set(canonical)) == len(canonical):
+        return "number", canonical
+    return "text", labels
