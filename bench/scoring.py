@@ -3,7 +3,8 @@
 
 Both sides score the same Parquet partition with the same registered detector, score kind, samples and batch size.
 Ray side: `pipelines.commands.score.run` on a running local Ray (start-up excluded), timed end to end (model resolution,
-schema check, quarantine pass, 2 scoring actors, atomic publish, MLflow run). Plain side: one process.
+schema check, one streaming pass of 2 scoring actors and the write tasks, atomic publish, MLflow run).
+Plain side: one process.
 """
 
 from __future__ import annotations

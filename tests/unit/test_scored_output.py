@@ -19,9 +19,9 @@ def _actor_table(scores: list[float], bad_ids: list[int]) -> pa.Table:
     """What a scoring actor returns: scored rows (score columns) and quarantined rows (inputs + reason)."""
     scored = pd.DataFrame({"row_id": range(len(scores)), "anomaly_score": scores,
                            "is_anomaly": [s > 8 for s in scores]})  # fmt: skip
-    quarantined = pd.DataFrame(
-        {"row_id": np.array(bad_ids, dtype=np.int64), "x": [np.nan] * len(bad_ids), REASON: ["x is missing"] * len(bad_ids)}
-    )
+    bad = len(bad_ids)
+    quarantined = pd.DataFrame({"row_id": np.array(bad_ids, dtype=np.int64), "x": [np.nan] * bad,
+                                REASON: ["x is missing"] * bad})  # fmt: skip
     parts = [pa.Table.from_pandas(f, preserve_index=False) for f in (scored, quarantined)]
     return pa.concat_tables(parts, promote_options="default")
 
