@@ -14,7 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import ray
 import ray.data
-import torch
 
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.storage.partitions import Staging
@@ -121,7 +120,7 @@ class ScoreActor:
         self.detector.score_config = dataclasses.replace(
             self.detector.score_config, **{k: v for k, v in (("kind", job["kind"]), ("samples", job["samples"])) if v}
         )
-        if torch.cuda.is_available():
+        if ray.get_gpu_ids():  # the GPUs Ray gave this actor (gpus_per_actor), not merely visible ones
             self.detector.model.to("cuda")
         self.job = job
         reference = self.detector.metadata.get("score_reference", {})
