@@ -77,13 +77,15 @@ def quarantine_reasons(
             checks += [(missing.get(column), f"{column} is missing"),
                        (unseen.get(column), f"{column} has an unseen category")]  # fmt: skip
     checks = [(np.asarray(mask, dtype=bool), reason) for mask, reason in checks if mask is not None]
-    image_problems = ImagePreprocessor.from_dict(image).problems(batch) if image is not None else [None] * len(batch)
-    bad = np.array([p is not None for p in image_problems], dtype=bool)
+    bad = np.zeros(len(batch), dtype=bool)
     for mask, _ in checks:
         bad |= mask
+    image_problems = ImagePreprocessor.from_dict(image).problems(batch) if image is not None else None
+    if image_problems is not None:
+        bad |= np.array([problem is not None for problem in image_problems], dtype=bool)
     reasons = np.full(len(batch), None, dtype=object)
     for i in np.flatnonzero(bad):
-        found = [image_problems[i]] if image_problems[i] else []
+        found = [image_problems[i]] if image_problems is not None and image_problems[i] is not None else []
         reasons[i] = "; ".join(found + [reason for mask, reason in checks if mask[i]])
     return batch.assign(**{REASON: pd.Series(reasons, index=batch.index, dtype=object)})
 

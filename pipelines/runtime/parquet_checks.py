@@ -96,30 +96,30 @@ def check_parquet(
     if image is not None:
         check_image_column(path, schema, image)
     try:
-        footers = read_footers(dataset)
+        fragments = list(dataset.get_fragments())
+        footers = read_footers(fragments)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
-    directory_keys = {f.path: pads.get_partition_keys(f.partition_expression) for f in dataset.get_fragments()}
-    for file, footer in footers.items():
-        names = [*footer.schema.to_arrow_schema().names, *directory_keys[file]]  # hive keys: `date=.../`
+    for fragment, footer in zip(fragments, footers, strict=True):
+        keys = pads.get_partition_keys(fragment.partition_expression)  # hive directories: `date=.../`
+        names = [*footer.schema.to_arrow_schema().names, *keys]
         lacking = [c for c in required if c not in names]
         if lacking:
-            raise DataError(f"{file}: missing column(s) {lacking}, which other files of {path} have")
-    rows = sum(footer.num_rows for footer in footers.values())
+            raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
+    rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
-    empty = null_typed or all_null_columns(footers.values(), required)
+    empty = null_typed or all_null_columns(footers, required)
     if empty:
         raise DataError(f"{path}: column(s) {empty} hold only nulls")
     return rows
 
 
-def read_footers(dataset: pads.FileSystemDataset) -> dict[str, pq.FileMetaData]:
-    """Every file's Parquet footer (its path -> metadata), read by FOOTER_READERS threads: on an object store
-    each footer is a request, and thousands of them one after another take minutes."""
-    fragments = list(dataset.get_fragments())
+def read_footers(fragments: list[pads.ParquetFileFragment]) -> list[pq.FileMetaData]:
+    """Each file's Parquet footer, in order, read by FOOTER_READERS threads: on an object store each footer is a
+    request, and thousands of them one after another take minutes."""
     with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
-        return dict(zip([f.path for f in fragments], pool.map(lambda f: f.metadata, fragments), strict=True))
+        return list(pool.map(lambda fragment: fragment.metadata, fragments))
 
 
 def all_null_columns(footers: Iterable[pq.FileMetaData], columns: tuple[str, ...]) -> list[str]:
