@@ -19,7 +19,7 @@ from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import open_parquet
 from pipelines.runtime.parquet_input import PreparedData, check_training_data, declare_features, prepare_data
-from pipelines.runtime.validation_pass import score_encoded
+from pipelines.runtime.validation_pass import score_sample
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.storage import filesystems
@@ -31,7 +31,6 @@ from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_sig
 from vae import Detector, to_dict
 from vae.auto import resolve
 
-REFERENCE_SAMPLE = 20_000  # training rows scored for the reference score distribution (drift checks)
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
 LOSS_METRICS = ["train_loss", "val_loss"]
 CHOSEN_PARAM = "chosen_from_data"  # the MLflow param naming the config keys whose values the data decided
@@ -129,18 +128,18 @@ def register(
     best: dict[str, float],
     last_epoch: int,
 ) -> TrainOutcome:
-    """Calibrate the threshold on the validation scores, attach the drift reference, log plots, then log and
-    register the model in `tracker`'s run. `best` holds the chosen checkpoint's metrics (with best_val_loss)."""
+    """Calibrate the threshold and take the drift reference from one random sample of validation rows scored on
+    the cluster (`score_sample`: at most 50k rows reach the driver), log plots, then log and register the model
+    in `tracker`'s run. `best` holds the chosen checkpoint's metrics (with best_val_loss)."""
     data = config.data
-    validation = score_encoded(detector, prepared.validation)
+    validation = score_sample(detector, prepared.validation, prepared.validation_rows)
     threshold = detector.calibrate(validation.scores, validation.contributions)
-    reference = score_encoded(detector, prepared.train.limit(REFERENCE_SAMPLE))
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
         SCHEMA_KEY: recorded_schema(open_parquet(data.path).schema, (*data.features, *data.conditions)),
-        "score_reference": reference_statistics(reference.scores, reference.contributions),
+        "score_reference": reference_statistics(validation.scores, validation.contributions),
     }
     tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores))},
                         step=last_epoch)  # fmt: skip

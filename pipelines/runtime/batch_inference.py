@@ -19,7 +19,7 @@ from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.storage.partitions import Staging
 from vae import Detector, ImagePreprocessor, Preprocessor
 
-from .cluster import on_local_ray
+from .cluster import actor_restarts
 from .row_encoding import table_preprocessors
 from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
 
@@ -175,15 +175,10 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, d
         "preprocessors": scoring.preprocessors, "quarantine_unseen": scoring.quarantine_unseen, "image": scoring.image,
     }  # fmt: skip
     counter = ProgressCounter.remote()
-    # Ray Data restarts a crashed actor by default; its constructor arguments are always in the object store, for
-    # which Ray 2.60 logs an error line per actor on every run (ray-project/ray#57733). On a local Ray there is no
-    # node to lose: an actor that crashes fails the job, which publishes nothing, and the console stays clean (a
-    # `ray_remote_args` key, deprecated for named parameters that Ray 2.60 does not have for it yet).
-    restarts = {"max_restarts": 0} if on_local_ray() else {}
     scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
         ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
         batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **restarts,
+        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **actor_restarts(),
     )  # fmt: skip
     reference = detector.metadata.get("score_reference", {}).get("quantiles")
     sink = ScoredOutputSink(staging.location, staging.quarantine, scored_columns(scoring.keys, config.top_features),

@@ -208,16 +208,29 @@ class PreparedData:
     @functools.cached_property
     def train_rows(self) -> int:
         """The number of encoded training rows (a Ray Data count); DataError when there are none."""
-        rows = self.train.count()
-        if not rows:
-            raise DataError("no training rows: every row went to validation, was labelled an anomaly or left out")
-        return rows
+        return _nonempty_count(
+            self.train, "no training rows: every row went to validation, was labelled an anomaly or left out"
+        )
+
+    @functools.cached_property
+    def validation_rows(self) -> int:
+        """The number of encoded validation rows (a Ray Data count); DataError when there are none."""
+        return _nonempty_count(
+            self.validation, "no validation rows to calibrate the threshold on: raise data.validation_fraction"
+        )
 
     @property
     def layout(self) -> DataLayout:
         condition_dim = 0 if self.condition is None else sum(b.width for b in self.condition.layout_blocks())
         image_shape = self.features.shape if isinstance(self.features, ImagePreprocessor) else None
         return DataLayout(self.features.layout_blocks(), image_shape=image_shape, condition_dim=condition_dim)
+
+
+def _nonempty_count(ds: ray.data.Dataset, empty: str) -> int:
+    rows = ds.count()
+    if not rows:
+        raise DataError(empty)
+    return rows
 
 
 def prepare_data(data: DataConfig) -> PreparedData:

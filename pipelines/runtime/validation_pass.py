@@ -1,4 +1,5 @@
-"""Scoring encoded Ray datasets with a Detector on the driver (validation and reference scores after training)."""
+"""Validation scores on the cluster: Ray Data actors score an encoded dataset and only a bounded random sample of
+the scored rows reaches the driver (for the threshold, the drift reference and the plots)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import torch
 
 from vae import Detector, score_rows
 
+from .cluster import actor_restarts
+
+SAMPLE_ROWS = 50_000  # the most validation rows whose scores reach the driver
 BATCH_ROWS = 4096
+SAMPLE_SEED = 0
 
 
 @dataclass
@@ -20,27 +25,52 @@ class EncodedScores:
     latent_means: np.ndarray  # (N, L) posterior means
     labels: np.ndarray | None  # (N,) when the dataset carries a label column
 
+    def __len__(self) -> int:
+        return self.scores.size
 
-def score_encoded(detector: Detector, ds: ray.data.Dataset) -> EncodedScores:
-    """Scores and posterior means of every row of an encoded dataset ({"x", ["c"], ["label"]} columns).
 
-    The rows stream to the caller in batches: use it on validation data and samples, not on a whole table.
-    """
-    model = detector.model.eval()
-    scores, contributions, means, labels = [], [], [], []
-    for batch in ds.iter_batches(batch_size=BATCH_ROWS, batch_format="numpy"):
+class EncodedScorer:
+    """Ray Data callable class: a numpy batch of N encoded rows ({"x", ["c"], ["label"]}) -> {"score": (N,),
+    "contributions": (N, F), "latent_mean": (N, L)[, "label": (N,)]} under the detector it was given."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.model = detector.model.eval()
+        self.score_config = detector.score_config
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x, c = batch["x"], batch.get("c")
-        rows = score_rows(model, x, c, detector.score_config, batch_size=BATCH_ROWS)
-        scores.append(rows.score)
-        contributions.append(rows.contributions)
+        rows = score_rows(self.model, x, c, self.score_config, batch_size=len(x))
         with torch.no_grad():  # Ray's numpy batches are read-only: copy them into tensors
             c_t = None if c is None else torch.tensor(c, dtype=torch.float32)
-            means.append(model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy())
+            means = self.model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy()
+        out = {"score": rows.score, "contributions": rows.contributions, "latent_mean": means}
         if "label" in batch:
-            labels.append(batch["label"])
-    return EncodedScores(
-        np.concatenate(scores),
-        np.concatenate(contributions),
-        np.concatenate(means),
-        np.concatenate(labels) if labels else None,
-    )
+            out["label"] = batch["label"]
+        return out
+
+
+def score_sample(
+    detector: Detector, ds: ray.data.Dataset, rows: int, sample_rows: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED
+) -> EncodedScores:
+    """Scores of a seeded random sample of at most `sample_rows` of the `rows` rows of an encoded dataset, scored by
+    an autoscaling pool of Ray Data actors; every row when `rows <= sample_rows`. N <= sample_rows rows reach the
+    driver, whatever the size of `ds`."""
+    if rows > sample_rows:
+        ds = ds.random_sample(sample_rows / rows, seed=seed)
+    scored = ds.map_batches(
+        EncodedScorer, fn_constructor_kwargs={"detector": detector}, batch_size=BATCH_ROWS, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None), **actor_restarts(),
+    )  # fmt: skip
+    parts: list[dict[str, np.ndarray]] = []
+    kept = 0
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        parts.append(batch)
+        kept += len(batch["score"])
+        if kept >= sample_rows:  # a Bernoulli sample can run a few rows over its expected size
+            break
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([part[name] for part in parts])[:sample_rows]
+
+    labels = column("label") if "label" in parts[0] else None
+    return EncodedScores(column("score"), column("contributions"), column("latent_mean"), labels)
