@@ -2,10 +2,11 @@
 
 Champion/challenger evaluation on labelled rows, in-process (labelled sets are small): resolve both aliases ->
 check the rows against the models' columns -> score them with each registered Detector and with two baselines
-fitted on the training rows -> AUROC, average precision and precision/recall/F1 at each threshold -> one MLflow
-run with the numbers and a ROC / precision-recall figure -> the promotion gate: with --promote, `champion` moves
-to the challenger when it beats the champion by the margin (or when there is no champion), and the decision and
-its reason are recorded on the run and on the challenger's model version.
+fitted on a seeded random sample of the training rows (at most `baseline_rows`, read batch by batch) -> AUROC,
+average precision and precision/recall/F1 at each threshold -> one MLflow run with the numbers and a ROC /
+precision-recall figure -> the promotion gate: with --promote, `champion` moves to the challenger when it beats
+the champion by the margin (or when there is no champion), and the decision and its reason are recorded on the
+run and on the challenger's model version.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from pipelines.cli import config_parser
 from pipelines.runtime.batch_inference import feature_columns
 from pipelines.runtime.parquet_checks import DataError, check_parquet, open_parquet
+from pipelines.runtime.parquet_sample import sample_parquet
 from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking import plots
@@ -134,7 +136,7 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
     train = None
     if config.baselines:
         columns = _check_features(config.train, [detectors["challenger"]])
-        train = open_parquet(config.train).to_table(columns=columns).to_pandas()
+        train = sample_parquet(config.train, columns, config.baseline_rows, config.seed).to_pandas()
 
     scores = {}
     for row, detector in detectors.items():

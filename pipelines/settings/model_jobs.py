@@ -115,6 +115,7 @@ class EvaluateConfig:
     seed: Count = 0  # posterior samples of the VAE scores and the IsolationForest
     baselines: Flag = True  # IsolationForest and PCA reconstruction error, fitted on `train`
     pca_variance: Fraction = 0.5  # share of the training variance the PCA baseline's subspace keeps
+    baseline_rows: PositiveInt = 50_000  # the baselines fit a seeded random sample of at most this many `train` rows
     tracking: TrackingSettings = field(default_factory=lambda: TrackingSettings(experiment="vae-anomaly-evaluation"))
 
     @model_validator(mode="after")
