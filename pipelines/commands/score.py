@@ -21,10 +21,11 @@ from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet
 from pipelines.runtime.row_encoding import table_preprocessors
 from pipelines.runtime.scored_output import Tally
+from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems
-from pipelines.storage.partitions import publish, stage
+from pipelines.storage.partitions import Staging, publish, stage
 from pipelines.tracking import plots
 from pipelines.tracking.monitoring import population_stability_index
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version
@@ -97,22 +98,29 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     filesystems.check_writable(output)
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
-    with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as tracked:
-        tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
-        print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
-              f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {tracked.run_id})",
-              flush=True)  # fmt: skip
-        with ray_session(config.ray_address, config.local_cpus):
+    with ray_session(config.ray_address, config.local_cpus):
+        require_shared(config.output, "output")
+        with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as tracked:
+            tracker.set_tags({"vae.model": f"{scoring.model_name}/{scoring.model_version}", "vae.run_date": date})
+            print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
+                  f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {tracked.run_id})",
+                  flush=True)  # fmt: skip
             staging = stage(output, date)
             tally = score_into(staging, config, scoring, detector)
-        check_every_row_written(config.input_path, scoring.rows, tally)
-        psi = population_stability_index(tally.deciles) if tally.scored and tally.deciles is not None else float("nan")
-        model = f"{scoring.model_name}/{scoring.model_version}"
-        summary = ScoreSummary(model, date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi, "",
-                               time.perf_counter() - started)  # fmt: skip
-        summary.partition = publish(staging, dataclasses.asdict(summary))
-        _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
-        return summary
+            return _publish(config, scoring, staging, tally, tracker, detector, started)
+
+
+def _publish(config: ScoreJobConfig, scoring: ScoringPlan, staging: Staging, tally: Tally, tracker: Tracker,
+             detector: Detector, started: float) -> ScoreSummary:  # fmt: skip
+    """Check that every row read was written, publish the staged partition and log the run."""
+    check_every_row_written(config.input_path, scoring.rows, tally)
+    psi = population_stability_index(tally.deciles) if tally.scored and tally.deciles is not None else float("nan")
+    model = f"{scoring.model_name}/{scoring.model_version}"
+    summary = ScoreSummary(model, config.date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi, "",
+                           time.perf_counter() - started)  # fmt: skip
+    summary.partition = publish(staging, dataclasses.asdict(summary))
+    _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
+    return summary
 
 
 def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, detector: Detector, threshold: float) -> None:

@@ -19,6 +19,7 @@ from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import open_parquet
 from pipelines.runtime.parquet_input import PreparedData, check_training_data, declare_features, prepare_data
+from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.validation_pass import score_sample
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrainPipelineConfig
@@ -55,10 +56,11 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
-    with tracked_run(tracker, config.run.name, params) as tracked:
-        print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from {data.path}; "
-              f"MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
-        with ray_session(config.run.ray_address, config.run.local_cpus):
+    with ray_session(config.run.ray_address, config.run.local_cpus):
+        require_shared(config.run.storage_path, "run.storage_path")
+        with tracked_run(tracker, config.run.name, params) as tracked:
+            print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from "
+                  f"{data.path}; MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
             return _train_and_register(config, tracker)
 
 

@@ -41,9 +41,11 @@ from pipelines.runtime.cluster import ray_data_context, ray_session, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import DataError
 from pipelines.runtime.parquet_input import PreparedData, check_training_data
+from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
+from pipelines.storage import filesystems
 from pipelines.tracking import plots
 from pipelines.tracking.runs import Tracker, flatten, tracked_run
 from vae import to_dict
@@ -260,11 +262,13 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     check_training_data(config.data)
     axes = parse_space(config.tune.space)
     parent = Tracker(config.tracking)
-    with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as tracked:
-        swept = ", ".join(a.name for a in axes)
-        print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
-              f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
-        with ray_session(config.run.ray_address, config.run.local_cpus):
+    filesystems.check_writable(config.run.resolved_storage_path())
+    with ray_session(config.run.ray_address, config.run.local_cpus):
+        require_shared(config.run.storage_path, "run.storage_path")
+        with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as tracked:
+            swept = ", ".join(a.name for a in axes)
+            print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
+                  f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
             return _sweep_and_register(config, axes, parent)
 
 
