@@ -19,7 +19,6 @@ from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet
-from pipelines.runtime.row_encoding import table_preprocessors
 from pipelines.runtime.scored_output import Tally
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
@@ -73,12 +72,11 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     detector = load_registered_detector(model_uri, tracking_uri)
     check_score_kind(detector.objective, config.kind or detector.score_config.kind)
     numeric, categorical = feature_columns(detector)
-    preprocessors = [p.to_dict() for p in table_preprocessors(detector.preprocessor, detector.condition)]
     keys = list(config.key or detector.metadata.get("key_columns", ()))
     image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
     scoring = ScoringPlan(spec["name"], version, tracking_uri, _threshold(config, detector), keys, numeric,
-                          categorical, preprocessors, config.unknown_categories == "quarantine", rows=0,
-                          image=image and image.to_dict())  # fmt: skip
+                          categorical, config.unknown_categories == "quarantine", rows=0,
+                          image_column=image and image.column)  # fmt: skip
     scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image)
     return scoring, detector
 

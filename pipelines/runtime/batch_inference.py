@@ -37,14 +37,13 @@ class ScoringPlan:
     keys: list[str]
     numeric: list[str]  # numeric-valued feature columns
     categorical: list[str]
-    preprocessors: list[dict]  # the model's column preprocessors' to_dict(), to find rows it cannot score
     quarantine_unseen: bool  # rows with a category unseen in training are set aside, not scored
     rows: int
-    image: dict | None = None  # the image model's ImagePreprocessor.to_dict()
+    image_column: str | None = None  # an image model's pixel column
 
     @property
     def columns(self) -> list[str]:
-        image = [self.image["column"]] if self.image else []
+        image = [self.image_column] if self.image_column else []
         return list(dict.fromkeys([*self.keys, *image, *self.numeric, *self.categorical]))
 
 
@@ -56,18 +55,21 @@ def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
 
 
 def quarantine_reasons(
-    batch: pd.DataFrame, preprocessors: list[dict], quarantine_unseen: bool, image: dict | None = None
+    batch: pd.DataFrame,
+    preprocessors: list[Preprocessor],
+    quarantine_unseen: bool,
+    image: ImagePreprocessor | None = None,
 ) -> pd.DataFrame:
     """Adds `quarantine_reason` to a batch of N raw rows: why a row cannot be scored ("; "-joined), or None.
 
-    `preprocessors` are the model's column preprocessors (`Preprocessor.to_dict()`). A row is unscorable with
+    `preprocessors` are the model's column preprocessors (`table_preprocessors`). A row is unscorable with
     a missing, NaN or infinite feature, a number out of the training range (`Preprocessor.out_of_range_mask`),
-    a category unseen in training when `quarantine_unseen`, or an image that `image` (an ImagePreprocessor's
-    `to_dict()`) cannot use: missing, of another size, with NaN/inf or out-of-range pixels. The checks are
-    vectorised; reason strings are built for the unscorable rows only.
+    a category unseen in training when `quarantine_unseen`, or an image that the model's `image` preprocessor
+    cannot use: missing, of another size, with NaN/inf or out-of-range pixels. The checks are vectorised;
+    reason strings are built for the unscorable rows only.
     """
     checks: list[tuple[np.ndarray, str]] = []  # (N,) mask, reason
-    for pre in map(Preprocessor.from_dict, preprocessors):
+    for pre in preprocessors:
         missing, far = pre.missing_mask(batch), pre.out_of_range_mask(batch)
         unseen = pre.unknown_mask(batch) if quarantine_unseen else {}
         for column in [*pre.numeric, *pre.binary]:
@@ -80,7 +82,7 @@ def quarantine_reasons(
     bad = np.zeros(len(batch), dtype=bool)
     for mask, _ in checks:
         bad |= mask
-    image_problems = ImagePreprocessor.from_dict(image).problems(batch) if image is not None else None
+    image_problems = image.problems(batch) if image is not None else None
     if image_problems is not None:
         bad |= np.array([problem is not None for problem in image_problems], dtype=bool)
     reasons = np.full(len(batch), None, dtype=object)
@@ -125,6 +127,8 @@ class ScoreActor:
         if ray.get_gpu_ids():  # the GPUs Ray gave this actor (gpus_per_actor), not merely visible ones
             self.detector.model.to("cuda")
         self.job = job
+        self.preprocessors = table_preprocessors(detector.preprocessor, detector.condition)
+        self.image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
         reference = self.detector.metadata.get("score_reference", {})
         self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
         self.names = np.asarray(self.detector.feature_names, dtype=object)
@@ -132,7 +136,7 @@ class ScoreActor:
         self.counter = counter
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        tagged = quarantine_reasons(batch, self.job["preprocessors"], self.job["quarantine_unseen"], self.job["image"])
+        tagged = quarantine_reasons(batch, self.preprocessors, self.job["quarantine_unseen"], self.image)
         bad = tagged[REASON].notna().to_numpy()
         good = batch[~bad]
         scored = self._score(good) if len(good) else pd.DataFrame(columns=self.columns)
@@ -172,12 +176,13 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, d
         "keys": scoring.keys, "threshold": scoring.threshold, "kind": config.kind, "samples": config.samples,
         "top_features": config.top_features, "model_name": scoring.model_name, "model_version": scoring.model_version,
         "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "preprocessors": scoring.preprocessors, "quarantine_unseen": scoring.quarantine_unseen, "image": scoring.image,
+        "quarantine_unseen": scoring.quarantine_unseen,
     }  # fmt: skip
     counter = ProgressCounter.remote()
+    pool = ray.data.ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors or config.actors)
     scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
         ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
-        batch_size=config.batch_size, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=config.actors),
+        batch_size=config.batch_size, batch_format="pandas", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **actor_restarts(),
     )  # fmt: skip
     reference = detector.metadata.get("score_reference", {}).get("quantiles")

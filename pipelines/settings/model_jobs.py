@@ -70,7 +70,8 @@ class ScoreJobConfig:
     unknown_categories: Literal["score", "quarantine"] = "score"  # score them in the unknown bucket, or set aside
     batch_size: PositiveInt = 4096
     rows_per_file: PositiveInt = 250_000  # rows per output Parquet file (the last of each kind holds the rest)
-    actors: PositiveInt = 2
+    actors: PositiveInt = 2  # scoring actors started before any row is scored
+    max_actors: PositiveInt | None = None  # the pool grows to this many while rows wait and the cluster has room
     cpus_per_actor: Positive = 1.0
     gpus_per_actor: NonNegative = 0.0
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
@@ -81,6 +82,8 @@ class ScoreJobConfig:
     def _paths_are_set(self) -> ScoreJobConfig:
         require(bool(self.input), self, "input", "set the Parquet file, directory or URI")
         require(bool(self.output), self, "output", "set the output directory or URI")
+        require(self.max_actors is None or self.max_actors >= self.actors, self, "max_actors",
+                f"must be at least actors ({self.actors}), got {self.max_actors}")  # fmt: skip
         return self
 
     @property

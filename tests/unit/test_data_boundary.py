@@ -81,7 +81,7 @@ def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_and_cou
 def model_columns():
     """A model's column preprocessors, fitted on ints: a numeric column, a binary one, an int-coded category."""
     train = {"x": np.arange(10.0), "flag": np.arange(10) % 2, "grade": np.arange(10) % 3 + 1}
-    return [Preprocessor(numeric=["x"], binary=["flag"], categorical=["grade"]).fit(train).to_dict()]
+    return [Preprocessor(numeric=["x"], binary=["flag"], categorical=["grade"]).fit(train)]
 
 
 def test_quarantine_reads_int_categories_from_a_float_column_with_a_nan(model_columns):

@@ -46,6 +46,7 @@ def test_score_job_config_reads_dates_and_model_specs():
         ("run_date=2026-02-30", "ScoreJobConfig.run_date"),
         ("model=nope", "NAME@ALIAS"),
         ("actors=0", "ScoreJobConfig.actors: must be >= 1, got 0"),
+        ("max_actors=1", r"ScoreJobConfig.max_actors: must be at least actors \(2\), got 1"),
         ("kind=entropy", "ScoreJobConfig.kind"),
     ]:
         with pytest.raises(ConfigError, match=message):
