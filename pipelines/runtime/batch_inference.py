@@ -131,33 +131,39 @@ class ScoreActor:
         self.image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
         reference = self.detector.metadata.get("score_reference", {})
         self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
-        self.names = np.asarray(self.detector.feature_names, dtype=object)
+        self.names = pa.array(self.detector.feature_names, pa.string())
         self.columns = scored_columns(list(job["keys"]), job["top_features"])
+        self.constants = pa.Table.from_pandas(pd.DataFrame({  # one row, repeated into every scored batch
+            "model_name": [job["model_name"]], "model_version": [job["model_version"]],
+            "run_date": [job["run_date"]], "scored_at": [pd.Timestamp(job["scored_at"])],
+        }), preserve_index=False)  # fmt: skip
         self.counter = counter
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         tagged = quarantine_reasons(batch, self.preprocessors, self.job["quarantine_unseen"], self.image)
         bad = tagged[REASON].notna().to_numpy()
         good = batch[~bad]
-        scored = self._score(good) if len(good) else pd.DataFrame(columns=self.columns)
+        scored = self._score(good) if len(good) else pa.Table.from_pandas(pd.DataFrame(columns=self.columns))
         self.counter.add.remote(len(batch))
-        parts = [pa.Table.from_pandas(frame, preserve_index=False) for frame in (scored, tagged[bad])]
-        return pa.concat_tables(parts, promote_options="default")
+        quarantined = pa.Table.from_pandas(tagged[bad], preserve_index=False)
+        return pa.concat_tables([scored, quarantined], promote_options="default")
 
-    def _score(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def _score(self, batch: pd.DataFrame) -> pa.Table:
+        """The `scored_columns` of a batch of N scorable rows, built as Arrow columns (feature names by index
+        into the names, the run's constants repeated), with no Python object per row."""
         scores, contributions = self.detector.score(batch, batch_size=len(batch))
-        out = batch[list(self.job["keys"])].reset_index(drop=True)
-        out["anomaly_score"] = scores
-        out["is_anomaly"] = scores > self.job["threshold"]
+        columns = {key: pa.Array.from_pandas(batch[key]) for key in self.job["keys"]}
+        columns["anomaly_score"], columns["is_anomaly"] = pa.array(scores), pa.array(scores > self.job["threshold"])
         excess = np.clip(contributions - self.baseline, 0.0, None)  # (N, F) beyond the typical contribution
         shares = excess / np.maximum(excess.sum(1, keepdims=True), 1e-12)
         order = np.argsort(-excess, axis=1)[:, : self.job["top_features"]]
+        top_shares = np.take_along_axis(shares, order, 1)
         for rank in range(order.shape[1]):
-            out[f"top_feature_{rank + 1}"] = self.names[order[:, rank]]
-            out[f"top_feature_{rank + 1}_share"] = np.take_along_axis(shares, order[:, rank : rank + 1], 1)[:, 0]
-        out["model_name"], out["model_version"] = self.job["model_name"], self.job["model_version"]
-        out["run_date"], out["scored_at"] = self.job["run_date"], pd.Timestamp(self.job["scored_at"])
-        return out[self.columns]
+            columns[f"top_feature_{rank + 1}"] = self.names.take(pa.array(order[:, rank]))
+            columns[f"top_feature_{rank + 1}_share"] = pa.array(top_shares[:, rank])
+        constants = self.constants.take(pa.array(np.zeros(len(batch), dtype=np.int64)))
+        columns.update(zip(constants.column_names, constants.columns, strict=True))
+        return pa.table(columns).select(self.columns)
 
 
 def _report_progress(counter, total: int, stop: threading.Event) -> None:
