@@ -42,19 +42,21 @@ def feature_names(width: int) -> list[str]:
     return [f"x{i}" for i in range(width)]
 
 
-def rows_table(x: np.ndarray, rows: int) -> pd.DataFrame:
-    """`rows` rows of x (N, d) as a frame `row_id, x0..x{d-1}`, repeating x in order when rows > N."""
-    index = np.arange(rows) % len(x)
-    frame = pd.DataFrame(x[index], columns=feature_names(x.shape[1]))
-    frame.insert(0, "row_id", np.arange(rows, dtype=np.int64))
+def rows_table(x: np.ndarray, rows: int, start: int = 0) -> pd.DataFrame:
+    """Rows start..start+rows of x (N, d) repeated in order past N, as a frame `row_id, x0..x{d-1}` (row_id = the
+    row's position)."""
+    index = np.arange(start, start + rows)
+    frame = pd.DataFrame(x[index % len(x)], columns=feature_names(x.shape[1]))
+    frame.insert(0, "row_id", index.astype(np.int64))
     return frame
 
 
-def write_parts(frame: pd.DataFrame, directory: Path, rows_per_file: int) -> Path:
-    """The frame as a directory of Parquet files of at most `rows_per_file` rows (a partition as a job reads it)."""
+def write_rows(x: np.ndarray, rows: int, directory: Path, rows_per_file: int) -> Path:
+    """`rows_table(x, rows)` as a directory of Parquet files of at most `rows_per_file` rows (a partition as a job
+    reads it), generated file by file so that no more than one file's rows are ever in memory."""
     directory.mkdir(parents=True, exist_ok=True)
-    for i, start in enumerate(range(0, len(frame), rows_per_file)):
-        part = pa.Table.from_pandas(frame.iloc[start : start + rows_per_file], preserve_index=False)
+    for i, start in enumerate(range(0, rows, rows_per_file)):
+        part = pa.Table.from_pandas(rows_table(x, min(rows_per_file, rows - start), start), preserve_index=False)
         pq.write_table(part, directory / f"part-{i:04d}.parquet", row_group_size=25_000)
     return directory
 

@@ -19,7 +19,7 @@ from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.tracking.runs import Tracker
 from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict
 
-from .context import Setup, feature_names, rows_table, steady, write_parts
+from .context import Setup, feature_names, rows_table, steady, write_rows
 from .tables import Table, num, target
 
 ROWS, QUICK_ROWS = 100_000, 2_000
@@ -86,7 +86,7 @@ def run(setup: Setup) -> Table:
     x, _ = setup.tabular("donors")
     frame = rows_table(x[:rows], rows)
     columns = feature_names(x.shape[1])
-    path = str(write_parts(frame, setup.workdir / "training-rows", rows_per_file=50_000))
+    path = str(write_rows(x[:rows], rows, setup.workdir / "training-rows", rows_per_file=50_000))
     train_x, val_x, layout = _split(frame, columns)
 
     table = Table(
