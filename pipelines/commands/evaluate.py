@@ -1,7 +1,8 @@
 """`python -m pipelines evaluate --config pipelines/configs/evaluate.yaml [--promote] [key=value ...]`
 
-Champion/challenger evaluation on labelled rows, in-process (labelled sets are small): resolve both aliases ->
-check the rows against the models' columns -> score them with each registered Detector and with two baselines
+Champion/challenger evaluation on labelled rows, in-process: resolve both aliases -> check the rows against the
+models' columns -> read a seeded random sample of at most `labelled_rows` of them (every row of a smaller set),
+batch by batch -> score it with each registered Detector and with two baselines
 fitted on a seeded random sample of the training rows (at most `baseline_rows`, read batch by batch) -> AUROC,
 average precision and precision/recall/F1 at each threshold -> one MLflow run with the numbers and a ROC /
 precision-recall figure -> the promotion gate: with --promote, `champion` moves to the challenger when it beats
@@ -61,14 +62,14 @@ class EvaluationOutcome:
         return self.challenger_version if moved else self.previous_champion
 
 
-def read_labelled(path: str, label: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows of a labelled Parquet input and their labels (N,); DataError when the label column is absent,
-    not 0/1 or holds one class only."""
+def read_labelled(path: str, label: str, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A seeded random sample of at most `rows` rows of a labelled Parquet input (all of them when it holds no
+    more), and their labels (N,); DataError when the label column is absent, not 0/1 or holds one class only."""
     names = open_parquet(path).schema.names
     if label not in names:
         raise DataError(f"{path}: label column {label!r} not found; it has {names}")
     check_parquet(path, (label,), (label,))
-    rows = open_parquet(path).to_table().to_pandas()
+    rows = sample_parquet(path, names, rows, seed).to_pandas()
     values = rows[label]
     if values.isna().any() or not values.isin([0, 1]).all():
         bad = sorted(set(values[values.isna() | ~values.isin([0, 1])].astype(str)))[:5]
@@ -123,7 +124,7 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
     Everything that can fail on bad input (labels, aliases, columns) is checked before the MLflow run starts:
     DataError for the rows, TrackingError for the registry.
     """
-    rows, labels = read_labelled(config.input, config.label)
+    rows, labels = read_labelled(config.input, config.label, config.labelled_rows, config.seed)
     uri = resolve_tracking_uri(config.tracking)
     name = config.model_name
     versions = {"challenger": resolve_model_version(name, config.challenger, None, uri)}

@@ -115,10 +115,11 @@ class EvaluateConfig:
     champion: Text = "champion"
     metric: Literal["auroc", "average_precision"] = "auroc"  # what the promotion gate compares
     margin: NonNegative = 0.0  # the challenger must beat the champion's metric by more than this
-    seed: Count = 0  # posterior samples of the VAE scores and the IsolationForest
+    seed: Count = 0  # posterior samples of the VAE scores, the IsolationForest and the row samples
     baselines: Flag = True  # IsolationForest and PCA reconstruction error, fitted on `train`
     pca_variance: Fraction = 0.5  # share of the training variance the PCA baseline's subspace keeps
     baseline_rows: PositiveInt = 50_000  # the baselines fit a seeded random sample of at most this many `train` rows
+    labelled_rows: PositiveInt = 200_000  # the metrics use a seeded random sample of at most this many `input` rows
     tracking: TrackingSettings = field(default_factory=lambda: TrackingSettings(experiment="vae-anomaly-evaluation"))
 
     @model_validator(mode="after")

@@ -7,8 +7,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import mlflow
-
 
 def environment_defaults(**values: str) -> contextlib.AbstractContextManager[None]:
     """The environment variables `values` for one block, those already set left as they are (a user's own setting
@@ -50,6 +48,8 @@ def scoped_tracking_uri(uri: str) -> Iterator[None]:
 
     `set_tracking_uri` also exports MLFLOW_TRACKING_URI: the variable is restored too (or removed), or every
     later `resolve_tracking_uri` in the process would read MLflow's default, a SQLite file in the cwd."""
+    import mlflow  # here only: Ray's scoring actors and write tasks import this module and never use MLflow
+
     previous, exported = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:

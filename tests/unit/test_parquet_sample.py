@@ -29,3 +29,16 @@ def test_a_large_input_gives_a_bounded_seeded_sample_from_every_file(tmp_path):
 def test_a_small_input_is_read_whole(tmp_path):
     path = _write(tmp_path, 500)
     assert sorted(sample_parquet(path, ["row_id"], rows=1_000, seed=0).to_pandas()["row_id"]) == list(range(500))
+
+
+def test_the_evaluation_reads_a_bounded_sample_of_a_large_labelled_input_with_its_labels(tmp_path):
+    from pipelines.commands.evaluate import read_labelled
+
+    ids = np.arange(20_000)
+    pd.DataFrame({"row_id": ids, "x": ids * 0.5, "label": (ids % 10 == 0).astype(int)}).to_parquet(tmp_path / "l.pq")
+    rows, labels = read_labelled(str(tmp_path / "l.pq"), "label", rows=2_000, seed=0)
+    assert 1_800 <= len(rows) <= 2_000 and list(rows.columns) == ["row_id", "x", "label"]
+    np.testing.assert_array_equal(labels, (rows["row_id"].to_numpy() % 10 == 0).astype(int))
+    assert 0.05 < labels.mean() < 0.15
+    whole, _ = read_labelled(str(tmp_path / "l.pq"), "label", rows=50_000, seed=0)
+    assert whole["row_id"].tolist() == ids.tolist()
