@@ -4,9 +4,11 @@ them; a progress line every few seconds while they run."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,9 @@ from .row_encoding import table_preprocessors
 from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
 
 PROGRESS_EVERY_S = 5.0
+# The share of the object store the pass may fill (Ray Data's default: half). Reading runs ahead of scoring, so
+# with the default a long input filled ~3.5 GB here with blocks waiting for the actors; a tenth streams as fast.
+OBJECT_STORE_FRACTION = 0.1
 
 
 @dataclass
@@ -175,6 +180,18 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
             print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
 
 
+@contextlib.contextmanager
+def _object_store_share(fraction: float) -> Iterator[None]:
+    """Ray Data's object-store budget as `fraction` of the store for the datasets created in one block."""
+    context = ray.data.DataContext.get_current()
+    previous, context.override_object_store_memory_limit_fraction = (
+        context.override_object_store_memory_limit_fraction, fraction)  # fmt: skip
+    try:
+        yield
+    finally:
+        context.override_object_store_memory_limit_fraction = previous
+
+
 def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, detector: Detector) -> Tally:
     """Score the input in one streaming pass with Ray Data: scored rows to the staging location, quarantined rows
     to its `_quarantine`; returns what the write tasks tallied (`ScoredOutputSink`)."""
@@ -186,11 +203,12 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, d
     }  # fmt: skip
     counter = ProgressCounter.remote()
     pool = ray.data.ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors or config.actors)
-    scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
-        ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
-        batch_size=config.batch_size, batch_format="pandas", compute=pool,
-        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **actor_restarts(),
-    )  # fmt: skip
+    with _object_store_share(OBJECT_STORE_FRACTION):  # a dataset keeps the context it was created in
+        scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
+            ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
+            batch_size=config.batch_size, batch_format="pandas", compute=pool,
+            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **actor_restarts(),
+        )  # fmt: skip
     reference = detector.metadata.get("score_reference", {}).get("quantiles")
     sink = ScoredOutputSink(staging.location, staging.quarantine, scored_columns(scoring.keys, config.top_features),
                             [*scoring.columns, REASON], reference, min(1.0, SAMPLE_ROWS / max(scoring.rows, 1)),
