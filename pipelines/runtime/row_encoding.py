@@ -8,7 +8,8 @@ import pandas as pd
 import ray.data
 
 from pipelines.settings.yaml_configs import DataConfig
-from vae import ImagePreprocessor, Preprocessor
+from vae import DataLayout, ImagePreprocessor, Preprocessor
+from vae.likelihoods import observed_features
 from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, usable
 
 
@@ -54,8 +55,10 @@ def table_preprocessors(
 
 
 class EncodeRows:
-    """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "c": (M, K)][, "label": (M,)]}, the
-    M <= N rows that `left_out_rows` keeps."""
+    """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "observed": (M, F) bool][, "c": (M, K)]
+    [, "label": (M,)]}, the M <= N rows that `left_out_rows` keeps. "observed" (tabular features only) marks the
+    features each row has a value for (`vae.likelihoods.observed_features`): scores leave the others out, as the
+    scoring job does, and only the encoder sees their fill."""
 
     def __init__(
         self, features: Preprocessor | ImagePreprocessor, condition: Preprocessor | None, label: str | None
@@ -64,10 +67,13 @@ class EncodeRows:
         self.condition = condition
         self.label = label
         self.tables = table_preprocessors(features, condition)
+        self.layout = DataLayout(features.layout_blocks()) if isinstance(features, Preprocessor) else None
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         batch = batch[~left_out_rows(batch, self.tables)]
         encoded = {"x": self.features.transform(batch)}
+        if self.layout is not None:
+            encoded["observed"] = observed_features(self.layout, self.features.encoded_missing(batch))
         if self.condition is not None:
             encoded["c"] = self.condition.transform(batch)
         if self.label is not None:

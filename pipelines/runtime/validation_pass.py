@@ -30,8 +30,9 @@ class EncodedScores:
 
 
 class EncodedScorer:
-    """Ray Data callable class: a numpy batch of N encoded rows ({"x", ["c"], ["label"]}) -> {"score": (N,),
-    "contributions": (N, F), "latent_mean": (N, L)[, "label": (N,)]} under the detector it was given."""
+    """Ray Data callable class: a numpy batch of N encoded rows ({"x", ["observed"], ["c"], ["label"]}) ->
+    {"score": (N,), "contributions": (N, F), "latent_mean": (N, L)[, "label": (N,)]} under the detector it was
+    given; the features "observed" marks missing are left out of the scores, as in `Detector.score`."""
 
     def __init__(self, detector: Detector) -> None:
         self.model = detector.model.eval()
@@ -39,7 +40,7 @@ class EncodedScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x, c = batch["x"], batch.get("c")
-        rows = score_rows(self.model, x, c, self.score_config, batch_size=len(x))
+        rows = score_rows(self.model, x, c, self.score_config, batch_size=len(x), observed=batch.get("observed"))
         with torch.no_grad():  # Ray's numpy batches are read-only: copy them into tensors
             c_t = None if c is None else torch.tensor(c, dtype=torch.float32)
             means = self.model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy()

@@ -141,10 +141,11 @@ def selection_metrics(
     nll_sum, rows, scores, labels = 0.0, 0, [], []
     for batch in shard.batches(batch_size):
         x, c = batch["x"], batch.get("c")
-        nll = score_rows(model, x, c, nll_config, batch_size=batch_size).score
+        observed = batch["observed"].cpu() if "observed" in batch else None  # missing features left out
+        nll = score_rows(model, x, c, nll_config, batch_size=batch_size, observed=observed).score
         nll_sum, rows = nll_sum + float(nll.sum()), rows + len(nll)
         if spec.auroc:
-            scores.append(score_rows(model, x, c, score_config, batch_size=batch_size).score)
+            scores.append(score_rows(model, x, c, score_config, batch_size=batch_size, observed=observed).score)
             labels.append(batch["label"].cpu().numpy())
     nll_sum, rows = _sum_over_ranks([nll_sum, rows], device)
     metrics = {"val_nll": nll_sum / max(rows, 1)}

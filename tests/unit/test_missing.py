@@ -84,3 +84,25 @@ def test_a_row_with_a_missing_category_is_no_longer_flagged():
     assert (contributions[:, colour] == 0).all()
     numbers = {**validation, "age": np.full(300, np.nan)}
     assert detector.is_anomaly(detector.score(numbers)[0]).mean() < 0.15
+
+
+def test_validation_scoring_on_encoded_rows_leaves_missing_features_out_as_the_detector_does():
+    import pandas as pd
+
+    from pipelines.runtime.row_encoding import EncodeRows
+    from pipelines.runtime.validation_pass import EncodedScorer
+
+    table = mixed_table(120)
+    detector = train_detector(table, epochs=2)
+    detector.score_config = ScoreConfig(kind="negative_elbo", samples=4)
+    rows = pd.DataFrame(table)
+    rows.loc[::3, "income"] = np.nan
+    rows.loc[1::4, "colour"] = None
+    encoded = EncodeRows(detector.preprocessor, None, None)(rows)
+    assert encoded["observed"].shape == (120, 5) and not encoded["observed"][::3, 0].any()
+    scored = EncodedScorer(detector)(encoded)
+    expected, contributions = detector.score(rows)
+    np.testing.assert_allclose(scored["score"], expected, rtol=1e-5)
+    np.testing.assert_allclose(scored["contributions"], contributions, rtol=1e-5, atol=1e-6)
+    as_if_observed = EncodedScorer(detector)({"x": encoded["x"]})["score"]
+    assert not np.allclose(as_if_observed[::3], expected[::3])  # the fill scored as a value: what it did before
