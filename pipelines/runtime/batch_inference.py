@@ -4,11 +4,9 @@ them; a progress line every few seconds while they run."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +19,7 @@ from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.storage.partitions import Staging
 from vae import Detector, ImagePreprocessor, Preprocessor
 
-from .cluster import actor_restarts
+from .cluster import actor_restarts, data_context_values
 from .row_encoding import table_preprocessors
 from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
 
@@ -180,18 +178,6 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
             print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
 
 
-@contextlib.contextmanager
-def _object_store_share(fraction: float) -> Iterator[None]:
-    """Ray Data's object-store budget as `fraction` of the store for the datasets created in one block."""
-    context = ray.data.DataContext.get_current()
-    previous, context.override_object_store_memory_limit_fraction = (
-        context.override_object_store_memory_limit_fraction, fraction)  # fmt: skip
-    try:
-        yield
-    finally:
-        context.override_object_store_memory_limit_fraction = previous
-
-
 def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, detector: Detector) -> Tally:
     """Score the input in one streaming pass with Ray Data: scored rows to the staging location, quarantined rows
     to its `_quarantine`; returns what the write tasks tallied (`ScoredOutputSink`)."""
@@ -203,7 +189,7 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, d
     }  # fmt: skip
     counter = ProgressCounter.remote()
     pool = ray.data.ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors or config.actors)
-    with _object_store_share(OBJECT_STORE_FRACTION):  # a dataset keeps the context it was created in
+    with data_context_values(override_object_store_memory_limit_fraction=OBJECT_STORE_FRACTION):
         scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
             ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
             batch_size=config.batch_size, batch_format="pandas", compute=pool,

@@ -49,20 +49,27 @@ def ray_data_context() -> Iterator[None]:
     - Parquet read by the V1 datasource: Ray 2.60's DataSourceV2 `read_parquet` (ListFiles -> ReadFiles) took
       5-9 s per execution on a 1,839-row file against 0.5 s for V1 (measured on the 2-core laptop), and a
       training run executes its reads four or more times."""
-    context = ray.data.DataContext.get_current()
     loud = verbose()
     values = {"use_datasource_v2": False}
     if not loud:
         values |= {"enable_progress_bars": sys.stderr.isatty(), "print_on_execution_start": False}
+    with data_context_values(**values), contextlib.ExitStack() as quiet:
+        if not loud:
+            quiet.enter_context(logger_levels(logging.WARNING, "ray.data"))
+            quiet.enter_context(logger_levels(logging.ERROR, PROGRESS_LOGGER))
+        yield
+
+
+@contextlib.contextmanager
+def data_context_values(**values: object) -> Iterator[None]:
+    """This process's Ray Data context with the attributes `values` for one block, each restored after it (a
+    dataset keeps the context it was created in, so create it inside the block)."""
+    context = ray.data.DataContext.get_current()
     previous = {name: getattr(context, name) for name in values}
     for name, value in values.items():
         setattr(context, name, value)
     try:
-        with contextlib.ExitStack() as quiet:
-            if not loud:
-                quiet.enter_context(logger_levels(logging.WARNING, "ray.data"))
-                quiet.enter_context(logger_levels(logging.ERROR, PROGRESS_LOGGER))
-            yield
+        yield
     finally:
         for name, value in previous.items():
             setattr(context, name, value)
