@@ -30,13 +30,30 @@ from .preprocessing import Preprocessor
 IMPUTATION_METHODS = ("metropolis", "pseudo_gibbs")
 
 
+@dataclass(frozen=True)
+class Acceptance:
+    """Metropolis proposals accepted of those made (pseudo-Gibbs and rows with nothing observed make none);
+    parts of one table add up."""
+
+    accepted: int = 0
+    proposals: int = 0
+
+    @property
+    def rate(self) -> float:
+        """The share accepted, 1.0 where no proposal was made."""
+        return self.accepted / self.proposals if self.proposals else 1.0
+
+    def __add__(self, other: Acceptance) -> Acceptance:
+        return Acceptance(self.accepted + other.accepted, self.proposals + other.proposals)
+
+
 @dataclass
 class Imputation:
     """Encoded rows with their missing entries filled."""
 
     estimate: np.ndarray  # (N, D) point estimate (decoder means averaged; categories as probabilities)
     draws: np.ndarray  # (S, N, D) one draw per chain from the last iteration
-    acceptance: float  # share of accepted proposals (1.0 for pseudo-Gibbs)
+    acceptance: Acceptance
 
 
 def _log_joint(model: VAE, params: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -52,14 +69,16 @@ def impute(
     iterations: int = 50,
     chains: int = 8,
     method: str = "metropolis",
-    seed: int = 0,
+    seed: int | torch.Generator = 0,
     forbidden: np.ndarray | None = None,
     batch_size: int = 1024,
 ) -> Imputation:
     """Fill the entries of x (N, D) where `missing` (N, D) is True; c: (N, K) conditions or None.
 
     forbidden: (D,) bool categorical slots never drawn (the unknown buckets of tabular data).
-    Rows go through in batches of `batch_size` (each runs S chains at once); the seed fixes the result.
+    Rows go through in batches of `batch_size` (each runs S chains at once); the seed fixes the result. A
+    generator as `seed` (on the model's device) continues its stream, so a table imputed in consecutive parts of
+    whole batches with one generator gets exactly the result of one call.
     """
     if method not in IMPUTATION_METHODS:
         raise ValueError(f"method must be one of {list(IMPUTATION_METHODS)}, got {method!r}")
@@ -74,7 +93,7 @@ def impute(
         raise ValueError(f"missing mask {np.shape(missing)} does not match x {np.shape(x)}")
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator(device=device).manual_seed(seed)
     mask = None if forbidden is None else torch.as_tensor(forbidden, dtype=torch.bool, device=device)
     chain = _Chains(model, iterations, chains, method, generator, mask)
     parts = [
@@ -82,11 +101,10 @@ def impute(
                   None if c is None else c[start : start + batch_size])
         for start in range(0, len(x), batch_size)
     ]  # fmt: skip
-    proposals = sum(p[3] for p in parts)
     return Imputation(
         estimate=np.concatenate([p[0] for p in parts]),
         draws=np.concatenate([p[1] for p in parts], axis=1),
-        acceptance=sum(p[2] for p in parts) / proposals if proposals else 1.0,
+        acceptance=sum((p[2] for p in parts), Acceptance()),
     )
 
 
@@ -102,8 +120,10 @@ class _Chains:
     forbidden: torch.Tensor | None
 
     @torch.no_grad()
-    def run(self, x: np.ndarray, missing: np.ndarray, c: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """(estimate (B, D), draws (S, B, D), accepted proposals, proposals) for a batch x (B, D)."""
+    def run(
+        self, x: np.ndarray, missing: np.ndarray, c: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, Acceptance]:
+        """(estimate (B, D), draws (S, B, D), acceptance) for a batch x (B, D)."""
         model, generator, forbidden = self.model, self.generator, self.forbidden
         device = next(model.parameters()).device
         n = len(x)
@@ -144,7 +164,7 @@ class _Chains:
         mean = (total / (self.iterations - burn_in)).reshape(self.chains, n, -1).mean(0)
         estimate = torch.where(hole[:n], mean, observed[:n])
         draws = current.reshape(self.chains, n, -1)
-        return estimate.cpu().numpy(), draws.cpu().numpy(), accepted, proposals
+        return estimate.cpu().numpy(), draws.cpu().numpy(), Acceptance(accepted, proposals)
 
 
 @dataclass
@@ -154,7 +174,7 @@ class TableImputation:
     estimate: dict[str, np.ndarray]  # column -> (N,) the model's point estimate for every row
     draws: list[dict[str, np.ndarray]]  # one such mapping per chain (its last draw)
     missing: dict[str, np.ndarray]  # column -> (N,) bool, the entries that were missing or non-finite
-    acceptance: float
+    acceptance: Acceptance
 
     def fill(self, table: Mapping[str, Any], imputed: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
         """A copy of the table's columns with the missing entries taken from `imputed` (default: the estimate);

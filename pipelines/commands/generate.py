@@ -44,7 +44,7 @@ def run(config: GenerateConfig) -> GenerateOutcome:
     table = pa.table({name: to_arrow(values, types[name]) if name in types else pa.array(list(values))
                       for name, values in columns.items()})  # fmt: skip
     metadata = {"vae.model": model, "vae.mode": config.mode, "vae.seed": str(config.seed)}
-    path = write_parquet_atomically(table, resolve_path(config.output), metadata)
+    path = write_parquet_atomically([table], resolve_path(config.output), metadata)
     return GenerateOutcome(model, config.n, str(path))
 
 

@@ -2,23 +2,27 @@
 output=outputs/imputed.parquet [samples=8 iterations=50 method=metropolis return_samples=false truth=...]`
 
 Fills the missing (null, NaN or infinite) feature values of Parquet rows with a registered model:
-resolve the model -> read the rows (pyarrow, in this one process: no Ray) -> `vae.imputation.impute_table`
-(Metropolis-within-Gibbs chains on z and the missing values given the observed ones; rows with no observed
-feature are drawn from the prior) -> write every input column, with only the missing entries replaced, to one
-Parquet file atomically. With `return_samples=true` the file holds each chain's last draw instead, the rows
-repeated once per chain with an `imputation` column. With `truth=` (the same rows complete) it also prints the
+resolve the model -> stream the rows in chunks (pyarrow, in this one process: no Ray) -> each chunk through
+`vae.imputation.impute_table` (Metropolis-within-Gibbs chains on z and the missing values given the observed ones;
+rows with no observed feature are drawn from the prior) -> every input column, with only the missing entries
+replaced, appended to one Parquet file renamed into place at the end. With `return_samples=true` the file holds
+each chain's last draw instead, each chunk's rows repeated once per chain with an `imputation` column. With `truth=` (the same rows complete) it also prints the
 RMSE of the imputed numeric values against the truth, beside that of mean imputation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
 
 from pipelines.cli import run_config_command
 from pipelines.runtime.parquet_checks import DataError, open_parquet
@@ -28,10 +32,12 @@ from pipelines.storage.arrow_types import to_arrow
 from pipelines.storage.parquet_file import write_parquet_atomically
 from pipelines.tracking.registry import load_model_spec
 from pipelines.tracking.runs import resolve_tracking_uri
-from vae import ConfigError, Preprocessor
-from vae.imputation import TableImputation, impute_table
+from vae import ConfigError, Detector, Preprocessor
+from vae.imputation import Acceptance, TableImputation, impute_table
 
 DRAW_COLUMN = "imputation"
+CHUNK_BATCHES = 16  # imputation batches (`batch_size` rows each) read, imputed and written at a time
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -44,18 +50,40 @@ class ImputeOutcome:
     rmse: dict[str, float] | None  # {"model": ..., "mean": ...} when `truth` was given
 
 
-def read_rows(path: str, columns: list[str]) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """The whole Parquet input, and its `columns` as numpy arrays (nulls as NaN or None)."""
+def open_rows(path: str, columns: list[str]) -> pads.Dataset:
+    """The Parquet input, checked from its metadata: it holds `columns` and at least one row."""
+    dataset = open_parquet(path)
+    absent = [c for c in columns if c not in dataset.schema.names]
+    if absent:
+        raise DataError(f"{path}: missing column(s) {absent}; it has {dataset.schema.names}")
+    if dataset.count_rows() == 0:
+        raise DataError(f"{path}: no rows")
+    return dataset
+
+
+def row_chunks(path: str, dataset: pads.Dataset, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of `dataset` (read from `path`) in file order as tables of exactly `rows` rows (the last may hold
+    fewer); in memory at once: one chunk and one record batch."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
     try:
-        table = open_parquet(path).to_table()
+        for batch in dataset.to_batches(columns=columns, batch_size=rows):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, rows)
+                rest = table.slice(rows)
+                pending, held = rest.to_batches(), rest.num_rows
     except pa.ArrowException as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
-    absent = [c for c in columns if c not in table.column_names]
-    if absent:
-        raise DataError(f"{path}: missing column(s) {absent}; it has {table.column_names}")
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no rows")
-    return table, {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def _numpy(table: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
+    """`columns` of `table` as numpy arrays (nulls as NaN or None)."""
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 def _conditions(condition: Preprocessor | None, raw: dict[str, np.ndarray], path: str) -> np.ndarray | None:
@@ -88,21 +116,29 @@ def _output_table(table: pa.Table, result: TableImputation, return_samples: bool
     return pa.concat_tables(draws)
 
 
-def numeric_rmse(
+def standardized_errors(
     preprocessor: Preprocessor, truth: Mapping[str, Any], imputed: Mapping[str, Any], masked: Mapping[str, np.ndarray]
-) -> float:
-    """Root mean squared error over the masked numeric entries, in standardized units (each column divided by
-    its training std), so columns of different scales weigh alike. masked: column -> (N,) bool."""
-    errors = []
+) -> np.ndarray:
+    """(M,) errors of the M masked numeric entries, each divided by its column's training std so that columns of
+    different scales weigh alike. masked: column -> (N,) bool."""
+    errors = [np.empty(0)]
     for i, column in enumerate(preprocessor.numeric):
         if column in masked and np.any(masked[column]):
             rows = np.asarray(masked[column], dtype=bool)
             true = np.asarray(truth[column], dtype=np.float64)[rows]
             guess = np.asarray(imputed[column], dtype=np.float64)[rows]
             errors.append((guess - true) / preprocessor.std[i])
-    if not errors:
+    return np.concatenate(errors)
+
+
+def numeric_rmse(
+    preprocessor: Preprocessor, truth: Mapping[str, Any], imputed: Mapping[str, Any], masked: Mapping[str, np.ndarray]
+) -> float:
+    """Root mean squared `standardized_errors`."""
+    errors = standardized_errors(preprocessor, truth, imputed, masked)
+    if not errors.size:
         raise ValueError("no masked numeric entry to compare")
-    return float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
+    return float(np.sqrt(np.mean(np.square(errors))))
 
 
 def mean_imputation(preprocessor: Preprocessor, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -115,41 +151,80 @@ def mean_imputation(preprocessor: Preprocessor, table: Mapping[str, Any]) -> dic
     return filled
 
 
-def _rmse(config: ImputeConfig, pre: Preprocessor, raw: dict[str, np.ndarray], result: TableImputation) -> dict:
-    """Imputation RMSE (standardized units) of the model and of mean imputation against `config.truth`."""
-    _, truth = read_rows(config.truth, pre.numeric)
-    if len(truth[pre.numeric[0]]) != len(raw[pre.columns[0]]):
+@dataclass
+class _Totals:
+    """What the chunks of one run add up to."""
+
+    rows: int = 0
+    filled: Counter = field(default_factory=Counter)  # column -> entries imputed
+    acceptance: Acceptance = Acceptance()
+    squared: Counter = field(default_factory=Counter)  # "model" / "mean" -> sum of squared standardized errors
+    compared: int = 0  # masked numeric entries compared with the truth
+
+    def add(self, rows: int, result: TableImputation) -> None:
+        self.rows += rows
+        self.filled.update({column: int(m.sum()) for column, m in result.missing.items()})
+        self.acceptance += result.acceptance
+
+    def compare(self, pre: Preprocessor, truth: dict, raw: dict, result: TableImputation) -> None:
+        """Add the errors of the model's estimate and of mean imputation against `truth` (the chunk's rows)."""
+        masked = {c: m for c, m in result.missing.items() if c in pre.numeric}
+        for key, imputed in (("model", result.fill(raw)), ("mean", mean_imputation(pre, raw))):
+            errors = standardized_errors(pre, truth, imputed, masked)
+            self.squared[key] += float(np.square(errors).sum())
+        self.compared += errors.size
+
+    def rmse(self) -> dict[str, float] | None:
+        if not self.compared:
+            return None
+        return {key: float(np.sqrt(self.squared[key] / self.compared)) for key in ("model", "mean")}
+
+
+def _imputed_chunks(config: ImputeConfig, detector: Detector, totals: _Totals) -> Iterator[pa.Table]:
+    """The output, chunk by chunk: each chunk of input rows imputed (its missing entries filled) as it is read,
+    with one random stream across chunks of whole batches, so the result is that of imputing the table at once."""
+    pre = detector.preprocessor
+    columns = [*pre.columns, *([] if detector.condition is None else detector.condition.columns)]
+    dataset = open_rows(config.input, columns)
+    rows = config.batch_size * CHUNK_BATCHES
+    truth = None
+    if config.truth:
+        truth = row_chunks(config.truth, open_rows(config.truth, pre.numeric), rows, pre.numeric)
+    generator = torch.Generator(device=next(detector.model.parameters()).device).manual_seed(config.seed)
+    total, started, said = dataset.count_rows(), time.perf_counter(), time.perf_counter()
+    for chunk in row_chunks(config.input, dataset, rows):
+        raw = _numpy(chunk, columns)
+        c = _conditions(detector.condition, raw, config.input)
+        try:
+            result = impute_table(detector.model, pre, raw, c, iterations=config.iterations, chains=config.samples,
+                                  method=config.method, seed=generator, batch_size=config.batch_size)  # fmt: skip
+        except ValueError as err:  # e.g. text in a numeric column
+            raise DataError(f"{config.input}: {err}") from err
+        totals.add(chunk.num_rows, result)
+        if truth is not None:
+            expected = next(truth, None)
+            if expected is None or expected.num_rows != chunk.num_rows:
+                raise DataError(f"{config.truth}: the truth must hold the input's rows in the same order")
+            totals.compare(pre, _numpy(expected, pre.numeric), raw, result)
+        yield _output_table(chunk, result, config.return_samples)
+        if time.perf_counter() - said >= PROGRESS_EVERY_S and totals.rows < total:
+            said = time.perf_counter()
+            print(f"imputed {totals.rows:,}/{total:,} rows  ({totals.rows / (said - started):,.0f} rows/s)", flush=True)
+    if truth is not None and next(truth, None) is not None:
         raise DataError(f"{config.truth}: the truth must hold the input's rows in the same order")
-    masked = {c: m for c, m in result.missing.items() if c in pre.numeric}
-    return {
-        "model": numeric_rmse(pre, truth, result.fill(raw), masked),
-        "mean": numeric_rmse(pre, truth, mean_imputation(pre, raw), masked),
-    }
 
 
 def run(config: ImputeConfig) -> ImputeOutcome:
-    """Impute `config.input` into `config.output`; raises ConfigError / DataError / TrackingError before writing."""
+    """Impute `config.input` into `config.output` chunk by chunk (memory: one chunk of `batch_size` *
+    CHUNK_BATCHES rows, not the input); raises ConfigError / DataError / TrackingError with nothing written."""
     detector, model = load_model_spec(config.model, resolve_tracking_uri(config.tracking))
     if detector.model.layout.image_shape is not None:
         raise ConfigError(f"ImputeConfig.model: {model} models images; this command imputes tabular rows")
-    pre = detector.preprocessor
-    conditions = [] if detector.condition is None else detector.condition.columns
-    table, raw = read_rows(config.input, [*pre.columns, *conditions])
-    c = _conditions(detector.condition, raw, config.input)
-    try:
-        result = impute_table(detector.model, pre, raw, c, iterations=config.iterations, chains=config.samples,
-                              method=config.method, seed=config.seed, batch_size=config.batch_size)  # fmt: skip
-    except ValueError as err:  # e.g. text in a numeric column
-        raise DataError(f"{config.input}: {err}") from err
-    rmse = None
-    if config.truth and any(column in pre.numeric for column in result.missing):
-        rmse = _rmse(config, pre, raw, result)
     metadata = {"vae.model": model, "vae.method": config.method, "vae.iterations": str(config.iterations),
                 "vae.samples": str(config.samples), "vae.seed": str(config.seed)}  # fmt: skip
-    output = _output_table(table, result, config.return_samples)
-    path = write_parquet_atomically(output, resolve_path(config.output), metadata)
-    filled = {column: int(rows.sum()) for column, rows in result.missing.items()}
-    return ImputeOutcome(model, table.num_rows, filled, result.acceptance, str(path), rmse)
+    totals = _Totals()
+    path = write_parquet_atomically(_imputed_chunks(config, detector, totals), resolve_path(config.output), metadata)
+    return ImputeOutcome(model, totals.rows, dict(totals.filled), totals.acceptance.rate, str(path), totals.rmse())
 
 
 def report(outcome: ImputeOutcome) -> None:
