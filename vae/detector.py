@@ -12,9 +12,8 @@ import numpy as np
 from .config import ObjectiveConfig, ScoreConfig, check_resolved, check_score_kind
 from .config_base import ConfigError
 from .images import ImagePreprocessor
-from .likelihoods import observed_features
 from .model import VAE
-from .preprocessing import Preprocessor
+from .preprocessing import Preprocessor, observed_features
 from .scoring import RowScores, calibrate_threshold, score_rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,18 +182,3 @@ GENERATION_MODES: dict[str, Callable[[MixedLikelihood, torch.Tensor, torch.Gener
     "mean": lambda likelihood, params, _generator: likelihood.mean(params),
     "sample": MixedLikelihood.sample,
 }
-
-
-def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
-    """Which features of each row are observed, from which encoded columns are missing (N, D) bool (e.g.
-    `Preprocessor.encoded_missing`): (N, F) bool. A categorical group is one feature, missing if any of its
-    columns is."""
-    missing = np.asarray(missing, dtype=bool)
-    if missing.ndim != 2 or missing.shape[1] != layout.input_dim:
-        raise ValueError(f"observed_features: expected a missing mask (N, {layout.input_dim}), got {missing.shape}")
-    parts, start = [], 0
-    for block in layout.blocks:
-        part = missing[:, start : start + block.width]
-        parts.append(part.any(1, keepdims=True) if block.grouped else part)
-        start += block.width
-    return ~np.concatenate(parts, axis=1)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import FeatureBlock
+from .config import DataLayout, FeatureBlock
 from .labels import LABEL_KINDS, canonical_labels, column_label_kind, is_missing, label_kind, legacy_labels
 
 MISSING_POLICIES = ("impute", "error")
@@ -345,3 +345,18 @@ class Preprocessor:
             pre.categories = {k: labels for k, (_, labels) in legacy.items()}
             pre.label_kinds = {k: kind for k, (kind, _) in legacy.items()}
         return pre
+
+
+def observed_features(layout: DataLayout, missing: np.ndarray) -> np.ndarray:
+    """Which features of each row are observed, from which encoded columns are missing (N, D) bool (e.g.
+    `Preprocessor.encoded_missing`): (N, F) bool. A categorical group is one feature, missing if any of its
+    columns is."""
+    missing = np.asarray(missing, dtype=bool)
+    if missing.ndim != 2 or missing.shape[1] != layout.input_dim:
+        raise ValueError(f"observed_features: expected a missing mask (N, {layout.input_dim}), got {missing.shape}")
+    parts, start = [], 0
+    for block in layout.blocks:
+        part = missing[:, start : start + block.width]
+        parts.append(part.any(1, keepdims=True) if block.grouped else part)
+        start += block.width
+    return ~np.concatenate(parts, axis=1)

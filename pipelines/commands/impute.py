@@ -6,8 +6,9 @@ resolve the model -> stream the rows in chunks (pyarrow, in this one process: no
 `vae.imputation.impute_table` (Metropolis-within-Gibbs chains on z and the missing values given the observed ones;
 rows with no observed feature are drawn from the prior) -> every input column, with only the missing entries
 replaced, appended to one Parquet file renamed into place at the end. With `return_samples=true` the file holds
-each chain's last draw instead, each chunk's rows repeated once per chain with an `imputation` column. With `truth=` (the same rows complete) it also prints the
-RMSE of the imputed numeric values against the truth, beside that of mean imputation.
+each chain's last draw instead, each chunk's rows repeated once per chain with an `imputation` column. With
+`truth=` (the same rows complete) it also prints the RMSE of the imputed numeric values against the truth, beside
+that of mean imputation.
 """
 
 from __future__ import annotations

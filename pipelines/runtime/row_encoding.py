@@ -9,8 +9,7 @@ import ray.data
 
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.likelihoods import observed_features
-from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, usable
+from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, observed_features, usable
 
 
 def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
@@ -57,7 +56,7 @@ def table_preprocessors(
 class EncodeRows:
     """Ray Data batch function: N raw rows -> {"x": (M, D) float32[, "observed": (M, F) bool][, "c": (M, K)]
     [, "label": (M,)]}, the M <= N rows that `left_out_rows` keeps. "observed" (tabular features only) marks the
-    features each row has a value for (`vae.likelihoods.observed_features`): scores leave the others out, as the
+    features each row has a value for (`vae.preprocessing.observed_features`): scores leave the others out, as the
     scoring job does, and only the encoder sees their fill."""
 
     def __init__(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vae import ScoreConfig, importance_sampled_nll, likelihoods, scoring
+from vae import ScoreConfig, importance_sampled_nll, preprocessing, scoring
 
 from .tabular_models import mixed_table, train_detector
 
@@ -19,9 +19,9 @@ def test_a_categorical_group_is_one_feature_missing_when_any_of_its_columns_is(m
     missing[2, [3, 6]] = True  # flag1, and one slot of colour
     expected = np.ones((3, 6), dtype=bool)  # features: a b c flag1 flag2 colour
     expected[0, 1] = expected[1, 5] = expected[2, 3] = expected[2, 5] = False
-    np.testing.assert_array_equal(likelihoods.observed_features(mixed_layout, missing), expected)
+    np.testing.assert_array_equal(preprocessing.observed_features(mixed_layout, missing), expected)
     with pytest.raises(ValueError, match=r"\(N, 9\)"):
-        likelihoods.observed_features(mixed_layout, missing[:, :5])
+        preprocessing.observed_features(mixed_layout, missing[:, :5])
 
 
 def _blind_to(model, columns: slice) -> None:
