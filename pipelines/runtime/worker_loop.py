@@ -19,9 +19,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from sklearn.metrics import roc_auc_score
 
-from pipelines.tracking.runs import EpochLogger
 from vae import (
     VAE,
     Adversary,
@@ -150,6 +148,8 @@ def selection_metrics(
     nll_sum, rows = _sum_over_ranks([nll_sum, rows], device)
     metrics = {"val_nll": nll_sum / max(rows, 1)}
     if spec.auroc:
+        from sklearn.metrics import roc_auc_score  # here: a worker that never needs it skips a 1 s import
+
         y = _gather(np.concatenate(labels) if labels else np.zeros(0)).astype(int)
         s = _gather(np.concatenate(scores) if scores else np.zeros(0))
         metrics["val_auroc"] = float(roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else float("nan")
@@ -210,7 +210,11 @@ class WorkerRun:
             condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
             objective=self.objective,
         )  # fmt: skip
-        self.logger = EpochLogger(spec.tracking_uri, spec.run_id) if self.rank == 0 else None
+        self.logger = None
+        if self.rank == 0:  # only rank 0 logs: the other ranks (and the controller) skip importing MLflow
+            from pipelines.tracking.runs import EpochLogger
+
+            self.logger = EpochLogger(spec.tracking_uri, spec.run_id)
         self.train_rows = ShardBatches(ray.train.get_dataset_shard("train"), spec.shard_memory_bytes)
         self.val_rows = ShardBatches(ray.train.get_dataset_shard("validation"), spec.shard_memory_bytes)
 
