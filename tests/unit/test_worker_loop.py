@@ -13,6 +13,7 @@ import ray.train.torch
 import torch
 
 from pipelines.runtime import worker_loop
+from pipelines.tracking import runs
 from vae import DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, ScoreConfig, TrainConfig, to_dict
 
 EPOCHS = 3
@@ -67,7 +68,7 @@ class Session:
         monkeypatch.setattr(ray.train, "report", self.report)
         monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
         monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
-        monkeypatch.setattr(worker_loop, "EpochLogger", Logger)
+        monkeypatch.setattr(runs, "EpochLogger", Logger)  # what rank 0 imports
         return worker_loop.train_loop_per_worker(spec)
 
 
