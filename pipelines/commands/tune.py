@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import ray
 from ray import tune
 from ray.train import Checkpoint
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -37,7 +36,7 @@ from pipelines.commands.train import (
     resolve_auto,
 )
 from pipelines.commands.train import report as report_training
-from pipelines.runtime.cluster import ray_data_context, ray_session, verbose
+from pipelines.runtime.cluster import cluster_capacity, ray_data_context, ray_session, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import DataError
 from pipelines.runtime.parquet_input import PreparedData, check_training_data
@@ -92,14 +91,15 @@ def search_space(axes: tuple[Axis, ...]) -> dict[str, Any]:
 
 
 def concurrent_trials(config: TunePipelineConfig) -> int:
-    """The configured limit, else as many trials as the cluster's GPUs (or CPUs) hold at once."""
+    """The configured limit, else as many trials as the cluster's GPUs (or CPUs) hold at once: at its autoscaling
+    maximum, so a GPU group that starts at zero nodes does not run the sweep one trial at a time."""
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
-    scaling, resources = config.scaling, ray.cluster_resources()
+    scaling = config.scaling
     if scaling.use_gpu:
-        need, have = scaling.num_workers * scaling.gpus_per_worker, resources.get("GPU", 0.0)
+        need, have = scaling.num_workers * scaling.gpus_per_worker, cluster_capacity("GPU")
     else:
-        need, have = scaling.num_workers * scaling.cpus_per_worker, resources.get("CPU", 0.0)
+        need, have = scaling.num_workers * scaling.cpus_per_worker, cluster_capacity("CPU")
     return max(1, int(have // need))
 
 

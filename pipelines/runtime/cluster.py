@@ -130,6 +130,17 @@ def actor_restarts() -> dict[str, int]:
     return {"max_restarts": 0} if on_local_ray() else {}
 
 
+def cluster_capacity(resource: str) -> float:
+    """How much of `resource` ("CPU", "GPU") the cluster can hold: the autoscaler's maximum where its config has
+    one (a worker group that scales from zero counts at its `max_workers`), else what the nodes have now.
+
+    Ray has no public call for the maximum; Ray Train checks its worker groups against this same figure.
+    """
+    now = float(ray.cluster_resources().get(resource, 0.0))
+    most = (ray._private.state.state.get_max_resources_from_cluster_config() or {}).get(resource) or 0
+    return max(now, float(most)) if most < sys.maxsize else now  # sys.maxsize: a group without a limit
+
+
 def ray_logging_level() -> str:
     return "INFO" if verbose() else "WARNING"
 

@@ -239,7 +239,7 @@ class TuneSettings:
     metric: Literal[tuple(SELECTION_METRICS)] = "nll"  # validation NLL, or AUROC of the score against `data.label`
     search: Literal["optuna", "grid"] = "optuna"  # seeded Optuna (TPE), or grid axes crossed (+ random draws)
     num_samples: PositiveInt = 8  # optuna: trials; grid: repeats of the whole grid
-    max_concurrent_trials: PositiveInt | None = None  # default: as many as the cluster's CPUs (GPUs) hold
+    max_concurrent_trials: PositiveInt | None = None  # default: what the cluster's CPUs (GPUs) hold at its most
     seed: Count = 0
     nll_samples: PositiveInt = 32  # importance samples per validation row for val_nll
     max_failures: Retries = 1  # restarts of a failed trial (from its last checkpoint)
