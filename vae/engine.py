@@ -84,25 +84,44 @@ def autocast(
 
 
 class _Totals:
+    """An epoch's running sums, kept as tensors on the batches' device and read once, in `stats`: adding a batch
+    never waits for the device (no `.item()` per step). Also the first step whose loss was not finite."""
+
     def __init__(self) -> None:
-        self.loss = self.recon = self.kl = 0.0
-        self.extras: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}  # "loss", "recon", "kl" and the variant's extras: sum over rows
         self.rows = 0
+        self.bad: torch.Tensor | None = None  # (2,) [step, loss] of the first non-finite loss; step -1: none yet
         self.start = time.perf_counter()
 
-    def add(self, parts: LossParts, rows: int) -> None:
-        self.loss += parts.total.item() * rows
-        self.recon += parts.recon.item() * rows
-        self.kl += parts.kl.item() * rows
-        for name, value in parts.extras.items():
-            self.extras[name] = self.extras.get(name, 0.0) + value.item() * rows
+    def add(self, parts: LossParts, rows: int, step: int | None = None) -> None:
+        """Add a batch of `rows` rows; with `step` (training), note the step if its total is not finite."""
+        values = {"loss": parts.total, "recon": parts.recon, "kl": parts.kl, **parts.extras}
+        for name, value in values.items():
+            value = value.detach().float() * rows
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        if step is not None:
+            total = parts.total.detach().float()
+            if self.bad is None:
+                self.bad = torch.tensor([-1.0, 0.0], device=total.device)
+            first = (self.bad[0] < 0) & ~torch.isfinite(total)
+            self.bad = torch.where(first, torch.stack([torch.full_like(total, step), total]), self.bad)
         self.rows += rows
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming the first step whose training loss was NaN or infinite."""
+        if self.bad is not None:
+            step, loss = self.bad.tolist()
+            if step >= 0:
+                raise FloatingPointError(f"training loss is {loss} at step {int(step)}; lower the lr")
 
     def stats(self, step: int) -> EpochStats:
         n = max(self.rows, 1)
         seconds = time.perf_counter() - self.start
-        extras = {name: total / n for name, total in self.extras.items()}
-        return EpochStats(self.loss / n, self.recon / n, self.kl / n, self.rows, seconds, step, extras)
+        names = list(self.sums)
+        means = (torch.stack([self.sums[name] for name in names]) / n).tolist() if names else []
+        values = dict(zip(names, means, strict=True))
+        loss, recon, kl = (values.pop(name, 0.0) for name in ("loss", "recon", "kl"))
+        return EpochStats(loss, recon, kl, self.rows, seconds, step, values)
 
 
 def _encoded(parts: LossParts) -> torch.Tensor:
@@ -129,7 +148,8 @@ def train_epoch(
     An AAE objective needs its `adversary`: each batch is an encoder/decoder step followed by a
     discriminator step on that step's encoded latents (`AAEParts.encoded`; its loss reported as
     `adv_discriminator`).
-    Raises FloatingPointError when the loss becomes NaN or infinite, naming the step.
+    Raises FloatingPointError at the end of the epoch when the loss became NaN or infinite, naming the first such
+    step (checked on the device, so no step waits for it).
     """
     model.train()
     totals = _Totals()
@@ -138,8 +158,6 @@ def train_epoch(
         x, c = unpack_batch(batch, device)
         with autocast(device, mixed_precision):
             parts = compute_loss(model, x, c, objective, step, discriminator)
-        if not torch.isfinite(parts.total):
-            raise FloatingPointError(f"training loss is {parts.total.item()} at step {step}; lower the lr")
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         if grad_clip is not None:
@@ -148,8 +166,9 @@ def train_epoch(
         if adversary is not None:
             with autocast(device, mixed_precision):
                 parts.extras["adv_discriminator"] = adversary.step(_encoded(parts))
+        totals.add(parts, x.shape[0], step)
         step += 1
-        totals.add(parts, x.shape[0])
+    totals.check_finite()
     return totals.stats(step)
 
 

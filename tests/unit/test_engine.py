@@ -5,6 +5,7 @@ import torch
 
 from vae import VAE, DataLayout, EarlyStopping, FeatureBlock, ModelConfig, ObjectiveConfig, evaluate, train_epoch
 from vae.engine import unpack_batch
+from vae.objectives import compute_loss
 
 
 def _data(n=512, seed=0):
@@ -62,6 +63,29 @@ def test_a_diverging_loss_stops_with_a_clear_error():
         train_epoch(
             model, [torch.full((4, 4), float("nan"))], torch.optim.SGD(model.parameters(), 0.1), ObjectiveConfig()
         )
+
+
+def test_epoch_stats_are_the_row_weighted_means_of_the_batch_losses():
+    model, objective = _model(), ObjectiveConfig()
+    batches = [_data(3, seed=1), _data(5, seed=2)]
+    torch.manual_seed(0)
+    stats = evaluate(model, batches, objective)
+    torch.manual_seed(0)  # the same draws of z, in the same order
+    with torch.no_grad():
+        parts = [compute_loss(model, x, None, objective, step=None) for x in batches]
+    for name in ("total", "recon", "kl"):
+        expected = (3 * getattr(parts[0], name) + 5 * getattr(parts[1], name)).item() / 8
+        assert getattr(stats, "loss" if name == "total" else name) == pytest.approx(expected, rel=1e-6), name
+    assert stats.rows == 8 and stats.extras == {}
+
+
+def test_the_error_names_the_first_step_whose_loss_was_not_finite():
+    """The check runs on the device and is read at the end of the epoch: a later finite or infinite batch does
+    not hide the first bad step (here the third batch of an epoch that starts at step 5)."""
+    model = _model()
+    batches = [_data(8), _data(8), torch.full((8, 4), float("nan")), torch.full((8, 4), float("inf")), _data(8)]
+    with pytest.raises(FloatingPointError, match=r"^training loss is nan at step 7; lower the lr$"):
+        train_epoch(model, batches, torch.optim.SGD(model.parameters(), 0.1), ObjectiveConfig(), step=5)
 
 
 def test_early_stopping_waits_for_patience_and_respects_min_delta():
