@@ -130,6 +130,7 @@ def run_trial(
             spec = loop_spec(
                 trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
                 nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
+                selection_rows=config.tune.selection_rows,
             )  # fmt: skip
             storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
             result = fit(build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)))

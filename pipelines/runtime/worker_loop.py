@@ -69,6 +69,7 @@ class LoopSpec:
     # CHECKPOINT_SCORE: the metric once the KL warm-up is over, the worst value before)
     nll_samples: int = 0  # > 0: also report val_nll, the importance-sampled NLL of the validation rows
     auroc: bool = False  # also report val_auroc, the anomaly score's AUROC against the validation labels
+    selection_rows: int = 0  # > 0: val_nll / val_auroc over at most this many validation rows, all ranks together
     progress: bool = True  # print an epoch line (a sweep prints its own per-trial lines instead)
     shard_memory_bytes: int = 0  # > 0: a worker keeps each split's shard in memory after one pass when it fits
 
@@ -132,12 +133,23 @@ def _gather(array: np.ndarray) -> np.ndarray:
 def selection_metrics(
     model: VAE, shard: ShardBatches, spec: LoopSpec, batch_size: int, device: torch.device
 ) -> dict[str, float]:
-    """Metrics that compare runs whatever their beta or objective, over all ranks' validation rows:
-    val_nll (mean importance-sampled -log p(x), `spec.nll_samples` draws) and, with `spec.auroc`, val_auroc."""
+    """Metrics that compare runs whatever their beta or objective, over the ranks' validation rows: val_nll (mean
+    importance-sampled -log p(x), `spec.nll_samples` draws) and, with `spec.auroc`, val_auroc.
+
+    With `spec.selection_rows` each rank scores only the first ceil(selection_rows / ranks) rows of its shard in
+    order (the same rows every epoch once the shard is kept in memory), so the cost per epoch and the scores
+    gathered for the AUROC stay bounded however large the validation split is."""
     nll_config = ScoreConfig(kind="nll", samples=spec.nll_samples)
     score_config = from_dict(ScoreConfig, spec.score)
+    ranks = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    limit = math.ceil(spec.selection_rows / ranks) if spec.selection_rows > 0 else math.inf
     nll_sum, rows, scores, labels = 0.0, 0, [], []
     for batch in shard.batches(batch_size):
+        if rows >= limit:
+            if shard.in_memory:
+                break
+            continue  # a streamed pass is read to its end: an abandoned split iterator would stall the others
+        batch = {name: t[: int(min(len(t), limit - rows))] for name, t in batch.items()}
         x, c = batch["x"], batch.get("c")
         observed = batch["observed"].cpu() if "observed" in batch else None  # missing features left out
         nll = score_rows(model, x, c, nll_config, batch_size=batch_size, observed=observed).score

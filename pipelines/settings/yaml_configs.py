@@ -242,6 +242,7 @@ class TuneSettings:
     max_concurrent_trials: PositiveInt | None = None  # default: what the cluster's CPUs (GPUs) hold at its most
     seed: Count = 0
     nll_samples: PositiveInt = 32  # importance samples per validation row for val_nll
+    selection_rows: PositiveInt = 20_000  # validation rows val_nll / val_auroc are computed on (each epoch)
     max_failures: Retries = 1  # restarts of a failed trial (from its last checkpoint)
     asha: AshaSettings = field(default_factory=AshaSettings)
 

@@ -13,8 +13,20 @@ import ray.train.torch
 import torch
 
 from pipelines.runtime import worker_loop
+from pipelines.runtime.shard_batches import ShardBatches
 from pipelines.tracking import runs
-from vae import DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, ScoreConfig, TrainConfig, to_dict
+from vae import (
+    VAE,
+    DataLayout,
+    ModelConfig,
+    ObjectiveConfig,
+    Preprocessor,
+    ScoreConfig,
+    TrainConfig,
+    from_dict,
+    score_rows,
+    to_dict,
+)
 
 EPOCHS = 3
 
@@ -128,3 +140,36 @@ def test_epochs_inside_the_kl_warm_up_rank_last_among_the_checkpoints(monkeypatc
     assert scores[0] == np.inf and scores[1:] == [m["val_loss"] for m, _ in session.reports[1:]]
     assert not any(worker_loop.CHECKPOINT_SCORE in logged for _, logged in session.logged)
     assert worker_loop.checkpoint_score(0.5, "max", warmed_up=False) == -np.inf
+
+
+class InOrder:
+    """A shard that yields its rows in order and counts the batches it gave."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.given = torch.tensor(x, dtype=torch.float32), 0
+
+    def iter_torch_batches(self, batch_size, **_shuffle):
+        for start in range(0, len(self.x), batch_size):
+            self.given += 1
+            yield {"x": self.x[start : start + batch_size]}
+
+
+@pytest.mark.parametrize("budget_bytes", [0, 1 << 20], ids=["streamed", "kept in memory"])
+def test_selection_metrics_score_only_the_first_selection_rows(spec_and_rows, budget_bytes):
+    spec, x = spec_and_rows
+    spec = worker_loop.LoopSpec(**{**spec, "selection_rows": 50})
+    module = VAE(from_dict(ModelConfig, spec.model), from_dict(DataLayout, spec.layout))
+    shard = ShardBatches(InOrder(x), budget_bytes)
+    list(shard.batches(32))  # the epoch's validation pass, which keeps the shard when it fits
+    shard.shard.given = 0
+    torch.manual_seed(0)
+    metrics = worker_loop.selection_metrics(module, shard, spec, 32, torch.device("cpu"))
+    torch.manual_seed(0)  # the same importance samples, drawn for the same rows in the same batches
+    first = torch.tensor(x[:50], dtype=torch.float32)
+    nll = [
+        score_rows(module, part, None, ScoreConfig(kind="nll", samples=4), 32).score
+        for part in (first[:32], first[32:])
+    ]
+    assert metrics["val_nll"] == pytest.approx(float(np.concatenate(nll).mean()), rel=1e-6)
+    # a streamed pass is read to its end (200 rows: 7 batches); the kept rows are not even looked at past row 50
+    assert shard.shard.given == (7 if budget_bytes == 0 else 0)
