@@ -43,7 +43,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be "auto" (see vae.config.AUTO_FIELDS)
 
-Name = Annotated[str, Field(pattern=r"^[^/]+$", description="a non-empty name without '/'")]
+# a run's folder under run.storage_path ("." or ".." would put it at the root or one folder above); the regex has
+# no look-ahead (pydantic's engine), so it spells out: a first character that is not a dot, or one or two dots first
+_FOLDER = r"^([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)$"
+Name = Annotated[str, Field(pattern=_FOLDER, description="a folder name (no '/' or '\\', not '.' or '..')")]
 Retries = Annotated[int, Field(strict=True, ge=-1)]  # -1: retry forever
 Factor = number(gt=1)
 

@@ -122,7 +122,8 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
         ("scaling.num_workers=0", "scaling.num_workers: must be >= 1, got 0"),
         ("data.validation_fraction=1.5", "data.validation_fraction: must be in (0, 1), got 1.5"),
         ("data.key=[age]", "data.columns: each column may have one role only; repeated: ['age']"),
-        ("run.name=a/b", "run.name: must be a non-empty name without '/', got 'a/b'"),
+        ("run.name=a/b", "run.name: must be a folder name (no '/' or '\\', not '.' or '..'), got 'a/b'"),
+        ("run.name=..", "run.name: must be a folder name (no '/' or '\\', not '.' or '..'), got '..'"),
         ("model.network=conv", "model.network: 'conv' needs image rows (data.image)"),
         ("modle.latent_dim=3", "TrainPipelineConfig: unknown key(s) ['modle']"),
         ("data=3", "TrainPipelineConfig.data: must be a mapping, got 3"),  # a key at the top: named with the class
