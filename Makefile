@@ -32,9 +32,9 @@ help: ## List every target with one line each
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -qq --no-compile --upgrade pip
-	$(PY) -m pip install -qq --no-compile $(TORCH_PIN)
-	$(PY) -m pip install -qq --no-compile -e '.[dev]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq $(TORCH_PIN)
+	$(PY) -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install torch (CPU wheel) and the project with its dev extra
