@@ -26,6 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
+import vae
 from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, save_detector
 
@@ -35,6 +36,7 @@ LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"  # the "model from code" file MLflow copies
+VAE_PACKAGE = Path(vae.__file__).resolve().parent  # the library the pyfunc imports, logged with it
 
 
 class TrackingError(RuntimeError):
@@ -199,7 +201,8 @@ class Tracker:
     def log_and_register(
         self, detector: Detector, signature: ModelSignature, tags: Mapping[str, Any]
     ) -> RegisteredModel:
-        """Log the detector as a pyfunc model (code + plain-file artifacts), register a version, set the alias."""
+        """Log the detector as a pyfunc model (its code, the `vae` package and plain-file artifacts), register a
+        version, set the alias."""
         name, alias = self.settings.model_name, self.settings.alias
         with tempfile.TemporaryDirectory() as tmp, self._active_run():
             directory = save_detector(detector, Path(tmp) / "detector")
@@ -209,6 +212,7 @@ class Tracker:
                 artifacts={"detector": str(directory)},
                 signature=signature,
                 pip_requirements=_requirements(),
+                code_paths=[str(VAE_PACKAGE)],
             )
             version = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
         self.client.set_registered_model_alias(name, alias, version.version)
@@ -245,12 +249,16 @@ def tracked_run(
         tracker.end(ok)
 
 
+MODEL_PACKAGES = ("torch", "numpy", "pandas", "pydantic", "pillow", "mlflow")  # what `vae` and the pyfunc import
+
+
 def _requirements() -> list[str]:
+    """The logged model's pip requirements, pinned to the releases installed here; a local build label (the CPU
+    wheel's `2.13.0+cpu`) names no file on a package index, so the release alone is pinned. `vae` itself is on
+    no index: it travels with the model (`code_paths`)."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("torch", "numpy", "pandas", "mlflow")] + [
-        f"vae-anomaly=={version('vae-anomaly')}"
-    ]
+    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in MODEL_PACKAGES]
 
 
 def input_signature(

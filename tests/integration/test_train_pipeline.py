@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ from mlflow import MlflowClient
 from pipelines.commands import train
 from pipelines.runtime.parquet_input import declare_features
 from pipelines.settings.yaml_configs import CONFIG_DIR, DataConfig, load_config
+from pipelines.tracking.scoped_env import scoped_tracking_uri
 from tests.integration.conftest import epoch_steps, train_overrides
 
 CONFIG = CONFIG_DIR / "train.yaml"
@@ -58,6 +61,12 @@ def test_two_workers_train_log_once_register_and_score_in_a_fresh_process(
     assert artifacts == {"plots/loss_curves.png", "plots/validation_scores.png", "plots/latent_means.png"}
     version = client.get_model_version_by_alias("two-workers", "challenger")
     assert version.version == outcome.registered.version and version.run_id == outcome.run_id
+    # portable: releases on a package index (no local "+cpu" label, no unpublished vae-anomaly), `vae` as code
+    with scoped_tracking_uri(mlflow_server):
+        logged = Path(mlflow.artifacts.download_artifacts("models:/two-workers@challenger", dst_path=str(tmp_path)))
+    requirements = (logged / "requirements.txt").read_text().split()
+    assert [r.split("==")[0] for r in requirements] == ["torch", "numpy", "pandas", "pydantic", "pillow", "mlflow"]
+    assert not any("+" in r for r in requirements) and (logged / "code" / "vae" / "preprocessing.py").is_file()
 
     code = f"""
 import json, sys, mlflow, pandas as pd
