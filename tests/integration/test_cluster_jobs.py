@@ -19,29 +19,36 @@ from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_proces
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """`ray start --head --block` on 127.0.0.1 in its own process group; yields (dashboard URL, env)."""
+    """`ray start --head --block` on 127.0.0.1 in its own process group; yields (dashboard URL, env).
+
+    Every port the head listens on is a free one: the session's in-process Ray may be running beside it, and two
+    nodes on one machine both take the dashboard agent's default HTTP port (52365), where the second agent's
+    server fails and every `ray job submit` is refused ("No available agent to submit job")."""
     dashboard = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    log = open(tmp_path_factory.mktemp("head") / "ray-head.log", "w")  # noqa: SIM115 - open for the head's life
+    log_path = tmp_path_factory.mktemp("head") / "ray-head.log"
+    log = open(log_path, "w")  # noqa: SIM115 - open for the head's life
     head = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=4", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+         f"--metrics-export-port={free_port()}", "--num-cpus=4", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         address = f"http://127.0.0.1:{dashboard}"
         wait_for_http(f"{address}/api/version", timeout=180, proc=head)
-        _wait_for_job_agent(address)
+        _wait_for_job_agent(address, log_path)
         yield address, env
     finally:
         stop_process_tree(head, grace=5)
         log.close()
 
 
-def _wait_for_job_agent(address: str, timeout: float = 180) -> None:
+def _wait_for_job_agent(address: str, log_path, timeout: float = 180) -> None:
     """The dashboard answers before the node's job agent has registered ("No available agent to submit
-    job"): submit a no-op job until one is accepted and succeeds."""
+    job"): submit a no-op job until one is accepted and succeeds; on time-out the error carries the head's log."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     deadline = time.monotonic() + timeout
@@ -50,9 +57,10 @@ def _wait_for_job_agent(address: str, timeout: float = 180) -> None:
             client = JobSubmissionClient(address)
             job = client.submit_job(entrypoint="true")
             break
-        except Exception:
+        except Exception as error:
             if time.monotonic() > deadline:
-                raise
+                raise TimeoutError(f"no job agent on {address} after {timeout:.0f} s; the head's log ends:\n"
+                                   + log_path.read_text()[-3000:]) from error
             time.sleep(2)
     while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         if time.monotonic() > deadline:
