@@ -119,15 +119,20 @@ def on_local_ray() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().gcs_address in _started_here
 
 
-def actor_restarts() -> dict[str, int]:
+def _no_restarts() -> dict[str, int]:
+    return {"max_restarts": 0}
+
+
+def actor_restarts() -> dict[str, object]:
     """Keyword arguments for a Ray Data actor pool (`map_batches` with a callable class) about restarts.
 
     Ray Data restarts a crashed actor by default; its constructor arguments are always in the object store, for
     which Ray 2.60 logs an error line per actor on every run (ray-project/ray#57733). On a local Ray there is no
-    node to lose: an actor that crashes fails the job, and the console stays clean (a `ray_remote_args` key,
-    deprecated for named parameters that Ray 2.60 does not have for it yet). On a cluster Ray's default stays.
+    node to lose: an actor that crashes fails the job, and the console stays clean. The setting goes through
+    `ray_remote_args_fn` (applied to each actor as it is created): Ray 2.60 has no named parameter for it, and
+    its `ray_remote_args` prints a deprecation warning. On a cluster Ray's default stays.
     """
-    return {"max_restarts": 0} if on_local_ray() else {}
+    return {"ray_remote_args_fn": _no_restarts} if on_local_ray() else {}
 
 
 def cluster_capacity(resource: str) -> float:
