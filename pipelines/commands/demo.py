@@ -3,9 +3,10 @@
 1. writes the data as Parquet; 2. trains with a two-trial Ray Tune sweep, the adaptive default (every setting `auto`,
 as `make train` trains) against a smaller latent size, each trial a one-worker Ray Train run of the default's budget,
 tracked in MLflow; the trial with the lower validation NLL is registered as `challenger`; 3. evaluates the
-challenger against the champion and two baselines on the held-out labelled rows and promotes it if it wins;
-4. runs the batch scoring job on the held-out rows with `champion`; prints AUROC, the top anomalies and where
-everything is.
+challenger against the champion and two baselines on the held-out labelled rows and promotes it if it passes the
+gate (floor, baselines, champion); 4. runs the batch scoring job on the held-out rows with `champion` (with
+`challenger` when the gate refused it and there is no champion, saying so); prints AUROC, the top anomalies and
+where everything is.
 """
 
 from __future__ import annotations
@@ -82,10 +83,14 @@ def main(argv: list[str] | None = None) -> float:
     )  # fmt: skip
     evaluate.report(gate)
 
-    _step(4, f"score: the batch scoring job on the held-out rows with {trained.registered.name}@champion")
+    alias = "champion" if gate.champion_version else "challenger"
+    _step(4, f"score: the batch scoring job on the held-out rows with {trained.registered.name}@{alias}")
+    if alias == "challenger":
+        print("no champion: the gate refused the challenger; the demo scores with it to show the job, a scheduled "
+              "job scores with @champion only")  # fmt: skip
     job = load_config(
         CONFIG_DIR / "score.yaml",
-        [f"input={test_path}", f"output={args.output}", f"model={trained.registered.name}@champion",
+        [f"input={test_path}", f"output={args.output}", f"model={trained.registered.name}@{alias}",
          f"tracking.tracking_uri={tracking_uri}"],
         cls=ScoreJobConfig,
     )  # fmt: skip
@@ -93,5 +98,5 @@ def main(argv: list[str] | None = None) -> float:
     score.report(summary)
     auroc = report_scored_rows(summary.partition, pd.read_parquet(test_path))
     print(f"\nscores: {summary.partition}  (quarantined rows under _quarantine/)")
-    print(f"model: models:/{trained.registered.name}/{gate.champion_version} (alias @champion); MLflow: {tracking_uri}")
+    print(f"model: models:/{summary.model} (alias @{alias}); MLflow: {tracking_uri}")
     return auroc

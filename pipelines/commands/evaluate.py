@@ -5,9 +5,10 @@ models' columns -> read a seeded random sample of at most `labelled_rows` of the
 batch by batch -> score it with each registered Detector and with two baselines
 fitted on a seeded random sample of the training rows (at most `baseline_rows`, read batch by batch) -> AUROC,
 average precision and precision/recall/F1 at each threshold -> one MLflow run with the numbers and a ROC /
-precision-recall figure -> the promotion gate: with --promote, `champion` moves to the challenger when it beats
-the champion by the margin (or when there is no champion), and the decision and its reason are recorded on the
-run and on the challenger's model version.
+precision-recall figure -> the promotion gate (`promotion.decide`): the challenger must reach the `floor` and beat
+every baseline, and against a champion gain more than the `margin` with a seeded paired bootstrap interval of the
+gain above zero; with --promote, `champion` moves to the challenger when it passes, and the decision, its reason
+and every number behind it are recorded on the run and on the challenger's model version.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from .promotion import (
     METRIC_TITLES,
     METRICS,
     Decision,
+    Gate,
     decide,
+    gain_interval,
     isolation_forest_scores,
     metrics,
     pca_reconstruction_scores,
@@ -148,16 +151,30 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
             versions[row], scores[row], thresholds[row] = BASELINE_VERSION, row_scores, threshold
     results = {row: metrics(labels, scores[row], thresholds[row]) for row in scores}
 
-    challenger_entry = (f"{name}/{versions['challenger']}", results["challenger"][config.metric])
-    champion_row = "champion" if "champion" in versions else "challenger"  # the same version when already champion
-    incumbent = None
-    if previous_champion is not None:
-        incumbent = (f"{name}/{previous_champion}", results[champion_row][config.metric])
-    decision = decide(config.metric, config.margin, challenger_entry, incumbent)
+    decision = decide(
+        Gate(config.metric, config.floor, config.margin, config.confidence),
+        (f"{name}/{versions['challenger']}", results["challenger"][config.metric]),
+        {row: results[row][config.metric] for row in results if versions[row] == BASELINE_VERSION},
+        _incumbent(config, name, previous_champion, labels, scores, results),
+    )
     outcome = EvaluationOutcome(name, versions["challenger"], previous_champion, versions, results, config.metric,
                                 decision, promote, "", uri)  # fmt: skip
     _record(config, outcome, labels, scores)
     return outcome
+
+
+def _incumbent(
+    config: EvaluateConfig, name: str, champion: str | None, labels: np.ndarray, scores: dict, results: dict
+) -> tuple[str, float, tuple[float, float] | None] | None:
+    """The champion as the gate sees it: (label, metric value, bootstrap interval of the challenger's gain), the
+    interval None when the champion is the challenger itself; None when there is no champion."""
+    if champion is None:
+        return None
+    if "champion" not in scores:  # the challenger already is the champion
+        return f"{name}/{champion}", results["challenger"][config.metric], None
+    interval = gain_interval(labels, scores["challenger"], scores["champion"], config.metric, config.confidence,
+                             config.resamples, config.seed)  # fmt: skip
+    return f"{name}/{champion}", results["champion"][config.metric], interval
 
 
 def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarray, scores: dict) -> None:
@@ -173,6 +190,7 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
     with tracked_run(tracker, f"evaluate-{name}-v{version}", params, resume=False) as tracked:
         outcome.run_id = tracked.run_id
         tracker.log_metrics({f"{row}_{m}": v for row, values in outcome.results.items() for m, v in values.items()})
+        tracker.log_metrics({f"gate_{k}": v for k, v in outcome.decision.numbers.items()})
         curves = {f"{row} {_label(outcome, row)}": scores[row] for row in outcome.results}
         tracker.log_figure(plots.roc_pr_curves(labels, curves), "plots/roc_precision_recall.png")
         decision_tags = {"vae.promotion.decision": outcome.decision.kind, "vae.promotion.reason": reason}
@@ -182,6 +200,7 @@ def _record(config: EvaluateConfig, outcome: EvaluationOutcome, labels: np.ndarr
             if outcome.decision.moves_champion:
                 tracker.set_alias(name, config.champion, version)
             evaluation = {f"vae.evaluation.{m}": f"{v:.6g}" for m, v in outcome.results["challenger"].items()}
+            evaluation |= {f"vae.promotion.{k}": f"{v:.6g}" for k, v in outcome.decision.numbers.items()}
             tracker.set_version_tags(name, version, {**decision_tags, **evaluation,
                                                      "vae.evaluation.run_id": outcome.run_id})  # fmt: skip
 

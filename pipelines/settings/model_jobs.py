@@ -114,7 +114,10 @@ class EvaluateConfig:
     challenger: Text = "challenger"  # registry aliases
     champion: Text = "champion"
     metric: Literal["auroc", "average_precision"] = "auroc"  # what the promotion gate compares
+    floor: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5  # the challenger's metric must reach it
     margin: NonNegative = 0.0  # the challenger must beat the champion's metric by more than this
+    confidence: Fraction = 0.95  # ... and the bootstrap interval of that gain at this level must lie above zero
+    resamples: PositiveInt = 200  # bootstrap resamples of the labelled rows for that interval
     seed: Count = 0  # posterior samples of the VAE scores, the IsolationForest and the row samples
     baselines: Flag = True  # IsolationForest and PCA reconstruction error, fitted on `train`
     pca_variance: Fraction = 0.5  # share of the training variance the PCA baseline's subspace keeps

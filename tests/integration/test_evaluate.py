@@ -1,4 +1,5 @@
-"""Champion/challenger evaluation and the promotion gate against a real `mlflow server`.
+"""Champion/challenger evaluation and the promotion gate (floor, baselines, champion with a bootstrap interval)
+against a real `mlflow server`.
 
 Models are trained in-process in seconds (the Ray Train path has its own tests): a good one on the normal
 training rows, and a clearly worse one trained on the anomalies, which it then finds normal.
@@ -11,6 +12,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
@@ -27,6 +29,8 @@ EXPERIMENT = "evaluate-tests"
 
 
 def _detector(rows: pd.DataFrame, epochs: int) -> Detector:
+    """The same initial weights and batch order every time: models differ only by their rows and epochs."""
+    torch.manual_seed(0)
     pre = Preprocessor(numeric=THYROID_COLUMNS).fit(rows)
     model = VAE(ModelConfig(latent_dim=4, hidden_dims=(32,)), DataLayout(pre.layout_blocks()))
     x = pre.transform(rows)
@@ -45,8 +49,8 @@ def detectors(thyroid_dir) -> dict[str, Detector]:
     }
 
 
-def _register(tracking_uri: str, detector: Detector, purpose: str) -> str:
-    settings = TrackingSettings(tracking_uri=tracking_uri, experiment=EXPERIMENT, model_name=MODEL)
+def _register(tracking_uri: str, detector: Detector, purpose: str, model: str = MODEL) -> str:
+    settings = TrackingSettings(tracking_uri=tracking_uri, experiment=EXPERIMENT, model_name=model)
     tracker = Tracker(settings)  # the alias is `challenger`, as the training pipeline sets it
     with tracked_run(tracker, purpose, {}, resume=False):
         return tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": purpose}).version
@@ -62,7 +66,8 @@ def _config(tracking_uri: str, thyroid_dir, *overrides: str) -> EvaluateConfig:
 
 
 def _assert_recorded(client: MlflowClient, outcome: evaluate.EvaluationOutcome, kind: str, champion: str | None):
-    """The decision is on the run (tags, params, metrics, figure) and on the challenger's version tags."""
+    """The decision is on the run (tags, params, metrics, figure) and on the challenger's version tags, with every
+    number the gate compared."""
     run = client.get_run(outcome.run_id)
     tags, params, logged = run.data.tags, run.data.params, run.data.metrics
     challenger = outcome.results["challenger"]
@@ -74,43 +79,63 @@ def _assert_recorded(client: MlflowClient, outcome: evaluate.EvaluationOutcome, 
     for row, values in outcome.results.items():
         for name, value in values.items():
             assert logged[f"{row}_{name}"] == pytest.approx(value)
-    assert {"challenger_auroc", "isolation_forest_auroc", "pca_auroc"} <= set(logged)
     assert ("champion_auroc" in logged) == (champion is not None)
+    numbers = outcome.decision.numbers
+    assert numbers["challenger"] == challenger["auroc"] and numbers["floor"] == float(params["floor"])
+    for name, value in numbers.items():
+        assert logged[f"gate_{name}"] == pytest.approx(value)
     assert "plots/roc_precision_recall.png" in [a.path for a in client.list_artifacts(outcome.run_id, "plots")]
     version_tags = client.get_model_version(MODEL, outcome.challenger_version).tags
     assert version_tags["vae.promotion.decision"] == kind
     assert version_tags["vae.promotion.reason"] == tags["vae.promotion.reason"]
     assert version_tags["vae.evaluation.run_id"] == outcome.run_id
     assert float(version_tags["vae.evaluation.auroc"]) == pytest.approx(challenger["auroc"], abs=1e-5)
+    for name, value in numbers.items():
+        assert float(version_tags[f"vae.promotion.{name}"]) == pytest.approx(value, abs=1e-5)
+
+
+def _champion(client: MlflowClient, model: str = MODEL) -> str | None:
+    return client.get_registered_model(model).aliases.get("champion")
 
 
 @pytest.mark.timeout(300)
-def test_first_model_becomes_champion_a_better_one_is_promoted_a_worse_one_is_kept(
+def test_the_gate_refuses_a_weak_first_model_promotes_a_clear_gain_and_keeps_the_champion_otherwise(
     mlflow_server, thyroid_dir, detectors
 ):
     client = MlflowClient(mlflow_server)
-    config = _config(mlflow_server, thyroid_dir)
     test = pd.read_parquet(thyroid_dir / "test.parquet")
 
     first = _register(mlflow_server, detectors["worse"], "worse")
-    outcome = evaluate.run(config, promote=True)
-    assert outcome.decision.kind == "first_champion" and outcome.champion_version == first
-    assert client.get_model_version_by_alias(MODEL, "champion").version == first
-    assert outcome.results["challenger"]["auroc"] < 0.2  # clearly worse than chance
+    refused = evaluate.run(_config(mlflow_server, thyroid_dir), promote=True)  # floor 0.5, both baselines
+    assert refused.results["challenger"]["auroc"] < 0.2  # clearly worse than chance
+    assert refused.decision.kind == "refused" and "below the floor 0.5" in refused.decision.reason
+    assert refused.champion_version is None and _champion(client) is None
+    assert {"isolation_forest_auroc", "pca_auroc"} <= set(client.get_run(refused.run_id).data.metrics)
+    _assert_recorded(client, refused, "refused", champion=None)
+
+    no_floor = _config(mlflow_server, thyroid_dir, "floor=0")
+    beaten = evaluate.run(no_floor, promote=True)
+    forest = beaten.results["isolation_forest"]["auroc"]
+    assert beaten.decision.kind == "refused" and f"baseline(s) isolation_forest {forest:.4f}" in beaten.decision.reason
+    assert _champion(client) is None
+
+    chain = _config(mlflow_server, thyroid_dir, "floor=0", "baselines=false")  # the champion rules alone
+    outcome = evaluate.run(chain, promote=True)
+    assert outcome.decision.kind == "first_champion" and outcome.champion_version == first == _champion(client)
     _assert_recorded(client, outcome, "first_champion", champion=None)
 
     second = _register(mlflow_server, detectors["good"], "good")
-    outcome = evaluate.run(config, promote=True)
-    assert outcome.decision.kind == "promoted" and outcome.champion_version == second
-    assert client.get_model_version_by_alias(MODEL, "champion").version == second
+    outcome = evaluate.run(chain, promote=True)
+    assert outcome.decision.kind == "promoted" and outcome.champion_version == second == _champion(client)
     expected = roc_auc_score(test["label"], detectors["good"].score(test, seed=0)[0])  # seeded: same scores
     assert outcome.results["challenger"]["auroc"] == pytest.approx(expected) and expected > 0.9
+    numbers = outcome.decision.numbers
+    assert numbers["gain_low"] > 0.5 and numbers["gain_low"] <= numbers["gain"] <= numbers["gain_high"]
     _assert_recorded(client, outcome, "promoted", champion=first)
 
     third = _register(mlflow_server, detectors["worse"], "worse again")
-    outcome = evaluate.run(config, promote=True)
-    assert outcome.decision.kind == "kept" and outcome.champion_version == second
-    assert client.get_model_version_by_alias(MODEL, "champion").version == second
+    outcome = evaluate.run(chain, promote=True)
+    assert outcome.decision.kind == "kept" and outcome.champion_version == second == _champion(client)
     assert outcome.results["champion"]["auroc"] == pytest.approx(expected)
     _assert_recorded(client, outcome, "kept", champion=second)
 
@@ -120,6 +145,33 @@ def test_first_model_becomes_champion_a_better_one_is_promoted_a_worse_one_is_ke
     assert client.get_run(dry.run_id).data.tags["vae.promotion.reason"].startswith("dry run (no --promote)")
     assert "vae.promotion.decision" in client.get_model_version(MODEL, third).tags  # untouched by the dry run
     assert "incumbent" not in client.get_registered_model(MODEL).aliases
+
+
+@pytest.mark.timeout(300)
+def test_a_gain_inside_the_bootstrap_noise_keeps_the_champion_and_the_same_gain_on_more_rows_promotes(
+    mlflow_server, thyroid_dir, detectors, tmp_path
+):
+    """The champion (`good`) against the same model trained one epoch longer, with no margin. On 260 labelled rows
+    (10 anomalies) its AUROC gain of about +0.008 has a 95 % interval reaching below zero: kept. On all 1,933 held-out
+    rows (93 anomalies) its gain of about +0.005 has an interval above zero: promoted."""
+    client, model = MlflowClient(mlflow_server), f"{MODEL}-twins"
+    test = pd.read_parquet(thyroid_dir / "test.parquet")
+    small = tmp_path / "small.parquet"
+    pd.concat([test[test.label == 1].iloc[:10], test[test.label == 0].iloc[:250]]).to_parquet(small, index=False)
+    gate = [f"model_name={model}", "floor=0", "baselines=false", "margin=0"]
+    champion = _register(mlflow_server, detectors["good"], "good", model)
+    assert evaluate.run(_config(mlflow_server, thyroid_dir, *gate), promote=True).decision.kind == "first_champion"
+    longer = _register(mlflow_server, _detector(pd.read_parquet(thyroid_dir / "train"), epochs=11), "longer", model)
+
+    outcome = evaluate.run(_config(mlflow_server, thyroid_dir, *gate, f"input={small}"), promote=True)
+    numbers = outcome.decision.numbers
+    assert numbers["gain"] > 0 and numbers["gain_low"] < 0 < numbers["gain_high"]
+    assert outcome.decision.kind == "kept" and "includes zero" in outcome.decision.reason
+    assert _champion(client, model) == champion
+
+    outcome = evaluate.run(_config(mlflow_server, thyroid_dir, *gate), promote=True)
+    assert 0 < outcome.decision.numbers["gain_low"] < outcome.decision.numbers["gain"]
+    assert outcome.decision.kind == "promoted" and _champion(client, model) == longer
 
 
 def test_bad_labels_or_aliases_fail_before_any_run(mlflow_server, thyroid_dir, tmp_path):

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pipelines.commands.promotion import decide, isolation_forest_scores, metrics, pca_reconstruction_scores
+from pipelines.commands.promotion import (
+    Gate,
+    decide,
+    gain_interval,
+    isolation_forest_scores,
+    metrics,
+    pca_reconstruction_scores,
+)
 
 
 def test_metrics_match_sklearn_on_a_tiny_labelled_set():
@@ -79,10 +86,33 @@ def test_isolation_forest_is_seeded_and_ranks_outliers_above_inliers():
     assert train_scores.shape == (400,) and row_scores[20:].min() > row_scores[:20].max()
 
 
-def test_the_first_model_becomes_champion():
-    decision = decide("auroc", 0.01, ("m/1", 0.7), None)
+GATE = Gate(metric="auroc", floor=0.5, margin=0.01, confidence=0.95)
+CLEAR = (0.02, 0.1)  # a bootstrap interval of the gain that lies above zero
+
+
+def test_the_first_model_becomes_champion_when_it_clears_the_floor_and_the_baselines():
+    decision = decide(GATE, ("m/1", 0.7), {"isolation_forest": 0.65, "pca": 0.6}, None)
     assert decision.kind == "first_champion" and decision.moves_champion
     assert "0.7000" in decision.reason
+    assert decision.numbers == {"challenger": 0.7, "floor": 0.5, "baseline_isolation_forest": 0.65,
+                                "baseline_pca": 0.6}  # fmt: skip
+
+
+def test_a_weak_first_challenger_is_refused_by_the_floor():
+    decision = decide(GATE, ("m/1", 0.15), {}, None)
+    assert decision.kind == "refused" and not decision.moves_champion
+    assert "0.1500 is below the floor 0.5" in decision.reason
+
+
+@pytest.mark.parametrize("champion", [None, ("m/1", 0.8, CLEAR)])
+def test_a_challenger_that_does_not_beat_every_baseline_is_refused(champion):
+    decision = decide(GATE, ("m/2", 0.9), {"isolation_forest": 0.95, "pca": 0.7}, champion)
+    assert decision.kind == "refused" and not decision.moves_champion
+    assert "does not beat the baseline(s) isolation_forest 0.9500" in decision.reason and "pca" not in decision.reason
+
+
+def test_a_tie_with_a_baseline_does_not_beat_it():
+    assert decide(GATE, ("m/2", 0.9), {"pca": 0.9}, None).kind == "refused"
 
 
 @pytest.mark.parametrize(
@@ -90,11 +120,47 @@ def test_the_first_model_becomes_champion():
     [(0.95, "promoted"), (0.91, "kept"), (0.905, "kept"), (0.5, "kept")],  # margin 0.01 over 0.90: 0.91 is a tie
 )
 def test_the_challenger_must_beat_the_champion_by_more_than_the_margin(challenger, kind):
-    decision = decide("average_precision", 0.01, ("m/2", challenger), ("m/1", 0.90))
+    gate = Gate(metric="average_precision", floor=0.0, margin=0.01, confidence=0.95)
+    decision = decide(gate, ("m/2", challenger), {}, ("m/1", 0.90, CLEAR))
     assert decision.kind == kind and decision.moves_champion == (kind == "promoted")
     assert f"AP {challenger:.4f} vs champion m/1 0.9000" in decision.reason
 
 
+def test_a_gain_whose_interval_includes_zero_keeps_the_champion():
+    decision = decide(GATE, ("m/2", 0.95), {}, ("m/1", 0.90, (-0.01, 0.11)))
+    assert decision.kind == "kept" and "includes zero" in decision.reason and "[-0.0100, +0.1100]" in decision.reason
+    assert decision.numbers["gain"] == pytest.approx(0.05) and decision.numbers["gain_low"] == -0.01
+
+
 def test_a_challenger_that_is_already_champion_is_kept():
-    decision = decide("auroc", 0.0, ("m/3", 0.9), ("m/3", 0.9))
+    decision = decide(GATE, ("m/3", 0.9), {}, ("m/3", 0.9, None))
     assert decision.kind == "kept" and "already the champion" in decision.reason
+
+
+def test_the_gain_interval_is_zero_for_the_same_scores_and_seeded():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(300) < 0.2).astype(int)
+    scores = rng.normal(size=300) + labels
+    assert gain_interval(labels, scores, scores, "auroc", 0.95, 50, seed=1) == (0.0, 0.0)
+    other = rng.normal(size=300) + 0.5 * labels
+    first = gain_interval(labels, scores, other, "average_precision", 0.9, 50, seed=1)
+    assert first == gain_interval(labels, scores, other, "average_precision", 0.9, 50, seed=1)
+    assert first != gain_interval(labels, scores, other, "average_precision", 0.9, 50, seed=2)
+
+
+def test_the_gain_interval_shrinks_with_rows_around_the_true_gain():
+    """Challenger separates the classes by 2 sd, champion by 1 sd: the AUROC gain is Phi(2/sqrt2) - Phi(1/sqrt2)
+    = 0.1816. On 40 rows the 95 % interval is wide and includes zero; on 4000 it is narrow and holds the truth."""
+    from scipy.stats import norm
+
+    truth = norm.cdf(2 / np.sqrt(2)) - norm.cdf(1 / np.sqrt(2))
+
+    def interval(rows: int) -> tuple[float, float]:
+        rng = np.random.default_rng(rows)
+        labels = np.repeat([0, 1], rows // 2)
+        noise = rng.normal(size=rows)  # the same noise in both models' scores: a paired comparison
+        return gain_interval(labels, noise + 2 * labels, noise + labels, "auroc", 0.95, 200, seed=0)
+
+    small, large = interval(40), interval(4000)
+    assert large[0] < truth < large[1] and large[1] - large[0] < 0.05 and large[0] > 0
+    assert small[1] - small[0] > 4 * (large[1] - large[0])
