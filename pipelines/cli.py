@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime.parquet_checks import DataError
     from .storage.filesystems import StorageError
     from .tracking.runs import TrackingError
-    from .tracking.scoped_env import quiet_artifact_transfers
+    from .tracking.scoped_env import bounded_tracking_retries, quiet_artifact_transfers
 
-    with quiet_artifact_transfers():  # for the command's run only
+    with quiet_artifact_transfers(), bounded_tracking_retries():  # for the command's run only
         command = importlib.import_module(COMMANDS[argv[0]])
         try:
             command.main(argv[1:])

@@ -24,7 +24,7 @@ from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems
-from pipelines.storage.partitions import Staging, publish, stage
+from pipelines.storage.partitions import Staging, partition_location, publish, stage
 from pipelines.tracking import plots
 from pipelines.tracking.monitoring import population_stability_index
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version
@@ -110,14 +110,16 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
 
 def _publish(config: ScoreJobConfig, scoring: ScoringPlan, staging: Staging, tally: Tally, tracker: Tracker,
              detector: Detector, started: float) -> ScoreSummary:  # fmt: skip
-    """Check that every row read was written, publish the staged partition and log the run."""
+    """Check that every row read was written, log the run, then publish the staged partition: a tracking server
+    that fails while the rows are scored fails the job before anything is published."""
     check_every_row_written(config.input_path, scoring.rows, tally)
     psi = population_stability_index(tally.deciles) if tally.scored and tally.deciles is not None else float("nan")
     model = f"{scoring.model_name}/{scoring.model_version}"
-    summary = ScoreSummary(model, config.date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi, "",
-                           time.perf_counter() - started)  # fmt: skip
-    summary.partition = publish(staging, dataclasses.asdict(summary))
+    partition = partition_location(staging.root, staging.run_date)
+    summary = ScoreSummary(model, config.date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi,
+                           partition, time.perf_counter() - started)  # fmt: skip
     _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
+    summary.partition = publish(staging, dataclasses.asdict(summary))
     return summary
 
 

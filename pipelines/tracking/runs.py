@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import mlflow
+import requests
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run
@@ -239,14 +240,32 @@ def tracked_run(
 ) -> Iterator[OpenRun]:
     """A run's lifecycle as one block: `tracker.start(run_name, params, ...)` before it, then the run ends FINISHED
     when the block completes and FAILED when it raises (the exception goes on). A run that fails to open is not
-    ended: there is none."""
+    ended: there is none.
+
+    A tracking server that fails inside the block (an MLflow or HTTP error) ends it with one TrackingError line, not
+    MLflow's traceback; when the block already failed, a failure to end the run leaves the block's error standing."""
     run_id, resumed = tracker.start(run_name, params, resume=resume, parent_run_id=parent_run_id)
     ok = False
     try:
         yield OpenRun(run_id, resumed)
         ok = True
+    except TRACKING_FAILURES as err:
+        raise TrackingError(f"MLflow at {tracker.uri} failed during run {run_name!r}: {_first_line(err)}") from err
     finally:
-        tracker.end(ok)
+        try:
+            tracker.end(ok)
+        except TRACKING_FAILURES as err:
+            if ok:
+                message = f"MLflow at {tracker.uri} could not end run {run_name!r}: {_first_line(err)}"
+                raise TrackingError(message) from err
+
+
+TRACKING_FAILURES = (MlflowException, requests.exceptions.RequestException)
+
+
+def _first_line(err: Exception) -> str:
+    text = err.message if isinstance(err, MlflowException) else str(err)
+    return (text.strip().splitlines() or [type(err).__name__])[0]
 
 
 MODEL_PACKAGES = ("torch", "numpy", "pandas", "pydantic", "pillow", "mlflow")  # what `vae` and the pyfunc import

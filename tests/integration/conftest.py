@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +64,10 @@ def stop_process_tree(proc: subprocess.Popen, grace: float = 15) -> None:
     proc.wait()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server (SQLite backend, proxied artifacts); yields its http URI."""
-    root = tmp_path_factory.mktemp("mlflow")
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real MLflow tracking server under `root` (SQLite backend, proxied artifacts) for one block; yields its
+    http URI and its process (a test may kill it: the block stops whatever is left)."""
     port = free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
     proc = subprocess.Popen(
@@ -78,10 +78,17 @@ def mlflow_server(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", timeout=120, proc=proc)
-        yield uri
+        yield uri, proc
     finally:
         stop_process_tree(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """The session's MLflow tracking server; yields its http URI."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow")) as (uri, _):
+        yield uri
 
 
 @pytest.fixture(scope="session")
@@ -206,10 +213,9 @@ def dead_train_workers() -> set[int]:
     return {a.pid for a in list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])}
 
 
-@pytest.fixture(scope="session")
-def scoring_model(mlflow_server, thyroid_dir) -> str:
-    """A real registered model `thyroid-scorer@champion` (trained in-process in seconds; the Ray Train path
-    has its own tests), with the reference statistics and key columns the training pipeline stores."""
+def register_scoring_model(tracking_uri: str, thyroid_dir: Path) -> str:
+    """A real registered model `thyroid-scorer@champion` on `tracking_uri` (trained in-process in seconds; the Ray
+    Train path has its own tests), with the reference statistics and key columns the training pipeline stores."""
     from pipelines.sample_data.datasets import THYROID_COLUMNS
     from pipelines.settings.yaml_configs import TrackingSettings
     from pipelines.tracking.monitoring import reference_statistics
@@ -225,12 +231,18 @@ def scoring_model(mlflow_server, thyroid_dir) -> str:
     detector.calibrate(detector.score(rows.iloc[:100])[0])
     scores, contributions = detector.score(rows)
     detector.metadata["score_reference"] = reference_statistics(scores, contributions)
-    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="fixtures", model_name="thyroid-scorer",
+    settings = TrackingSettings(tracking_uri=tracking_uri, experiment="fixtures", model_name="thyroid-scorer",
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)
     with tracked_run(tracker, "scoring-fixture", {}):
         tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
     return "thyroid-scorer@champion"
+
+
+@pytest.fixture(scope="session")
+def scoring_model(mlflow_server, thyroid_dir) -> str:
+    """`thyroid-scorer@champion` on the session's MLflow server."""
+    return register_scoring_model(mlflow_server, thyroid_dir)
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,10 @@ def _wait_for_job_agent(address: str, log_path, timeout: float = 180) -> None:
             break
         except Exception as error:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no job agent on {address} after {timeout:.0f} s; the head's log ends:\n"
-                                   + log_path.read_text()[-3000:]) from error
+                raise TimeoutError(
+                    f"no job agent on {address} after {timeout:.0f} s; the head's log ends:\n"
+                    + log_path.read_text()[-3000:]
+                ) from error
             time.sleep(2)
     while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         if time.monotonic() > deadline:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,12 +19,23 @@ from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.storage.partitions import SUCCESS, is_complete
 from pipelines.tracking.registry import load_registered_detector
-from tests.integration.conftest import run_command
+from tests.integration.conftest import register_scoring_model, run_command, running_mlflow_server
 
 
 def _overrides(input_dir, output, mlflow_server, model, run_date="2026-11-24") -> list[str]:
     return [f"input={input_dir}", f"output={output}", f"model={model}", f"run_date={run_date}",
             f"tracking.tracking_uri={mlflow_server}", "actors=1"]  # fmt: skip
+
+
+def _big_input(rows: pd.DataFrame, directory) -> object:
+    """~90k rows (the held-out rows 48 times, new ids) in 8 files, so that scoring and writing take long enough to be
+    interrupted."""
+    directory.mkdir()
+    for i in range(8):
+        rows.assign(row_id=rows.row_id + i * 10_000_000).pipe(
+            lambda f: pd.concat([f] * 6, ignore_index=True).assign(row_id=lambda g: g.row_id + np.arange(len(g)))
+        ).to_parquet(directory / f"part-{i}.parquet", index=False)  # fmt: skip
+    return directory
 
 
 def _files(path):
@@ -83,12 +95,7 @@ def test_a_job_killed_while_writing_leaves_no_partial_partition(
     local_ray, capsys, mlflow_server, scoring_model, thyroid_dir, tmp_path
 ):
     rows = pd.read_parquet(thyroid_dir / "test.parquet")
-    big = tmp_path / "big"
-    big.mkdir()
-    for i in range(8):  # ~90k rows, so that writing takes long enough to be interrupted
-        rows.assign(row_id=rows.row_id + i * 10_000_000).pipe(
-            lambda f: pd.concat([f] * 6, ignore_index=True).assign(row_id=lambda g: g.row_id + np.arange(len(g)))
-        ).to_parquet(big / f"part-{i}.parquet", index=False)  # fmt: skip
+    big = _big_input(rows, tmp_path / "big")
     output = tmp_path / "out"
     arguments = [
         "score",
@@ -118,3 +125,37 @@ def test_a_job_killed_while_writing_leaves_no_partial_partition(
     assert is_complete(partition)
     assert len(pd.read_parquet(partition)) == 8 * 6 * len(rows)
     assert (partition / SUCCESS).is_file() and not list((output / ".staging").iterdir())
+
+
+@pytest.mark.timeout(600)
+def test_a_tracking_server_that_dies_mid_scoring_fails_in_one_line_within_2_minutes_and_publishes_nothing(
+    local_ray, capsys, thyroid_dir, tmp_path
+):
+    big = _big_input(pd.read_parquet(thyroid_dir / "test.parquet"), tmp_path / "big")
+    output, server_root = tmp_path / "out", tmp_path / "mlflow"
+    server_root.mkdir()
+    killed_at: list[float] = []
+
+    def kill_while_writing(server: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed_at:
+            if list((output / ".staging").glob("run_date=2026-11-26-*/*.parquet")):
+                os.killpg(server.pid, signal.SIGKILL)  # the tracking server dies mid-job, without a goodbye
+                killed_at.append(time.monotonic())
+            time.sleep(0.05)
+
+    with running_mlflow_server(server_root) as (uri, server):
+        model = register_scoring_model(uri, thyroid_dir)
+        killer = threading.Thread(target=kill_while_writing, args=(server,), daemon=True)
+        killer.start()
+        done = run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"),
+                           *_overrides(big, output, uri, model, run_date="2026-11-26"), "batch_size=2048",
+                           "rows_per_file=8192")  # fmt: skip
+        ended = time.monotonic()
+        killer.join(timeout=5)
+    assert killed_at, "the job finished before the tracking server could be killed"
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = done.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith(f"vae-anomaly score: error: MLflow at {uri} failed"), line
+    assert ended - killed_at[0] < 120
+    assert not (output / "run_date=2026-11-26").exists()  # nothing published

@@ -4,16 +4,20 @@ it raises; a sweep closes what its trials left open or untagged. No MLflow: a st
 from types import SimpleNamespace
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, OUTCOME_TAG, TrialSummary, _close_stopped_trials
-from pipelines.tracking.runs import tracked_run
+from pipelines.tracking.runs import TrackingError, tracked_run
 
 
 class StandIn:
     """What `tracked_run` and `_close_stopped_trials` call on a Tracker, recorded."""
 
-    def __init__(self) -> None:
+    uri = "http://127.0.0.1:5000"
+
+    def __init__(self, end_fails: bool = False) -> None:
         self.calls: list[tuple] = []
+        self.end_fails = end_fails
 
     def start(self, run_name, params, resume=True, parent_run_id=None):
         self.calls.append(("start", run_name, dict(params), resume, parent_run_id))
@@ -21,6 +25,8 @@ class StandIn:
 
     def end(self, ok: bool) -> None:
         self.calls.append(("end", ok))
+        if self.end_fails:
+            raise MlflowException("API request to endpoint /api/2.0/mlflow/runs/update failed\nMax retries exceeded")
 
     def close_run(self, run_id, ok, tags) -> None:
         self.calls.append(("close", run_id, ok, dict(tags)))
@@ -49,6 +55,26 @@ def test_a_block_that_raises_ends_the_run_failed_and_the_error_goes_on():
     with pytest.raises(KeyError, match="boom"), tracked_run(tracker, "tune-1", {}):
         raise KeyError("boom")
     assert tracker.calls[-1] == ("end", False)
+
+
+def test_a_tracking_server_failing_inside_the_block_is_one_tracking_error_line():
+    tracker = StandIn(end_fails=True)  # the dead server fails the closing call too: the block's error stands
+    with pytest.raises(TrackingError) as err, tracked_run(tracker, "score-1", {}):
+        raise MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed\nMax retries exceeded")
+    assert str(err.value) == (f"MLflow at {tracker.uri} failed during run 'score-1': API request to endpoint "
+                              "/api/2.0/mlflow/runs/log-batch failed")  # fmt: skip
+    assert tracker.calls[-1] == ("end", False)
+
+
+def test_a_failure_to_end_the_run_leaves_the_blocks_own_error_standing():
+    with pytest.raises(KeyError, match="boom"), tracked_run(StandIn(end_fails=True), "tune-1", {}):
+        raise KeyError("boom")
+
+
+def test_a_completed_block_whose_run_cannot_be_ended_is_a_tracking_error():
+    ending = "could not end run 'train-1': API request to endpoint /api/2.0/mlflow"
+    with pytest.raises(TrackingError, match=ending), tracked_run(StandIn(end_fails=True), "train-1", {}):
+        pass
 
 
 def _child(run_id: str, status: str, tags: dict) -> SimpleNamespace:
