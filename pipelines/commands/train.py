@@ -8,13 +8,14 @@ calibrate the threshold on validation scores -> log plots, the model and its ver
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from pipelines.cli import run_config_command
+from pipelines.cli import config_parser
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import open_parquet
@@ -22,19 +23,26 @@ from pipelines.runtime.parquet_input import PreparedData, check_training_data, d
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.validation_pass import score_sample
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
-from pipelines.settings.yaml_configs import TrainPipelineConfig
+from pipelines.settings.yaml_configs import TrainPipelineConfig, load_config
 from pipelines.storage import filesystems
 from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
 from pipelines.tracking import plots
 from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
 from pipelines.tracking.monitoring import reference_statistics
+from pipelines.tracking.run_identity import (
+    CHANGES_TAG,
+    CHOSEN_PARAM,
+    CONFIG_HASH_TAG,
+    config_changes,
+    config_hash,
+    describe,
+)
 from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
-from vae import Detector, to_dict
+from vae import ConfigError, Detector, to_dict
 from vae.auto import resolve
 
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
 LOSS_METRICS = ["train_loss", "val_loss"]
-CHOSEN_PARAM = "chosen_from_data"  # the MLflow param naming the config keys whose values the data decided
 Config = TypeVar("Config", bound=TrainPipelineConfig)
 
 
@@ -56,12 +64,52 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
     params = {k: v for k, v in flatten(to_dict(config)).items() if k not in later}
+    done, changes = check_resume(config, tracker, params)
+    if done is not None:
+        return done
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
         with tracked_run(tracker, config.run.name, params) as tracked:
             print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from "
                   f"{data.path}; MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
-            return _train_and_register(config, tracker)
+            if changes:
+                print(f"resuming with a changed config (--resume-changed): {describe(changes)}", flush=True)
+                tracker.set_tags({CHANGES_TAG: json.dumps({key: now for key, (_, now) in changes.items()})})
+            outcome = _train_and_register(config, tracker)
+            tracker.set_tags({CONFIG_HASH_TAG: config_hash(params)})
+            return outcome
+
+
+def check_resume(
+    config: TrainPipelineConfig, tracker: Tracker, params: dict[str, str]
+) -> tuple[TrainOutcome | None, dict[str, tuple[str, str]]]:
+    """Before Ray starts, what an existing run of `config.run.name` allows: (its outcome, {}) when it already
+    registered a model trained with this very config (nothing is trained or registered again); (None, changes)
+    to resume it, `changes` holding the fields `run.resume_changed` lets differ. A run that exists with another
+    config is refused (ConfigError naming the fields), unless `run.resume_changed`; another architecture always."""
+    name = config.run.name
+    previous = tracker.find_run(name)
+    if previous is None:
+        return None, {}
+    registered = tracker.registered_by(previous)
+    if registered is not None and previous.data.tags.get(CONFIG_HASH_TAG) == config_hash(params):
+        model, tags = registered
+        print(f"run {name!r} already trained and registered {model.name}/{model.version} with this config: nothing "
+              "to train or register (a new run.name trains a new model)", flush=True)  # fmt: skip
+        last_epoch = int(tags.get("last_epoch", previous.data.params.get("train.epochs", 0)))
+        outcome = TrainOutcome(model, tracker.uri, previous.info.run_id, float(tags["threshold"]),
+                               float(tags["best_val_loss"]), last_epoch)  # fmt: skip
+        return outcome, {}
+    changes = config_changes(previous.data.params, previous.data.tags, params)
+    architecture = [key for key in changes if key.startswith("model.")]
+    if architecture or (changes and not config.run.resume_changed):
+        advice = (
+            "its checkpoints hold another architecture: use a new run.name"
+            if architecture
+            else "use a new run.name, or --resume-changed to go on from its checkpoint with the new values"
+        )
+        raise ConfigError(f"run.name: run {name!r} exists with another config ({describe(changes)}); {advice}")
+    return None, changes
 
 
 def prepare(config: Config) -> tuple[Config, PreparedData]:
@@ -159,7 +207,7 @@ def register(
                                 (*data.categorical, *data.condition_categorical),
                                 detector.preprocessor if data.image else None)  # fmt: skip
     registered = tracker.log_and_register(
-        detector, signature, {"run_name": config.run.name, **best, "threshold": threshold}
+        detector, signature, {"run_name": config.run.name, **best, "threshold": threshold, "last_epoch": last_epoch}
     )
     return TrainOutcome(registered, tracker.uri, tracker.run_id, threshold, best["best_val_loss"], last_epoch)
 
@@ -173,4 +221,11 @@ def report(outcome: TrainOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> TrainOutcome:
-    return run_config_command("train", __doc__, "train.yaml", "train.epochs=5", TrainPipelineConfig, argv, run, report)
+    parser = config_parser("train", __doc__, "train.yaml", "train.epochs=5")
+    parser.add_argument("--resume-changed", action="store_true",
+                        help="an existing run.name goes on with a changed config (run.resume_changed)")  # fmt: skip
+    args = parser.parse_args(argv)
+    overrides = [*args.overrides, *(["run.resume_changed=true"] if args.resume_changed else [])]
+    outcome = run(load_config(args.config, overrides, cls=TrainPipelineConfig))
+    report(outcome)
+    return outcome

@@ -46,7 +46,7 @@ from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
-from pipelines.tracking.runs import Tracker, flatten, tracked_run
+from pipelines.tracking.runs import REGISTERED_TAG, Tracker, flatten, tracked_run
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
@@ -308,7 +308,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     with tracked_run(tracker, trial.run.name, {}):  # the best trial's own run gets the model
         best_metrics = {"best_val_loss": best.val_loss, f"best_{metric}": best.best}
         training = register(trial, tracker, detector, prepared, best_metrics, best.epochs)
-    parent.set_tags({"vae.best_trial": best.trial_id, "vae.registered_version":
+    parent.set_tags({"vae.best_trial": best.trial_id, REGISTERED_TAG:
                      f"{training.registered.name}/{training.registered.version}"})  # fmt: skip
     return SweepOutcome(trials, best, metric, training, parent.run_id)
 

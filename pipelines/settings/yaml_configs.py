@@ -169,6 +169,7 @@ class RunSettings:
     checkpoints_to_keep: PositiveInt = 2  # the best by validation loss (the latest is always kept too)
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray started for the run
     local_cpus: PositiveInt = 4  # logical CPUs of a local Ray: more than workers use, so Ray Data can read
+    resume_changed: Flag = False  # let an existing `name` resume with another config (not another architecture)
 
     def resolved_storage_path(self) -> str:
         """An absolute path or a URI (Ray Train needs one or the other)."""

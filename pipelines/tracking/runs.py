@@ -35,6 +35,7 @@ from .scoped_env import scoped_tracking_uri
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
+REGISTERED_TAG = "vae.registered_version"  # on a run: NAME/VERSION of the model it registered last
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"  # the "model from code" file MLflow copies
 VAE_PACKAGE = Path(vae.__file__).resolve().parent  # the library the pyfunc imports, logged with it
@@ -126,20 +127,32 @@ class Tracker:
         Params already on a resumed run keep their first value; new ones are added. With `parent_run_id` the
         run is created as that run's child (a sweep's trial).
         """
-        experiment_id = self._experiment_id()
-        found = resume and self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )  # fmt: skip
-        if found:
-            run = found[0]
+        found = self.find_run(run_name) if resume else None
+        if found is not None:
+            run = found
             self.client.update_run(run.info.run_id, status="RUNNING")
         else:
             tags = {RUN_NAME_TAG: run_name} | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+            run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self._log_new_params(params, run.data.params)
-        return self.run_id, bool(found)
+        return self.run_id, found is not None
+
+    def find_run(self, run_name: str) -> Run | None:
+        """The latest run of this experiment named `run_name`, or None."""
+        found = self.client.search_runs(
+            [self._experiment_id()], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def registered_by(self, run: Run) -> tuple[RegisteredModel, dict[str, str]] | None:
+        """The model version `run` registered last (REGISTERED_TAG) and that version's tags, or None."""
+        if REGISTERED_TAG not in run.data.tags:
+            return None
+        name, version = run.data.tags[REGISTERED_TAG].rsplit("/", 1)
+        tags = self.client.get_model_version(name, version).tags
+        return RegisteredModel(name, version, self.settings.alias, f"models:/{name}/{version}"), tags
 
     def log_params(self, params: Mapping[str, str]) -> None:
         """Add `params` to the open run; those it already has keep their first value (a resumed run)."""
@@ -217,7 +230,7 @@ class Tracker:
             )
             version = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
         self.client.set_registered_model_alias(name, alias, version.version)
-        self.client.set_tag(self.run_id, "vae.registered_version", f"{name}/{version.version}")
+        self.client.set_tag(self.run_id, REGISTERED_TAG, f"{name}/{version.version}")
         return RegisteredModel(name, version.version, alias, f"models:/{name}/{version.version}")
 
     def set_alias(self, name: str, alias: str, version: str) -> None:

@@ -19,6 +19,7 @@ from pipelines.runtime.parquet_input import declare_features
 from pipelines.settings.yaml_configs import CONFIG_DIR, DataConfig, load_config
 from pipelines.tracking.scoped_env import scoped_tracking_uri
 from tests.integration.conftest import epoch_steps, train_overrides
+from vae import ConfigError
 
 CONFIG = CONFIG_DIR / "train.yaml"
 
@@ -99,6 +100,19 @@ def test_the_same_run_name_resumes_instead_of_starting_over(local_ray, mlflow_se
     assert second.run_id == first.run_id and second.last_epoch == 4
     assert "resuming from the checkpoint of epoch 2" in capfd.readouterr().out
     assert epoch_steps(MlflowClient(mlflow_server), first.run_id) == [1, 2, 3, 4]  # epochs 1-2 not trained again
+
+    # the same config again: the run is done, nothing is trained or registered (before Ray starts)
+    again = _run([*base, "train.epochs=4"])
+    assert "already trained and registered resume/" in capfd.readouterr().out
+    assert (again.registered.version, again.run_id, again.last_epoch) == (second.registered.version, first.run_id, 4)
+    assert again.threshold == pytest.approx(second.threshold)
+    assert len(MlflowClient(mlflow_server).search_model_versions("name = 'resume'")) == 2
+    # another config under the same name is refused with the fields that differ, another architecture always
+    with pytest.raises(ConfigError, match=r"run 'resume' exists with another config \(train.lr 0.001 -> 0.01\); "
+                                          r"use a new run.name, or --resume-changed"):  # fmt: skip
+        _run([*base, "train.epochs=5", "train.lr=0.01"])
+    with pytest.raises(ConfigError, match=r"model.latent_dim 3 -> 7.*another architecture"):
+        _run([*base, "train.epochs=5", "model.latent_dim=7", "run.resume_changed=true"])
 
 
 def test_integer_columns_are_typed_by_their_values(local_ray, tmp_path, capfd):
