@@ -36,9 +36,10 @@ from pipelines.tracking.run_identity import (
     config_changes,
     config_hash,
     describe,
+    refuse_changes,
 )
 from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
-from vae import ConfigError, Detector, to_dict
+from vae import Detector, to_dict
 from vae.auto import resolve
 
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
@@ -101,14 +102,7 @@ def check_resume(
                                float(tags["best_val_loss"]), last_epoch)  # fmt: skip
         return outcome, {}
     changes = config_changes(previous.data.params, previous.data.tags, params)
-    architecture = [key for key in changes if key.startswith("model.")]
-    if architecture or (changes and not config.run.resume_changed):
-        advice = (
-            "its checkpoints hold another architecture: use a new run.name"
-            if architecture
-            else "use a new run.name, or --resume-changed to go on from its checkpoint with the new values"
-        )
-        raise ConfigError(f"run.name: run {name!r} exists with another config ({describe(changes)}); {advice}")
+    refuse_changes("run.name", name, changes, config.run.resume_changed)
     return None, changes
 
 

@@ -10,6 +10,7 @@ MLflow holds one parent run per sweep (results table, plots) with one child run 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -46,6 +47,7 @@ from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
+from pipelines.tracking.run_identity import CHANGES_TAG, config_changes, describe, refuse_changes
 from pipelines.tracking.runs import REGISTERED_TAG, Tracker, flatten, tracked_run
 from vae import to_dict
 
@@ -264,13 +266,29 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     axes = parse_space(config.tune.space)
     parent = Tracker(config.tracking)
     filesystems.check_writable(config.run.resolved_storage_path())
+    params = flatten(to_dict(config))
+    changes = _check_resume(config, parent, params)
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
-        with tracked_run(parent, config.tune.name, flatten(to_dict(config))) as tracked:
+        with tracked_run(parent, config.tune.name, params) as tracked:
             swept = ", ".join(a.name for a in axes)
             print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
                   f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
+            if changes:
+                print(f"resuming with a changed config (--resume-changed): {describe(changes)}", flush=True)
+                parent.set_tags({CHANGES_TAG: json.dumps({key: now for key, (_, now) in changes.items()})})
             return _sweep_and_register(config, axes, parent)
+
+
+def _check_resume(config: TunePipelineConfig, parent: Tracker, params: dict[str, str]) -> dict:
+    """Before Ray starts: an existing sweep of `tune.name` resumes only with the config it was started with (as a
+    training run does, `pipelines.commands.train.check_resume`); returns the changes `run.resume_changed` allows."""
+    previous = parent.find_run(config.tune.name)
+    if previous is None:
+        return {}
+    changes = config_changes(previous.data.params, previous.data.tags, params)
+    refuse_changes("tune.name", config.tune.name, changes, config.run.resume_changed)
+    return changes
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:

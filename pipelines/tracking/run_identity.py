@@ -8,11 +8,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+from vae import ConfigError
+
 CHOSEN_PARAM = "chosen_from_data"  # the MLflow param naming the config keys whose values the data decided
 CHANGES_TAG = "vae.resumed_with"  # JSON {key: value} of the values a `--resume-changed` resume brought in
 CONFIG_HASH_TAG = "vae.registered_config"  # the hash of the config the run's registered model was trained with
 RUNTIME_KEYS = ("run.max_failures", "run.ray_address", "run.local_cpus", "run.checkpoints_to_keep",
-                "run.resume_changed")  # fmt: skip
+                "run.resume_changed", "tune.max_concurrent_trials")  # fmt: skip
 RUNTIME_PREFIXES = ("tracking.",)  # where and how the run happens, not what it trains
 RESUMABLE_KEYS = ("train.epochs", *RUNTIME_KEYS)  # a resume may train more (or fewer) epochs
 
@@ -49,3 +51,17 @@ def config_hash(current: Mapping[str, str]) -> str:
 def describe(changes: Mapping[str, tuple[str, str]]) -> str:
     """e.g. "train.lr 0.005 -> 0.01, model.latent_dim 4 -> 8"."""
     return ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changes.items())
+
+
+def refuse_changes(field: str, name: str, changes: Mapping[str, tuple[str, str]], resume_changed: bool) -> None:
+    """ConfigError (naming `field`, the run's name and each change) unless `changes` is empty, or
+    `resume_changed` allows them; a change of the architecture (`model.*`) is refused even then."""
+    architecture = [key for key in changes if key.startswith("model.")]
+    if not changes or (resume_changed and not architecture):
+        return
+    advice = (
+        "its checkpoints hold another architecture: use a new name"
+        if architecture
+        else f"use a new {field}, or --resume-changed to go on from its checkpoints with the new values"
+    )
+    raise ConfigError(f"{field}: run {name!r} exists with another config ({describe(changes)}); {advice}")

@@ -122,3 +122,24 @@ def test_integer_columns_are_typed_by_their_values(local_ray, tmp_path, capfd):
     typed = declare_features(DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), label="label"))
     assert (typed.numeric, typed.binary, typed.categorical) == (("x", "count"), ("flag", "ok"), ("city",))
     assert "2 numeric (x, count), 2 binary (flag, ok), 1 categorical (city)" in capfd.readouterr().out
+
+
+def test_a_sweep_name_resumes_only_with_the_config_it_started_with(mlflow_server, thyroid_dir, tmp_path):
+    """The check runs before Ray starts: a sweep's parent run (as a first start leaves it) against a changed grid."""
+    from pipelines.commands import tune
+    from pipelines.settings.yaml_configs import TunePipelineConfig
+    from pipelines.tracking.runs import Tracker, flatten, tracked_run
+    from vae import to_dict
+
+    overrides = [f"data.path={thyroid_dir / 'train'}", f"run.storage_path={tmp_path / 'runs'}", "tune.name=sweep-x",
+                 f"tracking.tracking_uri={mlflow_server}", "tracking.experiment=sweep-x"]  # fmt: skip
+    config = load_config(CONFIG_DIR / "tune.yaml", overrides, cls=TunePipelineConfig)
+    parent = Tracker(config.tracking)
+    with tracked_run(parent, "sweep-x", flatten(to_dict(config))):
+        pass
+    assert tune._check_resume(config, parent, flatten(to_dict(config))) == {}  # the same config resumes
+    changed = load_config(CONFIG_DIR / "tune.yaml", [*overrides, "tune.space.objective.beta.grid=[0.5]"],
+                          cls=TunePipelineConfig)  # fmt: skip
+    refused = r"tune.name: run 'sweep-x' exists with another config \(tune.space.objective.beta.grid .* -> .*0.5.*\)"
+    with pytest.raises(ConfigError, match=refused + "; use a new tune.name"):
+        tune.run(changed)
