@@ -49,12 +49,19 @@ def run_config_command(
     argv: list[str] | None,
     run: Callable[[Any], T],
     report: Callable[[T], None],
+    resumes: bool = False,
 ) -> T:
-    """A command's `main`: parse `--config` and overrides, load them as `cls`, `run` the config, `report` the result."""
+    """A command's `main`: parse `--config` and overrides, load them as `cls`, `run` the config, `report` the result.
+    A command that `resumes` named runs also takes `--resume-changed` (the override `run.resume_changed=true`)."""
     from .settings.yaml_configs import load_config
 
-    args = config_parser(command, doc, default_config, example).parse_args(argv)
-    outcome = run(load_config(args.config, args.overrides, cls=cls))
+    parser = config_parser(command, doc, default_config, example)
+    if resumes:
+        help_text = "an existing run of this name goes on with a changed config (run.resume_changed)"
+        parser.add_argument("--resume-changed", action="store_true", help=help_text)
+    args = parser.parse_args(argv)
+    overrides = [*args.overrides, *(["run.resume_changed=true"] if getattr(args, "resume_changed", False) else [])]
+    outcome = run(load_config(args.config, overrides, cls=cls))
     report(outcome)
     return outcome
 

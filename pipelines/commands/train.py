@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipelines.cli import config_parser
+from pipelines.cli import run_config_command
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import open_parquet
@@ -23,7 +23,7 @@ from pipelines.runtime.parquet_input import PreparedData, check_training_data, d
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.validation_pass import score_sample
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
-from pipelines.settings.yaml_configs import TrainPipelineConfig, load_config
+from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.storage import filesystems
 from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
 from pipelines.tracking import plots
@@ -215,11 +215,5 @@ def report(outcome: TrainOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> TrainOutcome:
-    parser = config_parser("train", __doc__, "train.yaml", "train.epochs=5")
-    parser.add_argument("--resume-changed", action="store_true",
-                        help="an existing run.name goes on with a changed config (run.resume_changed)")  # fmt: skip
-    args = parser.parse_args(argv)
-    overrides = [*args.overrides, *(["run.resume_changed=true"] if args.resume_changed else [])]
-    outcome = run(load_config(args.config, overrides, cls=TrainPipelineConfig))
-    report(outcome)
-    return outcome
+    return run_config_command("train", __doc__, "train.yaml", "train.epochs=5", TrainPipelineConfig, argv, run, report,
+                              resumes=True)  # fmt: skip

@@ -362,7 +362,8 @@ def report(outcome: SweepOutcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> SweepOutcome:
-    return run_config_command("tune", __doc__, "tune.yaml", "tune.num_samples=4", TunePipelineConfig, argv, run, report)
+    return run_config_command("tune", __doc__, "tune.yaml", "tune.num_samples=4", TunePipelineConfig, argv, run, report,
+                              resumes=True)  # fmt: skip
 
 
 if __name__ == "__main__":  # `ray submit cluster.yaml pipelines/commands/tune.py -- --config ...` runs this file

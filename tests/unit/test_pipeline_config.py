@@ -219,3 +219,17 @@ def test_apply_overrides_does_not_mutate_the_input():
     data = {"model": {"latent_dim": 2}}
     assert apply_overrides(data, ["model.latent_dim=5"]) == {"model": {"latent_dim": 5}}
     assert data == {"model": {"latent_dim": 2}}
+
+
+def test_resume_changed_is_a_flag_of_the_commands_that_resume_named_runs():
+    from pipelines.cli import run_config_command
+    from pipelines.settings.yaml_configs import TrainPipelineConfig
+
+    def loaded(*argv: str, resumes: bool = True) -> TrainPipelineConfig:
+        return run_config_command("train", "doc", "train.yaml", "", TrainPipelineConfig, list(argv),
+                                  lambda config: config, lambda _: None, resumes=resumes)  # fmt: skip
+
+    assert loaded("--resume-changed", "train.lr=0.01").run.resume_changed
+    assert not loaded("train.lr=0.01").run.resume_changed
+    with pytest.raises(SystemExit):
+        loaded("--resume-changed", resumes=False)
