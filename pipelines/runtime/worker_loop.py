@@ -121,12 +121,6 @@ def replica_divergence(modules: list[torch.nn.Module], device: torch.device) -> 
     return gap.item()
 
 
-def _every_rank_reported() -> None:
-    """Wait until every rank's `ray.train.report` of this epoch has returned (a rank that died raises here)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _gather(array: np.ndarray) -> np.ndarray:
     """The concatenation of every rank's `array` (N_rank,) in rank order."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -175,9 +169,8 @@ def selection_metrics(
 
 
 def _save_checkpoint(
-    directory: Path, detector: Detector, optimizer, adversary: Adversary | None, epoch: int, step: int, stopper,
-    metrics: dict[str, float],
-) -> None:  # fmt: skip
+    directory: Path, detector: Detector, optimizer, adversary: Adversary | None, epoch: int, step: int, stopper
+) -> None:
     save_detector(detector, directory / DETECTOR_DIR)
     state = {
         "optimizer": optimizer.state_dict(),
@@ -186,7 +179,6 @@ def _save_checkpoint(
         "best": stopper.best,
         "best_epoch": stopper.best_epoch,
         "bad_epochs": stopper.bad_epochs,
-        "metrics": metrics,  # what rank 0 logs for the epoch: logged on restore if a kill came before the log
     }
     if adversary is not None:
         state["adversary"] = adversary.state_dict()
@@ -207,7 +199,6 @@ class Resumed:
     step: int = 0  # optimiser steps so far (the KL warm-up counts them)
     optimizer: dict[str, Any] | None = None
     adversary: dict[str, Any] | None = None
-    metrics: dict[str, float] | None = None  # the checkpoint's epoch as rank 0 logs it
 
 
 class WorkerRun:
@@ -236,8 +227,6 @@ class WorkerRun:
             from pipelines.tracking.runs import EpochLogger
 
             self.logger = EpochLogger(spec.tracking_uri, spec.run_id)
-            if resumed.metrics and resumed.start_epoch not in self.logger.logged_epochs():
-                self.logger.log(resumed.start_epoch, resumed.metrics)  # its checkpoint was taken, its log was not
         self.train_rows = ShardBatches(ray.train.get_dataset_shard("train"), spec.shard_memory_bytes)
         self.val_rows = ShardBatches(ray.train.get_dataset_shard("validation"), spec.shard_memory_bytes)
 
@@ -253,8 +242,7 @@ class WorkerRun:
         stopper.best, stopper.best_epoch, stopper.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         if self.rank == 0:
             _progress(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
-        return Resumed(state["epoch"] + 1, state["step"], state["optimizer"], state.get("adversary"),
-                       state.get("metrics"))  # fmt: skip
+        return Resumed(state["epoch"] + 1, state["step"], state["optimizer"], state.get("adversary"))
 
     def build(self, resumed: Resumed) -> tuple[torch.nn.Module, torch.optim.Optimizer, Adversary | None]:
         """The DDP wrapper of the VAE, its optimiser and an AAE's adversary, with the states `resumed` holds."""
@@ -298,20 +286,13 @@ class WorkerRun:
         the checkpoint."""
         if self.rank != 0:
             ray.train.report(metrics)
-            _every_rank_reported()
             return
         if self.spec.progress:
             _progress(format_epoch(epoch + 1, self.config.epochs, train, val))
-        logged = {k: v for k, v in metrics.items() if k not in ("epoch", CHECKPOINT_SCORE)}
+        self.logger.log(epoch + 1, {k: v for k, v in metrics.items() if k not in ("epoch", CHECKPOINT_SCORE)})
         with tempfile.TemporaryDirectory() as tmp:
-            _save_checkpoint(Path(tmp), self.detector, self.optimizer, self.adversary, epoch, self.step, self.stopper,
-                             logged)  # fmt: skip
+            _save_checkpoint(Path(tmp), self.detector, self.optimizer, self.adversary, epoch, self.step, self.stopper)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        # Logged once Ray Train holds the epoch's checkpoint, which takes every rank's report: an epoch killed before
-        # that is trained (and logged) again after the restart, and one killed between the checkpoint and the log is
-        # logged from its checkpoint on restore: once each.
-        _every_rank_reported()
-        self.logger.log(epoch + 1, logged)
 
     def finish(self, epoch: int) -> dict[str, Any] | None:
         """After the loop (`epoch`: the last epoch run, counted from 0): every rank measures how far the replicas

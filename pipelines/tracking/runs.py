@@ -90,10 +90,6 @@ class EpochLogger:
     def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
         _log_metrics(self.client, self.run_id, metrics, epoch)
 
-    def logged_epochs(self, metric: str = "val_loss") -> set[int]:
-        """The epochs (steps) at which the run has `metric` (every epoch logs it)."""
-        return {m.step for m in self.client.get_metric_history(self.run_id, metric)}
-
 
 @dataclass
 class RegisteredModel:
