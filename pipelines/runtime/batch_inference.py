@@ -19,7 +19,7 @@ from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.storage.partitions import Staging
 from vae import Detector, ImagePreprocessor, Preprocessor
 
-from .cluster import actor_restarts, data_context_values
+from .cluster import data_context_values, map_batches_on_actors
 from .row_encoding import table_preprocessors
 from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
 
@@ -190,10 +190,11 @@ def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, d
     counter = ProgressCounter.remote()
     pool = ray.data.ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors or config.actors)
     with data_context_values(override_object_store_memory_limit_fraction=OBJECT_STORE_FRACTION):
-        scored = ray.data.read_parquet(config.input_path).select_columns(scoring.columns).map_batches(
+        scored = map_batches_on_actors(
+            ray.data.read_parquet(config.input_path).select_columns(scoring.columns),
             ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
             batch_size=config.batch_size, batch_format="pandas", compute=pool,
-            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None, **actor_restarts(),
+            num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
         )  # fmt: skip
     reference = detector.metadata.get("score_reference", {}).get("quantiles")
     sink = ScoredOutputSink(staging.location, staging.quarantine, scored_columns(scoring.keys, config.top_features),

@@ -119,20 +119,21 @@ def on_local_ray() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().gcs_address in _started_here
 
 
-def _no_restarts() -> dict[str, int]:
-    return {"max_restarts": 0}
-
-
-def actor_restarts() -> dict[str, object]:
-    """Keyword arguments for a Ray Data actor pool (`map_batches` with a callable class) about restarts.
+def map_batches_on_actors(ds: ray.data.Dataset, fn: type, **kwargs: object) -> ray.data.Dataset:
+    """`ds.map_batches(fn, **kwargs)` for a Ray Data actor pool (`fn` a callable class), restarts set by the Ray
+    it runs on.
 
     Ray Data restarts a crashed actor by default; its constructor arguments are always in the object store, for
     which Ray 2.60 logs an error line per actor on every run (ray-project/ray#57733). On a local Ray there is no
-    node to lose: an actor that crashes fails the job, and the console stays clean. The setting goes through
-    `ray_remote_args_fn` (applied to each actor as it is created): Ray 2.60 has no named parameter for it, and
-    its `ray_remote_args` prints a deprecation warning. On a cluster Ray's default stays.
-    """
-    return {"ray_remote_args_fn": _no_restarts} if on_local_ray() else {}
+    node to lose: its actors get `max_restarts=0` (a crashed actor fails the job) and the console stays clean.
+    Ray 2.60 takes that only as a remote arg, which it marks deprecated (`ray_remote_args` and `ray_remote_args_fn`
+    alike) with no named parameter yet: that warning is silenced for this call alone. On a cluster Ray's default
+    stays."""
+    if not on_local_ray():
+        return ds.map_batches(fn, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args", category=RayDeprecationWarning)
+        return ds.map_batches(fn, max_restarts=0, **kwargs)
 
 
 def cluster_capacity(resource: str) -> float:

@@ -11,7 +11,7 @@ import torch
 
 from vae import Detector, score_rows
 
-from .cluster import actor_restarts
+from .cluster import map_batches_on_actors
 
 SAMPLE_ROWS = 50_000  # the most validation rows whose scores reach the driver
 BATCH_ROWS = 4096
@@ -58,9 +58,9 @@ def score_sample(
     driver, whatever the size of `ds`."""
     if rows > sample_rows:
         ds = ds.random_sample(sample_rows / rows, seed=seed)
-    scored = ds.map_batches(
-        EncodedScorer, fn_constructor_kwargs={"detector": detector}, batch_size=BATCH_ROWS, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None), **actor_restarts(),
+    scored = map_batches_on_actors(
+        ds, EncodedScorer, fn_constructor_kwargs={"detector": detector}, batch_size=BATCH_ROWS, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
     )  # fmt: skip
     parts: list[dict[str, np.ndarray]] = []
     kept = 0

@@ -46,7 +46,8 @@ def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server):
     assert re.search(r"scores: .*/scores/run_date=\d{4}-\d{2}-\d{2}", out)
     console = out + done.stderr
     for ray_internals in ("PreemptionWatcher", "constructor arguments", "PYTHON worker processes have been started",
-                          "exclude_resources", "Progress bars disabled", "execution finished in"):  # fmt: skip
+                          "exclude_resources", "Progress bars disabled", "execution finished in",
+                          "RayDeprecationWarning"):  # fmt: skip
         assert ray_internals not in console, ray_internals
 
 
