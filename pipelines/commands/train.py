@@ -8,7 +8,6 @@ calibrate the threshold on validation scores -> log plots, the model and its ver
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from typing import TypeVar
@@ -29,15 +28,7 @@ from pipelines.storage.arrow_types import SCHEMA_KEY, recorded_schema
 from pipelines.tracking import plots
 from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
 from pipelines.tracking.monitoring import reference_statistics
-from pipelines.tracking.run_identity import (
-    CHANGES_TAG,
-    CHOSEN_PARAM,
-    CONFIG_HASH_TAG,
-    config_changes,
-    config_hash,
-    describe,
-    refuse_changes,
-)
+from pipelines.tracking.run_identity import CHOSEN_PARAM, CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
 from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
 from vae import Detector, to_dict
 from vae.auto import resolve
@@ -73,9 +64,7 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
         with tracked_run(tracker, config.run.name, params) as tracked:
             print(f"{'resuming' if tracked.resumed else 'starting'} run {config.run.name!r}: {rows} rows from "
                   f"{data.path}; MLflow {tracker.uri} (run {tracked.run_id})", flush=True)  # fmt: skip
-            if changes:
-                print(f"resuming with a changed config (--resume-changed): {describe(changes)}", flush=True)
-                tracker.set_tags({CHANGES_TAG: json.dumps({key: now for key, (_, now) in changes.items()})})
+            record_changes(tracker, changes)
             outcome = _train_and_register(config, tracker)
             tracker.set_tags({CONFIG_HASH_TAG: config_hash(params)})
             return outcome
@@ -83,15 +72,15 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
 
 def check_resume(
     config: TrainPipelineConfig, tracker: Tracker, params: dict[str, str]
-) -> tuple[TrainOutcome | None, dict[str, tuple[str, str]]]:
-    """Before Ray starts, what an existing run of `config.run.name` allows: (its outcome, {}) when it already
-    registered a model trained with this very config (nothing is trained or registered again); (None, changes)
-    to resume it, `changes` holding the fields `run.resume_changed` lets differ. A run that exists with another
-    config is refused (ConfigError naming the fields), unless `run.resume_changed`; another architecture always."""
+) -> tuple[TrainOutcome | None, ChangedResume | None]:
+    """Before Ray starts, what an existing run of `config.run.name` allows: (its outcome, None) when it already
+    registered a model trained with this very config (nothing is trained or registered again); (None, the changes
+    `run.resume_changed` lets in, or None) to resume it. A run that exists with another config is refused
+    (ConfigError naming the fields, `run_identity.allowed_changes`)."""
     name = config.run.name
     previous = tracker.find_run(name)
     if previous is None:
-        return None, {}
+        return None, None
     registered = tracker.registered_by(previous)
     if registered is not None and previous.data.tags.get(CONFIG_HASH_TAG) == config_hash(params):
         model, tags = registered
@@ -100,10 +89,16 @@ def check_resume(
         last_epoch = int(tags.get("last_epoch", previous.data.params.get("train.epochs", 0)))
         outcome = TrainOutcome(model, tracker.uri, previous.info.run_id, float(tags["threshold"]),
                                float(tags["best_val_loss"]), last_epoch)  # fmt: skip
-        return outcome, {}
-    changes = config_changes(previous.data.params, previous.data.tags, params)
-    refuse_changes("run.name", name, changes, config.run.resume_changed)
-    return None, changes
+        return outcome, None
+    data = previous.data
+    return None, allowed_changes(data.params, data.tags, params, "run.name", name, config.run.resume_changed)
+
+
+def record_changes(tracker: Tracker, changed: ChangedResume | None) -> None:
+    """Say what a `--resume-changed` resume brings in and record it on the open run (run or sweep)."""
+    if changed is not None:
+        print(changed.message, flush=True)
+        tracker.set_tags(changed.tags)
 
 
 def prepare(config: Config) -> tuple[Config, PreparedData]:

@@ -10,7 +10,6 @@ MLflow holds one parent run per sweep (results table, plots) with one child run 
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -32,6 +31,7 @@ from pipelines.commands.train import (
     TrainOutcome,
     chosen_params,
     prepare,
+    record_changes,
     register,
     report_auto,
     resolve_auto,
@@ -47,7 +47,7 @@ from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
-from pipelines.tracking.run_identity import CHANGES_TAG, config_changes, describe, refuse_changes
+from pipelines.tracking.run_identity import ChangedResume, allowed_changes
 from pipelines.tracking.runs import REGISTERED_TAG, Tracker, flatten, tracked_run
 from vae import to_dict
 
@@ -274,21 +274,18 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
             swept = ", ".join(a.name for a in axes)
             print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
                   f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
-            if changes:
-                print(f"resuming with a changed config (--resume-changed): {describe(changes)}", flush=True)
-                parent.set_tags({CHANGES_TAG: json.dumps({key: now for key, (_, now) in changes.items()})})
+            record_changes(parent, changes)
             return _sweep_and_register(config, axes, parent)
 
 
-def _check_resume(config: TunePipelineConfig, parent: Tracker, params: dict[str, str]) -> dict:
+def _check_resume(config: TunePipelineConfig, parent: Tracker, params: dict[str, str]) -> ChangedResume | None:
     """Before Ray starts: an existing sweep of `tune.name` resumes only with the config it was started with (as a
     training run does, `pipelines.commands.train.check_resume`); returns the changes `run.resume_changed` allows."""
     previous = parent.find_run(config.tune.name)
     if previous is None:
-        return {}
-    changes = config_changes(previous.data.params, previous.data.tags, params)
-    refuse_changes("tune.name", config.tune.name, changes, config.run.resume_changed)
-    return changes
+        return None
+    data = previous.data
+    return allowed_changes(data.params, data.tags, params, "tune.name", config.tune.name, config.run.resume_changed)
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from vae import ConfigError
 
@@ -53,12 +54,33 @@ def describe(changes: Mapping[str, tuple[str, str]]) -> str:
     return ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changes.items())
 
 
-def refuse_changes(field: str, name: str, changes: Mapping[str, tuple[str, str]], resume_changed: bool) -> None:
-    """ConfigError (naming `field`, the run's name and each change) unless `changes` is empty, or
-    `resume_changed` allows them; a change of the architecture (`model.*`) is refused even then."""
+@dataclass(frozen=True)
+class ChangedResume:
+    """What a `--resume-changed` resume brings in: the changes, and the CHANGES_TAG that records them over the
+    values of earlier changed resumes (so the next comparison starts from the config the run now trains)."""
+
+    changes: dict[str, tuple[str, str]]
+    tags: dict[str, str]
+
+    @property
+    def message(self) -> str:
+        return f"resuming with a changed config (--resume-changed): {describe(self.changes)}"
+
+
+def allowed_changes(
+    params: Mapping[str, str], tags: Mapping[str, str], current: Mapping[str, str], field: str, name: str,
+    resume_changed: bool,
+) -> ChangedResume | None:  # fmt: skip
+    """None when an existing run (its `params` and `tags`) has the `current` config (`config_changes`), the changes
+    when `resume_changed` allows them; otherwise ConfigError naming `field`, the run's name and each change. A change
+    of the architecture (`model.*`) is refused even with `resume_changed`."""
+    changes = config_changes(params, tags, current)
+    if not changes:
+        return None
     architecture = [key for key in changes if key.startswith("model.")]
-    if not changes or (resume_changed and not architecture):
-        return
+    if resume_changed and not architecture:
+        values = {**json.loads(tags.get(CHANGES_TAG, "{}")), **{key: now for key, (_, now) in changes.items()}}
+        return ChangedResume(changes, {CHANGES_TAG: json.dumps(values)})
     advice = (
         "its checkpoints hold another architecture: use a new name"
         if architecture
