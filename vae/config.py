@@ -224,17 +224,3 @@ def check_score_kind(objective: ObjectiveConfig, kind: str) -> None:
             f"an adversarial autoencoder (objective.kind=aae) has no KL-trained posterior, so {kind!r} is not a "
             f"likelihood bound; score it with 'reconstruction'",
         )
-
-
-__all__ = [
-    "DataLayout",
-    "FeatureBlock",
-    "ModelConfig",
-    "ObjectiveConfig",
-    "ScoreConfig",
-    "TrainConfig",
-    "auto_fields",
-    "check_resolved",
-    "check_score_kind",
-    "check_variant",
-]

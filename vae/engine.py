@@ -131,6 +131,21 @@ def _encoded(parts: LossParts) -> torch.Tensor:
     return parts.encoded
 
 
+def _batch_loss(
+    model: torch.nn.Module,
+    batch: Batch,
+    objective: ObjectiveConfig,
+    device: torch.device | str,
+    mixed_precision: bool,
+    step: int | None,
+    discriminator: torch.nn.Module | None,
+) -> tuple[int, LossParts]:
+    """One batch moved to `device` and its loss under autocast: (rows, parts); `step` None means full beta."""
+    x, c = unpack_batch(batch, device)
+    with autocast(device, mixed_precision):
+        return x.shape[0], compute_loss(model, x, c, objective, step, discriminator)
+
+
 def train_epoch(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -155,9 +170,7 @@ def train_epoch(
     totals = _Totals()
     discriminator = None if adversary is None else adversary.module
     for batch in batches:
-        x, c = unpack_batch(batch, device)
-        with autocast(device, mixed_precision):
-            parts = compute_loss(model, x, c, objective, step, discriminator)
+        rows, parts = _batch_loss(model, batch, objective, device, mixed_precision, step, discriminator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         if grad_clip is not None:
@@ -166,7 +179,7 @@ def train_epoch(
         if adversary is not None:
             with autocast(device, mixed_precision):
                 parts.extras["adv_discriminator"] = adversary.step(_encoded(parts))
-        totals.add(parts, x.shape[0], step)
+        totals.add(parts, rows, step)
         step += 1
     totals.check_finite()
     return totals.stats(step)
@@ -188,12 +201,11 @@ def evaluate(
     totals = _Totals()
     discriminator = None if adversary is None else adversary.module
     for batch in batches:
-        x, c = unpack_batch(batch, device)
-        with autocast(device, mixed_precision):
-            parts = compute_loss(model, x, c, objective, step=None, discriminator=discriminator)
-            if adversary is not None:
+        rows, parts = _batch_loss(model, batch, objective, device, mixed_precision, None, discriminator)
+        if adversary is not None:
+            with autocast(device, mixed_precision):
                 parts.extras["adv_discriminator"] = adversary.loss(_encoded(parts))
-        totals.add(parts, x.shape[0])
+        totals.add(parts, rows)
     return totals.stats(step=0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,17 +180,10 @@ class VAE(nn.Module):
         """Likelihood parameters for latents z (..., L), in full precision (float32 under autocast): (..., D)."""
         return full_precision(self.decoder(z, c))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor | None = None,
-        n_samples: int = 1,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        observed: torch.Tensor | None = None,
-    ) -> VAEOutput:
-        """Encode, draw `n_samples` latents per row, decode, and evaluate every log-density (see `evaluate`)."""
-        return self.evaluate(self.encode(x, c), x, c, n_samples, generator, noise, observed)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, **draw: Any) -> VAEOutput:
+        """Encode, draw latents per row, decode, and evaluate every log-density: `evaluate` on x's posterior, with
+        its keyword arguments (`n_samples`, `generator`, `noise`, `observed`)."""
+        return self.evaluate(self.encode(x, c), x, c, **draw)
 
     def evaluate(
         self,
