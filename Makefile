@@ -29,7 +29,7 @@ RAY_VERSION := 2.60.0
 IMAGE ?= vae-anomaly:ray$(RAY_VERSION)-py311-gpu
 PUSH ?=
 
-.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score score-cluster evaluate generate impute mlflow-ui data image
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score scores score-cluster score-cluster-submit soak evaluate generate impute mlflow-ui data image
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,25 +64,47 @@ tune: $(THYROID) ## Ray Tune sweep of beta x latent size on a local Ray (TUNE_CO
 	$(PY) -m pipelines tune --config $(TUNE_CONFIG) $(ARGS)
 
 # `ray job submit` of a pipeline command to the cluster at RAY_ADDRESS, with this directory as working dir.
-define submit
+define check_cluster_env
 	@test -n "$(RAY_ADDRESS)" || { echo "$@: set RAY_ADDRESS=http://<head>:8265" >&2; exit 2; }
 	@test -n "$(MLFLOW_TRACKING_URI)" || { echo "$@: set MLFLOW_TRACKING_URI to a server the cluster reaches" >&2; exit 2; }
-	$(VENV)/bin/ray job submit --address "$(RAY_ADDRESS)" --working-dir . \
-	  --runtime-env-json '{"excludes": [".venv", ".git", "mlruns", "runs", "outputs", "data"], "env_vars": {"MLFLOW_TRACKING_URI": "$(MLFLOW_TRACKING_URI)"}}' \
-	  -- python -m pipelines $(1) $(ARGS)
 endef
 
+# $(1): the command and its arguments; $(2): more `ray job submit` options
+define submit
+	$(VENV)/bin/ray job submit --address "$(RAY_ADDRESS)" --working-dir . $(2) \
+	  --runtime-env-json '{"excludes": [".venv", ".git", "mlruns", "runs", "outputs", "data"], "env_vars": {"MLFLOW_TRACKING_URI": "$(MLFLOW_TRACKING_URI)"$(if $(VAE_CATALOG_URI),$(comma) "VAE_CATALOG_URI": "$(VAE_CATALOG_URI)")}}' \
+	  -- python -m pipelines $(1) $(ARGS)
+endef
+comma := ,
+
 train-cluster: $(STAMP) ## Submit training to the Ray cluster at RAY_ADDRESS with `ray job submit` (needs MLFLOW_TRACKING_URI)
+	$(check_cluster_env)
 	$(call submit,train --config $(CLUSTER_CONFIG))
 
 tune-cluster: $(STAMP) ## Submit a Ray Tune sweep to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
+	$(check_cluster_env)
 	$(call submit,tune --config $(TUNE_CLUSTER_CONFIG))
 
-score: $(THYROID) $(DIGITS) ## Score Parquet rows with a registered model into a run-date partition (ARGS="input=... model=NAME@ALIAS")
+score: $(THYROID) $(DIGITS) ## Score Parquet rows with a registered model into the scores table (ARGS="input=... model=NAME@ALIAS")
 	$(PY) -m pipelines score --config $(SCORE_CONFIG) $(ARGS)
 
-score-cluster: $(STAMP) ## Submit the scoring job to the Ray cluster at RAY_ADDRESS (needs MLFLOW_TRACKING_URI)
-	$(call submit,score --config $(SCORE_CONFIG))
+scores: $(STAMP) ## Print what the scoring job published for a run date (ARGS="--run-date YYYY-MM-DD --top 5")
+	$(PY) -m pipelines scores --config $(SCORE_CONFIG) $(ARGS)
+
+# The logical date a scheduled run scores: RUN_DATE as the schedule passes it, else yesterday (UTC).
+SCORE_DATE = $(or $(RUN_DATE),$(shell date -u -d yesterday +%F))
+SCORE_JOB = score-$(SCORE_DATE)
+
+score-cluster: $(STAMP) ## Submit scoring for RUN_DATE (default yesterday, UTC) as Ray job score-<date>; a retry re-attaches
+	$(check_cluster_env)
+	@if $(VENV)/bin/ray job status --address "$(RAY_ADDRESS)" $(SCORE_JOB) >/dev/null 2>&1; then \
+	  echo "$(SCORE_JOB) was already submitted: following it"; \
+	  $(VENV)/bin/ray job logs --follow --address "$(RAY_ADDRESS)" $(SCORE_JOB); \
+	  $(VENV)/bin/ray job status --address "$(RAY_ADDRESS)" $(SCORE_JOB) | grep -q SUCCEEDED; \
+	else $(MAKE) --no-print-directory score-cluster-submit RUN_DATE=$(SCORE_DATE); fi
+
+score-cluster-submit:
+	$(call submit,score --config $(SCORE_CONFIG) run_date=$(SCORE_DATE),--submission-id $(SCORE_JOB))
 
 evaluate: $(THYROID) ## Challenger vs champion vs baselines on labelled rows, logged to MLflow (PROMOTE=1: apply the gate)
 	$(PY) -m pipelines evaluate --config $(EVALUATE_CONFIG) $(if $(PROMOTE),--promote) $(ARGS)
@@ -115,6 +137,9 @@ lint: $(STAMP) ## Check style with ruff
 
 bench: $(STAMP) ## Benchmark tables -> bench/RESULTS.md (not in `make test`; BENCH_QUICK=1: tiny, no file; BENCH_ARGS=...)
 	$(PY) -m bench $(if $(filter 1,$(BENCH_QUICK)),--quick,--results bench/RESULTS.md) $(BENCH_ARGS)
+
+soak: $(STAMP) ## Kill the scoring job 10 times at each commit step; prints partial reads and rows lost/duplicated (not in `make test`)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean: ## Remove the virtual environment, caches and generated data (keeps mlruns/ and runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info data outputs

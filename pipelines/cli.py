@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "pipelines.commands.train",
     "tune": "pipelines.commands.tune",
     "score": "pipelines.commands.score",
+    "scores": "pipelines.commands.scores",
     "evaluate": "pipelines.commands.evaluate",
     "generate": "pipelines.commands.generate",
     "impute": "pipelines.commands.impute",
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .runtime.parquet_checks import DataError
     from .storage.filesystems import StorageError
+    from .storage.scores_table import CatalogError, ConcurrentRunError
     from .tracking.runs import TrackingError
     from .tracking.scoped_env import bounded_tracking_retries, quiet_artifact_transfers
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
             return 2
-        except (DataError, StorageError, TrackingError, FileNotFoundError) as err:
+        except (DataError, StorageError, TrackingError, CatalogError, ConcurrentRunError, FileNotFoundError) as err:
             print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
             return 1
     return 0

@@ -19,14 +19,16 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines.sample_data.datasets import write_thyroid_parquet
 from pipelines.settings.model_jobs import EvaluateConfig, ScoreJobConfig
-from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
+from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config, resolve_path
+from pipelines.storage.scores_table import ScoresTable
 
 from . import evaluate, score, tune
 
 
-def report_scored_rows(partition: str, labelled: pd.DataFrame) -> float:
+def report_scored_rows(table: ScoresTable, run_date: str, labelled: pd.DataFrame) -> float:
     """AUROC / AP of the published scores against the held-out labels, and the 10 highest-scored rows."""
-    scored = pd.read_parquet(partition).merge(labelled[["row_id", "label"]], on="row_id")
+    rows = table.read(run_date).to_pandas()
+    scored = rows[rows.status == "scored"].merge(labelled[["row_id", "label"]], on="row_id")
     y, scores = scored["label"].to_numpy(), scored["anomaly_score"].to_numpy()
     auroc, ap = roc_auc_score(y, scores), average_precision_score(y, scores)
     flagged = scored["is_anomaly"].to_numpy()
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(prog="vae-anomaly demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / "tune.yaml"), help="the sweep's config")
     parser.add_argument("--data-dir", default="data/thyroid", help="where the Parquet files are written")
-    parser.add_argument("--output", default="outputs/demo-scores", help="root of the scored partitions")
+    parser.add_argument("--output", default="outputs/demo-scores", help="the scores table's warehouse")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of the sweep config")
     args = parser.parse_args(argv)
     _step(1, "data: the bundled thyroid rows as Parquet")
@@ -96,7 +98,10 @@ def main(argv: list[str] | None = None) -> float:
     )  # fmt: skip
     summary = score.run(job)
     score.report(summary)
-    auroc = report_scored_rows(summary.partition, pd.read_parquet(test_path))
-    print(f"\nscores: {summary.partition}  (quarantined rows under _quarantine/)")
-    print(f"model: models:/{summary.model} (alias @{alias}); MLflow: {tracking_uri}")
+    table = ScoresTable.at(resolve_path(job.output), job.table, job.catalog)
+    auroc = report_scored_rows(table, summary.run_date, pd.read_parquet(test_path))
+    print(f"\nmodel: models:/{summary.model} (alias @{alias}); MLflow: {tracking_uri}")
+    print(f"scores: Iceberg table {table.identifier} at {table.warehouse} (catalog {table.catalog_uri}), "
+          f"snapshot {summary.snapshot}; read them with:\n  python -m pipelines scores output={args.output} "
+          f"--run-date {summary.run_date} --top 5")  # fmt: skip
     return auroc

@@ -3,8 +3,9 @@ run_date=YYYY-MM-DD`
 
 The nightly job: resolve the registered model -> check the input's schema against it (before Ray starts) ->
 Ray Data, in one streaming pass: read Parquet, set aside rows that cannot be scored (with a reason) and score the
-rest on actors handed the model once, write both and tally them -> check that every row read was written ->
-publish the run date's partition atomically -> log the run, its drift signal and a histogram to MLflow.
+rest on actors handed the model once, write both as data files of the scores table and tally them -> check that
+every row read was written -> log the run, its drift signal and a histogram to MLflow -> replace the run date's
+rows of the Iceberg table in one catalog commit.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet
-from pipelines.runtime.scored_output import Tally
+from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage import filesystems
-from pipelines.storage.partitions import Staging, partition_location, publish, stage
+from pipelines.storage.fault_points import FaultPlan
+from pipelines.storage.scores_table import SNAPSHOT_JOB, SNAPSHOT_MODEL, SNAPSHOT_ROWS, ScoresTable
 from pipelines.tracking import plots
 from pipelines.tracking.monitoring import population_stability_index
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version
@@ -41,7 +43,8 @@ class ScoreSummary:
     rows_quarantined: int
     anomalies: int
     psi: float
-    partition: str
+    table: str  # the Iceberg table's identifier
+    snapshot: int  # the snapshot that holds this run's rows
     seconds: float
 
 
@@ -89,11 +92,14 @@ def check_every_row_written(input_path: str, rows: int, tally: Tally) -> None:
 
 
 def run(config: ScoreJobConfig) -> ScoreSummary:
-    """Score one run date; raises DataError / ConfigError / TrackingError on bad input, before writing."""
+    """Score one run date; raises DataError / ConfigError / TrackingError / CatalogError on bad input, before
+    writing, and ConcurrentRunError when another attempt committed the same date while this one ran."""
     started = time.perf_counter()
     scoring, detector = plan(config)
     date, output = config.date, resolve_path(config.output)
+    table = ScoresTable.at(output, config.table, config.catalog)
     filesystems.check_writable(output)
+    table.catalog()  # an unreachable catalog database fails here, before Ray starts
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
     with ray_session(config.ray_address, config.local_cpus):
@@ -103,23 +109,25 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
             print(f"scoring {scoring.rows:,} rows of {config.input_path} with {scoring.model_name} version "
                   f"{scoring.model_version} for {date}; MLflow {scoring.tracking_uri} (run {tracked.run_id})",
                   flush=True)  # fmt: skip
-            staging = stage(output, date)
-            tally = score_into(staging, config, scoring, detector)
-            return _publish(config, scoring, staging, tally, tracker, detector, started)
+            reference = detector.metadata.get("score_reference", {}).get("quantiles")
+            sink = ScoresSink(table, date, reference, min(1.0, SAMPLE_ROWS / max(scoring.rows, 1)),
+                              config.rows_per_file, FaultPlan.from_env())  # fmt: skip
+            tally = score_into(sink, config, scoring, detector)
+            return _publish(config, scoring, sink, tally, tracker, tracked.run_id, detector, started)
 
 
-def _publish(config: ScoreJobConfig, scoring: ScoringPlan, staging: Staging, tally: Tally, tracker: Tracker,
-             detector: Detector, started: float) -> ScoreSummary:  # fmt: skip
-    """Check that every row read was written, log the run, then publish the staged partition: a tracking server
+def _publish(config: ScoreJobConfig, scoring: ScoringPlan, sink: ScoresSink, tally: Tally, tracker: Tracker,
+             run_id: str, detector: Detector, started: float) -> ScoreSummary:  # fmt: skip
+    """Check that every row read was written, log the run, then commit the run date's rows: a tracking server
     that fails while the rows are scored fails the job before anything is published."""
     check_every_row_written(config.input_path, scoring.rows, tally)
     psi = population_stability_index(tally.deciles) if tally.scored and tally.deciles is not None else float("nan")
     model = f"{scoring.model_name}/{scoring.model_version}"
-    partition = partition_location(staging.root, staging.run_date)
     summary = ScoreSummary(model, config.date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi,
-                           partition, time.perf_counter() - started)  # fmt: skip
+                           config.table, 0, time.perf_counter() - started)  # fmt: skip
     _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
-    summary.partition = publish(staging, dataclasses.asdict(summary))
+    summary.snapshot = sink.commit({SNAPSHOT_MODEL: model, SNAPSHOT_JOB: run_id, SNAPSHOT_ROWS: str(tally.rows)})
+    tracker.set_tags({"vae.table": config.table, "vae.snapshot": str(summary.snapshot)})
     return summary
 
 
@@ -137,14 +145,13 @@ def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, detect
         reference = detector.metadata.get("score_reference", {}).get("quantiles")
         tracker.log_figure(plots.score_drift(sample, reference, threshold), "plots/scores_vs_reference.png")
     tracker.log_metrics(metrics)
-    tracker.set_tags({"vae.partition": summary.partition})
 
 
 def report(summary: ScoreSummary) -> None:
     print(f"{summary.run_date}: {summary.rows_read:,} rows read, {summary.rows_scored:,} scored, "
           f"{summary.rows_quarantined:,} quarantined, {summary.anomalies:,} anomalies "
           f"({summary.anomalies / max(summary.rows_scored, 1):.2%}), PSI {summary.psi:.3f}, model {summary.model}, "
-          f"{summary.seconds:.1f} s -> {summary.partition}")  # fmt: skip
+          f"{summary.seconds:.1f} s -> {summary.table} snapshot {summary.snapshot}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> ScoreSummary:

@@ -5,6 +5,7 @@ them; a progress line every few seconds while they run."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -16,12 +17,11 @@ import ray
 import ray.data
 
 from pipelines.settings.model_jobs import ScoreJobConfig
-from pipelines.storage.partitions import Staging
 from vae import Detector, ImagePreprocessor, Preprocessor
 
 from .cluster import data_context_values, map_batches_on_actors
 from .row_encoding import table_preprocessors
-from .scored_output import REASON, SAMPLE_ROWS, ScoredOutputSink, Tally
+from .scored_output import INPUT, REASON, STATUS, ScoresSink, Tally
 
 PROGRESS_EVERY_S = 5.0
 # The share of the object store the pass may fill (Ray Data's default: half). Reading runs ahead of scoring, so
@@ -109,18 +109,33 @@ class ProgressCounter:
         return self.rows
 
 
-def scored_columns(keys: list[str], top_features: int) -> list[str]:
-    """The columns of a scored row, in order."""
-    top = [f"top_feature_{rank}{part}" for rank in range(1, top_features + 1) for part in ("", "_share")]
-    return [*keys, "anomaly_score", "is_anomaly", *top, "model_name", "model_version", "run_date", "scored_at"]
+def output_schema(keys: pa.Schema, top_features: int) -> pa.Schema:
+    """The scores table's columns, in order: the `keys` as read, a scored row's score, flag and top features
+    (null for a quarantined row), its status, a quarantined row's reason and input (JSON), and the run's
+    constants."""
+    top = [pa.field(f"top_feature_{rank}{part}", kind) for rank in range(1, top_features + 1)
+           for part, kind in (("", pa.string()), ("_share", pa.float64()))]  # fmt: skip
+    return pa.schema([
+        *keys, pa.field("anomaly_score", pa.float64()), pa.field("is_anomaly", pa.bool_()), *top,
+        pa.field(STATUS, pa.string()), pa.field(REASON, pa.string()), pa.field(INPUT, pa.string()),
+        pa.field("model_name", pa.string()), pa.field("model_version", pa.string()),
+        pa.field("run_date", pa.string()), pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    ])  # fmt: skip
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, in order and type; a column it lacks is all null."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]  # fmt: skip
+    return pa.table(columns, schema=schema)
 
 
 class ScoreActor:
     """Ray Data callable class: sets aside the rows of a pandas batch that cannot be scored, with their reason,
     and scores the others with the detector it was given (moved to the actor's GPU when it has one).
 
-    Returns one table per batch: scored rows fill `scored_columns` and have a null `quarantine_reason`;
-    quarantined rows keep their input columns and the reason (`ScoredOutputSink` writes each kind apart)."""
+    Returns one table per batch in the scores table's schema (`job["schema"]`, see `output_schema`): scored rows
+    with status "scored", quarantined rows with status "quarantined", their reason and their input as JSON."""
 
     def __init__(self, detector: Detector, job: dict, counter) -> None:
         self.detector = detector
@@ -135,25 +150,40 @@ class ScoreActor:
         reference = self.detector.metadata.get("score_reference", {})
         self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
         self.names = pa.array(self.detector.feature_names, pa.string())
-        self.columns = scored_columns(list(job["keys"]), job["top_features"])
-        self.constants = pa.Table.from_pandas(pd.DataFrame({  # one row, repeated into every scored batch
+        self.schema: pa.Schema = job["schema"]
+        self.constants = pa.table({  # one row, repeated into every batch
             "model_name": [job["model_name"]], "model_version": [job["model_version"]],
             "run_date": [job["run_date"]], "scored_at": [pd.Timestamp(job["scored_at"])],
-        }), preserve_index=False)  # fmt: skip
+        })  # fmt: skip
         self.counter = counter
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         tagged = quarantine_reasons(batch, self.preprocessors, self.job["quarantine_unseen"], self.image)
         bad = tagged[REASON].notna().to_numpy()
-        good = batch[~bad]
-        scored = self._score(good) if len(good) else pa.Table.from_pandas(pd.DataFrame(columns=self.columns))
+        parts = [self._score(batch[~bad])] if (~bad).any() else []
+        if bad.any():
+            parts.append(self._quarantined(tagged[bad]))
         self.counter.add.remote(len(batch))
-        quarantined = pa.Table.from_pandas(tagged[bad], preserve_index=False)
-        return pa.concat_tables([scored, quarantined], promote_options="default")
+        return pa.concat_tables([_conform(part, self.schema) for part in parts])
+
+    def _with_constants(self, columns: dict[str, pa.Array], rows: int) -> pa.Table:
+        constants = self.constants.take(pa.array(np.zeros(rows, dtype=np.int64)))
+        columns.update(zip(constants.column_names, constants.columns, strict=True))
+        return pa.table(columns)
+
+    def _quarantined(self, rows: pd.DataFrame) -> pa.Table:
+        """A batch of quarantined rows: keys, status, reason and the other input columns as one JSON object."""
+        keys = list(self.job["keys"])
+        columns = {key: pa.Array.from_pandas(rows[key]) for key in keys}
+        inputs = json.loads(rows.drop(columns=[*keys, REASON]).to_json(orient="records", double_precision=15))
+        columns[STATUS] = pa.array(["quarantined"] * len(rows))
+        columns[REASON] = pa.array(rows[REASON].tolist(), pa.string())
+        columns[INPUT] = pa.array([json.dumps(values) for values in inputs], pa.string())
+        return self._with_constants(columns, len(rows))
 
     def _score(self, batch: pd.DataFrame) -> pa.Table:
-        """The `scored_columns` of a batch of N scorable rows, built as Arrow columns (feature names by index
-        into the names, the run's constants repeated), with no Python object per row."""
+        """A batch of N scorable rows, built as Arrow columns (feature names by index into the names, the run's
+        constants repeated), with no Python object per row."""
         scores, contributions = self.detector.score(batch, batch_size=len(batch))
         columns = {key: pa.Array.from_pandas(batch[key]) for key in self.job["keys"]}
         columns["anomaly_score"], columns["is_anomaly"] = pa.array(scores), pa.array(scores > self.job["threshold"])
@@ -164,9 +194,8 @@ class ScoreActor:
         for rank in range(order.shape[1]):
             columns[f"top_feature_{rank + 1}"] = self.names.take(pa.array(order[:, rank]))
             columns[f"top_feature_{rank + 1}_share"] = pa.array(top_shares[:, rank])
-        constants = self.constants.take(pa.array(np.zeros(len(batch), dtype=np.int64)))
-        columns.update(zip(constants.column_names, constants.columns, strict=True))
-        return pa.table(columns).select(self.columns)
+        columns[STATUS] = pa.array(np.full(len(batch), "scored"))
+        return self._with_constants(columns, len(batch))
 
 
 def _report_progress(counter, total: int, stop: threading.Event) -> None:
@@ -178,28 +207,25 @@ def _report_progress(counter, total: int, stop: threading.Event) -> None:
             print(f"scored {rows:,}/{total:,} rows  ({rows / elapsed:,.0f} rows/s)", flush=True)
 
 
-def score_into(staging: Staging, config: ScoreJobConfig, scoring: ScoringPlan, detector: Detector) -> Tally:
-    """Score the input in one streaming pass with Ray Data: scored rows to the staging location, quarantined rows
-    to its `_quarantine`; returns what the write tasks tallied (`ScoredOutputSink`)."""
+def score_into(sink: ScoresSink, config: ScoreJobConfig, scoring: ScoringPlan, detector: Detector) -> Tally:
+    """Score the input in one streaming pass with Ray Data and write every row, scored or quarantined, with
+    `sink` (nothing is committed yet: see `ScoresSink.commit`); returns what the write tasks tallied."""
+    rows = ray.data.read_parquet(config.input_path).select_columns(scoring.columns)
+    keys = pa.schema([rows.schema().base_schema.field(key) for key in scoring.keys])
     job = {
         "keys": scoring.keys, "threshold": scoring.threshold, "kind": config.kind, "samples": config.samples,
         "top_features": config.top_features, "model_name": scoring.model_name, "model_version": scoring.model_version,
         "run_date": config.date, "scored_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "quarantine_unseen": scoring.quarantine_unseen,
+        "quarantine_unseen": scoring.quarantine_unseen, "schema": output_schema(keys, config.top_features),
     }  # fmt: skip
     counter = ProgressCounter.remote()
     pool = ray.data.ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors or config.actors)
     with data_context_values(override_object_store_memory_limit_fraction=OBJECT_STORE_FRACTION):
         scored = map_batches_on_actors(
-            ray.data.read_parquet(config.input_path).select_columns(scoring.columns),
-            ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
+            rows, ScoreActor, fn_constructor_kwargs={"detector": detector, "job": job, "counter": counter},
             batch_size=config.batch_size, batch_format="pandas", compute=pool,
             num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
         )  # fmt: skip
-    reference = detector.metadata.get("score_reference", {}).get("quantiles")
-    sink = ScoredOutputSink(staging.location, staging.quarantine, scored_columns(scoring.keys, config.top_features),
-                            [*scoring.columns, REASON], reference, min(1.0, SAMPLE_ROWS / max(scoring.rows, 1)),
-                            config.rows_per_file)  # fmt: skip
     stop = threading.Event()
     reporter = threading.Thread(target=_report_progress, args=(counter, scoring.rows, stop), daemon=True)
     reporter.start()

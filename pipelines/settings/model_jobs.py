@@ -59,7 +59,9 @@ class ScoreJobConfig:
     """The scheduled scoring job: which model scores which rows into which run-date partition."""
 
     input: str  # Parquet file, directory or URI; "{run_date}" in it is replaced by the run date
-    output: str = "outputs/scores"  # local path or URI; partitions land in <output>/run_date=YYYY-MM-DD/
+    output: str = "outputs/scores"  # the Iceberg warehouse: local path, shared mount or s3:// URI
+    table: str = "vae.scores"  # namespace.table in the catalog; each run replaces its run_date's rows
+    catalog: str = ""  # SQLAlchemy URI of the catalog; empty: VAE_CATALOG_URI, else <output>/catalog.db (SQLite)
     model: ModelSpec = "vae-anomaly@champion"
     run_date: RunDate = ""
     key: tuple[str, ...] = ()  # id columns copied to the output; default: the model's key columns
@@ -69,7 +71,7 @@ class ScoreJobConfig:
     top_features: Count = 3
     unknown_categories: Literal["score", "quarantine"] = "score"  # score them in the unknown bucket, or set aside
     batch_size: PositiveInt = 4096
-    rows_per_file: PositiveInt = 250_000  # rows per output Parquet file (the last of each kind holds the rest)
+    rows_per_file: PositiveInt = 250_000  # rows a write task gathers before writing its data files
     actors: PositiveInt = 2  # scoring actors started before any row is scored
     max_actors: PositiveInt | None = None  # the pool grows to this many while rows wait and the cluster has room
     cpus_per_actor: Positive = 1.0

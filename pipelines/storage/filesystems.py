@@ -71,27 +71,6 @@ def require_bucket(location: str) -> None:
         raise StorageError(f"{location}: the bucket does not exist")
 
 
-def delete_dir(location: str) -> None:
-    """Remove `location` and everything under it (on an object store: every object with that prefix)."""
-    fs, path = filesystem(location)
-    try:
-        fs.delete_dir(path.rstrip("/"))
-    except FileNotFoundError:
-        pass
-    except (OSError, pa.ArrowException) as err:
-        raise explain(err, location) from err
-
-
-def subdirectories(location: str) -> list[str]:
-    """The names of the directories (prefixes) directly under `location`."""
-    fs, path = filesystem(location)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
-    except (OSError, pa.ArrowException) as err:
-        raise explain(err, location) from err
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-
-
 def check_writable(location: str) -> None:
     """Fail now, before any work, if `location` cannot be written: write a probe object and delete it."""
     fs, path = filesystem(location)
@@ -115,36 +94,3 @@ def list_files(location: str) -> list[str]:
     except (OSError, pa.ArrowException) as err:
         raise explain(err, location) from err
     return sorted(i.path[len(base) + 1 :] for i in infos if i.type == pafs.FileType.File)
-
-
-def read_text(location: str) -> str | None:
-    """The file's text, or None when it does not exist."""
-    fs, path = filesystem(location)
-    try:
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return None
-        with fs.open_input_stream(path) as source:
-            return source.read().decode()
-    except (OSError, pa.ArrowException) as err:
-        raise explain(err, location) from err
-
-
-def write_text(location: str, text: str) -> None:
-    """One object (or file) written in a single request: readers see the old content or the new, never a part."""
-    fs, path = filesystem(location)
-    try:
-        with fs.open_output_stream(path) as out:
-            out.write(text.encode())
-    except (OSError, pa.ArrowException) as err:
-        raise explain(err, location) from err
-
-
-def delete(location: str, relative_paths: list[str]) -> None:
-    fs, path = filesystem(location)
-    for relative in relative_paths:
-        try:
-            fs.delete_file(f"{path.rstrip('/')}/{relative}")
-        except FileNotFoundError:
-            pass
-        except (OSError, pa.ArrowException) as err:
-            raise explain(err, location) from err

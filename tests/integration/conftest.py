@@ -162,6 +162,13 @@ def run_command(capsys, *argv: str) -> CommandResult:
     return CommandResult(code, out, err)
 
 
+def published_rows(output: Path | str, run_date: str) -> pd.DataFrame:
+    """The rows a score job committed for `run_date` to the scores table in the warehouse `output`."""
+    from pipelines.storage.scores_table import ScoresTable
+
+    return ScoresTable.at(str(output), "vae.scores").read(run_date).to_pandas()
+
+
 def train_overrides(data_dir: Path, tmp: Path, tracking_uri: str, name: str, epochs: int = 4) -> list[str]:
     """Small, fast settings for the thyroid config, isolated in tmp."""
     return [

@@ -50,8 +50,8 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
 
 @contextmanager
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server with an empty database `mlflow`; yields its URI. `initdb` refuses root, so as root the
-    server runs as the `postgres` system user."""
+    """A PostgreSQL server with empty databases `mlflow` and `iceberg`; yields the first's URI. `initdb` refuses
+    root, so as root the server runs as the `postgres` system user."""
     initdb, server = require("initdb", POSTGRES_HINT), require("postgres", POSTGRES_HINT)
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="vae-postgres-"))
@@ -66,6 +66,7 @@ def postgres() -> Iterator[str]:
     try:
         wait_for_port(port, 60, proc)
         _create_database(port, "mlflow")
+        _create_database(port, "iceberg")  # the scores table's catalog: a database of its own on the same server
         yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
     finally:
         if proc.poll() is None:

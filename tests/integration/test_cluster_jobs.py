@@ -12,9 +12,9 @@ import time
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from ray.job_submission import JobSubmissionClient
 
-from pipelines.storage.partitions import is_complete
-from tests.integration.conftest import PROJECT, VENV_BIN, free_port, stop_process_tree, wait_for_http
+from tests.integration.conftest import PROJECT, VENV_BIN, free_port, published_rows, stop_process_tree, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +91,23 @@ def test_make_train_cluster_then_score_cluster(ray_head, mlflow_server, thyroid_
     assert MlflowClient(mlflow_server).get_model_version_by_alias("cluster-job", "challenger").version == "1"
 
     output = tmp_path / "scores"
-    scored = _make("score-cluster", address, env, mlflow_server, [
-        f"input={thyroid_dir / 'test.parquet'}", f"output={output}", "model=cluster-job@challenger",
-        "run_date=2026-11-24", "actors=1",
-    ])  # fmt: skip
+    score_args = [
+        f"input={thyroid_dir / 'test.parquet'}",
+        f"output={output}",
+        "model=cluster-job@challenger",
+        "actors=1",
+    ]
+    scored = _make("score-cluster", address, env, mlflow_server, score_args, "RUN_DATE=2026-11-24")
     assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
-    partition = output / "run_date=2026-11-24"
-    assert is_complete(partition)
-    assert len(pd.read_parquet(partition)) == len(pd.read_parquet(thyroid_dir / "test.parquet"))
+    rows = published_rows(output, "2026-11-24")
+    assert len(rows) == len(pd.read_parquet(thyroid_dir / "test.parquet"))
+
+    retried = _make("score-cluster", address, env, mlflow_server, score_args, "RUN_DATE=2026-11-24")
+    assert retried.returncode == 0, retried.stdout[-3000:] + retried.stderr[-3000:]
+    assert "score-2026-11-24 was already submitted: following it" in retried.stdout  # re-attached, no second job
+    jobs = [j for j in JobSubmissionClient(address).list_jobs() if (j.submission_id or "").startswith("score-")]
+    assert [j.submission_id for j in jobs] == ["score-2026-11-24"]
+    assert published_rows(output, "2026-11-24").scored_at.equals(rows.scored_at)  # not scored again
 
 
 EPOCHS = 6

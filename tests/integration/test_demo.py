@@ -9,9 +9,11 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
+from tests.integration.conftest import run_command
+
 
 @pytest.mark.timeout(900)
-def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server):
+def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server, capsys):
     done = subprocess.run(
         [sys.executable, "-m", "pipelines", "demo", "--data-dir", str(tmp_path / "data"),
          "--output", str(tmp_path / "scores"), f"run.storage_path={tmp_path / 'runs'}",
@@ -43,7 +45,20 @@ def test_demo_sweeps_promotes_scores_and_reports_auroc(tmp_path, mlflow_server):
     table = re.findall(r"^\s+\d+\s+[\d.]+\s+(anomaly|normal)\s", out, flags=re.M)
     assert len(table) == 10 and table.count("anomaly") >= 7  # anomalies are 4.8 % of the held-out rows
     assert f"MLflow: {mlflow_server}" in out
-    assert re.search(r"scores: .*/scores/run_date=\d{4}-\d{2}-\d{2}", out)
+    snapshot = re.search(r"^scores: Iceberg table vae\.scores at .*/scores \(catalog sqlite:.*\), snapshot (\d+); "
+                         r"read them with:\n  python -m pipelines scores output=\S+ --run-date (\S+) --top 5$", out,
+                         flags=re.M)  # fmt: skip
+    assert snapshot and out.rstrip().endswith("--top 5"), out[-1000:]
+    shown = run_command(
+        capsys, "scores", f"output={tmp_path / 'scores'}", "--run-date", snapshot.group(2), "--top", "5"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        f"vae.scores run_date {snapshot.group(2)}: snapshot {snapshot.group(1)} (model demo-model/{version}"
+        in shown.stdout
+    )
+    assert "1,933 rows: 1,933 scored, 0 quarantined" in shown.stdout
+    assert len(re.findall(r"^\d+  \d+\.\d{3}  \w+ \d+%", shown.stdout, flags=re.M)) == 5, shown.stdout
     console = out + done.stderr
     for ray_internals in ("PreemptionWatcher", "constructor arguments", "PYTHON worker processes have been started",
                           "exclude_resources", "Progress bars disabled", "execution finished in",

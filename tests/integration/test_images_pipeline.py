@@ -16,7 +16,7 @@ from pipelines.runtime.parquet_checks import DataError
 from pipelines.sample_data.datasets import write_digits_parquet
 from pipelines.settings.model_jobs import GenerateConfig, ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from tests.integration.conftest import train_overrides
+from tests.integration.conftest import published_rows, train_overrides
 
 CONFIG = CONFIG_DIR / "train-digits.yaml"
 
@@ -58,8 +58,8 @@ def test_digits_cvae_trains_one_epoch_logs_image_grids_and_scores_every_image(lo
         "run_date=2026-11-24", f"tracking.tracking_uri={mlflow_server}", "actors=1",
     ], cls=ScoreJobConfig)  # fmt: skip
     summary = score.run(config)
-    scored = pd.read_parquet(summary.partition)
-    quarantined = pd.read_parquet(f"{summary.partition}/_quarantine")
+    rows = published_rows(tmp_path / "scores", "2026-11-24")
+    scored, quarantined = rows[rows.status == "scored"], rows[rows.status == "quarantined"]
     assert len(scored) == summary.rows_scored == len(test_rows) == 359
     assert sorted(scored["image_id"]) == sorted(test_rows["image_id"])  # one row per usable input image
     assert dict(zip(quarantined["image_id"], quarantined["quarantine_reason"], strict=True)) == {

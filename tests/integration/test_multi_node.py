@@ -13,8 +13,7 @@ from mlflow import MlflowClient
 from pipelines.commands import score
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from pipelines.storage.partitions import is_complete
-from tests.integration.conftest import stop_local_ray
+from tests.integration.conftest import published_rows, stop_local_ray
 
 pytestmark = [pytest.mark.own_ray, pytest.mark.timeout(900)]
 FILES = 12
@@ -60,9 +59,7 @@ def test_a_multi_file_input_is_scored_across_the_nodes_every_row_exactly_once(
     from ray._private.state import actors  # the GCS's actor table: the state API needs a dashboard
 
     summary = score.run(_config(many_files, tmp_path, mlflow_server, scoring_model))
-    partition = tmp_path / "run_date=2026-11-24"
-    assert is_complete(partition)
-    written = pd.read_parquet(partition).row_id.to_numpy()
+    written = published_rows(tmp_path, "2026-11-24").row_id.to_numpy()
     source = pd.read_parquet(many_files).row_id.to_numpy()
     assert len(written) == len(source) == summary.rows_read == summary.rows_scored
     np.testing.assert_array_equal(np.sort(written), np.sort(source))  # each row once: no loss, no duplicate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,11 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.commands import score
+from pipelines.runtime.scored_output import ScoresSink
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from pipelines.storage.partitions import SUCCESS, is_complete
+from pipelines.storage.fault_points import FAULT_ENV
+from pipelines.storage.scores_table import ConcurrentRunError, ScoresTable
 from pipelines.tracking.registry import load_registered_detector
 from tests.integration.conftest import register_scoring_model, run_command, running_mlflow_server
 
@@ -42,26 +45,35 @@ def _files(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
 
+def _table(output) -> ScoresTable:
+    return ScoresTable.at(str(output), "vae.scores")
+
+
+def _rows(output, run_date: str, snapshot: int | None = None) -> pd.DataFrame:
+    return _table(output).read(run_date, snapshot).to_pandas()
+
+
 @pytest.mark.timeout(600)
-def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_partition(
+def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_run_date(
     local_ray, mlflow_server, scoring_model, scoring_input, tmp_path
 ):
     config = load_config(CONFIG_DIR / "score.yaml", _overrides(scoring_input, tmp_path, mlflow_server, scoring_model),
                          cls=ScoreJobConfig)  # fmt: skip
     summary = score.run(config)
-    partition = tmp_path / "run_date=2026-11-24"
-    assert summary.partition == str(partition) and is_complete(partition)
-    scored = pd.read_parquet(partition)  # readers skip _quarantine/ and _SUCCESS
-    quarantined = pd.read_parquet(partition / "_quarantine")
+    rows = _rows(tmp_path, "2026-11-24")
+    scored, quarantined = rows[rows.status == "scored"], rows[rows.status == "quarantined"]
     source = pd.read_parquet(scoring_input)
-    assert len(scored) + len(quarantined) == len(source) == summary.rows_read
-    assert sorted([*scored.row_id, *quarantined.row_id]) == sorted(source.row_id)
+    assert len(scored) + len(quarantined) == len(source) == summary.rows_read == len(rows)
+    assert sorted(rows.row_id) == sorted(source.row_id)
     assert sorted(quarantined.row_id) == [900_001, 900_002, 900_003]
     assert set(quarantined.quarantine_reason) == {"TSH is missing or not finite", "T3 is missing or not finite",
                                                   "FTI is missing or not finite"}  # fmt: skip
-    assert set(scored.columns) >= {"row_id", "anomaly_score", "is_anomaly", "top_feature_1", "top_feature_1_share",
-                                   "model_name", "model_version", "run_date", "scored_at"}  # fmt: skip
-    assert (scored.model_name == "thyroid-scorer").all() and (scored.run_date == "2026-11-24").all()
+    bad_input = json.loads(quarantined.set_index("row_id").quarantined_input[900_001])
+    assert bad_input["TSH"] is None and bad_input["T3"] == source.set_index("row_id").T3[900_001]
+    assert quarantined.anomaly_score.isna().all() and scored.quarantine_reason.isna().all()
+    assert set(rows.columns) >= {"row_id", "anomaly_score", "is_anomaly", "top_feature_1", "top_feature_1_share",
+                                 "status", "model_name", "model_version", "run_date", "scored_at"}  # fmt: skip
+    assert (rows.model_name == "thyroid-scorer").all() and (rows.run_date == "2026-11-24").all()
     shares = scored[[f"top_feature_{i}_share" for i in (1, 2, 3)]].to_numpy()
     assert (shares >= 0).all() and (shares.sum(1) <= 1 + 1e-6).all()
 
@@ -71,60 +83,100 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_partitio
     assert (scored.is_anomaly == (scored.anomaly_score > detector.threshold)).all()
     assert summary.anomalies == int(scored.is_anomaly.sum())
 
+    table = _table(tmp_path).load()
+    committed = table.snapshot_by_id(summary.snapshot).summary.additional_properties
+    assert committed["vae.run_date"] == "2026-11-24" and committed["vae.model"] == summary.model
+    assert int(committed["vae.rows"]) == len(rows)
+    assert [field.name for field in table.spec().fields] == ["run_date"]
+
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("vae-anomaly-scoring").experiment_id
-    (run,) = client.search_runs([experiment], f"tags.`vae.partition` = '{partition}'")  # this job's run only
+    (run,) = client.search_runs([experiment], f"tags.`vae.snapshot` = '{summary.snapshot}'")  # this job's run only
+    assert committed["vae.job"] == run.info.run_id
     assert run.data.metrics["rows_quarantined"] == 3 and run.data.metrics["rows_scored"] == len(scored)
     assert run.data.metrics["psi"] == pytest.approx(summary.psi) and "score_p99" in run.data.metrics
     assert summary.psi < 0.1, "held-out rows of the training distribution must not look like drift"
 
-    files_before = _files(tmp_path)
+    other_day = score.run(load_config(CONFIG_DIR / "score.yaml", _overrides(
+        scoring_input, tmp_path, mlflow_server, scoring_model, run_date="2026-11-23"), cls=ScoreJobConfig))  # fmt: skip
     again = score.run(config)
-    rescored = pd.read_parquet(partition)
-    assert again.rows_scored == summary.rows_scored and len(rescored) == len(scored)
+    rescored = _rows(tmp_path, "2026-11-24")
+    assert again.rows_scored == summary.rows_scored and len(rescored) == len(rows)
     pd.testing.assert_frame_equal(
         rescored.drop(columns="scored_at").sort_values("row_id").reset_index(drop=True),
-        scored.drop(columns="scored_at").sort_values("row_id").reset_index(drop=True),
+        rows.drop(columns="scored_at").sort_values("row_id").reset_index(drop=True),
     )
-    assert len(_files(tmp_path)) == len(files_before)  # replaced, not appended
-    assert not list((tmp_path / ".staging").iterdir())
+    assert rescored.scored_at.nunique() == 1 and rescored.scored_at.iloc[0] > rows.scored_at.iloc[0]  # replaced
+    assert len(_rows(tmp_path, "2026-11-23")) == other_day.rows_read  # the other date untouched
+    old = _rows(tmp_path, "2026-11-24", summary.snapshot)  # time travel: the first run's rows
+    assert len(old) == len(rows) and (old.scored_at == rows.scored_at.iloc[0]).all()
+
+
+def _killed_job(point: str, arguments: list[str], ray_address: str) -> subprocess.CompletedProcess:
+    """The score job as its own process on the session's Ray, killed by the fault hook at `point`."""
+    env = {**os.environ, FAULT_ENV: point}
+    return subprocess.run([sys.executable, "-m", "pipelines", *arguments, f"ray_address={ray_address}"], env=env,
+                          capture_output=True, text=True, timeout=400, start_new_session=True)  # fmt: skip
 
 
 @pytest.mark.timeout(900)
-def test_a_job_killed_while_writing_leaves_no_partial_partition(
-    local_ray, capsys, mlflow_server, scoring_model, thyroid_dir, tmp_path
+@pytest.mark.parametrize("point", ["write", "commit", "committed"])
+def test_a_job_killed_at_any_step_leaves_readers_the_old_or_the_new_rows_and_a_rerun_completes(
+    local_ray, capsys, mlflow_server, scoring_model, scoring_input, thyroid_dir, tmp_path, point
 ):
-    rows = pd.read_parquet(thyroid_dir / "test.parquet")
-    big = _big_input(rows, tmp_path / "big")
-    output = tmp_path / "out"
-    arguments = [
-        "score",
-        "--config",
-        str(CONFIG_DIR / "score.yaml"),
-        *_overrides(big, output, mlflow_server, scoring_model, run_date="2026-11-25"),
-        "batch_size=2048",
-        "rows_per_file=8192",  # many files, so that the kill lands between two of them
-    ]
-    job = subprocess.Popen([sys.executable, "-m", "pipelines", *arguments], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    partition = output / "run_date=2026-11-25"
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and job.poll() is None:
-        staged = list((output / ".staging").glob("run_date=2026-11-25-*/*.parquet"))
-        if staged:
-            os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, mid-write
-            break
-        time.sleep(0.05)
-    job.wait(60)
-    assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    assert not partition.exists() or is_complete(partition)
-    assert not partition.exists()  # killed before the publish step
+    import ray
+
+    output, date = tmp_path / "out", "2026-11-25"
+    old = score.run(load_config(CONFIG_DIR / "score.yaml", _overrides(scoring_input, output, mlflow_server,
+                                                                     scoring_model, run_date=date),
+                                cls=ScoreJobConfig))  # fmt: skip
+    big = _big_input(pd.read_parquet(thyroid_dir / "test.parquet"), tmp_path / "big")
+    arguments = ["score", "--config", str(CONFIG_DIR / "score.yaml"),
+                 *_overrides(big, output, mlflow_server, scoring_model, run_date=date), "batch_size=2048",
+                 "rows_per_file=8192"]  # fmt: skip
+    killed = _killed_job(f"{point}:2" if point == "write" else point, arguments, ray.get_runtime_context().gcs_address)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    seen = _rows(output, date)
+    assert seen.scored_at.nunique() == 1, "readers see a mix of two runs"
+    new_rows = sum(len(pd.read_parquet(f)) for f in big.iterdir())
+    assert len(seen) == (new_rows if point == "committed" else old.rows_read)
+    assert sorted(seen.row_id) == sorted(pd.read_parquet(big if point == "committed" else scoring_input).row_id)
 
     done = run_command(capsys, *arguments)  # the re-run, in this process on the shared Ray
     assert done.returncode == 0, done.stderr[-2000:]
-    assert is_complete(partition)
-    assert len(pd.read_parquet(partition)) == 8 * 6 * len(rows)
-    assert (partition / SUCCESS).is_file() and not list((output / ".staging").iterdir())
+    rerun = _rows(output, date)
+    assert sorted(rerun.row_id) == sorted(pd.read_parquet(big).row_id) and rerun.scored_at.nunique() == 1
+    referenced = {task.file.file_path for task in _table(output).load().scan().plan_files()}
+    assert all(path.startswith("file://") and os.path.exists(path.removeprefix("file://")) for path in referenced)
+
+
+def test_two_attempts_for_the_same_date_cannot_both_commit(
+    local_ray, monkeypatch, mlflow_server, scoring_model, scoring_input, tmp_path
+):
+    """Attempt A writes its files; attempt B for the same date runs to the end meanwhile; A's commit then fails
+    in one line naming the date, deletes its files, and the table holds B's rows once."""
+    config = load_config(CONFIG_DIR / "score.yaml", _overrides(scoring_input, tmp_path, mlflow_server, scoring_model),
+                         cls=ScoreJobConfig)  # fmt: skip
+    commit = ScoresSink.commit
+    rival: list[score.ScoreSummary | None] = []
+
+    def commit_after_a_rival(sink, properties):
+        if not rival:
+            rival.append(None)
+            rival[0] = score.run(config)  # B, started after A and committed first
+        return commit(sink, properties)
+
+    monkeypatch.setattr(ScoresSink, "commit", commit_after_a_rival)
+    with pytest.raises(ConcurrentRunError, match=r"^run_date 2026-11-24 was committed by another attempt"):
+        score.run(config)
+    rows = _rows(tmp_path, "2026-11-24")
+    assert len(rows) == rival[0].rows_read and rows.row_id.is_unique
+    table = _table(tmp_path).load()
+    assert table.current_snapshot().snapshot_id == rival[0].snapshot  # B's commit is the last: nothing of A's
+    referenced = {task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()}
+    on_disk = {str(p) for p in tmp_path.rglob("data/run_date=*/*.parquet")}
+    assert on_disk == referenced, "the losing attempt left data files behind"
 
 
 @pytest.mark.timeout(600)
@@ -139,7 +191,7 @@ def test_a_tracking_server_that_dies_mid_scoring_fails_in_one_line_within_2_minu
     def kill_while_writing(server: subprocess.Popen) -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed_at:
-            if list((output / ".staging").glob("run_date=2026-11-26-*/*.parquet")):
+            if list(output.rglob("data/run_date=2026-11-26/*.parquet")):
                 os.killpg(server.pid, signal.SIGKILL)  # the tracking server dies mid-job, without a goodbye
                 killed_at.append(time.monotonic())
             time.sleep(0.05)
@@ -158,4 +210,4 @@ def test_a_tracking_server_that_dies_mid_scoring_fails_in_one_line_within_2_minu
     line = done.stderr.strip()
     assert line.count("\n") == 0 and line.startswith(f"vae-anomaly score: error: MLflow at {uri} failed"), line
     assert ended - killed_at[0] < 120
-    assert not (output / "run_date=2026-11-26").exists()  # nothing published
+    assert _table(output).load() is None or _table(output).load().current_snapshot() is None  # nothing published

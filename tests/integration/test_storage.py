@@ -1,7 +1,8 @@
-"""The storage tier: the pipelines on the parts production uses. Ray Train checkpoints and Parquet data in an
-S3-compatible object store (moto's server, with IAM authentication), MLflow on PostgreSQL 15 with artifacts in
-S3, started with `make mlflow-server`. Every server is a real process on 127.0.0.1, stopped by its pid.
-Where PostgreSQL or moto is missing the tier is skipped with what to install, except with CI=true: it fails."""
+"""The storage tier: the pipelines on the parts production uses. Ray Train checkpoints, Parquet data and the
+scores table's files in an S3-compatible object store (moto's server, with IAM authentication), MLflow on
+PostgreSQL 15 with artifacts in S3, started with `make mlflow-server`, and the scores table's catalog in the same
+PostgreSQL. Every server is a real process on 127.0.0.1, stopped by its pid. Where PostgreSQL or moto is missing
+the tier is skipped with what to install, except with CI=true: it fails."""
 
 from __future__ import annotations
 
@@ -9,18 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
 from pipelines.commands import score, train
+from pipelines.runtime.scored_output import ScoresSink
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
-from pipelines.storage import filesystems
-from pipelines.storage.partitions import SUCCESS, complete_files, partition_location, read_manifest
+from pipelines.storage.fault_points import FAULT_ENV
+from pipelines.storage.scores_table import CATALOG_ENV, ConcurrentRunError, ScoresTable
 from tests.integration.conftest import (
     dead_train_workers,
     epoch_steps,
@@ -51,7 +51,11 @@ def s3():
 
 @pytest.fixture(scope="module")
 def mlflow_pg(s3, tmp_path_factory):
-    with postgres() as backend:
+    """MLflow on PostgreSQL with artifacts in S3; the same server's `iceberg` database is the scores table's
+    catalog (VAE_CATALOG_URI for this module)."""
+    with postgres() as backend, pytest.MonkeyPatch.context() as env:
+        server = backend.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
+        env.setenv(CATALOG_ENV, f"{server}/iceberg")
         service = MlflowService(backend, f"s3://{ARTIFACTS}/artifacts", s3, tmp_path_factory.mktemp("mlflow-pg"))
         service.start()
         try:
@@ -133,12 +137,14 @@ def _score_config(mlflow_uri: str, run_date: str, **extra: str) -> ScoreJobConfi
     return load_config(CONFIG_DIR / "score.yaml", overrides, cls=ScoreJobConfig)
 
 
-def _partition_rows(partition: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What a reader following the README sees: the manifest's data and quarantine files, nothing else."""
-    data, quarantined = complete_files(partition), complete_files(partition, quarantine=True)
-    assert data is not None, f"{partition} is not complete"
-    frames = [pd.concat([pq.read_table(f).to_pandas() for f in files]) for files in (data, quarantined)]
-    return frames[0], frames[1]
+def _table() -> ScoresTable:
+    return ScoresTable.at(f"s3://{DATA}/scores", "vae.scores")  # the catalog from VAE_CATALOG_URI
+
+
+def _committed_files_exist(s3) -> bool:
+    referenced = {task.file.file_path for task in _table().load().scan().plan_files()}
+    stored = {f"s3://{DATA}/{key}" for key in s3.keys(DATA, "scores/")}
+    return bool(referenced) and referenced <= stored
 
 
 @pytest.mark.timeout(600)
@@ -155,97 +161,50 @@ def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(train
 
 
 @pytest.mark.timeout(900)
-def test_scoring_from_s3_to_s3_publishes_whole_partitions_and_survives_a_kill_during_commit(
+def test_scoring_from_s3_to_an_iceberg_table_on_postgres_commits_each_date_once_and_survives_kills_and_rivals(
     trained, s3, mlflow_pg, monkeypatch
 ):
+    import ray
+
     source = pq.read_table(f"s3://{DATA}/to-score/").to_pandas()
     date = "2026-11-25"
-    partition = partition_location(f"s3://{DATA}/scores", date)
     first = score.run(_score_config(mlflow_pg.uri, date))
-    scored, quarantined = _partition_rows(partition)
-    assert first.partition == partition
-    assert sorted([*scored.row_id, *quarantined.row_id]) == sorted(source.row_id)  # every row exactly once
-    assert sorted(quarantined.row_id) == [900_001, 900_002, 900_003]
+    rows = _table().read(date).to_pandas()
+    assert sorted(rows.row_id) == sorted(source.row_id)  # every row exactly once
+    assert sorted(rows[rows.status == "quarantined"].row_id) == [900_001, 900_002, 900_003]
+    assert _table().catalog_uri.startswith("postgresql+psycopg://") and _committed_files_exist(s3)
 
-    score.run(_score_config(mlflow_pg.uri, date))  # the same date again: replaced exactly
-    rescored, requarantined = _partition_rows(partition)
-    assert sorted(rescored.row_id) == sorted(scored.row_id) and sorted(requarantined.row_id) == [
-        900_001,
-        900_002,
-        900_003,
-    ]
-    manifest = read_manifest(partition)
-    _assert_only_the_published_attempt(s3, date, manifest)
+    second = score.run(_score_config(mlflow_pg.uri, date))  # the same date again: replaced exactly
+    again = _table().read(date).to_pandas()
+    assert sorted(again.row_id) == sorted(source.row_id) and again.scored_at.nunique() == 1
+    assert len(_table().read(date, first.snapshot)) == len(rows)  # the first run, by its snapshot
 
-    job = _killed_during_commit(mlflow_pg.uri, date, s3)
-    assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    assert read_manifest(partition) == manifest, "a killed run changed the published partition"
-    survived, _ = _partition_rows(partition)
-    assert sorted(survived.row_id) == sorted(scored.row_id)
-    assert any("_attempt=" in k and manifest["attempt"] not in k for k in s3.keys(DATA, f"scores/run_date={date}/"))
-
-    committed = _crashed_between_commit_and_cleanup(mlflow_pg.uri, date, monkeypatch)
-    assert committed["attempt"] not in (manifest["attempt"], None), "the crash came before the commit"
-    recommitted, _ = _partition_rows(partition)  # the new attempt is whole and is what readers see
-    assert sorted(recommitted.row_id) == sorted(scored.row_id)
-    leftovers = {k.split("_attempt=")[1].split("/")[0] for k in s3.keys(DATA, f"scores/run_date={date}/_attempt=")}
-    assert manifest["attempt"] in leftovers and len(leftovers) >= 3, "the older attempts were not left to clean"
-
-    score.run(_score_config(mlflow_pg.uri, date))  # the re-run completes it and clears the killed attempts
-    final = read_manifest(partition)
-    assert final["attempt"] != manifest["attempt"]
-    final_rows, _ = _partition_rows(partition)
-    assert sorted(final_rows.row_id) == sorted(scored.row_id)
-    _assert_only_the_published_attempt(s3, date, final)
-
-
-def _assert_only_the_published_attempt(s3, date: str, manifest: dict) -> None:
-    """The partition's objects are the manifest and the files it lists, plus the empty directory markers pyarrow
-    writes for that attempt's prefixes: nothing of any other attempt."""
-    partition = f"scores/run_date={date}/"
-    objects = s3.keys(DATA, partition)
-    listed = {partition + f for f in [*manifest["files"], *manifest["quarantine_files"], SUCCESS]}
-    assert {k for k in objects if not k.endswith("/")} == listed, "objects beyond the manifest and its files"
-    markers = {k for k in objects if k.endswith("/")}
-    assert all(k == partition or f"_attempt={manifest['attempt']}/" in k for k in markers), markers
-
-
-def _killed_during_commit(mlflow_uri: str, date: str, s3) -> subprocess.Popen:
-    """Start the scoring job as its own process and SIGKILL it (and its Ray) once its new attempt has written
-    files but before a manifest names them."""
     command = [sys.executable, "-m", "pipelines", "score", "--config", str(CONFIG_DIR / "score.yaml"),
                f"input=s3://{DATA}/to-score/", f"output=s3://{DATA}/scores", f"model={MODEL}@challenger",
-               f"run_date={date}", f"tracking.tracking_uri={mlflow_uri}"]  # fmt: skip
-    before = read_manifest(partition_location(f"s3://{DATA}/scores", date))["attempt"]
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and job.poll() is None:
-        new = [k for k in s3.keys(DATA, f"scores/run_date={date}/_attempt=") if before not in k]
-        if new:
-            os.killpg(job.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    job.wait(60)
-    return job
+               f"run_date={date}", f"tracking.tracking_uri={mlflow_pg.uri}",
+               f"ray_address={ray.get_runtime_context().gcs_address}"]  # fmt: skip
+    killed = subprocess.run(command, env={**os.environ, FAULT_ENV: "commit"}, capture_output=True, text=True,
+                            timeout=400, start_new_session=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    survived = _table().read(date).to_pandas()  # the killed run wrote its files but never committed them
+    assert survived.scored_at.nunique() == 1 and survived.scored_at.iloc[0] == again.scored_at.iloc[0]
+    assert _table().load().current_snapshot().snapshot_id == second.snapshot
 
+    commit, rival = ScoresSink.commit, []
 
-class Crash(BaseException):
-    """The process dying at one point (a BaseException: no `except Exception` on the way may swallow it)."""
+    def commit_after_a_rival(sink, properties):
+        if not rival:
+            rival.append(None)
+            rival[0] = score.run(_score_config(mlflow_pg.uri, date))  # B commits while A waits to commit
+        return commit(sink, properties)
 
-
-def _crashed_between_commit_and_cleanup(mlflow_uri: str, date: str, monkeypatch) -> dict:
-    """Run the scoring job in this process and make it die right after it wrote the new manifest, before it
-    deleted the older attempts (the first deletion); returns the manifest the partition then has."""
-    from pipelines.storage import partitions
-
-    def crash(*_args, **_kwargs):
-        raise Crash
-
-    with monkeypatch.context() as patch:
-        patch.setattr(partitions.filesystems, "delete_dir", crash)
-        with pytest.raises(Crash):
-            score.run(_score_config(mlflow_uri, date))
-    return read_manifest(partition_location(f"s3://{DATA}/scores", date)) or {"attempt": None}
+    monkeypatch.setattr(ScoresSink, "commit", commit_after_a_rival)
+    with pytest.raises(ConcurrentRunError, match=f"^run_date {date} was committed by another attempt"):
+        score.run(_score_config(mlflow_pg.uri, date))
+    final = _table().read(date).to_pandas()
+    assert sorted(final.row_id) == sorted(source.row_id) and final.scored_at.nunique() == 1
+    assert _table().load().current_snapshot().snapshot_id == rival[0].snapshot and _committed_files_exist(s3)
+    assert len(_table().read("2026-11-20")) == len(source)  # the date scored by the MLflow restart test: untouched
 
 
 DENIED = "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -278,4 +237,3 @@ def test_bad_storage_fails_in_one_line_naming_the_uri_and_writes_nothing(case, t
     assert s3.secret_key not in done.stderr + done.stdout and "not-the-secret-0123" not in done.stderr
     monkeypatch.undo()  # the module's own credentials again, to look at the bucket
     assert s3.keys(DATA) == before  # nothing written
-    assert not filesystems.list_files(f"s3://{DATA}/scores/run_date=2026-11-01")

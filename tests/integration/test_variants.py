@@ -19,7 +19,7 @@ from pipelines.commands import score, train
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.tracking.registry import load_registered_detector
-from tests.integration.conftest import train_overrides
+from tests.integration.conftest import published_rows, train_overrides
 
 COMMON = {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "replica_divergence"}
 SCORED_ROWS = 200
@@ -87,7 +87,7 @@ def test_variant_trains_one_epoch_with_ray_logs_its_parts_and_scores_through_the
         cls=ScoreJobConfig,
     )  # fmt: skip
     summary = score.run(job)
-    scored = pd.read_parquet(summary.partition).sort_values("row_id")
+    scored = published_rows(tmp_path / "scores", "2026-11-25").sort_values("row_id")
     assert summary.rows_scored == len(scored) == SCORED_ROWS
     source = pd.read_parquet(small_input).set_index("row_id").loc[scored.row_id].reset_index()
     expected, _ = detector.score(source)

@@ -1,49 +1,93 @@
-"""Storage locations and run-date partitions on the local filesystem (the object-store path runs against a real
-S3-compatible server in tests/integration/test_storage.py)."""
+"""Storage locations and the scores table on a local warehouse with its SQLite catalog (the object-store and
+PostgreSQL paths run against real servers in tests/integration/test_storage.py)."""
 
 from __future__ import annotations
 
-import pandas as pd
+import datetime
+import os
+
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
+from pyiceberg.expressions import EqualTo
 
 from pipelines.storage import filesystems
-from pipelines.storage.partitions import QUARANTINE, SUCCESS, complete_files, publish, read_manifest, stage
+from pipelines.storage.fault_points import FAULT_ENV, FaultPlan
+from pipelines.storage.scores_table import CATALOG_ENV, CatalogError, ScoresTable
 
 
-def _write_attempt(staging, rows: range, quarantined: range) -> None:
-    pd.DataFrame({"row_id": list(rows)}).to_parquet(f"{staging.location}/part-0.parquet")
-    (pafs.LocalFileSystem()).create_dir(staging.quarantine)
-    pd.DataFrame({"row_id": list(quarantined)}).to_parquet(f"{staging.quarantine}/part-0.parquet")
+def _day(run_date: str, ids: range) -> pa.Table:
+    return pa.table({"row_id": list(ids), "anomaly_score": [float(i) for i in ids],
+                     "status": ["scored"] * len(ids), "run_date": [run_date] * len(ids)})  # fmt: skip
 
 
-def test_a_published_partition_names_its_files_and_a_rerun_replaces_it_whole(tmp_path):
-    root = str(tmp_path / "scores")
-    first = stage(root, "2026-11-24")
-    _write_attempt(first, range(10), range(100, 102))
-    partition = publish(first, {"rows": 12})
-    manifest = read_manifest(partition)
-    assert manifest["files"] == ["part-0.parquet"] and manifest["quarantine_files"] == [f"{QUARANTINE}/part-0.parquet"]
-    assert manifest["summary"] == {"rows": 12} and manifest["attempt"] == first.attempt
-    assert pd.read_parquet(partition).row_id.tolist() == list(range(10))  # plain readers see the data too
-
-    second = stage(root, "2026-11-24")
-    _write_attempt(second, range(20, 25), range(0))
-    publish(second, {"rows": 5})
-    data = complete_files(partition)
-    assert [pd.read_parquet(f).row_id.tolist() for f in data] == [list(range(20, 25))]
-    assert filesystems.list_files(partition) == sorted([SUCCESS, "part-0.parquet", f"{QUARANTINE}/part-0.parquet"])
+def _replace(table: ScoresTable, rows: pa.Table, run_date: str) -> int:
+    """One run date replaced in one commit, as the scoring job's sink commits it."""
+    iceberg = table.load() or table.create(rows.schema)
+    iceberg.overwrite(rows, overwrite_filter=EqualTo("run_date", run_date),
+                      snapshot_properties={"vae.run_date": run_date})  # fmt: skip
+    return iceberg.current_snapshot().snapshot_id
 
 
-def test_an_attempt_that_never_published_is_not_a_partition_and_is_cleared_by_the_next(tmp_path):
-    root = str(tmp_path / "scores")
-    crashed = stage(root, "2026-11-25")
-    _write_attempt(crashed, range(3), range(0))
-    assert complete_files(f"{root}/run_date=2026-11-25") is None
-    retry = stage(root, "2026-11-25")
-    assert filesystems.list_files(f"{root}/.staging") == []  # the crashed attempt's files are gone
-    _write_attempt(retry, range(3), range(0))
-    assert complete_files(publish(retry, {})) is not None
+def test_a_local_warehouse_gets_a_sqlite_catalog_and_an_object_store_needs_a_database(tmp_path, monkeypatch):
+    monkeypatch.delenv(CATALOG_ENV, raising=False)
+    local = ScoresTable.at(str(tmp_path / "wh"), "vae.scores")
+    assert local.catalog_uri == f"sqlite:///{tmp_path}/wh/catalog.db" and local.namespace == "vae"
+    with pytest.raises(CatalogError, match=r"^s3://b/wh: an object-store warehouse needs a catalog database; set "):
+        ScoresTable.at("s3://b/wh", "vae.scores")
+    monkeypatch.setenv(CATALOG_ENV, "postgresql+psycopg://scorer:secret@db:5432/iceberg")
+    remote = ScoresTable.at("s3://b/wh", "vae.scores")
+    assert remote.catalog_uri.endswith("@db:5432/iceberg") and remote.catalog_properties()["warehouse"] == "s3://b/wh"
+    assert ScoresTable.at("s3://b/wh", "vae.scores", "sqlite:////tmp/c.db").catalog_uri == "sqlite:////tmp/c.db"
+    with pytest.raises(CatalogError, match="name it namespace.table"):
+        ScoresTable.at(str(tmp_path), "scores")
+
+
+def test_an_unreachable_catalog_is_one_line_without_the_password(tmp_path):
+    table = ScoresTable.at(str(tmp_path), "vae.scores", "postgresql+psycopg://scorer:secret@127.0.0.1:1/iceberg")
+    with pytest.raises(CatalogError) as caught:
+        table.catalog()
+    message = str(caught.value)
+    assert message.startswith("catalog postgresql+psycopg://scorer:***@127.0.0.1:1/iceberg: ")
+    assert "secret" not in message and "\n" not in message
+
+
+def test_each_run_replaces_its_date_only_and_older_snapshots_stay_readable_until_expired(tmp_path):
+    table = ScoresTable.at(str(tmp_path), "vae.scores")
+    first = _replace(table, _day("2026-11-24", range(5)), "2026-11-24")
+    _replace(table, _day("2026-11-23", range(100, 103)), "2026-11-23")
+    latest = _replace(table, _day("2026-11-24", range(10, 12)), "2026-11-24")
+    assert table.read("2026-11-24")["row_id"].to_pylist() == [10, 11]
+    assert table.read("2026-11-23")["row_id"].to_pylist() == [100, 101, 102]  # untouched
+    assert sorted(table.read("2026-11-24", first)["row_id"].to_pylist()) == list(range(5))  # time travel
+    assert table.date_snapshot(table.load(), "2026-11-24").snapshot_id == latest
+    assert [f.name for f in table.load().spec().fields] == ["run_date"]
+
+    data = tmp_path / "vae" / "scores" / "data"
+    orphan = data / "run_date=2026-11-24" / "killed-run.parquet"  # a killed run's file, never committed
+    pq.write_table(_day("2026-11-24", range(3)), orphan)
+    expired, deleted = table.expire(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1))
+    snapshots = table.load().snapshots()
+    assert expired >= 2 and [s.snapshot_id for s in snapshots] == [latest]
+    assert deleted >= 2 and not orphan.exists()  # the orphan and the first run's replaced file
+    assert table.read("2026-11-24")["row_id"].to_pylist() == [10, 11]
+    assert table.read("2026-11-23")["row_id"].to_pylist() == [100, 101, 102]
+    with pytest.raises(CatalogError, match=f"no snapshot {first}"):
+        table.read("2026-11-24", first)
+
+
+def test_the_fault_plan_is_read_from_the_environment_and_rejects_unknown_points(monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "write:3")
+    plan = FaultPlan.from_env()
+    assert (plan.point, plan.nth, plan.pid) == ("write", 3, os.getpid())
+    plan.reached("write", 2)  # not the third arrival: nothing happens
+    plan.reached("commit")
+    monkeypatch.setenv(FAULT_ENV, "publish")
+    with pytest.raises(ValueError, match="expected one of write, commit, committed"):
+        FaultPlan.from_env()
+    monkeypatch.delenv(FAULT_ENV)
+    assert FaultPlan.from_env().point is None
 
 
 @pytest.mark.parametrize(
@@ -79,4 +123,3 @@ def test_local_paths_and_uris_resolve_to_their_filesystems(tmp_path):
     assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path)
     assert filesystems.is_remote("s3://bucket/key") and not filesystems.is_remote(str(tmp_path))
     assert not filesystems.is_remote(f"file://{tmp_path}")
-    assert filesystems.read_text(str(tmp_path / "missing.json")) is None
