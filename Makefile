@@ -100,7 +100,7 @@ score-cluster: $(STAMP) ## Submit scoring for RUN_DATE (default yesterday, UTC) 
 	@if $(VENV)/bin/ray job status --address "$(RAY_ADDRESS)" $(SCORE_JOB) >/dev/null 2>&1; then \
 	  echo "$(SCORE_JOB) was already submitted: following it"; \
 	  $(VENV)/bin/ray job logs --follow --address "$(RAY_ADDRESS)" $(SCORE_JOB); \
-	  $(VENV)/bin/ray job status --address "$(RAY_ADDRESS)" $(SCORE_JOB) | grep -q SUCCEEDED; \
+	  $(VENV)/bin/ray job status --address "$(RAY_ADDRESS)" $(SCORE_JOB) 2>&1 | grep -q "Job '$(SCORE_JOB)' succeeded"; \
 	else $(MAKE) --no-print-directory score-cluster-submit RUN_DATE=$(SCORE_DATE); fi
 
 score-cluster-submit:
