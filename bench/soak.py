@@ -34,8 +34,8 @@ def _input(thyroid_test: Path, directory: Path, copies: int = 8) -> pd.DataFrame
     rows = pd.read_parquet(thyroid_test)
     big = pd.concat([rows] * copies, ignore_index=True).assign(row_id=lambda f: np.arange(len(f)))
     directory.mkdir()
-    for i, part in enumerate(np.array_split(big, 8)):
-        part.to_parquet(directory / f"part-{i}.parquet", index=False)
+    for i, rows in enumerate(np.array_split(np.arange(len(big)), 8)):
+        big.iloc[rows].to_parquet(directory / f"part-{i}.parquet", index=False)
     return big
 
 
@@ -70,6 +70,7 @@ def soak(kills: int, seed: int, root: Path) -> list[dict]:
     from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
     from pipelines.storage.fault_points import FAULT_ENV, POINTS
     from pipelines.storage.scores_table import ScoresTable
+    from pipelines.tracking.scoped_env import quiet_artifact_transfers
     from tests.integration.conftest import register_scoring_model, running_mlflow_server
 
     rng = np.random.default_rng(seed)
@@ -88,15 +89,21 @@ def soak(kills: int, seed: int, root: Path) -> list[dict]:
         command = [sys.executable, "-m", "pipelines", "score", "--config", str(CONFIG_DIR / "score.yaml"), *overrides,
                    f"ray_address={ray.get_runtime_context().gcs_address}"]  # fmt: skip
         table = ScoresTable.at(str(root / "scores"), "vae.scores")
-        quiet = contextlib.redirect_stdout(io.StringIO())
-        with quiet:
+
+        def quiet() -> contextlib.ExitStack:  # the in-process runs print nothing
+            stack = contextlib.ExitStack()
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(quiet_artifact_transfers())
+            return stack
+
+        with quiet():
             score.run(config)  # the rows a first kill must leave in place
         results = []
         for point in POINTS:
             counts = {"point": point, "runs": 0, "kills": 0, "reads": 0, "partial reads": 0, "rows lost": 0,
                       "rows duplicated": 0}  # fmt: skip
             for _ in range(kills):
-                nth = int(rng.integers(1, 5)) if point == "write" else 1
+                nth = int(rng.integers(1, 4)) if point == "write" else 1  # the input makes 3 write tasks
                 reader = Reader(table, ids)
                 reader.start()
                 job = subprocess.run(command, env={**os.environ, FAULT_ENV: f"{point}:{nth}"}, capture_output=True,
@@ -105,7 +112,7 @@ def soak(kills: int, seed: int, root: Path) -> list[dict]:
                 reader.join()
                 reader.check()  # after the kill
                 counts["kills"] += job.returncode == -signal.SIGKILL
-                with quiet:
+                with quiet():
                     score.run(config)
                 rows = collections.Counter(table.read(RUN_DATE, columns=("row_id",)).to_pandas().row_id)
                 counts["runs"] += 2
