@@ -113,12 +113,25 @@ def commands(document: dict) -> list[list[str]]:
             continue  # another program's image, or the image's own command (KubeRay starts Ray in its pods)
         argv = [*container.get("command", []), *container.get("args", [])]
         if argv[:2] == ["sh", "-c"]:
-            argv = shlex.split(argv[2])
+            argv = script_command(argv[2])
         if argv[:3] == ["ray", "job", "submit"]:
             found.append(argv[argv.index("--") + 1 :])
             argv = argv[: argv.index("--")]
         found.append(argv)
     return found
+
+
+SCHEDULED_DATE = "2026-11-24"  # what `date -u -d yesterday +%F` gives a scheduled script, for loading its config
+
+
+def script_command(script: str) -> list[str]:
+    """The command of a `sh -c` script split into words: its `ray job submit` line when it has one (the schedule's
+    $RUN_DATE and $JOB filled in), else the whole script."""
+    lines = [line.strip() for line in script.splitlines() if line.strip().startswith("ray job submit")]
+    if not lines:
+        return shlex.split(script)
+    (line,) = lines
+    return shlex.split(line.replace("$RUN_DATE", SCHEDULED_DATE).replace("$JOB", f"score-{SCHEDULED_DATE}"))
 
 
 def command_words(argv: list[str]) -> tuple[str, ...]:
@@ -294,6 +307,39 @@ def test_the_script_ray_submit_runs_is_there_and_runs_as_a_script(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage: vae-anomaly tune")
+
+
+def _scheduled_script(tmp_path: Path, job_exists: bool) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The CronJob's script run by `sh` with a stub `ray` on PATH that records its calls; `ray job status` finds
+    the job when `job_exists`."""
+    (cronjob,) = [doc for path, doc in MANIFESTS if path.name == "scoring-cronjob.yaml"]
+    (container,) = containers(cronjob)
+    calls = tmp_path / "calls"
+    stub = tmp_path / "bin" / "ray"
+    stub.parent.mkdir(exist_ok=True)
+    status = """echo "Job '$3' succeeded" >&2""" if job_exists else "exit 1"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in "job status"*) {status};; esac\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", container["args"][0]], env=env, capture_output=True, text=True, timeout=60)
+    return done, calls.read_text().splitlines()
+
+
+def test_the_scheduled_job_is_named_by_yesterdays_utc_date_and_a_retry_follows_it(tmp_path):
+    yesterday = subprocess.run(["date", "-u", "-d", "yesterday", "+%F"], capture_output=True, text=True).stdout.strip()
+    done, calls = _scheduled_script(tmp_path, job_exists=False)
+    assert done.returncode == 0, done.stderr
+    submit = [c for c in calls if c.startswith("job submit")]
+    assert submit == [
+        f"job submit --submission-id score-{yesterday} -- python -m pipelines score "
+        f"--config pipelines/configs/score.yaml input=s3://anomaly-data/events/date={{run_date}}/ "
+        f"output=/mnt/cluster_storage/scores model=vae-anomaly@champion run_date={yesterday}"
+    ]
+    (tmp_path / "retry").mkdir()
+    retried, calls = _scheduled_script(tmp_path / "retry", job_exists=True)
+    assert retried.returncode == 0, retried.stderr
+    assert not [c for c in calls if c.startswith("job submit")]
+    assert f"job logs --follow score-{yesterday}" in calls
 
 
 def test_crontab_line_is_a_valid_schedule_of_make_score_cluster():
