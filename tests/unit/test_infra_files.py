@@ -108,6 +108,7 @@ def commands(document: dict) -> list[list[str]]:
     """The command lines a manifest runs in the project image: Ray job entrypoints and container commands
     (`sh -c` scripts split into words; a `ray job submit ... --` line yields the submitted command too)."""
     found = [shlex.split(value) for key, value in walk(document) if key == "entrypoint"]
+    found = [script_command(argv[2]) if argv[:2] == ["sh", "-c"] else argv for argv in found]
     for container in containers(document):
         if container["image"] != project_image() or "command" not in container:
             continue  # another program's image, or the image's own command (KubeRay starts Ray in its pods)
@@ -125,12 +126,15 @@ SCHEDULED_DATE = "2026-11-24"  # what `date -u -d yesterday +%F` gives a schedul
 
 
 def script_command(script: str) -> list[str]:
-    """The command of a `sh -c` script split into words: its `ray job submit` line when it has one (the schedule's
-    $RUN_DATE and $JOB filled in), else the whole script."""
-    lines = [line.strip() for line in script.splitlines() if line.strip().startswith("ray job submit")]
-    if not lines:
+    """The command of a `sh -c` script split into words: its `ray job submit` or `python -m pipelines` line when it
+    has one (from that command on; the schedule's $RUN_DATE and $JOB filled in), else the whole script."""
+    text = " ".join(script.split())  # a folded YAML block: one line
+    commands = [line for line in re.split(r"&&|\n|;", script if "\n" in script.strip() else text)
+                if re.search(r"\b(ray job submit|python -m pipelines)\b", line)]  # fmt: skip
+    if not commands:
         return shlex.split(script)
-    (line,) = lines
+    (line,) = commands
+    line = line[re.search(r"\b(ray job submit|python -m pipelines)\b", line).start() :]
     return shlex.split(line.replace("$RUN_DATE", SCHEDULED_DATE).replace("$JOB", f"score-{SCHEDULED_DATE}"))
 
 
