@@ -34,6 +34,7 @@ from vae import Detector, to_dict
 from vae.auto import resolve
 
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
+INPUT_EXAMPLE_ROWS = 5  # the first rows of the input, stored with the logged model as its input example
 LOSS_METRICS = ["train_loss", "val_loss"]
 Config = TypeVar("Config", bound=TrainPipelineConfig)
 
@@ -195,8 +196,13 @@ def register(
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
                                 (*data.categorical, *data.condition_categorical),
                                 detector.preprocessor if data.image else None)  # fmt: skip
+    columns = list(signature.inputs.input_names())
+    example = None if data.image else open_parquet(data.path).head(INPUT_EXAMPLE_ROWS, columns).to_pandas()
     registered = tracker.log_and_register(
-        detector, signature, {"run_name": config.run.name, **best, "threshold": threshold, "last_epoch": last_epoch}
+        detector,
+        signature,
+        {"run_name": config.run.name, **best, "threshold": threshold, "last_epoch": last_epoch},
+        example,
     )
     return TrainOutcome(registered, tracker.uri, tracker.run_id, threshold, best["best_val_loss"], last_epoch)
 

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import mlflow
+import pandas as pd
 import requests
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
@@ -213,10 +214,15 @@ class Tracker:
             yield
 
     def log_and_register(
-        self, detector: Detector, signature: ModelSignature, tags: Mapping[str, Any]
+        self,
+        detector: Detector,
+        signature: ModelSignature,
+        tags: Mapping[str, Any],
+        input_example: pd.DataFrame | None = None,
     ) -> RegisteredModel:
-        """Log the detector as a pyfunc model (its code, the `vae` package and plain-file artifacts), register a
-        version, set the alias."""
+        """Log the detector as a pyfunc model (its code, the `vae` package and plain-file artifacts; `input_example`:
+        a few raw input rows, which MLflow stores and checks the model against), register a version, set the
+        alias."""
         name, alias = self.settings.model_name, self.settings.alias
         with tempfile.TemporaryDirectory() as tmp, self._active_run():
             directory = save_detector(detector, Path(tmp) / "detector")
@@ -227,6 +233,7 @@ class Tracker:
                 signature=signature,
                 pip_requirements=_requirements(),
                 code_paths=[str(VAE_PACKAGE)],
+                input_example=input_example,
             )
             version = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
         self.client.set_registered_model_alias(name, alias, version.version)

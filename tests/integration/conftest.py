@@ -242,7 +242,8 @@ def register_scoring_model(tracking_uri: str, thyroid_dir: Path) -> str:
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)
     with tracked_run(tracker, "scoring-fixture", {}):
-        tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"})
+        tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"},
+                                 rows[list(THYROID_COLUMNS)].head(5))  # fmt: skip
     return "thyroid-scorer@champion"
 
 
