@@ -183,12 +183,17 @@ def test_scoring_from_s3_to_an_iceberg_table_on_postgres_commits_each_date_once_
                f"input=s3://{DATA}/to-score/", f"output=s3://{DATA}/scores", f"model={MODEL}@challenger",
                f"run_date={date}", f"tracking.tracking_uri={mlflow_pg.uri}",
                f"ray_address={ray.get_runtime_context().gcs_address}"]  # fmt: skip
-    killed = subprocess.run(command, env={**os.environ, FAULT_ENV: "commit"}, capture_output=True, text=True,
-                            timeout=400, start_new_session=True)  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    survived = _table().read(date).to_pandas()  # the killed run wrote its files but never committed them
-    assert survived.scored_at.nunique() == 1 and survived.scored_at.iloc[0] == again.scored_at.iloc[0]
-    assert _table().load().current_snapshot().snapshot_id == second.snapshot
+    committed = second.snapshot
+    for point in ("write", "commit", "committed"):  # killed while writing, before the commit, right after it
+        killed = subprocess.run(command, env={**os.environ, FAULT_ENV: point}, capture_output=True, text=True,
+                                timeout=400, start_new_session=True)  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        seen = _table().read(date).to_pandas()
+        assert sorted(seen.row_id) == sorted(source.row_id) and seen.scored_at.nunique() == 1, point
+        current = _table().load().current_snapshot().snapshot_id
+        assert (current != committed) == (point == "committed"), point  # only a kill after the commit published
+        committed = current
+    assert _committed_files_exist(s3)
 
     commit, rival = ScoresSink.commit, []
 
