@@ -31,6 +31,7 @@ KINDS = (
     "deployment-apps-v1",
     "statefulset-apps-v1",
     "cronjob-batch-v1",
+    "networkpolicy-networking-v1",
     "objectmeta-meta-v1",
 )  # file stems in the kubernetes-json-schema directory
 SHARED_DEFINITIONS = "/api/_definitions.json#/$defs/"  # how kind files point into _definitions.json

@@ -45,6 +45,7 @@ SCHEMA_OF_KIND = {
     ("apps/v1", "Deployment"): "kubernetes/deployment-apps-v1.json",
     ("apps/v1", "StatefulSet"): "kubernetes/statefulset-apps-v1.json",
     ("batch/v1", "CronJob"): "kubernetes/cronjob-batch-v1.json",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "kubernetes/networkpolicy-networking-v1.json",
 }
 CONFIG_CLASS = {"train": TrainPipelineConfig, "tune": TunePipelineConfig, "score": ScoreJobConfig}
 SECRET_NAMED = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI")
@@ -227,7 +228,7 @@ def test_every_secret_claim_and_service_the_manifests_use_is_explained_or_define
     readme = (INFRA / "README.md").read_text()
     secrets = {v["name"] for _, doc in MANIFESTS for k, v in walk(doc) if k in ("secretRef", "secretKeyRef")}
     secrets |= {doc["spec"]["authOptions"]["secretName"] for _, doc in MANIFESTS if doc["kind"] == "RayCluster"}
-    assert secrets == {"mlflow-db", "object-store", "ray-auth-token"}
+    assert secrets == {"mlflow-db", "object-store", "ray-auth-token", "mlflow-auth", "mlflow-client"}
     for name in secrets:
         assert f"kubectl -n {NAMESPACE} create secret generic {name}" in readme, name
     claims = {v["claimName"] for _, doc in MANIFESTS for k, v in walk(doc) if k == "persistentVolumeClaim"}
@@ -251,6 +252,57 @@ def test_addresses_in_the_manifests_point_at_what_they_define():
             if isinstance(value, list) and value[:3] == ["ray", "job", "submit"]:
                 address = urlparse(value[value.index("--address") + 1])
                 assert (address.hostname, address.port) == (f"{cluster['metadata']['name']}-head-svc", 8265)
+            if key == "env":
+                for address in [urlparse(v["value"]) for v in value if v["name"] == "RAY_ADDRESS"]:
+                    assert (address.hostname, address.port) == (f"{cluster['metadata']['name']}-head-svc", 8265)
+
+
+def test_mlflow_asks_for_a_login_and_the_ray_pods_have_one():
+    (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
+    (server,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["command"][:2] == ["mlflow", "server"]
+    ]
+    assert "--app-name=basic-auth" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(server["volumeMounts"][0]["mountPath"])
+    (cluster,) = [doc for _, doc in MANIFESTS if doc["kind"] == "RayCluster"]
+    ray_containers = containers(cluster)
+    assert ray_containers and all({"name": "mlflow-client"} in [r["secretRef"] for r in c["envFrom"]]
+                                  for c in ray_containers)  # fmt: skip
+
+
+def _pod_labels() -> dict[str, dict]:
+    """The labels of the pods the network policies guard: MLflow, PostgreSQL, the Ray head (KubeRay adds its own)."""
+    by_app = {doc["spec"]["template"]["metadata"]["labels"]["app"]: doc["spec"]["template"]["metadata"]["labels"]
+              for _, doc in MANIFESTS if doc["kind"] in ("Deployment", "StatefulSet")}  # fmt: skip
+    (cluster,) = [doc for _, doc in MANIFESTS if doc["kind"] == "RayCluster"]
+    head = {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+    return {"mlflow": by_app["mlflow"], "postgres": by_app["mlflow-postgres"], "ray head": head}
+
+
+def test_network_policies_guard_mlflow_postgres_and_the_ray_head_from_outside_the_namespace():
+    policies = [doc for _, doc in MANIFESTS if doc["kind"] == "NetworkPolicy"]
+    for name, labels in _pod_labels().items():
+        guarding = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert len(guarding) == 1 and guarding[0]["spec"]["policyTypes"] == ["Ingress"], name
+        peers = [peer for rule in guarding[0]["spec"]["ingress"] for peer in rule["from"]]
+        assert peers, f"{name}: a policy without peers admits no one"
+        for peer in peers:  # pods of this namespace, or the KubeRay operator's namespace
+            outside = peer.get("namespaceSelector")
+            assert outside is None or outside == {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}}, name
+    mlflow_policy = [p for p in policies if p["spec"]["podSelector"]["matchLabels"] == {"app": "mlflow"}][0]
+    assert [peer["podSelector"]["matchLabels"] for peer in mlflow_policy["spec"]["ingress"][0]["from"]] == [
+        {"ray.io/cluster": "vae-anomaly"}
+    ]
+
+
+@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: p.name)
+def test_launcher_clusters_start_ray_with_token_auth(path: Path):
+    config = yaml.safe_load(path.read_text())
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_in_s3():
@@ -404,7 +456,7 @@ def test_ray_cluster_configs_pass_the_autoscaler_schema(path: Path):
     validate_config(prepare_config(config))  # what `ray up` / `ray submit` check: defaults filled, then the schema
     assert config["docker"]["image"] == dockerfile_base()
     assert [c.split()[:2] for c in config["setup_commands"]] == [["bash", "~/vae-anomaly/infra/docker/install.sh"]] * 2
-    assert config["file_mounts"] == {"~/vae-anomaly": "."}
+    assert config["file_mounts"] == {"~/vae-anomaly": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
     if config["provider"]["type"] == "local":
         assert "--num-gpus=0" in " ".join(config["head_start_ray_commands"])
     else:
