@@ -82,17 +82,25 @@ def check_resume(
     previous = tracker.find_run(name)
     if previous is None:
         return None, None
-    registered = tracker.registered_by(previous)
-    if registered is not None and previous.data.tags.get(CONFIG_HASH_TAG) == config_hash(params):
-        model, tags = registered
-        print(f"run {name!r} already trained and registered {model.name}/{model.version} with this config: nothing "
-              "to train or register (a new run.name trains a new model)", flush=True)  # fmt: skip
-        last_epoch = int(tags.get("last_epoch", previous.data.params.get("train.epochs", 0)))
-        outcome = TrainOutcome(model, tracker.uri, previous.info.run_id, float(tags["threshold"]),
-                               float(tags["best_val_loss"]), last_epoch)  # fmt: skip
-        return outcome, None
+    done = registered_outcome(tracker, previous, params)
+    if done is not None:
+        print(f"run {name!r} already trained and registered {done.registered.name}/{done.registered.version} with "
+              "this config: nothing to train or register (a new run.name trains a new model)", flush=True)  # fmt: skip
+        return done, None
     data = previous.data
     return None, allowed_changes(data.params, data.tags, params, "run.name", name, config.run.resume_changed)
+
+
+def registered_outcome(tracker: Tracker, previous, params: dict[str, str]) -> TrainOutcome | None:
+    """The outcome of `previous` (a run or a sweep's parent run) when it registered a model trained with the config
+    `params` hash to (CONFIG_HASH_TAG); None when it registered nothing or had another config."""
+    registered = tracker.registered_by(previous)
+    if registered is None or previous.data.tags.get(CONFIG_HASH_TAG) != config_hash(params):
+        return None
+    model, tags = registered
+    last_epoch = int(tags.get("last_epoch", previous.data.params.get("train.epochs", 0)))
+    return TrainOutcome(model, tracker.uri, previous.info.run_id, float(tags["threshold"]),
+                        float(tags["best_val_loss"]), last_epoch)  # fmt: skip
 
 
 def record_changes(tracker: Tracker, changed: ChangedResume | None) -> None:

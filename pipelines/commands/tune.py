@@ -33,6 +33,7 @@ from pipelines.commands.train import (
     prepare,
     record_changes,
     register,
+    registered_outcome,
     report_auto,
     resolve_auto,
 )
@@ -47,7 +48,7 @@ from pipelines.settings.search_space import Axis, parse_space
 from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
-from pipelines.tracking.run_identity import ChangedResume, allowed_changes
+from pipelines.tracking.run_identity import CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
 from pipelines.tracking.runs import REGISTERED_TAG, Tracker, flatten, tracked_run
 from vae import to_dict
 
@@ -267,7 +268,9 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     parent = Tracker(config.tracking)
     filesystems.check_writable(config.run.resolved_storage_path())
     params = flatten(to_dict(config))
-    changes = _check_resume(config, parent, params)
+    done, changes = _check_resume(config, parent, params)
+    if done is not None:
+        return done
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
         with tracked_run(parent, config.tune.name, params) as tracked:
@@ -275,17 +278,41 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
             print(f"{'resuming' if tracked.resumed else 'starting'} sweep {config.tune.name!r} over {swept}; "
                   f"MLflow {parent.uri} (parent run {tracked.run_id})", flush=True)  # fmt: skip
             record_changes(parent, changes)
-            return _sweep_and_register(config, axes, parent)
+            outcome = _sweep_and_register(config, axes, parent)
+            parent.set_tags({CONFIG_HASH_TAG: config_hash(params)})
+            return outcome
 
 
-def _check_resume(config: TunePipelineConfig, parent: Tracker, params: dict[str, str]) -> ChangedResume | None:
-    """Before Ray starts: an existing sweep of `tune.name` resumes only with the config it was started with (as a
-    training run does, `pipelines.commands.train.check_resume`); returns the changes `run.resume_changed` allows."""
+def _check_resume(
+    config: TunePipelineConfig, parent: Tracker, params: dict[str, str]
+) -> tuple[SweepOutcome | None, ChangedResume | None]:
+    """Before Ray starts, what an existing sweep of `tune.name` allows (as for a training run,
+    `pipelines.commands.train.check_resume`): (its outcome, None) when it finished and registered its best model
+    with this very config, read back from MLflow (nothing is swept or registered again); (None, the changes
+    `run.resume_changed` lets in, or None) to resume it; another config is refused with the fields named."""
     previous = parent.find_run(config.tune.name)
     if previous is None:
-        return None
+        return None, None
+    training = registered_outcome(parent, previous, params)
+    if training is not None:
+        print(f"sweep {config.tune.name!r} already ran and registered {training.registered.name}/"
+              f"{training.registered.version} with this config: nothing to sweep or register (a new tune.name "
+              "sweeps again)", flush=True)  # fmt: skip
+        trials = _logged_trials(parent, previous.info.run_id, config.tune.reported_metric[0])
+        best = next(t for t in trials if t.trial_id == previous.data.tags.get("vae.best_trial"))
+        return SweepOutcome(trials, best, config.tune.reported_metric[0], training, previous.info.run_id), None
     data = previous.data
-    return allowed_changes(data.params, data.tags, params, "tune.name", config.tune.name, config.run.resume_changed)
+    return None, allowed_changes(data.params, data.tags, params, "tune.name", config.tune.name,
+                                 config.run.resume_changed)  # fmt: skip
+
+
+def _logged_trials(parent: Tracker, run_id: str, metric: str) -> list[TrialSummary]:
+    """A finished sweep's trials as its results table (`sweep/results.csv` of its parent run) records them."""
+    table = parent.read_csv_artifact(run_id, "sweep/results.csv")
+    fixed = {"trial", "epochs", f"best {metric}", "best epoch", "outcome"}
+    return [TrialSummary(str(row["trial"]), {k: v for k, v in row.items() if k not in fixed}, int(row["epochs"]),
+                         float(row[f"best {metric}"]), int(row["best epoch"]), math.nan, row["outcome"], None, None)
+            for row in table.to_dict("records")]  # fmt: skip
 
 
 def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], parent: Tracker) -> SweepOutcome:

@@ -185,6 +185,11 @@ class Tracker:
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
+    def read_csv_artifact(self, run_id: str, path: str) -> pd.DataFrame:
+        """A CSV file logged with run `run_id` (e.g. by `log_text`), as a frame."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_csv(self.client.download_artifacts(run_id, path, tmp))
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         _log_metrics(self.client, self.run_id, metrics, step or 0)
 

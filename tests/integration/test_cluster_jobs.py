@@ -118,12 +118,13 @@ def test_make_tune_cluster_sweeps_and_registers_the_best_trial(ray_head, mlflow_
     """A 2 x 2 grid of beta x latent size, each trial a 2-worker Ray Train run, ASHA on the validation NLL; the
     registered model is the best of the trials that ran all epochs."""
     address, env = ray_head
-    swept = _make("tune-cluster", address, env, mlflow_server, [
+    sweep = [
         f"data.path={thyroid_dir / 'train'}", f"run.storage_path={tmp_path / 'runs'}", "tune.name=sweep-job",
         f"train.epochs={EPOCHS}", "tune.asha.enabled=true", "tune.asha.grace_period=1",
         "tune.space.objective.beta.grid=[0.5,4]", "tune.space.model.latent_dim.grid=[2,4]",
         "tracking.experiment=sweep-job", "tracking.model_name=sweep-job",
-    ], "TUNE_CLUSTER_CONFIG=pipelines/configs/tune.yaml")  # fmt: skip
+    ]  # fmt: skip
+    swept = _make("tune-cluster", address, env, mlflow_server, sweep, "TUNE_CLUSTER_CONFIG=pipelines/configs/tune.yaml")
     out = swept.stdout + swept.stderr
     assert swept.returncode == 0, out[-4000:]
     assert "succeeded" in out and "registered sweep-job version 1 with alias @challenger" in out
@@ -163,6 +164,13 @@ print(json.dumps({{"n": len(scores), "finite": bool((scores == scores).all()), "
     result = json.loads(scored.stdout.strip().splitlines()[-1])
     assert result["n"] == len(pd.read_parquet(thyroid_dir / "test.parquet")) and result["finite"]
     assert result["threshold"] == pytest.approx(float(version.tags["threshold"]))
+
+    again = _make("tune-cluster", address, env, mlflow_server, sweep, "TUNE_CLUSTER_CONFIG=pipelines/configs/tune.yaml")
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    assert "sweep 'sweep-job' already ran and registered sweep-job/1 with this config: nothing to sweep" in out
+    assert f"best trial {client.get_run(parent.info.run_id).data.tags['vae.best_trial']}:" in out  # the table again
+    assert [v.version for v in client.search_model_versions("name = 'sweep-job'")] == ["1"]  # nothing registered
 
 
 def test_cluster_targets_require_the_addresses():

@@ -137,7 +137,7 @@ def test_a_sweep_name_resumes_only_with_the_config_it_started_with(mlflow_server
     parent = Tracker(config.tracking)
     with tracked_run(parent, "sweep-x", flatten(to_dict(config))):
         pass
-    assert tune._check_resume(config, parent, flatten(to_dict(config))) is None  # the same config resumes
+    assert tune._check_resume(config, parent, flatten(to_dict(config))) == (None, None)  # the same config resumes
     changed = load_config(CONFIG_DIR / "tune.yaml", [*overrides, "tune.space.objective.beta.grid=[0.5]"],
                           cls=TunePipelineConfig)  # fmt: skip
     refused = r"tune.name: run 'sweep-x' exists with another config \(tune.space.objective.beta.grid .* -> .*0.5.*\)"
