@@ -1,10 +1,9 @@
-"""Every file in infra/ is well formed and consistent with the code it deploys.
+"""The Kubernetes manifests, the schedules and the commands they run are well formed and consistent with the code
+they deploy (the image and the Ray cluster launcher configs: test_infra_image_and_launcher.py).
 
-- Ray cluster launcher configs pass Ray's own autoscaler schema (what `ray up` checks).
-- Kubernetes manifests pass the schema of their kind: the CRDs of KubeRay v1.7.0 and Kubernetes v1.34 schemas,
-  kept in tests/schemas/ (see its README: source, version, how to refresh); nothing is downloaded.
-- The image is built on the pinned Ray, and every command the manifests run exists (each runs with --help) and
-  its config arguments load.
+- Manifests pass the schema of their kind: the CRDs of KubeRay v1.7.0 and Kubernetes v1.34 schemas, kept in
+  tests/schemas/ (see its README: source, version, how to refresh); nothing is downloaded.
+- Every command the manifests run exists (each runs with --help) and its config arguments load.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,12 +25,19 @@ import yaml
 from pipelines.cli import COMMANDS
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
+from tests.unit.infra_documents import (
+    CLUSTER_CONFIGS,
+    INFRA,
+    MANIFEST_FILES,
+    MANIFESTS,
+    containers,
+    project_image,
+    ray_version,
+    walk,
+)
 
-INFRA = PROJECT_DIR / "infra"
 SCHEMAS = PROJECT_DIR / "tests" / "schemas"
 VENV_BIN = Path(sys.executable).parent
-MANIFEST_FILES = sorted((INFRA / "k8s").glob("*.yaml"))
-CLUSTER_CONFIGS = sorted((INFRA / "ray").glob("*.yaml"))
 NAMESPACE = "vae-anomaly"
 SCHEMA_OF_KIND = {
     ("ray.io/v1", "RayCluster"): "kuberay/raycluster-ray.io-v1.json",
@@ -52,16 +56,7 @@ SECRET_NAMED = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI")
 USER_AND_PASSWORD_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
-def documents(path: Path) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-MANIFESTS = [(path, doc) for path in MANIFEST_FILES for doc in documents(path)]
 MANIFEST_IDS = [f"{path.name}:{doc['kind']}" for path, doc in MANIFESTS]
-
-
-def ray_version() -> str:
-    return version("ray")
 
 
 @functools.cache
@@ -78,31 +73,6 @@ def schema_errors(document: dict) -> list[str]:
     errors = list(validator(schema_file).iter_errors(document))
     errors += validator("kubernetes/objectmeta-meta-v1.json").iter_errors(document.get("metadata", {}))
     return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
-
-
-def walk(node, key: str | None = None) -> Iterator[tuple[str | None, object]]:
-    """Every (key, value) pair in a parsed YAML tree, depth first."""
-    yield key, node
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from walk(v, k)
-    elif isinstance(node, list):
-        for v in node:
-            yield from walk(v)
-
-
-def containers(document: dict) -> list[dict]:
-    return [c for key, value in walk(document) if key in ("containers", "initContainers") for c in value]
-
-
-def project_image() -> str:
-    (line,) = [line for line in (PROJECT_DIR / "Makefile").read_text().splitlines() if line.startswith("IMAGE ?=")]
-    return line.split("?=")[1].strip().replace("$(RAY_VERSION)", ray_version())
-
-
-def dockerfile_base() -> str:
-    (line,) = [line for line in (INFRA / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("FROM")]
-    return line.split()[1]
 
 
 def commands(document: dict) -> list[list[str]]:
@@ -297,14 +267,6 @@ def test_network_policies_guard_mlflow_postgres_and_the_ray_head_from_outside_th
     ]
 
 
-@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: p.name)
-def test_launcher_clusters_start_ray_with_token_auth(path: Path):
-    config = yaml.safe_load(path.read_text())
-    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
-    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
-    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
-
-
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_in_s3():
     (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
@@ -412,63 +374,3 @@ def test_pipelines_learn_addresses_only_from_the_environment():
         for source in (PROJECT_DIR / package).rglob("*.py"):
             hits = [line for line in source.read_text().splitlines() if pattern.search(line)]
             assert not hits, f"{source.relative_to(PROJECT_DIR)}: {hits}"
-
-
-# --- the image ------------------------------------------------------------------------------------------------------
-
-
-def test_the_image_is_built_on_the_pinned_ray():
-    assert dockerfile_base() == f"rayproject/ray:{ray_version()}-py311-gpu"
-    assert project_image() == f"vae-anomaly:ray{ray_version()}-py311-gpu"
-    images = {c["image"] for _, doc in MANIFESTS for c in containers(doc)}
-    assert images == {project_image(), "postgres:15"}
-    done = subprocess.run(["make", "-n", "image"], cwd=PROJECT_DIR, capture_output=True, text=True)
-    assert f"docker build -f infra/docker/Dockerfile -t {project_image()} ." in done.stdout
-
-
-def test_the_dockerfile_copies_what_its_ignore_file_lets_through():
-    dockerfile = (INFRA / "docker" / "Dockerfile").read_text().splitlines()
-    allowed = {line[1:].rstrip("/") for line in (INFRA / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
-               if line.startswith("!")}  # fmt: skip
-    sources = [word for line in dockerfile if line.startswith("COPY") for word in line.split()[1:-1]
-               if not word.startswith("--")]  # fmt: skip
-    assert sources and set(sources) <= allowed
-    assert all((PROJECT_DIR / source).exists() for source in sources)
-
-
-def test_install_script_pins_the_torch_the_makefile_pins():
-    script = INFRA / "docker" / "install.sh"
-    pin = re.search(r"^TORCH_PIN := (\S+)$", (PROJECT_DIR / "Makefile").read_text(), re.M).group(1)
-    assert f'"{pin}"' in script.read_text()
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    assert usage.returncode == 2 and "usage: install.sh" in usage.stderr
-
-
-# --- Ray cluster launcher configs -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: p.name)
-def test_ray_cluster_configs_pass_the_autoscaler_schema(path: Path):
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    config = yaml.safe_load(path.read_text())
-    validate_config(prepare_config(config))  # what `ray up` / `ray submit` check: defaults filled, then the schema
-    assert config["docker"]["image"] == dockerfile_base()
-    assert [c.split()[:2] for c in config["setup_commands"]] == [["bash", "~/vae-anomaly/infra/docker/install.sh"]] * 2
-    assert config["file_mounts"] == {"~/vae-anomaly": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
-    if config["provider"]["type"] == "local":
-        assert "--num-gpus=0" in " ".join(config["head_start_ray_commands"])
-    else:
-        head = config["available_node_types"][config["head_node_type"]]
-        assert "GPU" not in head["resources"], "drivers run on a CPU head; GPUs are for the Train workers"
-        assert any(t.get("resources", {}).get("GPU") for t in config["available_node_types"].values())
-
-
-def test_the_autoscaler_schema_check_can_fail():
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
-    config["available_node_types"]["ray.worker.gpu"]["max_worker"] = 8  # a typo
-    with pytest.raises(Exception, match="max_worker"):
-        validate_config(prepare_config(config))
