@@ -169,6 +169,29 @@ def published_rows(output: Path | str, run_date: str) -> pd.DataFrame:
     return ScoresTable.at(str(output), "vae.scores").read(run_date).to_pandas()
 
 
+def beaten_by_a_rival(config) -> object:
+    """Run the score job for `config` (attempt A) so that, once A has written its files and before it commits,
+    attempt B of the same config runs to the end and commits first; checks that A then fails in one line naming
+    the date, and returns B's summary."""
+    from pipelines.commands import score
+    from pipelines.runtime.scored_output import ScoresSink
+    from pipelines.storage.scores_table import ConcurrentRunError
+
+    commit, rival = ScoresSink.commit, []
+
+    def commit_after_a_rival(sink, properties):
+        if not rival:
+            rival.append(None)
+            rival[0] = score.run(config)  # B, started after A and committed first
+        return commit(sink, properties)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ScoresSink, "commit", commit_after_a_rival)
+        with pytest.raises(ConcurrentRunError, match=f"^run_date {config.date} was committed by another attempt"):
+            score.run(config)
+    return rival[0]
+
+
 def train_overrides(data_dir: Path, tmp: Path, tracking_uri: str, name: str, epochs: int = 4) -> list[str]:
     """Small, fast settings for the thyroid config, isolated in tmp."""
     return [

@@ -16,13 +16,12 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.commands import score
-from pipelines.runtime.scored_output import ScoresSink
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.storage.fault_points import FAULT_ENV
-from pipelines.storage.scores_table import ConcurrentRunError, ScoresTable
+from pipelines.storage.scores_table import ScoresTable
 from pipelines.tracking.registry import load_registered_detector
-from tests.integration.conftest import register_scoring_model, run_command, running_mlflow_server
+from tests.integration.conftest import beaten_by_a_rival, register_scoring_model, run_command, running_mlflow_server
 
 
 def _overrides(input_dir, output, mlflow_server, model, run_date="2026-11-24") -> list[str]:
@@ -152,28 +151,17 @@ def test_a_job_killed_at_any_step_leaves_readers_the_old_or_the_new_rows_and_a_r
 
 
 def test_two_attempts_for_the_same_date_cannot_both_commit(
-    local_ray, monkeypatch, mlflow_server, scoring_model, scoring_input, tmp_path
+    local_ray, mlflow_server, scoring_model, scoring_input, tmp_path
 ):
     """Attempt A writes its files; attempt B for the same date runs to the end meanwhile; A's commit then fails
     in one line naming the date, deletes its files, and the table holds B's rows once."""
     config = load_config(CONFIG_DIR / "score.yaml", _overrides(scoring_input, tmp_path, mlflow_server, scoring_model),
                          cls=ScoreJobConfig)  # fmt: skip
-    commit = ScoresSink.commit
-    rival: list[score.ScoreSummary | None] = []
-
-    def commit_after_a_rival(sink, properties):
-        if not rival:
-            rival.append(None)
-            rival[0] = score.run(config)  # B, started after A and committed first
-        return commit(sink, properties)
-
-    monkeypatch.setattr(ScoresSink, "commit", commit_after_a_rival)
-    with pytest.raises(ConcurrentRunError, match=r"^run_date 2026-11-24 was committed by another attempt"):
-        score.run(config)
+    rival = beaten_by_a_rival(config)
     rows = _rows(tmp_path, "2026-11-24")
-    assert len(rows) == rival[0].rows_read and rows.row_id.is_unique
+    assert len(rows) == rival.rows_read and rows.row_id.is_unique
     table = _table(tmp_path).load()
-    assert table.current_snapshot().snapshot_id == rival[0].snapshot  # B's commit is the last: nothing of A's
+    assert table.current_snapshot().snapshot_id == rival.snapshot  # B's commit is the last: nothing of A's
     referenced = {task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()}
     on_disk = {str(p) for p in tmp_path.rglob("data/run_date=*/*.parquet")}
     assert on_disk == referenced, "the losing attempt left data files behind"

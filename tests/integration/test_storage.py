@@ -16,12 +16,12 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.commands import score, train
-from pipelines.runtime.scored_output import ScoresSink
 from pipelines.settings.model_jobs import ScoreJobConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, load_config
 from pipelines.storage.fault_points import FAULT_ENV
-from pipelines.storage.scores_table import CATALOG_ENV, ConcurrentRunError, ScoresTable
+from pipelines.storage.scores_table import CATALOG_ENV, ScoresTable
 from tests.integration.conftest import (
+    beaten_by_a_rival,
     dead_train_workers,
     epoch_steps,
     free_port,
@@ -162,7 +162,7 @@ def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(train
 
 @pytest.mark.timeout(900)
 def test_scoring_from_s3_to_an_iceberg_table_on_postgres_commits_each_date_once_and_survives_kills_and_rivals(
-    trained, s3, mlflow_pg, monkeypatch
+    trained, s3, mlflow_pg
 ):
     import ray
 
@@ -195,20 +195,10 @@ def test_scoring_from_s3_to_an_iceberg_table_on_postgres_commits_each_date_once_
         committed = current
     assert _committed_files_exist(s3)
 
-    commit, rival = ScoresSink.commit, []
-
-    def commit_after_a_rival(sink, properties):
-        if not rival:
-            rival.append(None)
-            rival[0] = score.run(_score_config(mlflow_pg.uri, date))  # B commits while A waits to commit
-        return commit(sink, properties)
-
-    monkeypatch.setattr(ScoresSink, "commit", commit_after_a_rival)
-    with pytest.raises(ConcurrentRunError, match=f"^run_date {date} was committed by another attempt"):
-        score.run(_score_config(mlflow_pg.uri, date))
+    rival = beaten_by_a_rival(_score_config(mlflow_pg.uri, date))
     final = _table().read(date).to_pandas()
     assert sorted(final.row_id) == sorted(source.row_id) and final.scored_at.nunique() == 1
-    assert _table().load().current_snapshot().snapshot_id == rival[0].snapshot and _committed_files_exist(s3)
+    assert _table().load().current_snapshot().snapshot_id == rival.snapshot and _committed_files_exist(s3)
     assert len(_table().read("2026-11-20")) == len(source)  # the date scored by the MLflow restart test: untouched
 
 
