@@ -113,11 +113,11 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
             sink = ScoresSink(table, date, reference, min(1.0, SAMPLE_ROWS / max(scoring.rows, 1)),
                               config.rows_per_file, FaultPlan.from_env())  # fmt: skip
             tally = score_into(sink, config, scoring, detector)
-            return _publish(config, scoring, sink, tally, tracker, tracked.run_id, detector, started)
+            return _publish(config, scoring, sink, tally, tracker, tracked.run_id, started)
 
 
 def _publish(config: ScoreJobConfig, scoring: ScoringPlan, sink: ScoresSink, tally: Tally, tracker: Tracker,
-             run_id: str, detector: Detector, started: float) -> ScoreSummary:  # fmt: skip
+             run_id: str, started: float) -> ScoreSummary:  # fmt: skip
     """Check that every row read was written, log the run, then commit the run date's rows: a tracking server
     that fails while the rows are scored fails the job before anything is published."""
     check_every_row_written(config.input_path, scoring.rows, tally)
@@ -125,15 +125,16 @@ def _publish(config: ScoreJobConfig, scoring: ScoringPlan, sink: ScoresSink, tal
     model = f"{scoring.model_name}/{scoring.model_version}"
     summary = ScoreSummary(model, config.date, tally.rows, tally.scored, tally.quarantined, tally.anomalies, psi,
                            config.table, 0, time.perf_counter() - started)  # fmt: skip
-    _log_run(tracker, summary, tally.sample, detector, scoring.threshold)
+    _log_run(tracker, summary, tally.sample, sink.reference_quantiles, scoring.threshold)
     summary.snapshot = sink.commit({SNAPSHOT_MODEL: model, SNAPSHOT_JOB: run_id, SNAPSHOT_ROWS: str(tally.rows)})
     tracker.set_tags({"vae.table": config.table, "vae.snapshot": str(summary.snapshot)})
     return summary
 
 
-def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, detector: Detector, threshold: float) -> None:
+def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, reference: list[float] | None,
+             threshold: float) -> None:  # fmt: skip
     """The run's counts as metrics, and the score quantiles and plot from `sample` (S,), a uniform sample of
-    the scores (all of them up to `SAMPLE_ROWS`)."""
+    the scores (all of them up to `SAMPLE_ROWS`), drawn against `reference`, the model's score quantiles (or None)."""
     metrics = {
         "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
         "rows_quarantined": summary.rows_quarantined, "anomalies": summary.anomalies,
@@ -142,7 +143,6 @@ def _log_run(tracker: Tracker, summary: ScoreSummary, sample: np.ndarray, detect
     }  # fmt: skip
     if len(sample):
         metrics.update({f"score_p{q}": float(np.quantile(sample, q / 100)) for q in (50, 90, 99)})
-        reference = detector.metadata.get("score_reference", {}).get("quantiles")
         tracker.log_figure(plots.score_drift(sample, reference, threshold), "plots/scores_vs_reference.png")
     tracker.log_metrics(metrics)
 
