@@ -19,6 +19,7 @@ THYROID := data/thyroid/train.parquet
 DIGITS := data/digits/train.parquet
 
 SCORE_CONFIG ?= pipelines/configs/score.yaml
+SERVE_CONFIG ?= pipelines/configs/serve.yaml
 TUNE_CONFIG ?= pipelines/configs/tune.yaml
 TUNE_CLUSTER_CONFIG ?= pipelines/configs/tune-cluster.yaml
 EVALUATE_CONFIG ?= pipelines/configs/evaluate.yaml
@@ -29,7 +30,7 @@ RAY_VERSION := 2.60.0
 IMAGE ?= vae-anomaly:ray$(RAY_VERSION)-py311-gpu
 PUSH ?=
 
-.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score scores score-cluster score-cluster-submit soak evaluate generate impute mlflow-ui data image
+.PHONY: help install test demo lint bench clean train train-cluster tune tune-cluster score scores score-cluster score-cluster-submit soak serve evaluate generate impute mlflow-ui data image
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +106,9 @@ score-cluster: $(STAMP) ## Submit scoring for RUN_DATE (default yesterday, UTC) 
 
 score-cluster-submit:
 	$(call submit,score --config $(SCORE_CONFIG) run_date=$(SCORE_DATE),--submission-id $(SCORE_JOB))
+
+serve: $(STAMP) ## Online scoring on Ray Serve: POST /score, GET /healthz (ARGS="--model NAME@ALIAS --port 8000")
+	$(PY) -m pipelines serve --config $(SERVE_CONFIG) $(ARGS)
 
 evaluate: $(THYROID) ## Challenger vs champion vs baselines on labelled rows, logged to MLflow (PROMOTE=1: apply the gate)
 	$(PY) -m pipelines evaluate --config $(EVALUATE_CONFIG) $(if $(PROMOTE),--promote) $(ARGS)

@@ -22,6 +22,7 @@ COMMANDS = {
     "score": "pipelines.commands.score",
     "scores": "pipelines.commands.scores",
     "evaluate": "pipelines.commands.evaluate",
+    "serve": "pipelines.commands.serve",
     "generate": "pipelines.commands.generate",
     "impute": "pipelines.commands.impute",
     "prepare-data": "pipelines.commands.prepare_data",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
+from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig, ServeConfig
 from pipelines.settings.yaml_configs import CONFIG_DIR, TrainPipelineConfig, TunePipelineConfig
 
 COMMAND_CONFIGS = {
@@ -26,6 +26,7 @@ COMMAND_CONFIGS = {
     "evaluate": EvaluateConfig,
     "generate": GenerateConfig,
     "impute": ImputeConfig,
+    "serve": ServeConfig,
 }
 SCHEMA_DIR = CONFIG_DIR / "schema"
 

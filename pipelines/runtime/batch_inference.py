@@ -57,6 +57,21 @@ def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
     return numeric, [c for p in pres for c in p.categorical]
 
 
+def feature_baseline(detector: Detector) -> np.ndarray:
+    """(F,) each feature's typical score contribution on the training rows (zeros for a model without them)."""
+    reference = detector.metadata.get("score_reference", {})
+    return np.asarray(reference.get("feature_baseline", np.zeros(len(detector.feature_names))), dtype=np.float64)
+
+
+def top_features(contributions: np.ndarray, baseline: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k features that explain each of N scores most: (N, k) feature indices and (N, k) their shares of the
+    row's contribution beyond the `baseline` (F,), largest first."""
+    excess = np.clip(contributions - baseline, 0.0, None)  # (N, F) beyond the typical contribution
+    shares = excess / np.maximum(excess.sum(1, keepdims=True), 1e-12)
+    order = np.argsort(-excess, axis=1)[:, :k]
+    return order, np.take_along_axis(shares, order, 1)
+
+
 def quarantine_reasons(
     batch: pd.DataFrame,
     preprocessors: list[Preprocessor],
@@ -147,8 +162,7 @@ class ScoreActor:
         self.job = job
         self.preprocessors = table_preprocessors(detector.preprocessor, detector.condition)
         self.image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
-        reference = self.detector.metadata.get("score_reference", {})
-        self.baseline = np.asarray(reference.get("feature_baseline", np.zeros(len(self.detector.feature_names))))
+        self.baseline = feature_baseline(detector)
         self.names = pa.array(self.detector.feature_names, pa.string())
         self.schema: pa.Schema = job["schema"]
         self.constants = pa.table({  # one row, repeated into every batch
@@ -187,10 +201,7 @@ class ScoreActor:
         scores, contributions = self.detector.score(batch, batch_size=len(batch))
         columns = {key: pa.Array.from_pandas(batch[key]) for key in self.job["keys"]}
         columns["anomaly_score"], columns["is_anomaly"] = pa.array(scores), pa.array(scores > self.job["threshold"])
-        excess = np.clip(contributions - self.baseline, 0.0, None)  # (N, F) beyond the typical contribution
-        shares = excess / np.maximum(excess.sum(1, keepdims=True), 1e-12)
-        order = np.argsort(-excess, axis=1)[:, : self.job["top_features"]]
-        top_shares = np.take_along_axis(shares, order, 1)
+        order, top_shares = top_features(contributions, self.baseline, self.job["top_features"])
         for rank in range(order.shape[1]):
             columns[f"top_feature_{rank + 1}"] = self.names.take(pa.array(order[:, rank]))
             columns[f"top_feature_{rank + 1}_share"] = pa.array(top_shares[:, rank])

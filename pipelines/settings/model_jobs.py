@@ -181,3 +181,23 @@ class ImputeConfig:
         require(bool(self.input), self, "input", "set the Parquet file, directory or URI")
         _check_local_output(self)
         return self
+
+
+@config_class
+class ServeConfig:
+    """The online scoring endpoint (Ray Serve): which model answers `POST /score` where, on how many replicas."""
+
+    model: ModelSpec = "vae-anomaly@champion"  # NAME@ALIAS is followed: each replica swaps in the version it moves to
+    host: Text = "127.0.0.1"  # 0.0.0.0 to listen on every interface
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    replicas: PositiveInt = 1
+    cpus_per_replica: Positive = 1.0
+    max_batch_size: PositiveInt = 16  # requests a replica scores in one model call (@serve.batch)
+    batch_wait_ms: NonNegative = 2.0  # how long a replica waits to fill a batch
+    max_rows: PositiveInt = 10_000  # rows one request may carry
+    alias_poll_s: Positive = 10.0  # how often each replica asks the registry where the alias points
+    top_features: Count = 3
+    unknown_categories: Literal["score", "quarantine"] = "score"  # score them in the unknown bucket, or set aside
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray
+    local_cpus: PositiveInt = 2
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)

@@ -1,10 +1,12 @@
 """The MLflow model registry: which version `NAME@ALIAS` or `NAME/VERSION` names, and the Detector a registered
-model holds (downloaded one file per request, with a tracking URI scoped to the download)."""
+model holds, loaded as MLflow serves it (downloaded one file per request, with a tracking URI scoped to the load)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
-from pathlib import Path
+from collections.abc import Iterator
 
 import mlflow
 from mlflow import MlflowClient
@@ -12,7 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.settings.model_jobs import MODEL_SPEC
 from pipelines.settings.yaml_configs import TrackingSettings
-from vae import Detector, load_detector
+from vae import Detector
 
 from .runs import TrackingError, resolve_tracking_uri
 from .scoped_env import scoped_tracking_uri, whole_file_downloads
@@ -46,15 +48,27 @@ def version_by_alias(name: str, alias: str, tracking_uri: str) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _sys_path_restored() -> Iterator[None]:
+    """`sys.path` as it was after the block: loading a model prepends its (temporary) code folder for good."""
+    previous = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = previous
+
+
 def load_registered_detector(model_uri: str, tracking_uri: str | None = None) -> Detector:
-    """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`)."""
+    """The Detector inside a registered model (`models:/NAME@ALIAS` or `models:/NAME/VERSION`), loaded through
+    `mlflow.pyfunc.load_model` (the model's own `pyfunc_model.py`), so a job scores with what `mlflow models serve`
+    serves."""
     uri = tracking_uri or resolve_tracking_uri(TrackingSettings())
-    with tempfile.TemporaryDirectory() as tmp, scoped_tracking_uri(uri), whole_file_downloads():
+    with tempfile.TemporaryDirectory() as tmp, scoped_tracking_uri(uri), whole_file_downloads(), _sys_path_restored():
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=tmp)
         except MlflowException as err:
             raise TrackingError(f"cannot load {model_uri} from {uri}: {err.message.splitlines()[0]}") from err
-        return load_detector(Path(local) / "artifacts" / "detector")
+        return model.unwrap_python_model().detector
 
 
 def load_model_spec(spec: str, tracking_uri: str) -> tuple[Detector, str]:

@@ -113,13 +113,19 @@ def local_ray():
     """The session's one local Ray (4 logical CPUs) for in-process pipeline runs, started on first use (never a
     stale cluster); a test that needs a cluster of its own calls `stop_local_ray` first, the next user starts it
     again, and `pytest_sessionfinish` stops it."""
+    ensure_local_ray()
+    yield
+
+
+def ensure_local_ray() -> str:
+    """Start the session's one local Ray (4 logical CPUs) unless this process is connected; its GCS address."""
     import ray
 
     from pipelines.runtime.cluster import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(num_cpus=4)
-    yield
+    return ray.get_runtime_context().gcs_address
 
 
 def stop_local_ray() -> None:
@@ -243,9 +249,10 @@ def dead_train_workers() -> set[int]:
     return {a.pid for a in list_actors(gcs, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "DEAD")])}
 
 
-def register_scoring_model(tracking_uri: str, thyroid_dir: Path) -> str:
-    """A real registered model `thyroid-scorer@champion` on `tracking_uri` (trained in-process in seconds; the Ray
-    Train path has its own tests), with the reference statistics and key columns the training pipeline stores."""
+def register_scoring_model(tracking_uri: str, thyroid_dir: Path, name: str = "thyroid-scorer", epochs: int = 30) -> str:
+    """A real registered model, a new version of `name` that becomes `name@champion` on `tracking_uri` (trained
+    in-process for `epochs` in seconds; the Ray Train path has its own tests), with the reference statistics and key
+    columns the training pipeline stores."""
     from pipelines.sample_data.datasets import THYROID_COLUMNS
     from pipelines.settings.yaml_configs import TrackingSettings
     from pipelines.tracking.monitoring import reference_statistics
@@ -256,18 +263,18 @@ def register_scoring_model(tracking_uri: str, thyroid_dir: Path) -> str:
     pre = Preprocessor(numeric=THYROID_COLUMNS).fit(rows)
     model = VAE(ModelConfig(latent_dim=4), DataLayout(pre.layout_blocks()))
     x = pre.transform(rows)
-    fit(model, x[100:], x[:100], ObjectiveConfig(), TrainConfig(epochs=30, batch_size=64, lr=5e-3), log=None)
+    fit(model, x[100:], x[:100], ObjectiveConfig(), TrainConfig(epochs=epochs, batch_size=64, lr=5e-3), log=None)
     detector = Detector(model, pre, metadata={"key_columns": ["row_id"]})
     detector.calibrate(detector.score(rows.iloc[:100])[0])
     scores, contributions = detector.score(rows)
     detector.metadata["score_reference"] = reference_statistics(scores, contributions)
-    settings = TrackingSettings(tracking_uri=tracking_uri, experiment="fixtures", model_name="thyroid-scorer",
+    settings = TrackingSettings(tracking_uri=tracking_uri, experiment="fixtures", model_name=name,
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)
     with tracked_run(tracker, "scoring-fixture", {}):
         tracker.log_and_register(detector, input_signature(THYROID_COLUMNS, ()), {"purpose": "scoring tests"},
                                  rows[list(THYROID_COLUMNS)].head(5))  # fmt: skip
-    return "thyroid-scorer@champion"
+    return f"{name}@champion"
 
 
 @pytest.fixture(scope="session")

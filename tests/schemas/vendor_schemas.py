@@ -23,7 +23,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 KUBERAY_DIR = HERE / "kuberay"
 KUBERNETES_DIR = HERE / "kubernetes"
-CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
+CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml", "ray.io_rayservices.yaml")
 KINDS = (
     "namespace-v1",
     "persistentvolumeclaim-v1",

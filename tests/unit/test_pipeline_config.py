@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig
+from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig, ServeConfig
 from pipelines.settings.yaml_configs import (
     CONFIG_DIR,
     PROJECT_DIR,
@@ -21,13 +21,13 @@ YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated
 
 CONFIG_CLASSES = {"score.yaml": ScoreJobConfig, "score-digits.yaml": ScoreJobConfig, "evaluate.yaml": EvaluateConfig,
                   "tune.yaml": TunePipelineConfig, "tune-cluster.yaml": TunePipelineConfig,
-                  "generate.yaml": GenerateConfig, "impute.yaml": ImputeConfig}  # fmt: skip
+                  "generate.yaml": GenerateConfig, "impute.yaml": ImputeConfig, "serve.yaml": ServeConfig}  # fmt: skip
 
 
 def test_the_repo_has_configs():
     assert {p.name for p in YAML_FILES} >= {"train.yaml", "train-cluster.yaml", "train-digits.yaml", "score.yaml",
                                             "score-digits.yaml", "evaluate.yaml", "tune.yaml", "tune-cluster.yaml",
-                                            "generate.yaml", "impute.yaml"}  # fmt: skip
+                                            "generate.yaml", "impute.yaml", "serve.yaml"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(PROJECT_DIR)))
