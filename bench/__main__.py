@@ -1,7 +1,7 @@
-"""`python -m bench [--quick] [--tables 1,2,3,4] [--data-dir DIR] [--results bench/RESULTS.md] [--device auto]`
+"""`python -m bench [--quick] [--tables 1,2,3,4,5] [--data-dir DIR] [--results bench/RESULTS.md] [--device auto]`
 
 Prints the benchmark tables as markdown; with --results, writes them (and the machine they ran on) into that
-file, replacing the sections of the tables that ran and keeping the others. Tables 1 and 2 start a local Ray.
+file, replacing the sections of the tables that ran and keeping the others. Tables 1, 2 and 5 share a local Ray.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_DIR.parent / "shared" / "data"
-TABLES = {1: "training", 2: "scoring", 3: "detection", 4: "density"}
+TABLES = {1: "training", 2: "scoring", 3: "detection", 4: "density", 5: "serving"}
 NOTES = "<!-- bench:notes -->"
 SECTION = re.compile(r"^<!-- bench:table (\d) -->$", re.MULTILINE)
-RAY_TABLES = (1, 2)  # share one local Ray, started before and stopped after them (outside every measurement)
+RAY_TABLES = (1, 2, 5)  # share one local Ray, started before and stopped after them (outside every measurement)
 LOCAL_RAY_CPUS = 4  # logical CPUs: more than the workers take, so Ray Data can read (see DESIGN.md)
 
 
@@ -33,7 +33,7 @@ def parse_tables(text: str) -> list[int]:
     except ValueError:
         chosen = []
     if not chosen or not set(chosen) <= set(TABLES):
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of 1,2,3,4, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of 1,2,3,4,5, got {text!r}")
     return chosen
 
 
@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.tracking.runs import TrackingError
     from pipelines.tracking.scoped_env import quiet_artifact_transfers
 
-    from . import density, detection, scoring, training
+    from . import density, detection, scoring, serving, training
     from .context import Setup
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench: error: --device cuda, but no CUDA device is available", file=sys.stderr)
         return 1
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    modules = {1: training, 2: scoring, 3: detection, 4: density}
+    modules = {1: training, 2: scoring, 3: detection, 4: density, 5: serving}
     machine = machine_description(device)
     mode = "quick" if args.quick else "full"
     print(f"benchmarks ({mode} mode), tables {args.tables}, data {args.data_dir}\nmachine: {machine}\n", flush=True)

@@ -41,7 +41,7 @@ TARGET_RATIO, TARGET_MARGINAL, TARGET_FIXED_S, TARGET_TIME_GROWTH = 1.0, 1.5, 10
 TARGET_DRIVER_GROWTH, TARGET_TREE_GROWTH = 1.2, 1.5
 
 
-def _register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list[str], rows: int) -> Detector:
+def register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list[str], rows: int) -> Detector:
     """A detector trained in-process on the first `rows` normal rows, registered as `bench-scorer@champion`."""
     frame = rows_table(x[y == 0][:rows], rows)
     pre = Preprocessor(numeric=columns).fit(frame)
@@ -97,7 +97,7 @@ class Measured:
 def run(setup: Setup) -> list[Table]:
     x, y = setup.tabular("donors")
     columns = feature_names(x.shape[1])
-    detector = _register_detector(setup, x, y, columns, QUICK_MODEL_ROWS if setup.quick else MODEL_ROWS)
+    detector = register_detector(setup, x, y, columns, QUICK_MODEL_ROWS if setup.quick else MODEL_ROWS)
     detector.model.to(setup.device)
     sizes = QUICK_SIZES if setup.quick else SIZES
     table = Table(

@@ -2,7 +2,7 @@
 
 Online scoring: deploy the Ray Serve application of `pipelines.runtime.online_scoring` on a local Ray (or the
 cluster at RAY_ADDRESS) and serve `POST /score` and `GET /healthz` on http://HOST:PORT until interrupted
-(Ctrl-C or SIGTERM), then take the application down.
+(Ctrl-C or SIGTERM), then take Serve down (on a cluster: `serve.shutdown`, every Serve application on it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import threading
 
 from pipelines.cli import config_parser
-from pipelines.runtime.cluster import logger_levels, ray_session, verbose
+from pipelines.runtime.cluster import logger_levels, on_local_ray, ray_session, verbose
 from pipelines.settings.model_jobs import MODEL_SPEC, ServeConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking.registry import resolve_model_version
@@ -28,8 +28,9 @@ def deploy(config: ServeConfig) -> None:
     from pipelines.runtime.online_scoring import APP_NAME, endpoint
 
     logging_config = None if verbose() else SERVE_LOGGING
-    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=logging_config)
-    serve.run(endpoint(config), name=APP_NAME, route_prefix="/", logging_config=logging_config)
+    with logger_levels(logging.INFO if verbose() else logging.WARNING, "ray.serve"):
+        serve.start(http_options={"host": config.host, "port": config.port}, logging_config=logging_config)
+        serve.run(endpoint(config), name=APP_NAME, route_prefix="/", logging_config=logging_config)
 
 
 def run(config: ServeConfig, stop: threading.Event | None = None) -> None:
@@ -39,7 +40,7 @@ def run(config: ServeConfig, stop: threading.Event | None = None) -> None:
 
     spec = MODEL_SPEC.match(config.model)
     version = resolve_model_version(spec["name"], spec["alias"], spec["version"], resolve_tracking_uri(config.tracking))
-    with ray_session(config.ray_address, config.local_cpus), logger_levels(logging.WARNING, "ray.serve"):
+    with ray_session(config.ray_address, config.local_cpus):
         stop = stop or _stop_on_signals()  # after Ray starts: its driver aborts on SIGTERM otherwise
         try:
             deploy(config)
@@ -47,7 +48,9 @@ def run(config: ServeConfig, stop: threading.Event | None = None) -> None:
                   f"the alias is checked every {config.alias_poll_s:g} s; Ctrl-C stops", flush=True)  # fmt: skip
             stop.wait()
         finally:
-            serve.shutdown()
+            if not on_local_ray():  # a local Ray ends with the command, Serve with it
+                with logger_levels(logging.INFO if verbose() else logging.WARNING, "ray.serve"):
+                    serve.shutdown()
     print("stopped", flush=True)
 
 

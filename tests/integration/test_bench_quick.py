@@ -71,6 +71,7 @@ def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path)
     assert first_cells["Table 3"] == first_cells["Table 3b"] == sets
     assert tables["Table 3"][0][1:] == ["vae", "knn", "iforest", "pca", "reference_vae", "best baseline"]
     assert first_cells["Table 4"] == ["VAE (ELBO)", "IWAE k=1", "IWAE k=5", "IWAE k=50"]
+    assert first_cells["Table 5"] == ["1", "100"]
     for title, rows in tables.items():
         for row in rows[1:]:
             numbers = [float(n.replace(",", "")) for cell in row for n in re.findall(r"-?[\d,]*\d\.\d+", cell)]
@@ -87,5 +88,5 @@ def test_a_missing_data_dir_is_one_line_and_exit_1(tmp_path):
 
 
 def test_an_unknown_table_is_a_usage_error(tmp_path):
-    done = run_bench("--tables", "5", "--data-dir", str(tmp_path), timeout=60)
-    assert done.returncode == 2 and "1,2,3,4" in done.stderr
+    done = run_bench("--tables", "6", "--data-dir", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "1,2,3,4,5" in done.stderr
