@@ -45,7 +45,7 @@ from pipelines.runtime.parquet_input import PreparedData, check_training_data
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.search_space import Axis, parse_space
-from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
+from pipelines.settings.yaml_configs import TrackingSettings, TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
 from pipelines.tracking.run_identity import CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
@@ -118,7 +118,8 @@ def trial_config(
 def run_trial(
     params: dict[str, Any], *, config: TunePipelineConfig, prepared: PreparedData, tracking_uri: str, parent_run_id: str
 ) -> None:
-    """Tune's driver function for one trial: a child MLflow run and a full Ray Train run of the trial's config.
+    """Tune's driver function for one trial: a full Ray Train run of the trial's config, logged to the trial's child
+    MLflow run (which `TrialRuns` opens and closes), tagged with how it ended.
 
     The Train run's name holds the trial id, so a restarted trial resumes from its last checkpoint.
     """
@@ -126,19 +127,51 @@ def run_trial(
         trial_id = tune.get_context().get_trial_id()
         trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
         tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
-        trial_params = flatten(to_dict(trial)) | chosen_params(trial, chosen)
-        with tracked_run(tracker, trial.run.name, trial_params, parent_run_id=parent_run_id):
-            tracker.set_tags({TRIAL_TAG: trial_id, **{f"vae.param.{k}": v for k, v in params.items()}})
-            metric, mode = config.tune.reported_metric
-            spec = loop_spec(
-                trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
-                nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
-                selection_rows=config.tune.selection_rows,
-            )  # fmt: skip
-            storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
-            result = fit(build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)))
-            stopped = (result.return_value or {}).get("stopped_early", False)
-            tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
+        tracker.start(  # the run TrialRuns opened, found by its name
+            trial.run.name, flatten(to_dict(trial)) | chosen_params(trial, chosen), parent_run_id=parent_run_id
+        )
+        metric, mode = config.tune.reported_metric
+        spec = loop_spec(
+            trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
+            nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
+            selection_rows=config.tune.selection_rows,
+        )  # fmt: skip
+        storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
+        result = fit(build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)))
+        stopped = (result.return_value or {}).get("stopped_early", False)
+        tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
+
+
+class TrialRuns(tune.Callback):
+    """Each trial's MLflow child run, opened by Tune's driver when a trial starts (again: a retry, a resumed sweep
+    goes on in the same run) and closed with the trial's outcome when Tune ends it, so none is left RUNNING:
+    FINISHED with the outcome the trial tagged (completed, or stopped by its own patience) or, with none, stopped by
+    ASHA (Tune stops the trial after this); FAILED when it errored for good. Holds only settings (Tune pickles its
+    callbacks with the sweep's state)."""
+
+    def __init__(self, tracking: TrackingSettings, sweep: str, parent_run_id: str) -> None:
+        self.tracking, self.sweep, self.parent_run_id = tracking, sweep, parent_run_id
+
+    def _run_name(self, trial) -> str:
+        return f"{self.sweep}-{trial.trial_id}"
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        tracker = Tracker(self.tracking)
+        tracker.start(self._run_name(trial), {}, parent_run_id=self.parent_run_id)
+        tracker.set_tags({TRIAL_TAG: trial.trial_id, **{f"vae.param.{k}": v for k, v in trial.config.items()}})
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._close(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._close(trial, ok=False)
+
+    def _close(self, trial, ok: bool) -> None:
+        tracker = Tracker(self.tracking)
+        run = tracker.find_run(self._run_name(trial))
+        if run is not None:
+            outcome = run.data.tags.get(OUTCOME_TAG, ASHA_STOP) if ok else FAILED
+            tracker.close_run(run.info.run_id, ok, {OUTCOME_TAG: outcome})
 
 
 class TrialProgress(tune.Callback):
@@ -172,8 +205,9 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any]) -> tune.Tuner:
-    """A new Tuner, or the one of an earlier run of the same sweep name (finished trials are kept)."""
+def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any], runs: TrialRuns) -> tune.Tuner:
+    """A new Tuner, or the one of an earlier run of the same sweep name (finished trials are kept); `runs` opens
+    and closes the trials' MLflow runs."""
     settings, storage = config.tune, config.run.resolved_storage_path()
     path = f"{storage}/{settings.name}"
     if tune.Tuner.can_restore(path):
@@ -203,7 +237,7 @@ def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any]) -
         run_config=tune.RunConfig(
             name=settings.name, storage_path=storage, verbose=1 if verbose() else 0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            callbacks=[TrialProgress(metric, config.train.epochs)],
+            callbacks=[TrialProgress(metric, config.train.epochs), runs],
         ),
     )  # fmt: skip
 
@@ -328,12 +362,12 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
         {"CPU": TRIAL_DRIVER_CPUS},
     )  # fmt: skip
     started = time.perf_counter()
-    results = _tuner(base, trainable, search_space(axes)).fit()
+    runs = TrialRuns(replace(config.tracking, tracking_uri=parent.uri), config.tune.name, parent.run_id)
+    results = _tuner(base, trainable, search_space(axes), runs).fit()
     print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
 
     children = parent.child_runs()
     trials = [summarize(r, metric, mode, base.train.epochs, children.get(_run_name(config, r))) for r in results]
-    _close_stopped_trials(parent, trials, children)
     best = select_best(trials, mode, config.tune.name, metric)
     trials.sort(key=lambda t: (math.isnan(t.best), t.best if mode == "min" else -t.best))
 
@@ -357,16 +391,6 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
 
 def _run_name(config: TunePipelineConfig, result: tune.Result) -> str:
     return f"{config.tune.name}-{(result.metrics or {}).get('trial_id', '')}"
-
-
-def _close_stopped_trials(parent: Tracker, trials: list[TrialSummary], children: dict) -> None:
-    """Trials that Tune stopped (ASHA) or lost never closed their MLflow runs, and a trial that raised closed its
-    run FAILED without an outcome: close or tag them with their outcome."""
-    by_id = {run.info.run_id: run for run in children.values()}
-    for trial in trials:
-        run = by_id.get(trial.run_id)
-        if run is not None and (run.info.status == "RUNNING" or OUTCOME_TAG not in run.data.tags):
-            parent.close_run(run.info.run_id, trial.outcome != FAILED, {OUTCOME_TAG: trial.outcome})
 
 
 def _require_both_classes(prepared: PreparedData, label: str) -> None:

@@ -82,13 +82,20 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]
 
 
 class EpochLogger:
-    """Logs one epoch's metrics to a run in a single request (used by rank 0 on a Ray worker)."""
+    """Logs one epoch's metrics to a run in a single request (used by rank 0 on a Ray worker), each epoch once.
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    A worker lost after logging an epoch and before that epoch's checkpoint makes Ray Train restart the run from the
+    checkpoint before, so the epoch is trained again: the epochs an earlier attempt already logged (those with a
+    point of `marker`, a metric every epoch logs) are not logged again, whatever the number of restarts."""
+
+    def __init__(self, tracking_uri: str, run_id: str, marker: str = "val_loss") -> None:
         self.client = MlflowClient(tracking_uri)
-        self.run_id = run_id
+        self.run_id, self.marker = run_id, marker
+        self.logged_before = {m.step for m in self.client.get_metric_history(run_id, marker)}
 
     def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self.marker in metrics and epoch in self.logged_before:
+            return
         _log_metrics(self.client, self.run_id, metrics, epoch)
 
 

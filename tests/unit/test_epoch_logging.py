@@ -1,0 +1,29 @@
+"""Each epoch of a training run is logged once, however often Ray Train restarts it (against a real MLflow store,
+SQLite): a restart trains again the epochs after its last checkpoint, some of which the lost attempt had logged."""
+
+from pipelines.settings.yaml_configs import TrackingSettings
+from pipelines.tracking.runs import EpochLogger, Tracker
+
+
+def _epoch(loss: float) -> dict[str, float]:
+    return {"val_loss": loss, "train_loss": loss + 1}
+
+
+def test_epochs_an_earlier_attempt_logged_are_not_logged_again(tmp_path):
+    tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="restarts"))
+    run_id, _ = tracker.start("run", {})
+    first = EpochLogger(tracker.uri, run_id)
+    for epoch in (1, 2, 3):  # the worker dies after logging epoch 3, before its checkpoint: it resumes after 2
+        first.log(epoch, _epoch(10.0 - epoch))
+    second = EpochLogger(tracker.uri, run_id)
+    for epoch in (3, 4):
+        second.log(epoch, _epoch(20.0 - epoch))
+    second.log(4, {"replica_divergence": 0.0})  # the run's last line, at the last epoch: not an epoch's metrics
+    third = EpochLogger(tracker.uri, run_id)  # another restart, from epoch 4's checkpoint
+    third.log(5, _epoch(1.0))
+
+    history = {name: [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, name)]
+               for name in ("val_loss", "train_loss", "replica_divergence")}  # fmt: skip
+    assert sorted(history["val_loss"]) == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 16.0), (5, 1.0)]
+    assert [step for step, _ in sorted(history["train_loss"])] == [1, 2, 3, 4, 5]
+    assert history["replica_divergence"] == [(4, 0.0)]
