@@ -145,12 +145,13 @@ def run_trial(
 class TrialRuns(tune.Callback):
     """Each trial's MLflow child run, opened by Tune's driver when a trial starts (again: a retry, a resumed sweep
     goes on in the same run) and closed with the trial's outcome when Tune ends it, so none is left RUNNING:
-    FINISHED with the outcome the trial tagged (completed, or stopped by its own patience) or, with none, stopped by
-    ASHA (Tune stops the trial after this); FAILED when it errored for good. Holds only settings (Tune pickles its
-    callbacks with the sweep's state)."""
+    FAILED when it errored for good, else FINISHED with the outcome the trial tagged (it returned: completed, or
+    stopped by its own patience) or, untagged, what its last result says: `epochs` reached is completed (ASHA stops
+    a trial at its budget, before its function returns), fewer is stopped by ASHA. Holds only settings (Tune
+    pickles its callbacks with the sweep's state)."""
 
-    def __init__(self, tracking: TrackingSettings, sweep: str, parent_run_id: str) -> None:
-        self.tracking, self.sweep, self.parent_run_id = tracking, sweep, parent_run_id
+    def __init__(self, tracking: TrackingSettings, sweep: str, parent_run_id: str, epochs: int) -> None:
+        self.tracking, self.sweep, self.parent_run_id, self.epochs = tracking, sweep, parent_run_id, epochs
 
     def _run_name(self, trial) -> str:
         return f"{self.sweep}-{trial.trial_id}"
@@ -170,7 +171,8 @@ class TrialRuns(tune.Callback):
         tracker = Tracker(self.tracking)
         run = tracker.find_run(self._run_name(trial))
         if run is not None:
-            outcome = run.data.tags.get(OUTCOME_TAG, ASHA_STOP) if ok else FAILED
+            budget_reached = (trial.last_result or {}).get("epoch", 0) >= self.epochs
+            outcome = run.data.tags.get(OUTCOME_TAG, COMPLETED if budget_reached else ASHA_STOP) if ok else FAILED
             tracker.close_run(run.info.run_id, ok, {OUTCOME_TAG: outcome})
 
 
@@ -362,7 +364,8 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
         {"CPU": TRIAL_DRIVER_CPUS},
     )  # fmt: skip
     started = time.perf_counter()
-    runs = TrialRuns(replace(config.tracking, tracking_uri=parent.uri), config.tune.name, parent.run_id)
+    runs = TrialRuns(replace(config.tracking, tracking_uri=parent.uri), config.tune.name, parent.run_id,
+                     base.train.epochs)  # fmt: skip
     results = _tuner(base, trainable, search_space(axes), runs).fit()
     print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
 
