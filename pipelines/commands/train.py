@@ -150,22 +150,31 @@ def report_auto(config: TrainPipelineConfig, keys: tuple[str, ...]) -> None:
 
 
 def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainOutcome:
+    """Prepare, train, register; where the run's time went is logged as the metrics `prepare_s` (checks, Ray Data
+    preparation, auto hyperparameters), `train_s` (the Ray Train run: worker group, epochs with their validation,
+    checkpoints and logging) and `register_s` (validation scoring, calibration, plots, the model logged and
+    registered; `validation_s` of it is the scoring)."""
+    started = time.perf_counter()
     later, auto = chosen_from_data(config), config.auto_fields
     config, prepared = prepare(config)
     config = resolve_auto(config, prepared)
     tracker.log_params(chosen_params(config, later))
     report_auto(config, auto)
     trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
-    started = time.perf_counter()
+    prepared_at = time.perf_counter()
     result = fit(trainer)
-    print(f"training finished in {time.perf_counter() - started:.1f} s", flush=True)
+    trained_at = time.perf_counter()
+    print(f"training finished in {trained_at - prepared_at:.1f} s", flush=True)
     if not result.best_checkpoints:
         raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
     best, metrics = min(result.best_checkpoints, key=lambda kept: kept[1][CHECKPOINT_SCORE])
     best_val_loss = metrics["val_loss"]
     last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
     detector = load_checkpoint_detector(best, config.score)
-    return register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)
+    outcome = register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)
+    tracker.log_metrics({"prepare_s": prepared_at - started, "train_s": trained_at - prepared_at,
+                         "register_s": time.perf_counter() - trained_at}, step=last_epoch)  # fmt: skip
+    return outcome
 
 
 def register(
@@ -180,7 +189,9 @@ def register(
     the cluster (`score_sample`: at most 50k rows reach the driver), log plots, then log and register the model
     in `tracker`'s run. `best` holds the chosen checkpoint's metrics (with best_val_loss)."""
     data = config.data
+    started = time.perf_counter()
     validation = score_sample(detector, prepared.validation, prepared.validation_rows)
+    scoring_s = time.perf_counter() - started
     threshold = detector.calibrate(validation.scores, validation.contributions)
     detector.metadata = {
         "run_name": config.run.name,
@@ -189,8 +200,8 @@ def register(
         SCHEMA_KEY: recorded_schema(open_parquet(data.path).schema, (*data.features, *data.conditions)),
         "score_reference": reference_statistics(validation.scores, validation.contributions),
     }
-    tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores))},
-                        step=last_epoch)  # fmt: skip
+    tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores)),
+                         "validation_s": scoring_s}, step=last_epoch)  # fmt: skip
     tracker.log_figure(plots.loss_curves(tracker.metric_history(LOSS_METRICS)), "plots/loss_curves.png")
     tracker.log_figure(plots.score_histogram(validation.scores, threshold), "plots/validation_scores.png")
     sample = slice(0, LATENT_SAMPLE)

@@ -78,7 +78,9 @@ def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path)
             assert numbers and all(np.isfinite(numbers)), (title, row)
             assert not any(word in cell.lower() for cell in row for word in ("nan", "inf")), (title, row)
     ray_one_worker = tables["Table 1"][-1]
-    assert re.search(r"(met|MISSED)", ray_one_worker[7]), ray_one_worker
+    assert re.search(r"(met|MISSED)", ray_one_worker[8]), ray_one_worker
+    assert first_cells["Table 1b"] == ["1 worker(s), batch 256"]
+    assert re.search(r"(met|MISSED)", tables["Table 1b"][-1][-1])
 
 
 def test_a_missing_data_dir_is_one_line_and_exit_1(tmp_path):
