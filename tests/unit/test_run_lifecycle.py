@@ -1,17 +1,14 @@
 """One run lifecycle for every command: `tracked_run` ends the run FINISHED when its block completes, FAILED when
-it raises; a sweep closes what its trials left open or untagged. No MLflow: a stand-in tracker records the calls."""
-
-from types import SimpleNamespace
+it raises (a sweep's trial runs: test_tune_trial_runs.py). No MLflow: a stand-in tracker records the calls."""
 
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, OUTCOME_TAG, TrialSummary, _close_stopped_trials
 from pipelines.tracking.runs import TrackingError, tracked_run
 
 
 class StandIn:
-    """What `tracked_run` and `_close_stopped_trials` call on a Tracker, recorded."""
+    """What `tracked_run` calls on a Tracker, recorded."""
 
     uri = "http://127.0.0.1:5000"
 
@@ -27,9 +24,6 @@ class StandIn:
         self.calls.append(("end", ok))
         if self.end_fails:
             raise MlflowException("API request to endpoint /api/2.0/mlflow/runs/update failed\nMax retries exceeded")
-
-    def close_run(self, run_id, ok, tags) -> None:
-        self.calls.append(("close", run_id, ok, dict(tags)))
 
 
 def test_a_block_that_completes_ends_the_run_finished():
@@ -75,25 +69,3 @@ def test_a_completed_block_whose_run_cannot_be_ended_is_a_tracking_error():
     ending = "could not end run 'train-1': API request to endpoint /api/2.0/mlflow"
     with pytest.raises(TrackingError, match=ending), tracked_run(StandIn(end_fails=True), "train-1", {}):
         pass
-
-
-def _child(run_id: str, status: str, tags: dict) -> SimpleNamespace:
-    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status), data=SimpleNamespace(tags=tags))
-
-
-def _trial(trial_id: str, outcome: str) -> TrialSummary:
-    return TrialSummary(trial_id, {}, 3, 0.5, 3, 0.5, outcome, None, f"run-{trial_id}")
-
-
-def test_the_sweep_closes_open_trial_runs_and_tags_failed_ones_with_their_outcome():
-    children = {
-        "a": _child("run-a", "RUNNING", {}),  # stopped by ASHA: its driver was killed mid-run
-        "b": _child("run-b", "FAILED", {}),  # raised: `tracked_run` ended it FAILED, no outcome yet
-        "c": _child("run-c", "FINISHED", {OUTCOME_TAG: COMPLETED}),  # closed by the trial itself
-    }
-    tracker = StandIn()
-    _close_stopped_trials(tracker, [_trial("a", ASHA_STOP), _trial("b", FAILED), _trial("c", COMPLETED)], children)
-    assert tracker.calls == [
-        ("close", "run-a", True, {OUTCOME_TAG: ASHA_STOP}),
-        ("close", "run-b", False, {OUTCOME_TAG: FAILED}),
-    ]
