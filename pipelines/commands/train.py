@@ -160,7 +160,7 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
     config = resolve_auto(config, prepared)
     tracker.log_params(chosen_params(config, later))
     report_auto(config, auto)
-    trainer = build_trainer(config, prepared, loop_spec(config, prepared, tracker.uri, tracker.run_id))
+    trainer = build_trainer(config, prepared, loop_spec(config, prepared), tracker.uri, tracker.run_id)
     prepared_at = time.perf_counter()
     result = fit(trainer)
     trained_at = time.perf_counter()
@@ -169,11 +169,14 @@ def _train_and_register(config: TrainPipelineConfig, tracker: Tracker) -> TrainO
         raise RuntimeError(f"run {config.run.name!r} finished without a checkpoint; see the Ray logs above")
     best, metrics = min(result.best_checkpoints, key=lambda kept: kept[1][CHECKPOINT_SCORE])
     best_val_loss = metrics["val_loss"]
-    last_epoch = (result.return_value or {}).get("last_epoch", config.train.epochs)
+    returned = result.return_value or {}
+    last_epoch = returned.get("last_epoch", config.train.epochs)
     detector = load_checkpoint_detector(best, config.score)
     outcome = register(config, tracker, detector, prepared, {"best_val_loss": best_val_loss}, last_epoch)
     tracker.log_metrics({"prepare_s": prepared_at - started, "train_s": trained_at - prepared_at,
-                         "register_s": time.perf_counter() - trained_at}, step=last_epoch)  # fmt: skip
+                         "register_s": time.perf_counter() - trained_at,
+                         **{k: returned[k] for k in ("replica_divergence",) if k in returned}},
+                        step=last_epoch)  # fmt: skip
     return outcome
 
 

@@ -132,14 +132,16 @@ def run_trial(
         )
         metric, mode = config.tune.reported_metric
         spec = loop_spec(
-            trial, prepared, tracker.uri, tracker.run_id, checkpoint_metric=(metric, mode),
+            trial, prepared, checkpoint_metric=(metric, mode),
             nll_samples=config.tune.nll_samples, auroc=config.tune.metric == "auroc", progress=False,
             selection_rows=config.tune.selection_rows,
         )  # fmt: skip
         storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
-        result = fit(build_trainer(trial, prepared, spec, storage_path=storage, callbacks=(TuneReportCallback(),)))
-        stopped = (result.return_value or {}).get("stopped_early", False)
-        tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if stopped else COMPLETED})
+        trainer = build_trainer(trial, prepared, spec, tracker.uri, tracker.run_id, storage_path=storage,
+                                callbacks=(TuneReportCallback(),))  # fmt: skip
+        returned = fit(trainer).return_value or {}
+        tracker.log_metrics({"replica_divergence": returned["replica_divergence"]}, step=returned["last_epoch"])
+        tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if returned.get("stopped_early") else COMPLETED})
 
 
 class TrialRuns(tune.Callback):

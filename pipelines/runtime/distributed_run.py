@@ -1,12 +1,23 @@
 """The Ray Train side of one training run: the TorchTrainer (DDP workers, fault tolerance, the checkpoints it
-keeps), the plain-data spec its workers get, and the Detector read back from one of its checkpoints."""
+keeps, each epoch logged to MLflow by its controller), the plain-data spec its workers get, and the Detector read
+back from one of its checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, Result, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    Result,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
 from ray.train.torch import TorchTrainer
 
 from pipelines.settings.yaml_configs import TrainPipelineConfig
@@ -17,15 +28,37 @@ from .parquet_input import PreparedData
 from .worker_loop import CHECKPOINT_SCORE, DETECTOR_DIR, LoopSpec, train_loop_per_worker
 
 
+class EpochReports(UserCallback):
+    """Ray Train callback, run by the controller: logs rank 0's report of each epoch to the MLflow run `run_id` at
+    the step of its epoch (less `epoch` and CHECKPOINT_SCORE), once the epoch's checkpoint is stored. A lost worker
+    makes Ray Train train again only the epochs after the last stored checkpoint, so no epoch is logged twice; the
+    workers never import MLflow. Listed before Tune's callback, an epoch is logged before ASHA can stop the trial."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.logger = None  # made on the controller at the first report: the driver pickles the callback
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        if self.logger is None:
+            from pipelines.tracking.runs import EpochLogger
+
+            self.logger = EpochLogger(self.tracking_uri, self.run_id)
+        first = metrics[0]
+        self.logger.log(int(first["epoch"]), {k: v for k, v in first.items() if k not in ("epoch", CHECKPOINT_SCORE)})
+
+
 def build_trainer(
     config: TrainPipelineConfig,
     prepared: PreparedData,
     spec: LoopSpec,
+    tracking_uri: str,
+    run_id: str,
     storage_path: str | None = None,
     callbacks: tuple = (),
 ) -> TorchTrainer:
     """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`
-    (reported as CHECKPOINT_SCORE: epochs inside the KL warm-up rank last)."""
+    (reported as CHECKPOINT_SCORE: epochs inside the KL warm-up rank last), logging each epoch to the MLflow run
+    `run_id` at `tracking_uri` (`EpochReports`) before `callbacks` see it."""
     scaling = config.scaling
     _, mode = spec.checkpoint_metric
     return TorchTrainer(
@@ -44,7 +77,7 @@ def build_trainer(
                 checkpoint_score_order=mode,
             ),
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=list(callbacks),
+            callbacks=[EpochReports(tracking_uri, run_id), *callbacks],
         ),
         datasets={"train": prepared.train, "validation": prepared.validation},
     )  # fmt: skip
@@ -63,13 +96,13 @@ def fit(trainer: TorchTrainer) -> Result:
         return trainer.fit()
 
 
-def loop_spec(config: TrainPipelineConfig, prepared: PreparedData, tracking_uri: str, run_id: str, **extra) -> LoopSpec:
+def loop_spec(config: TrainPipelineConfig, prepared: PreparedData, **extra) -> LoopSpec:
     """What the workers of `config`'s run need, as plain data (`extra`: LoopSpec's sweep fields)."""
     return LoopSpec(
         model=to_dict(config.model), layout=to_dict(prepared.layout), objective=to_dict(config.objective),
         train=to_dict(config.train), score=to_dict(config.score), preprocessor=prepared.features.to_dict(),
-        condition=None if prepared.condition is None else prepared.condition.to_dict(), tracking_uri=tracking_uri,
-        run_id=run_id, shard_memory_bytes=int(config.scaling.shard_memory_mb * 2**20), **extra,
+        condition=None if prepared.condition is None else prepared.condition.to_dict(),
+        shard_memory_bytes=int(config.scaling.shard_memory_mb * 2**20), **extra,
     )  # fmt: skip
 
 

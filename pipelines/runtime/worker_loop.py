@@ -1,7 +1,8 @@
 """The Ray Train worker loop: DDP over Ray Data shards, per-epoch validation, checkpoints, resume.
 
 Every rank trains on its shard and reports each epoch; rank 0 attaches the checkpoint (a saved
-Detector plus the optimiser state) and logs the epoch to MLflow, so metrics appear once per epoch.
+Detector plus the optimiser state). The workers never touch MLflow: Ray Train's controller logs each epoch once its
+checkpoint is stored (`distributed_run.EpochReports`), and the driver logs what the run returns.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ class LoopSpec:
     score: dict[str, Any]
     preprocessor: dict[str, Any]
     condition: dict[str, Any] | None
-    tracking_uri: str
-    run_id: str
     checkpoint_metric: tuple[str, str] = ("val_loss", "min")  # what the kept checkpoints are ranked by (as
     # CHECKPOINT_SCORE: the metric once the KL warm-up is over, the worst value before)
     nll_samples: int = 0  # > 0: also report val_nll, the importance-sampled NLL of the validation rows
@@ -222,11 +221,6 @@ class WorkerRun:
             condition=None if spec.condition is None else Preprocessor.from_dict(spec.condition),
             objective=self.objective,
         )  # fmt: skip
-        self.logger = None
-        if self.rank == 0:  # only rank 0 logs: the other ranks (and the controller) skip importing MLflow
-            from pipelines.tracking.runs import EpochLogger
-
-            self.logger = EpochLogger(spec.tracking_uri, spec.run_id)
         self.train_rows = ShardBatches(ray.train.get_dataset_shard("train"), spec.shard_memory_bytes)
         self.val_rows = ShardBatches(ray.train.get_dataset_shard("validation"), spec.shard_memory_bytes)
 
@@ -282,21 +276,19 @@ class WorkerRun:
         return metrics, train, val
 
     def report(self, epoch: int, metrics: dict[str, float], train: EpochStats, val: EpochStats) -> None:
-        """Every rank reports the epoch to Ray Train; rank 0 also prints its line, logs it to MLflow and attaches
-        the checkpoint."""
+        """Every rank reports the epoch to Ray Train; rank 0 also prints its line and attaches the checkpoint."""
         if self.rank != 0:
             ray.train.report(metrics)
             return
         if self.spec.progress:
             _progress(format_epoch(epoch + 1, self.config.epochs, train, val))
-        self.logger.log(epoch + 1, {k: v for k, v in metrics.items() if k not in ("epoch", CHECKPOINT_SCORE)})
         with tempfile.TemporaryDirectory() as tmp:
             _save_checkpoint(Path(tmp), self.detector, self.optimizer, self.adversary, epoch, self.step, self.stopper)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def finish(self, epoch: int) -> dict[str, Any] | None:
         """After the loop (`epoch`: the last epoch run, counted from 0): every rank measures how far the replicas
-        drifted apart; rank 0 logs it and returns how the run went."""
+        drifted apart; rank 0 returns it with how the run went."""
         modules = [self.module] if self.adversary is None else [self.module, self.adversary.module]
         divergence = replica_divergence(modules, self.device)
         if self.rank != 0:
@@ -304,8 +296,12 @@ class WorkerRun:
         stopper = self.stopper
         if stopper.should_stop and self.spec.progress:
             _progress(f"early stop after epoch {epoch + 1}: no improvement for {stopper.bad_epochs} epochs")
-        self.logger.log(epoch + 1, {"replica_divergence": divergence})
-        return {"last_epoch": epoch + 1, "best_epoch": stopper.best_epoch + 1, "stopped_early": stopper.should_stop}
+        return {
+            "last_epoch": epoch + 1,
+            "best_epoch": stopper.best_epoch + 1,
+            "stopped_early": stopper.should_stop,
+            "replica_divergence": divergence,
+        }
 
 
 def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:

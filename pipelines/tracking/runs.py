@@ -82,11 +82,10 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]
 
 
 class EpochLogger:
-    """Logs one epoch's metrics to a run in a single request (used by rank 0 on a Ray worker), each epoch once.
-
-    A worker lost after logging an epoch and before that epoch's checkpoint makes Ray Train restart the run from the
-    checkpoint before, so the epoch is trained again: the epochs an earlier attempt already logged (those with a
-    point of `marker`, a metric every epoch logs) are not logged again, whatever the number of restarts."""
+    """Logs one epoch's metrics to a run in a single request (for Ray Train's controller, `EpochReports`), each
+    epoch once: the epochs an earlier attempt of the run already logged (those with a point of `marker`, a metric
+    every epoch logs) are not logged again, whatever the number of restarts (a run resumed by name after a crash
+    of its driver trains again the epochs after its last stored checkpoint)."""
 
     def __init__(self, tracking_uri: str, run_id: str, marker: str = "val_loss") -> None:
         self.client = MlflowClient(tracking_uri)

@@ -1,6 +1,10 @@
-"""Each epoch of a training run is logged once, however often Ray Train restarts it (against a real MLflow store,
-SQLite): a restart trains again the epochs after its last checkpoint, some of which the lost attempt had logged."""
+"""Each epoch of a training run is logged once, by Ray Train's controller from rank 0's report, however often the
+run restarts (against a real MLflow store, SQLite): a restart trains again the epochs after its last checkpoint."""
 
+import pickle
+
+from pipelines.runtime.distributed_run import EpochReports
+from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrackingSettings
 from pipelines.tracking.runs import EpochLogger, Tracker
 
@@ -27,3 +31,16 @@ def test_epochs_an_earlier_attempt_logged_are_not_logged_again(tmp_path):
     assert sorted(history["val_loss"]) == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 16.0), (5, 1.0)]
     assert [step for step, _ in sorted(history["train_loss"])] == [1, 2, 3, 4, 5]
     assert history["replica_divergence"] == [(4, 0.0)]
+
+
+def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path):
+    tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="reports"))
+    run_id, _ = tracker.start("run", {})
+    callback = pickle.loads(pickle.dumps(EpochReports(tracker.uri, run_id)))  # as the driver hands it to Ray Train
+    for epoch in (1, 2):
+        ranks = [{"epoch": epoch, "val_loss": 5.0 - epoch, CHECKPOINT_SCORE: 5.0 - epoch, "rows_per_s": 100.0},
+                 {"epoch": epoch, "val_loss": 99.0, CHECKPOINT_SCORE: 99.0, "rows_per_s": 100.0}]  # fmt: skip
+        callback.after_report(None, ranks, checkpoint=None)
+    run = tracker.client.get_run(run_id)
+    assert set(run.data.metrics) == {"val_loss", "rows_per_s"}
+    assert [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, "val_loss")] == [(1, 4.0), (2, 3.0)]
