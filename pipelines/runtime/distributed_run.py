@@ -4,8 +4,10 @@ back from one of its checkpoints."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
+import threading
 from typing import Any
 
 from ray.train import (
@@ -36,15 +38,37 @@ class EpochReports(UserCallback):
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.tracking_uri, self.run_id = tracking_uri, run_id
-        self.logger = None  # made on the controller at the first report: the driver pickles the callback
+        self.ready: concurrent.futures.Future | None = None  # the EpochLogger, made where the callback is unpickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Ray Train's controller unpickles its callbacks as it starts: MLflow (about 1.5 s of CPU to import) is made
+        # ready on a thread there and then, while the worker group starts, neither delaying that start nor taking a
+        # core from the workers' epochs later.
+        self.__dict__.update(state)
+        self._make_logger()
+
+    def _make_logger(self) -> None:
+        self.ready = concurrent.futures.Future()
+
+        def make() -> None:
+            try:
+                from pipelines.tracking.runs import EpochLogger
+
+                self.ready.set_result(EpochLogger(self.tracking_uri, self.run_id))
+            except Exception as err:  # raised again at the first report
+                self.ready.set_exception(err)
+
+        threading.Thread(target=make, daemon=True, name="epoch-logger").start()
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
-        if self.logger is None:
-            from pipelines.tracking.runs import EpochLogger
-
-            self.logger = EpochLogger(self.tracking_uri, self.run_id)
+        if self.ready is None:  # never pickled: called in the process that made it
+            self._make_logger()
+        logger = self.ready.result()
         first = metrics[0]
-        self.logger.log(int(first["epoch"]), {k: v for k, v in first.items() if k not in ("epoch", CHECKPOINT_SCORE)})
+        logger.log(int(first["epoch"]), {k: v for k, v in first.items() if k not in ("epoch", CHECKPOINT_SCORE)})
 
 
 def build_trainer(
