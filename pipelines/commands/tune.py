@@ -10,6 +10,7 @@ MLflow holds one parent run per sweep (results table, plots) with one child run 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -50,6 +51,7 @@ from pipelines.storage import filesystems
 from pipelines.tracking import plots
 from pipelines.tracking.run_identity import CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
 from pipelines.tracking.runs import REGISTERED_TAG, Tracker, flatten, tracked_run
+from pipelines.tracking.scoped_env import environment_defaults
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
@@ -207,6 +209,13 @@ class TrialProgress(tune.Callback):
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def quiet_tune_output() -> contextlib.AbstractContextManager[None]:
+    """Tune's console output off for one block unless `verbose()`: its "new output engine" prints the experiment's
+    banner (search algorithm, scheduler, trial count, results path, a TensorBoard hint) even at `verbose=0`; the
+    legacy engine at 0 prints nothing, and `TrialProgress` prints the sweep's own lines."""
+    return contextlib.nullcontext() if verbose() else environment_defaults(RAY_AIR_NEW_OUTPUT="0")
 
 
 def _tuner(config: TunePipelineConfig, trainable, param_space: dict[str, Any], runs: TrialRuns) -> tune.Tuner:
@@ -368,7 +377,8 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     started = time.perf_counter()
     runs = TrialRuns(replace(config.tracking, tracking_uri=parent.uri), config.tune.name, parent.run_id,
                      base.train.epochs)  # fmt: skip
-    results = _tuner(base, trainable, search_space(axes), runs).fit()
+    with quiet_tune_output():
+        results = _tuner(base, trainable, search_space(axes), runs).fit()
     print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
 
     children = parent.child_runs()

@@ -19,7 +19,7 @@ import ray
 import ray.data
 from ray.util.annotations import RayDeprecationWarning
 
-from pipelines.tracking.scoped_env import environment_defaults
+from pipelines.tracking.scoped_env import environment_defaults, verbose
 
 
 @contextlib.contextmanager
@@ -34,11 +34,6 @@ def logger_levels(level: int, *names: str | None) -> Iterator[None]:
     finally:
         for logger, old in zip(loggers, previous, strict=True):
             logger.setLevel(old)
-
-
-def verbose() -> bool:
-    """Whether Ray's own output is wanted: LOG_LEVEL=DEBUG in the environment."""
-    return os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
 
 
 @contextlib.contextmanager

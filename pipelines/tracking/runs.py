@@ -32,7 +32,7 @@ import vae
 from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, save_detector
 
-from .scoped_env import scoped_tracking_uri
+from .scoped_env import quiet_mlflow_info, scoped_tracking_uri
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
@@ -235,7 +235,7 @@ class Tracker:
         a few raw input rows, which MLflow stores and checks the model against), register a version, set the
         alias."""
         name, alias = self.settings.model_name, self.settings.alias
-        with tempfile.TemporaryDirectory() as tmp, self._active_run():
+        with tempfile.TemporaryDirectory() as tmp, self._active_run(), quiet_mlflow_info():
             directory = save_detector(detector, Path(tmp) / "detector")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -246,7 +246,16 @@ class Tracker:
                 code_paths=[str(VAE_PACKAGE)],
                 input_example=input_example,
             )
-            version = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+            # The client, not `mlflow.register_model`, which prints "Successfully registered model" and "Created
+            # version"; inside the block, which points MLflow's default store at this run's to resolve the source.
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as err:
+                if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+            version = self.client.create_model_version(name, info.model_uri, run_id=self.run_id,
+                                                       model_id=info.model_id,
+                                                       tags={k: str(v) for k, v in tags.items()})  # fmt: skip
         self.client.set_registered_model_alias(name, alias, version.version)
         self.client.set_tag(self.run_id, REGISTERED_TAG, f"{name}/{version.version}")
         return RegisteredModel(name, version.version, alias, f"models:/{name}/{version.version}")

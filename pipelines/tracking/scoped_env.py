@@ -4,8 +4,28 @@ URI), each set for one block and restored after it, so nothing a command needed 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
+
+
+def verbose() -> bool:
+    """Whether Ray's and MLflow's own output is wanted: LOG_LEVEL=DEBUG in the environment (`vae-anomaly --verbose`)."""
+    return os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+
+
+@contextlib.contextmanager
+def quiet_mlflow_info() -> Iterator[None]:
+    """MLflow's INFO lines ("Validating input example against model signature") off for one block unless
+    `verbose()`; its warnings stay."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    if not verbose():
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def environment_defaults(**values: str) -> contextlib.AbstractContextManager[None]:
