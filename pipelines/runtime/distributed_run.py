@@ -67,6 +67,10 @@ class EpochReports(UserCallback):
         if self.ready is None:  # never pickled: called in the process that made it
             self._make_logger()
         logger = self.ready.result()
+        if not logger.run_is_open():
+            # Tune stopped the trial (ASHA) and `TrialRuns` closed its run; the epochs Ray Train finishes before the
+            # stop reaches it are not part of the trial's result, so they are not logged to its run either.
+            return
         first = metrics[0]
         logger.log(int(first["epoch"]), {k: v for k, v in first.items() if k not in ("epoch", CHECKPOINT_SCORE)})
 

@@ -22,7 +22,7 @@ import pandas as pd
 import requests
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
@@ -96,6 +96,10 @@ class EpochLogger:
         if self.marker in metrics and epoch in self.logged_before:
             return
         _log_metrics(self.client, self.run_id, metrics, epoch)
+
+    def run_is_open(self) -> bool:
+        """Whether the run is still RUNNING (a sweep closes a trial's run when Tune stops the trial)."""
+        return self.client.get_run(self.run_id).info.status == "RUNNING"
 
 
 @dataclass
@@ -200,8 +204,9 @@ class Tracker:
         _log_metrics(self.client, self.run_id, metrics, step or 0)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        """Tag the open run, all tags in one request."""
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     def metric_history(self, names: list[str]) -> dict[str, list[tuple[int, float]]]:
         """name -> [(step, value)], the last value per step (a resumed epoch replaces its first try)."""

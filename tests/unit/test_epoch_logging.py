@@ -44,3 +44,7 @@ def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path):
     run = tracker.client.get_run(run_id)
     assert set(run.data.metrics) == {"val_loss", "rows_per_s"}
     assert [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, "val_loss")] == [(1, 4.0), (2, 3.0)]
+
+    tracker.end(ok=True)  # Tune stopped the trial and its run was closed: the epochs still reported are not logged
+    callback.after_report(None, [{"epoch": 3, "val_loss": 1.0, CHECKPOINT_SCORE: 1.0}], checkpoint=None)
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")] == [1, 2]
