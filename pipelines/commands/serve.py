@@ -7,6 +7,7 @@ cluster at RAY_ADDRESS) and serve `POST /score` and `GET /healthz` on http://HOS
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -21,6 +22,11 @@ from pipelines.tracking.runs import resolve_tracking_uri
 SERVE_LOGGING = {"log_level": "WARNING"}  # Serve's controller, proxy and replicas log at INFO by default
 
 
+def _serve_driver_logs() -> contextlib.AbstractContextManager[None]:
+    """The `ray.serve` logger of this process at WARNING for one block (at INFO with `--verbose`)."""
+    return logger_levels(logging.INFO if verbose() else logging.WARNING, "ray.serve")
+
+
 def deploy(config: ServeConfig) -> None:
     """Start Serve on the connected Ray with its proxy on `config.host:port`, and deploy the endpoint."""
     from ray import serve
@@ -28,7 +34,7 @@ def deploy(config: ServeConfig) -> None:
     from pipelines.runtime.online_scoring import APP_NAME, endpoint
 
     logging_config = None if verbose() else SERVE_LOGGING
-    with logger_levels(logging.INFO if verbose() else logging.WARNING, "ray.serve"):
+    with _serve_driver_logs():
         serve.start(http_options={"host": config.host, "port": config.port}, logging_config=logging_config)
         serve.run(endpoint(config), name=APP_NAME, route_prefix="/", logging_config=logging_config)
 
@@ -49,7 +55,7 @@ def run(config: ServeConfig, stop: threading.Event | None = None) -> None:
             stop.wait()
         finally:
             if not on_local_ray():  # a local Ray ends with the command, Serve with it
-                with logger_levels(logging.INFO if verbose() else logging.WARNING, "ray.serve"):
+                with _serve_driver_logs():
                     serve.shutdown()
     print("stopped", flush=True)
 

@@ -28,6 +28,18 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from pipelines.cli import run_config_command
+from pipelines.commands.sweep_trials import (
+    ASHA_STOP,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    OUTCOME_TAG,
+    PATIENCE_STOP,
+    TrialProgress,
+    TrialRuns,
+    short_text,
+    trial_run_name,
+)
 from pipelines.commands.train import (
     TrainOutcome,
     chosen_params,
@@ -46,7 +58,7 @@ from pipelines.runtime.parquet_input import PreparedData, check_training_data
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.search_space import Axis, parse_space
-from pipelines.settings.yaml_configs import TrackingSettings, TrainPipelineConfig, TunePipelineConfig
+from pipelines.settings.yaml_configs import TrainPipelineConfig, TunePipelineConfig
 from pipelines.storage import filesystems
 from pipelines.tracking import plots
 from pipelines.tracking.run_identity import CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
@@ -55,10 +67,6 @@ from pipelines.tracking.scoped_env import environment_defaults
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
-OUTCOME_TAG = "vae.trial.outcome"
-TRIAL_TAG = "vae.trial.id"
-COMPLETED, PATIENCE_STOP, ASHA_STOP, FAILED = "completed", "early stop (patience)", "stopped by ASHA", "failed"
-FINISHED = (COMPLETED, PATIENCE_STOP)  # outcomes whose best metric counts in the selection
 
 
 @dataclass
@@ -127,7 +135,7 @@ def run_trial(
     """
     with ray_data_context():  # this process's Ray Data context drives the trial's dataset splits
         trial_id = tune.get_context().get_trial_id()
-        trial, chosen = trial_config(config, params, f"{config.tune.name}-{trial_id}", prepared)
+        trial, chosen = trial_config(config, params, trial_run_name(config.tune.name, trial_id), prepared)
         tracker = Tracker(replace(trial.tracking, tracking_uri=tracking_uri))
         tracker.start(  # the run TrialRuns opened, found by its name
             trial.run.name, flatten(to_dict(trial)) | chosen_params(trial, chosen), parent_run_id=parent_run_id
@@ -144,71 +152,6 @@ def run_trial(
         returned = fit(trainer).return_value or {}
         tracker.log_metrics({"replica_divergence": returned["replica_divergence"]}, step=returned["last_epoch"])
         tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if returned.get("stopped_early") else COMPLETED})
-
-
-class TrialRuns(tune.Callback):
-    """Each trial's MLflow child run, opened by Tune's driver when a trial starts (again: a retry, a resumed sweep
-    goes on in the same run) and closed with the trial's outcome when Tune ends it, so none is left RUNNING:
-    FAILED when it errored for good, else FINISHED with the outcome the trial tagged (it returned: completed, or
-    stopped by its own patience) or, untagged, what its last result says: `epochs` reached is completed (ASHA stops
-    a trial at its budget, before its function returns), fewer is stopped by ASHA. Holds only settings (Tune
-    pickles its callbacks with the sweep's state)."""
-
-    def __init__(self, tracking: TrackingSettings, sweep: str, parent_run_id: str, epochs: int) -> None:
-        self.tracking, self.sweep, self.parent_run_id, self.epochs = tracking, sweep, parent_run_id, epochs
-
-    def _run_name(self, trial) -> str:
-        return f"{self.sweep}-{trial.trial_id}"
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        tracker = Tracker(self.tracking)
-        tracker.start(self._run_name(trial), {}, parent_run_id=self.parent_run_id)
-        tracker.set_tags({TRIAL_TAG: trial.trial_id, **{f"vae.param.{k}": v for k, v in trial.config.items()}})
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._close(trial, ok=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._close(trial, ok=False)
-
-    def _close(self, trial, ok: bool) -> None:
-        tracker = Tracker(self.tracking)
-        run = tracker.find_run(self._run_name(trial))
-        if run is not None:
-            budget_reached = (trial.last_result or {}).get("epoch", 0) >= self.epochs
-            outcome = run.data.tags.get(OUTCOME_TAG, COMPLETED if budget_reached else ASHA_STOP) if ok else FAILED
-            tracker.close_run(run.info.run_id, ok, {OUTCOME_TAG: outcome})
-
-
-class TrialProgress(tune.Callback):
-    """One console line per trial event: started (with its values), each epoch's metric, finished."""
-
-    def __init__(self, metric: str, epochs: int) -> None:
-        self.metric, self.epochs = metric, epochs
-
-    @staticmethod
-    def _say(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        values = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
-        self._say(f"trial {trial.trial_id} started: {values}")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        value = result.get(self.metric, math.nan)
-        self._say(f"trial {trial.trial_id} epoch {result.get('epoch', 0):3d}/{self.epochs}  "
-                  f"{self.metric} {value:.4f}  val_loss {result.get('val_loss', math.nan):.4f}")  # fmt: skip
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epochs = trial.last_result.get("epoch", 0)
-        self._say(f"trial {trial.trial_id} finished after {epochs} epoch(s)")
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._say(f"trial {trial.trial_id} failed: {str(trial.error_file or 'see the Ray logs')}")
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def quiet_tune_output() -> contextlib.AbstractContextManager[None]:
@@ -303,7 +246,7 @@ def results_table(trials: list[TrialSummary], metric: str) -> pd.DataFrame:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """`frame` as a GitHub markdown table, floats to 4 significant digits."""
-    cells = [[_short(v) for v in row] for row in frame.itertuples(index=False)]
+    cells = [[short_text(v) for v in row] for row in frame.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
@@ -393,7 +336,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     parent.log_metrics({f"best_{metric}": best.best, "trials": len(trials),
                         "trials_stopped_early": sum(t.epochs < base.train.epochs for t in trials)})  # fmt: skip
 
-    trial, _ = trial_config(config, best.params, f"{config.tune.name}-{best.trial_id}", prepared)
+    trial, _ = trial_config(config, best.params, trial_run_name(config.tune.name, best.trial_id), prepared)
     detector = load_checkpoint_detector(Checkpoint(best.checkpoint_path), trial.score)
     tracker = Tracker(replace(trial.tracking, tracking_uri=parent.uri))
     with tracked_run(tracker, trial.run.name, {}):  # the best trial's own run gets the model
@@ -405,7 +348,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
 
 
 def _run_name(config: TunePipelineConfig, result: tune.Result) -> str:
-    return f"{config.tune.name}-{(result.metrics or {}).get('trial_id', '')}"
+    return trial_run_name(config.tune.name, (result.metrics or {}).get("trial_id", ""))
 
 
 def _require_both_classes(prepared: PreparedData, label: str) -> None:

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP, TrialSummary, select_best
+from pipelines.commands.sweep_trials import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP
+from pipelines.commands.tune import TrialSummary, select_best
 
 
 def trial(trial_id: str, best: float, outcome: str, epochs: int = 12) -> TrialSummary:

@@ -6,7 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.commands.tune import ASHA_STOP, COMPLETED, FAILED, OUTCOME_TAG, PATIENCE_STOP, TRIAL_TAG, TrialRuns
+from pipelines.commands.sweep_trials import (
+    ASHA_STOP,
+    COMPLETED,
+    FAILED,
+    OUTCOME_TAG,
+    PATIENCE_STOP,
+    TRIAL_TAG,
+    TrialRuns,
+)
 from pipelines.settings.yaml_configs import TrackingSettings
 from pipelines.tracking.runs import Tracker
 
