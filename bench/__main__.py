@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from .detection import main as detection_main
 
         return detection_main(argv[1:])
+    if argv[:1] == ["profile"]:
+        from .profile import main as profile_main
+
+        return profile_main(argv[1:])
     if argv[:1] == ["sweep"]:
         from .sweep import main as sweep_main
 

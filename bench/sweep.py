@@ -5,12 +5,18 @@
 For every `*.npz` in DIR and seed, on the detection harness's split (`bench.detection.protocol_split`), this does
 what `make tune` does with the config's grid, in-process and without Ray: hold out `data.validation_fraction` of
 the training rows, train one model per grid point on the rest with the default's other settings (`vae.auto`),
-select the point with the lowest importance-sampled NLL (`tune.nll_samples` samples) on the held-out rows, and
-score the test rows with it. Each point is also rated by label-free stand-ins for detection: the AUROC of its scores
-separating the held-out rows from synthetic anomalies made of them (`synthetic_anomalies`), reported as what that
-selection would have scored. Next to it, the default (`AnomalyDetector`) trained on all the training rows. Prints a
-table per set (default, sweep-selected and the best grid point in hindsight, mean AUROC over seeds) and writes one
-CSV row per (set, seed, candidate): `dataset,seed,candidate,val_nll,val_marginals,val_half_swapped,auroc,selected`.
+select a point by the importance-sampled NLL (`tune.nll_samples` samples) of the held-out rows as `make tune` does
+(`vae.selection.choose_over_reference`: the default point, the config's own values, unless another point's per-row
+NLL is significantly lower), and score the test rows with it. Also reported: what the lowest mean NLL would have
+selected, and label-free stand-ins for detection, the AUROC of each point's scores separating the held-out rows
+from synthetic anomalies made of them (`synthetic_anomalies`). Next to it, the default (`AnomalyDetector`) trained
+on all the training rows. Prints a table per set (default, default point, sweep-selected and the best grid point in
+hindsight, mean AUROC over seeds) and writes one CSV row per (set, seed, candidate):
+`dataset,seed,candidate,val_nll,val_marginals,val_half_swapped,auroc,selected,reference`.
+With `--rows DIR` each split's per-row numbers go to `DIR/<set>-<seed>.npz` (`points`: the P candidate labels;
+`val_nll`, `val_score`: (P, n_val) importance-sampled NLL and the default score of the held-out rows;
+`<kind>_score`: (P, m) the default score of each kind of synthetic anomalies), to study other selection rules.
+Grid points that resolve to the same settings (`latent_dim: auto` equal to a listed size) are trained once.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import numpy as np
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from vae.selection import choose_over_reference
+
 from .detection import _seed_list, protocol_split, sort_key
 from .tables import Table
 
@@ -40,6 +48,7 @@ class Sweep:
     grid: dict[str, tuple[Any, ...]]  # dotted config key -> values, crossed
     validation_fraction: float
     nll_samples: int
+    reference: dict[str, Any]  # the config's own value of each swept key: the default point
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -55,21 +64,24 @@ def read_sweep(path: Path) -> Sweep:
             if set(axis) != {"grid"}:
                 raise ValueError(f"{path}: tune.space.{section}.{name}: only grid axes can be replayed, got {axis}")
             grid[f"{section}.{name}"] = tuple(axis["grid"])
-    return Sweep(grid, float(config["data"].get("validation_fraction", 0.1)), int(config["tune"]["nll_samples"]))
+    reference = {key: config[key.split(".")[0]][key.split(".")[1]] for key in grid}
+    return Sweep(grid, float(config["data"].get("validation_fraction", 0.1)), int(config["tune"]["nll_samples"]),
+                 reference)  # fmt: skip
 
 
 def label(point: dict[str, Any]) -> str:
     return " ".join(f"{key.split('.')[-1]}={value}" for key, value in point.items())
 
 
-def validation_nll(estimator, rows: np.ndarray, samples: int, seed: int) -> float:
-    """Mean importance-sampled NLL (nats) of `rows` under the estimator's model, as the sweep's metric."""
+def validation_nll(estimator, rows: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """(N,) importance-sampled NLL (nats) of each of `rows` (N, F) under the estimator's model; the sweep's metric
+    is their mean."""
     from vae import Detector, ScoreConfig
     from vae.columns import as_columns
 
     fitted = estimator.detector
     nll = Detector(fitted.model, fitted.preprocessor, ScoreConfig(kind="nll", samples=samples))
-    return float(np.mean(nll.score(as_columns(rows), seed=seed)[0]))
+    return nll.score(as_columns(rows), seed=seed)[0]
 
 
 def synthetic_anomalies(rows: np.ndarray, seed: int, count: int) -> dict[str, np.ndarray]:
@@ -84,23 +96,29 @@ def synthetic_anomalies(rows: np.ndarray, seed: int, count: int) -> dict[str, np
     return {"marginals": marginals, "half_swapped": np.where(swap, donor, base)}
 
 
-def synthetic_aurocs(estimator, rows: np.ndarray, synthetic: dict[str, np.ndarray]) -> dict[str, float]:
-    """`val_<kind>`: AUROC (%) of the estimator's scores separating the held-out normal rows (scored once) from
-    each kind of synthetic anomalies."""
-    normal = estimator.score_samples(rows)
-    return {f"val_{kind}": 100 * roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(made))],
-                                                np.r_[normal, estimator.score_samples(made)])
+def synthetic_aurocs(normal: np.ndarray, synthetic: dict[str, np.ndarray]) -> dict[str, float]:
+    """`val_<kind>`: AUROC (%) of one model's scores separating the held-out normal rows (N,) from each kind of
+    synthetic anomalies (M,)."""
+    return {f"val_{kind}": 100 * roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(made))], np.r_[normal, made])
             for kind, made in synthetic.items()}  # fmt: skip
 
 
-def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
+def resolved(point: dict[str, Any], n_features: int) -> tuple:
+    """The settings a grid point trains with: `latent_dim: auto` replaced by the default's size for F features."""
+    from vae.auto import latent_size
+
+    return tuple(sorted((k, latent_size(n_features) if k == "model.latent_dim" and v == "auto" else v)
+                        for k, v in point.items()))  # fmt: skip
+
+
+def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict]:
     """One (data set, seed): the default's AUROC, and each grid point's validation NLL and AUROC."""
     import torch
 
     from vae import AnomalyDetector
 
     torch.set_num_threads(1)
-    name, path, seed, sweep = task
+    name, path, seed, sweep, rows_dir = task
     with np.load(path, allow_pickle=False) as data:
         x, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
     split = protocol_split(y, seed)
@@ -114,52 +132,80 @@ def evaluate_split(task: tuple[str, Path, int, Sweep]) -> list[dict]:
     rows = [{"dataset": name, "seed": seed, "candidate": DEFAULT, "val_nll": float("nan"),
              **{f"val_{kind}": float("nan") for kind in synthetic},
              "auroc": 100 * roc_auc_score(labels, default.score_samples(test)), "selected": False}]  # fmt: skip
+    per_row: dict[str, list[np.ndarray]] = {}
+    fitted: dict[tuple, dict[str, Any]] = {}  # resolved settings -> the numbers of the point trained with them
     for point in sweep.points():
-        model = AnomalyDetector(overrides=point, seed=seed, device="cpu").fit(fit_rows)
+        key = resolved(point, x.shape[1])
+        if key not in fitted:
+            model = AnomalyDetector(overrides=point, seed=seed, device="cpu").fit(fit_rows)
+            fitted[key] = {"val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
+                           "val_score": model.score_samples(val_rows),
+                           **{f"{kind}_score": model.score_samples(made) for kind, made in synthetic.items()},
+                           "auroc": 100 * roc_auc_score(labels, model.score_samples(test))}  # fmt: skip
+        numbers = fitted[key]
+        for array, values in numbers.items():
+            if array != "auroc":
+                per_row.setdefault(array, []).append(values)
         rows.append({"dataset": name, "seed": seed, "candidate": label(point),
-                     "val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
-                     **synthetic_aurocs(model, val_rows, synthetic),
-                     "auroc": 100 * roc_auc_score(labels, model.score_samples(test)), "selected": False})  # fmt: skip
-    grid = [r for r in rows[1:] if np.isfinite(r["val_nll"])]
-    if grid:
-        min(grid, key=lambda r: r["val_nll"])["selected"] = True
+                     "val_nll": float(np.mean(numbers["val_nll"])),
+                     **synthetic_aurocs(numbers["val_score"], {k: numbers[f"{k}_score"] for k in synthetic}),
+                     "auroc": numbers["auroc"], "selected": False})  # fmt: skip
+    if rows_dir is not None:
+        np.savez(rows_dir / f"{name}-{seed}.npz", points=np.array([label(p) for p in sweep.points()]),
+                 **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
+    nll = np.stack(per_row["val_nll"])
+    if sweep.reference in sweep.points():  # as `make tune` selects (vae.selection)
+        chosen = choose_over_reference(nll, sweep.points().index(sweep.reference)).index
+    else:
+        chosen = int(np.argmin(np.where(np.isfinite(nll).all(axis=1), nll.mean(axis=1), np.inf)))
+    rows[1 + chosen]["selected"] = True
+    for row, point in zip(rows[1:], sweep.points(), strict=True):
+        row["reference"] = point == sweep.reference
+    rows[0]["reference"] = False
     return rows
 
 
 def summary_table(rows: list[dict], seeds: int) -> Table:
-    """Per set: the default's, the selected model's and the best grid point's mean AUROC, and what was selected."""
+    """Per set: the mean AUROC of the default (on all the training rows), of the default point (the sweep's rows),
+    of the selected model and of the best grid point, and what was selected."""
     table = Table(f"Sweep-selected model vs the default, AUROC (%), mean over {seeds} seed(s)",
-                  ["data set", "default", "sweep-selected", "best grid point (hindsight)", "selected"])  # fmt: skip
-    means: dict[str, list[float]] = {"default": [], "selected": [], "best": []}
+                  ["data set", "default", "default point (sweep's rows)", "sweep-selected",
+                   "best grid point (hindsight)", "selected"])  # fmt: skip
+    means: dict[str, list[float]] = {"default": [], "reference": [], "selected": [], "best": []}
     for name in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == name]
-        default = np.mean([r["auroc"] for r in mine if r["candidate"] == DEFAULT])
-        selected = [r for r in mine if r["selected"]]
-        chosen = np.mean([r["auroc"] for r in selected]) if selected else float("nan")
+        values = {key: float(np.mean([r["auroc"] for r in mine if r[key]]) if any(r[key] for r in mine) else np.nan)
+                  for key in ("reference", "selected")}  # fmt: skip
+        values["default"] = float(np.mean([r["auroc"] for r in mine if r["candidate"] == DEFAULT]))
         points = sorted({r["candidate"] for r in mine} - {DEFAULT})
-        best = max(np.mean([r["auroc"] for r in mine if r["candidate"] == p]) for p in points)
-        for key, value in (("default", default), ("selected", chosen), ("best", best)):
-            means[key].append(float(value))
-        picks = ", ".join(sorted({r["candidate"] for r in selected}))
-        table.add(name, f"{default:.2f}", f"{chosen:.2f}", f"{best:.2f}", picks)
+        values["best"] = max(float(np.mean([r["auroc"] for r in mine if r["candidate"] == p])) for p in points)
+        for key, value in values.items():
+            means[key].append(value)
+        picks = ", ".join(sorted({r["candidate"] for r in mine if r["selected"]}))
+        table.add(name, *(f"{values[k]:.2f}" for k in ("default", "reference", "selected", "best")), picks)
+    average = {key: float(np.nanmean(v)) for key, v in means.items()}
     table.add(f"**mean over {len(means['default'])} sets**",
-              *(f"**{np.nanmean(means[k]):.2f}**" for k in ("default", "selected", "best")), "")  # fmt: skip
-    diff = np.nanmean(means["selected"]) - np.nanmean(means["default"])
-    table.notes.append(f"sweep-selected minus default: {diff:+.2f} AUROC points on average")
+              *(f"**{average[k]:.2f}**" for k in ("default", "reference", "selected", "best")), "")  # fmt: skip
+    table.notes.append(f"sweep-selected minus default: {average['selected'] - average['default']:+.2f} AUROC points "
+                       f"on average; minus the default point on the sweep's rows: "
+                       f"{average['selected'] - average['reference']:+.2f}")  # fmt: skip
+    lowest = np.mean(_selected_by(rows, "val_nll", highest=False))
+    table.notes.append(f"selected by the lowest mean val_nll minus default: {lowest - average['default']:+.2f}")
     for kind in [k for k in rows[0] if k.startswith("val_") and k != "val_nll"]:
         chosen = _selected_by(rows, kind)
         table.notes.append(f"selected by the highest {kind} (AUROC against synthetic anomalies) minus default: "
-                           f"{np.mean(chosen) - np.nanmean(means['default']):+.2f}")  # fmt: skip
+                           f"{np.mean(chosen) - average['default']:+.2f}")  # fmt: skip
     return table
 
 
-def _selected_by(rows: list[dict], column: str) -> list[float]:
-    """Per set, the mean test AUROC over seeds of the grid point with the highest `column` in each split."""
+def _selected_by(rows: list[dict], column: str, highest: bool = True) -> list[float]:
+    """Per set, the mean test AUROC over seeds of the grid point with the highest (lowest) `column` in each split."""
     per_set: dict[str, list[float]] = {}
     for name, seed in dict.fromkeys((r["dataset"], r["seed"]) for r in rows):
         grid = [r for r in rows if (r["dataset"], r["seed"]) == (name, seed) and np.isfinite(r[column])]
         if grid:
-            per_set.setdefault(name, []).append(max(grid, key=lambda r: r[column])["auroc"])
+            pick = (max if highest else min)(grid, key=lambda r: r[column])
+            per_set.setdefault(name, []).append(pick["auroc"])
     return [float(np.mean(v)) for v in per_set.values()]
 
 
@@ -179,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the tune config whose grid is replayed")
     parser.add_argument("--csv", type=Path, help="write dataset,seed,candidate,val_nll,auroc,selected rows here")
     parser.add_argument("--jobs", type=int, default=2, help="splits evaluated at once (one process each)")
+    parser.add_argument("--rows", type=Path, help="per-row numbers to DIR/<set>-<seed>.npz")
     args = parser.parse_args(argv)
     files = sorted(args.data.glob("*.npz"), key=sort_key) if args.data.is_dir() else []
     if not files:
@@ -190,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench sweep: error: {args.config}: {err}", file=sys.stderr)
         return 1
     print(f"grid of {len(sweep.points())} points from {args.config}: {sweep.grid}", flush=True)
-    tasks = [(p.stem, p, s, sweep) for p in files for s in args.seeds]
+    if args.rows is not None:
+        args.rows.mkdir(parents=True, exist_ok=True)
+    tasks = [(p.stem, p, s, sweep, args.rows) for p in files for s in args.seeds]
     rows: list[dict] = []
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         for done, result in enumerate(pool.imap(evaluate_split, tasks), 1):

@@ -56,7 +56,7 @@ def _split(frame, columns: list[str]) -> tuple[np.ndarray, np.ndarray, DataLayou
     return pre.transform(frame[~in_validation]), pre.transform(frame[in_validation]), layout
 
 
-def _plain(train_x, val_x, layout: DataLayout, epochs: int, threads: int, setup: Setup, bf16: bool, batch: int):
+def plain_run(train_x, val_x, layout: DataLayout, epochs: int, threads: int, setup: Setup, bf16: bool, batch: int):
     """Steady training-pass rows/s and epochs counted, of `vae.fit` with `threads` torch threads."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -69,7 +69,9 @@ def _plain(train_x, val_x, layout: DataLayout, epochs: int, threads: int, setup:
     return steady([h["rows_per_s"] for h in history])
 
 
-def _ray(path: str, columns: list[str], epochs: int, workers: int, setup: Setup, bf16: bool, batch: int) -> RayRun:
+def pipeline_run(
+    path: str, columns: list[str], epochs: int, workers: int, setup: Setup, bf16: bool, batch: int
+) -> RayRun:
     """`pipelines.commands.train.run`, timed, with what it logged to MLflow read back."""
     name = f"bench-train-{workers}w-{batch}{'-bf16' if bf16 else ''}"
     config = from_dict(TrainPipelineConfig, {
@@ -99,13 +101,34 @@ def _worker_counts(setup: Setup) -> tuple[int, ...]:
     return (1, 2)
 
 
-def run(setup: Setup) -> list[Table]:
-    rows, epochs = (QUICK_ROWS, QUICK_EPOCHS) if setup.quick else (ROWS, EPOCHS)
+@dataclass
+class Inputs:
+    """The table's rows as the pipeline reads them (a Parquet directory and its feature columns) and as the plain
+    loop takes them (encoded train (N, d) and validation rows, split and standardised as the pipeline does)."""
+
+    path: str
+    columns: list[str]
+    rows: int
+    width: int
+    train_x: np.ndarray
+    val_x: np.ndarray
+    layout: DataLayout
+
+
+def inputs(setup: Setup) -> Inputs:
+    """The first ROWS (QUICK_ROWS) rows of 11_donors.npz, written to the scratch directory."""
+    rows = QUICK_ROWS if setup.quick else ROWS
     x, _ = setup.tabular("donors")
     frame = rows_table(x[:rows], rows)
     columns = feature_names(x.shape[1])
     path = str(write_rows(x[:rows], rows, setup.workdir / "training-rows", rows_per_file=50_000))
-    train_x, val_x, layout = _split(frame, columns)
+    return Inputs(path, columns, rows, x.shape[1], *_split(frame, columns))
+
+
+def run(setup: Setup) -> list[Table]:
+    epochs = QUICK_EPOCHS if setup.quick else EPOCHS
+    data = inputs(setup)
+    path, columns, train_x, val_x, layout = data.path, data.columns, data.train_x, data.val_x, data.layout
 
     table = Table(
         "Table 1. Training throughput: Ray Train pipeline vs a plain PyTorch loop",
@@ -123,13 +146,13 @@ def run(setup: Setup) -> list[Table]:
             reference = None
             threads_tried = (1,) if setup.cuda or batch != BATCH_SIZES[0] else sorted({1, torch.get_num_threads()})
             for threads in threads_tried:
-                rate, counted = _plain(train_x, val_x, layout, epochs, threads, setup, bf16, batch)
+                rate, counted = plain_run(train_x, val_x, layout, epochs, threads, setup, bf16, batch)
                 reference = reference or rate
                 table.add("plain loop (vae.fit)", batch, f"1 x {threads}", precision, counted, num(rate, 0),
                           num(len(train_x) / rate), num(rate / reference), "", "", "", "")  # fmt: skip
             one_worker = None
             for workers in _worker_counts(setup):
-                ray = _ray(path, columns, epochs, workers, setup, bf16, batch)
+                ray = pipeline_run(path, columns, epochs, workers, setup, bf16, batch)
                 one_worker = one_worker or ray.rate
                 ratio, scaling = ray.rate / reference, ray.rate / one_worker
                 table.add("Ray Train (pipelines.commands.train)", batch, f"{workers} x 1", precision, ray.counted,
@@ -145,8 +168,8 @@ def run(setup: Setup) -> list[Table]:
                                target(ray.wall / ray.passes_s, TARGET_WALL, at_least=False, digits=1))  # fmt: skip
     device = torch.cuda.get_device_name(setup.device) if setup.cuda else "CPU"
     table.notes += [
-        f"{len(train_x):,} training rows ({len(frame):,} rows of 11_donors.npz, {VALIDATION_FRACTION:.0%} held out by "
-        f"the pipeline's hash split), {x.shape[1]} features, VAE latent {MODEL['latent_dim']}, hidden "
+        f"{len(train_x):,} training rows ({data.rows:,} rows of 11_donors.npz, {VALIDATION_FRACTION:.0%} held out by "
+        f"the pipeline's hash split), {data.width} features, VAE latent {MODEL['latent_dim']}, hidden "
         f"{MODEL['hidden_dims']}, `batch` rows per step per worker, Adam lr {LR}, {epochs} epochs, on {device}.",
         "rows/s: the training pass only (no validation, checkpoint or logging), median over the epochs after the "
         "first; s / epoch = training rows / rows/s. Ray start-up is excluded (Ray runs before the table starts); "

@@ -14,6 +14,7 @@ def test_the_shipped_tune_config_is_replayed_as_its_grid():
     assert sweep.grid == {"objective.beta": (0.1, 1.0), "model.latent_dim": ("auto", 2, 4, 8)}
     assert len(sweep.points()) == 8 and {"objective.beta": 0.1, "model.latent_dim": 8} in sweep.points()
     assert sweep.validation_fraction == 0.1 and sweep.nll_samples == 32
+    assert sweep.reference == {"objective.beta": 1.0, "model.latent_dim": "auto"}  # the default point
 
 
 def test_only_grid_axes_can_be_replayed(tmp_path: Path):
@@ -23,31 +24,35 @@ def test_only_grid_axes_can_be_replayed(tmp_path: Path):
         read_sweep(path)
 
 
-def test_summary_selected_against_default_and_hindsight_best():
+def test_summary_selected_against_default_default_point_and_hindsight_best():
     def row(name, seed, candidate, auroc, selected=False, nll=1.0):
         return {"dataset": name, "seed": seed, "candidate": candidate, "val_nll": nll, "auroc": auroc,
-                "selected": selected}  # fmt: skip
+                "selected": selected, "reference": candidate == "z=4"}  # fmt: skip
 
     rows = [row("a", 0, DEFAULT, 80, nll=np.nan), row("a", 0, "z=2", 70, True), row("a", 0, "z=4", 90),
             row("a", 1, DEFAULT, 82, nll=np.nan), row("a", 1, "z=2", 74), row("a", 1, "z=4", 86, True),
             row("b", 0, DEFAULT, 60, nll=np.nan), row("b", 0, "z=2", 66, True), row("b", 0, "z=4", 50),
             row("b", 1, DEFAULT, 62, nll=np.nan), row("b", 1, "z=2", 64, True), row("b", 1, "z=4", 52)]  # fmt: skip
     table = summary_table(rows, seeds=2)
-    assert table.rows[0] == ["a", "81.00", "78.00", "88.00", "z=2, z=4"]
-    assert table.rows[1] == ["b", "61.00", "65.00", "65.00", "z=2"]
-    assert table.rows[2][1:4] == ["**71.00**", "**71.50**", "**76.50**"]
-    assert table.notes == ["sweep-selected minus default: +0.50 AUROC points on average"]
+    assert table.rows[0] == ["a", "81.00", "88.00", "78.00", "88.00", "z=2, z=4"]
+    assert table.rows[1] == ["b", "61.00", "51.00", "65.00", "65.00", "z=2"]
+    assert table.rows[2][1:5] == ["**71.00**", "**69.50**", "**71.50**", "**76.50**"]
+    assert table.notes == [
+        "sweep-selected minus default: +0.50 AUROC points on average; minus the default point on the sweep's rows: "
+        "+2.00",
+        "selected by the lowest mean val_nll minus default: -2.50",  # every nll ties: the first point, z=2
+    ]
 
 
 def test_selection_by_a_synthetic_anomaly_auroc_is_reported_against_the_default():
     def row(seed, candidate, auroc, synthetic):
         return {"dataset": "a", "seed": seed, "candidate": candidate, "val_nll": 1.0, "val_marginals": synthetic,
-                "auroc": auroc, "selected": candidate == "z=2"}  # fmt: skip
+                "auroc": auroc, "selected": candidate == "z=2", "reference": False}  # fmt: skip
 
     rows = [row(0, DEFAULT, 80, np.nan), row(0, "z=2", 70, 60.0), row(0, "z=4", 90, 75.0),
             row(1, DEFAULT, 82, np.nan), row(1, "z=2", 74, 80.0), row(1, "z=4", 86, 55.0)]  # fmt: skip
     notes = summary_table(rows, seeds=2).notes  # picks z=4 (90) on seed 0, z=2 (74) on seed 1: 82 vs 81
-    assert notes[1] == "selected by the highest val_marginals (AUROC against synthetic anomalies) minus default: +1.00"
+    assert notes[2] == "selected by the highest val_marginals (AUROC against synthetic anomalies) minus default: +1.00"
 
 
 def test_synthetic_anomalies_are_made_of_the_held_out_values():
