@@ -28,11 +28,11 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from pipelines.cli import run_config_command
+from pipelines.commands.sweep_selection import P_COLUMN, TrialSummary, choose_trial
 from pipelines.commands.sweep_trials import (
     ASHA_STOP,
     COMPLETED,
     FAILED,
-    FINISHED,
     OUTCOME_TAG,
     PATIENCE_STOP,
     TrialProgress,
@@ -67,19 +67,6 @@ from pipelines.tracking.scoped_env import environment_defaults
 from vae import to_dict
 
 TRIAL_DRIVER_CPUS = 0.1  # a trial's driver only waits on its trainer; the workers hold the real resources
-
-
-@dataclass
-class TrialSummary:
-    trial_id: str
-    params: dict[str, Any]
-    epochs: int
-    best: float  # the best epoch's selection metric (nan when the trial reported none)
-    best_epoch: int
-    val_loss: float  # the training objective at the best epoch
-    outcome: str  # completed / early stop (patience) / stopped by ASHA / failed
-    checkpoint_path: str | None  # the best epoch's checkpoint
-    run_id: str | None  # the trial's MLflow child run
 
 
 @dataclass
@@ -224,24 +211,12 @@ def summarize(result: tune.Result, metric: str, mode: str, epochs: int, child) -
     return TrialSummary(trial_id, params, done, best, best_epoch, val_loss, outcome, checkpoint, run_id)
 
 
-def select_best(trials: list[TrialSummary], mode: str, sweep: str, metric: str) -> TrialSummary:
-    """The best trial among those that ran their whole budget: completed, or stopped by their own patience.
-
-    Trials stopped by ASHA are left out: their metric comes from fewer epochs, and a short run's validation
-    metric is not comparable with a full one's (ASHA already compared them with the others at equal epochs).
-    """
-    finished = [t for t in trials if t.outcome in FINISHED and not math.isnan(t.best) and t.checkpoint_path]
-    if not finished:
-        raise RuntimeError(f"sweep {sweep!r}: no trial ran its whole budget and reported {metric}; "
-                           f"outcomes: {', '.join(sorted({t.outcome for t in trials}))}")  # fmt: skip
-    return (min if mode == "min" else max)(finished, key=lambda t: t.best)
-
-
 def results_table(trials: list[TrialSummary], metric: str) -> pd.DataFrame:
     """One row per trial: its values, epochs run, best metric and how it ended, best first."""
     rows = [{"trial": t.trial_id, **t.params, "epochs": t.epochs, f"best {metric}": t.best,
-             "best epoch": t.best_epoch, "outcome": t.outcome} for t in trials]  # fmt: skip
-    return pd.DataFrame(rows)
+             "best epoch": t.best_epoch, "outcome": t.outcome, P_COLUMN: t.p_vs_default} for t in trials]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    return frame if frame[P_COLUMN].notna().any() else frame.drop(columns=P_COLUMN)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -299,7 +274,7 @@ def _check_resume(
 def _logged_trials(parent: Tracker, run_id: str, metric: str) -> list[TrialSummary]:
     """A finished sweep's trials as its results table (`sweep/results.csv` of its parent run) records them."""
     table = parent.read_csv_artifact(run_id, "sweep/results.csv")
-    fixed = {"trial", "epochs", f"best {metric}", "best epoch", "outcome"}
+    fixed = {"trial", "epochs", f"best {metric}", "best epoch", "outcome", P_COLUMN}
     return [TrialSummary(str(row["trial"]), {k: v for k, v in row.items() if k not in fixed}, int(row["epochs"]),
                          float(row[f"best {metric}"]), int(row["best epoch"]), math.nan, row["outcome"], None, None)
             for row in table.to_dict("records")]  # fmt: skip
@@ -326,7 +301,8 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
 
     children = parent.child_runs()
     trials = [summarize(r, metric, mode, base.train.epochs, children.get(_run_name(config, r))) for r in results]
-    best = select_best(trials, mode, config.tune.name, metric)
+    best, why = choose_trial(config, axes, trials, prepared)
+    print(why, flush=True)
     trials.sort(key=lambda t: (math.isnan(t.best), t.best if mode == "min" else -t.best))
 
     table = results_table(trials, metric)
@@ -342,7 +318,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     with tracked_run(tracker, trial.run.name, {}):  # the best trial's own run gets the model
         best_metrics = {"best_val_loss": best.val_loss, f"best_{metric}": best.best}
         training = register(trial, tracker, detector, prepared, best_metrics, best.epochs)
-    parent.set_tags({"vae.best_trial": best.trial_id, REGISTERED_TAG:
+    parent.set_tags({"vae.best_trial": best.trial_id, "vae.selection": why, REGISTERED_TAG:
                      f"{training.registered.name}/{training.registered.version}"})  # fmt: skip
     return SweepOutcome(trials, best, metric, training, parent.run_id)
 

@@ -56,22 +56,33 @@ def score_sample(
     """Scores of a seeded random sample of at most `sample_rows` of the `rows` rows of an encoded dataset, scored by
     an autoscaling pool of Ray Data actors; every row when `rows <= sample_rows`. N <= sample_rows rows reach the
     driver, whatever the size of `ds`."""
-    if rows > sample_rows:
-        ds = ds.random_sample(sample_rows / rows, seed=seed)
     scored = map_batches_on_actors(
-        ds, EncodedScorer, fn_constructor_kwargs={"detector": detector}, batch_size=BATCH_ROWS, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
+        _sampled(ds, rows, sample_rows, seed), EncodedScorer, fn_constructor_kwargs={"detector": detector},
+        batch_size=BATCH_ROWS, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
     )  # fmt: skip
+    columns = _collect(scored, sample_rows)
+    return EncodedScores(columns["score"], columns["contributions"], columns["latent_mean"], columns.get("label"))
+
+
+def sample_rows(ds: ray.data.Dataset, rows: int, sample_rows: int, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
+    """A seeded random sample of at most `sample_rows` of the `rows` rows of an encoded dataset, as arrays on the
+    driver ({"x": (N, D), ["c", "observed", "label"]}, N <= sample_rows); every row when `rows <= sample_rows`."""
+    return _collect(_sampled(ds, rows, sample_rows, seed), sample_rows)
+
+
+def _sampled(ds: ray.data.Dataset, rows: int, sample_rows: int, seed: int) -> ray.data.Dataset:
+    """A seeded Bernoulli sample of `ds` (`rows` rows) expecting `sample_rows` rows; `ds` itself when it is smaller."""
+    return ds.random_sample(sample_rows / rows, seed=seed) if rows > sample_rows else ds
+
+
+def _collect(ds: ray.data.Dataset, limit: int) -> dict[str, np.ndarray]:
+    """The first `limit` rows `ds` yields, column by column, on the driver; the rest is never read (a Bernoulli
+    sample can run a few rows over its expected size)."""
     parts: list[dict[str, np.ndarray]] = []
     kept = 0
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         parts.append(batch)
-        kept += len(batch["score"])
-        if kept >= sample_rows:  # a Bernoulli sample can run a few rows over its expected size
+        kept += len(next(iter(batch.values())))
+        if kept >= limit:
             break
-
-    def column(name: str) -> np.ndarray:
-        return np.concatenate([part[name] for part in parts])[:sample_rows]
-
-    labels = column("label") if "label" in parts[0] else None
-    return EncodedScores(column("score"), column("contributions"), column("latent_mean"), labels)
+    return {name: np.concatenate([part[name] for part in parts])[:limit] for name in parts[0]}

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipelines.commands.sweep_selection import TrialSummary, select_best
 from pipelines.commands.sweep_trials import ASHA_STOP, COMPLETED, FAILED, PATIENCE_STOP
-from pipelines.commands.tune import TrialSummary, select_best
 
 
 def trial(trial_id: str, best: float, outcome: str, epochs: int = 12) -> TrialSummary:
@@ -50,3 +50,22 @@ def test_a_trials_best_epoch_is_never_one_inside_the_kl_warm_up():
     assert (summary.best, summary.best_epoch, summary.checkpoint_path) == (2.0, 3, "/c/3")
     result.metrics_dataframe = frame.assign(checkpoint_score=math.inf)  # all inside the warm-up: all compete
     assert summarize(result, "val_nll", "min", 3, None).best_epoch == 1
+
+
+def test_the_default_trial_ran_the_configs_own_value_on_every_swept_axis():
+    from pipelines.commands.sweep_selection import default_trial
+    from pipelines.settings.search_space import parse_space
+    from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
+
+    config = load_config(CONFIG_DIR / "tune.yaml", cls=TunePipelineConfig)  # beta 1.0 and latent auto, swept
+    axes = parse_space(config.tune.space)
+
+    def ran(trial_id: str, beta: float, latent) -> TrialSummary:
+        params = {"objective.beta": beta, "model.latent_dim": latent}
+        return TrialSummary(trial_id, params, 12, 1.0, 12, 1.0, COMPLETED, f"/ckpt/{trial_id}", None)
+
+    trials = [ran("a", 0.1, "auto"), ran("b", 1.0, 2), ran("c", 1.0, "auto"), ran("d", 0.1, 8)]
+    assert default_trial(config, axes, trials).trial_id == "c"
+    assert default_trial(config, axes, trials[:2] + trials[3:]) is None
+    swept_elsewhere = load_config(CONFIG_DIR / "tune.yaml", ["objective.beta=0.1"], cls=TunePipelineConfig)
+    assert default_trial(swept_elsewhere, axes, trials).trial_id == "a"

@@ -1,0 +1,97 @@
+"""How a sweep chooses the trial it registers: among the trials that ran their whole budget, the default trial (the
+config's own value on every swept axis) is kept unless another trial's per-row validation NLL is significantly
+lower (`vae.selection`); with `tune.metric: auroc`, without a significance or without a finished default trial, the
+best metric wins."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray.train import Checkpoint
+
+from pipelines.commands.sweep_trials import FINISHED
+from pipelines.runtime.distributed_run import load_checkpoint_detector
+from pipelines.runtime.parquet_input import PreparedData
+from pipelines.runtime.validation_pass import sample_rows
+from pipelines.settings.search_space import Axis
+from pipelines.settings.yaml_configs import TunePipelineConfig
+from vae import ScoreConfig, choose_over_reference, score_rows
+
+P_COLUMN = "p vs default"  # the results table's column of TrialSummary.p_vs_default
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    params: dict[str, Any]
+    epochs: int
+    best: float  # the best epoch's selection metric (nan when the trial reported none)
+    best_epoch: int
+    val_loss: float  # the training objective at the best epoch
+    outcome: str  # completed / early stop (patience) / stopped by ASHA / failed
+    checkpoint_path: str | None  # the best epoch's checkpoint
+    run_id: str | None  # the trial's MLflow child run
+    p_vs_default: float = math.nan  # one-sided p of "lower validation NLL than the default trial" (`choose_trial`)
+
+
+def finished_trials(trials: list[TrialSummary], sweep: str, metric: str) -> list[TrialSummary]:
+    """The trials that ran their whole budget (completed, or stopped by their own patience) and have a best
+    checkpoint; RuntimeError when there are none.
+
+    Trials stopped by ASHA are left out: their metric comes from fewer epochs, and a short run's validation
+    metric is not comparable with a full one's (ASHA already compared them with the others at equal epochs).
+    """
+    finished = [t for t in trials if t.outcome in FINISHED and not math.isnan(t.best) and t.checkpoint_path]
+    if not finished:
+        raise RuntimeError(f"sweep {sweep!r}: no trial ran its whole budget and reported {metric}; "
+                           f"outcomes: {', '.join(sorted({t.outcome for t in trials}))}")  # fmt: skip
+    return finished
+
+
+def select_best(trials: list[TrialSummary], mode: str, sweep: str, metric: str) -> TrialSummary:
+    """The finished trial (`finished_trials`) with the best metric."""
+    return (min if mode == "min" else max)(finished_trials(trials, sweep, metric), key=lambda t: t.best)
+
+
+def default_trial(
+    config: TunePipelineConfig, axes: tuple[Axis, ...], trials: list[TrialSummary]
+) -> TrialSummary | None:
+    """The trial that ran the config's own value on every swept axis (what `make train` trains), or None."""
+    base = config.train_dict()
+    own = {axis.name: functools.reduce(lambda node, key: node[key], axis.name.split("."), base) for axis in axes}
+    return next((t for t in trials if all(t.params.get(name) == value for name, value in own.items())), None)
+
+
+def choose_trial(
+    config: TunePipelineConfig, axes: tuple[Axis, ...], trials: list[TrialSummary], prepared: PreparedData
+) -> tuple[TrialSummary, str]:
+    """The trial to register and a line saying why. With `tune.metric: nll` and a `tune.significance`, the default
+    trial is kept unless another finished trial's per-row NLL of one sample of validation rows (at most
+    `tune.selection_rows`, scored on the driver from each trial's best checkpoint) is significantly lower
+    (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial, the best metric wins."""
+    settings = config.tune
+    metric, mode = settings.reported_metric
+    finished = finished_trials(trials, settings.name, metric)
+    default = default_trial(config, axes, finished)
+    if settings.metric != "nll" or settings.significance is None or default is None or len(finished) < 2:
+        best = select_best(trials, mode, settings.name, metric)
+        return best, f"selected trial {best.trial_id}: the best {metric} of {len(finished)} finished trial(s)"
+    rows = sample_rows(prepared.validation, prepared.validation_rows, settings.selection_rows)
+    nll_config = ScoreConfig(kind="nll", samples=settings.nll_samples)
+    nll = []
+    for trial in finished:
+        model = load_checkpoint_detector(Checkpoint(trial.checkpoint_path), nll_config).model
+        nll.append(score_rows(model, rows["x"], rows.get("c"), nll_config, observed=rows.get("observed")).score)
+    choice = choose_over_reference(np.stack(nll), finished.index(default), settings.significance)
+    for trial, p in zip(finished, choice.p_values, strict=True):
+        trial.p_vs_default = float(p)
+    chosen, n = finished[choice.index], len(rows["x"])
+    if chosen is default:
+        return default, (f"kept the default trial {default.trial_id}: no trial's validation NLL was significantly "
+                         f"lower on {n} rows (one-sided Wilcoxon, p >= {settings.significance:g})")  # fmt: skip
+    return chosen, (f"selected trial {chosen.trial_id}: its validation NLL is lower than the default trial's on {n} "
+                    f"rows (one-sided Wilcoxon p = {chosen.p_vs_default:.2g} < {settings.significance:g})")  # fmt: skip
