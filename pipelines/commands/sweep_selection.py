@@ -71,8 +71,9 @@ def choose_trial(
 ) -> tuple[TrialSummary, str]:
     """The trial to register and a line saying why. With `tune.metric: nll` and a `tune.significance`, the default
     trial is kept unless another finished trial's per-row NLL of one sample of validation rows (at most
-    `tune.selection_rows`, scored on the driver from each trial's best checkpoint) is significantly lower
-    (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial, the best metric wins."""
+    `tune.selection_rows`, less those labelled anomalous, scored on the driver from each trial's best checkpoint) is
+    significantly lower (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial,
+    the best metric wins."""
     settings = config.tune
     metric, mode = settings.reported_metric
     finished = finished_trials(trials, settings.name, metric)
@@ -81,6 +82,8 @@ def choose_trial(
         best = select_best(trials, mode, settings.name, metric)
         return best, f"selected trial {best.trial_id}: the best {metric} of {len(finished)} finished trial(s)"
     rows = sample_rows(prepared.validation, prepared.validation_rows, settings.selection_rows)
+    if "label" in rows:  # the default should fit normal rows: those labelled anomalous are left out
+        rows = {name: column[rows["label"] != 1] for name, column in rows.items()}
     nll_config = ScoreConfig(kind="nll", samples=settings.nll_samples)
     nll = []
     for trial in finished:
