@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> float:
     train_path, test_path = write_thyroid_parquet(args.data_dir)
     print(f"training rows {train_path}; held-out labelled rows {test_path}")
 
-    _step(2, "train: a Ray Tune sweep, each trial a Ray Train run; the best trial becomes the challenger")
+    _step(2, "train: a Ray Tune sweep, each trial a Ray Train run; the chosen trial becomes the challenger")
     sweep_name = time.strftime("thyroid-demo-%Y%m%d-%H%M%S")
     config = load_config(args.config, [*DEMO_SWEEP, f"data.path={train_path}", f"tune.name={sweep_name}",
                                        *args.overrides], cls=TunePipelineConfig)  # fmt: skip

@@ -4,7 +4,8 @@ runs on the head node), also `python -m pipelines tune` and `make tune`.
 The recipe: validate the config and every value of its search space -> start (or join) Ray -> split, fit the
 preprocessing and encode once for all trials -> Ray Tune runs one driver function per trial, which fits a
 TorchTrainer (DDP workers) and forwards its epochs to Tune; ASHA stops weak trials, seeded Optuna or a grid picks
-the values -> the best trial's best checkpoint is calibrated, logged and registered with the alias `challenger`.
+the values -> the chosen trial's best checkpoint (`sweep_selection.py`: the default trial unless another fits
+the validation rows significantly better) is calibrated, logged and registered with the alias `challenger`.
 MLflow holds one parent run per sweep (results table, plots) with one child run per trial (params, epochs).
 """
 
