@@ -73,6 +73,13 @@ class TalliedFiles:
     tally: Tally
 
 
+# Ray retries a catalog call whose error text holds one of `DataContext.iceberg_config.catalog_retried_errors`, among
+# them "500", "502", "503" and "429": a lost commit's message ("... has changed: expected id 4500..., found ...")
+# holds two snapshot ids and so matches now and then. Ray then commits the failed transaction again, which pyiceberg
+# refuses with this RuntimeError: the commit was lost all the same.
+FAILED_TRANSACTION = "This transaction failed to commit and cannot be reused"
+
+
 class ScoresSink(IcebergDatasink):
     """Writes a run's rows into the scores table and keeps the merged `Tally` in `tally`; `commit` then replaces
     the run date's rows in one catalog commit.
@@ -144,7 +151,9 @@ class ScoresSink(IcebergDatasink):
                     warnings.filterwarnings("ignore", "Delete operation did not match any records")
                     super().on_write_complete(self._written)
                 break
-            except CommitFailedException:
+            except (CommitFailedException, RuntimeError) as err:
+                if isinstance(err, RuntimeError) and FAILED_TRANSACTION not in str(err):
+                    raise
                 self._reload_table()
                 rival = self._rival_snapshot()
                 if rival is not None:

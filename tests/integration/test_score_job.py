@@ -150,11 +150,20 @@ def test_a_job_killed_at_any_step_leaves_readers_the_old_or_the_new_rows_and_a_r
     assert all(path.startswith("file://") and os.path.exists(path.removeprefix("file://")) for path in referenced)
 
 
+@pytest.mark.parametrize("ray_retries_the_lost_commit", [False, True], ids=["lost", "lost-and-retried-by-ray"])
 def test_two_attempts_for_the_same_date_cannot_both_commit(
-    local_ray, mlflow_server, scoring_model, scoring_input, tmp_path
+    local_ray, mlflow_server, scoring_model, scoring_input, tmp_path, monkeypatch, ray_retries_the_lost_commit
 ):
     """Attempt A writes its files; attempt B for the same date runs to the end meanwhile; A's commit then fails
-    in one line naming the date, deletes its files, and the table holds B's rows once."""
+    in one line naming the date, deletes its files, and the table holds B's rows once. The same when Ray's catalog
+    retry takes A's lost commit for a transient error (its message holds snapshot ids, which can contain "500") and
+    commits the failed transaction again."""
+    if ray_retries_the_lost_commit:
+        import ray.data
+
+        iceberg = ray.data.DataContext.get_current().iceberg_config
+        monkeypatch.setattr(iceberg, "catalog_retried_errors", [*iceberg.catalog_retried_errors, "Requirement failed"])
+        monkeypatch.setattr(iceberg, "catalog_retry_max_backoff_s", 0)
     config = load_config(CONFIG_DIR / "score.yaml", _overrides(scoring_input, tmp_path, mlflow_server, scoring_model),
                          cls=ScoreJobConfig)  # fmt: skip
     rival = beaten_by_a_rival(config)
