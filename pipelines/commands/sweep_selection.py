@@ -78,12 +78,11 @@ def choose_trial(
     metric, mode = settings.reported_metric
     finished = finished_trials(trials, settings.name, metric)
     default = default_trial(config, axes, finished)
-    if settings.metric != "nll" or settings.significance is None or default is None or len(finished) < 2:
+    tested = settings.metric == "nll" and settings.significance is not None and default is not None
+    rows = _normal_rows(prepared, settings.selection_rows) if tested and len(finished) > 1 else None
+    if rows is None or not len(rows["x"]):
         best = select_best(trials, mode, settings.name, metric)
         return best, f"selected trial {best.trial_id}: the best {metric} of {len(finished)} finished trial(s)"
-    rows = sample_rows(prepared.validation, prepared.validation_rows, settings.selection_rows)
-    if "label" in rows:  # the default should fit normal rows: those labelled anomalous are left out
-        rows = {name: column[rows["label"] != 1] for name, column in rows.items()}
     nll_config = ScoreConfig(kind="nll", samples=settings.nll_samples)
     nll = []
     for trial in finished:
@@ -98,3 +97,10 @@ def choose_trial(
                          f"lower on {n} rows (one-sided Wilcoxon, p >= {settings.significance:g})")  # fmt: skip
     return chosen, (f"selected trial {chosen.trial_id}: its validation NLL is lower than the default trial's on {n} "
                     f"rows (one-sided Wilcoxon p = {chosen.p_vs_default:.2g} < {settings.significance:g})")  # fmt: skip
+
+
+def _normal_rows(prepared: PreparedData, limit: int) -> dict[str, np.ndarray]:
+    """One seeded sample of at most `limit` encoded validation rows on the driver, those labelled anomalous left
+    out (the default should fit normal rows)."""
+    rows = sample_rows(prepared.validation, prepared.validation_rows, limit)
+    return {name: column[rows["label"] != 1] for name, column in rows.items()} if "label" in rows else rows
