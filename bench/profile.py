@@ -7,8 +7,9 @@ under `py-spy record --idle`; then, on a local Ray, `pipelines.commands.train.ru
 rank's worker process recorded the same way from the moment it appears until it ends. Only the thread that trains
 is counted (the stacks through `vae.training.fit` or `train_loop_per_worker`); `--idle` keeps the samples where
 it waits (a rank waiting for the other in an all-reduce, a batch not yet read), so the shares are of wall time.
-Each sample goes to the first category its stack matches (CATEGORIES, innermost frame first), and the table gives
-the seconds and the share of each, with the training passes' rows/s beside.
+Each sample gets one category (`classify`: imports and Ray Data's split start wherever they happen, else the phase
+of the loop, and inside a training pass the part of the step), and the table gives the seconds and the share of
+each, with the training passes' rows/s beside.
 """
 
 from __future__ import annotations
