@@ -1,21 +1,18 @@
-"""The Kubernetes manifests, the schedules and the commands they run are well formed and consistent with the code
-they deploy (the image and the Ray cluster launcher configs: test_infra_image_and_launcher.py).
+"""The Kubernetes manifests and their schedules are well formed and consistent with the code they deploy (the
+commands they run: test_infra_commands.py; the image and the Ray cluster launcher configs:
+test_infra_image_and_launcher.py).
 
 - Manifests pass the schema of their kind: the CRDs of KubeRay v1.7.0 and Kubernetes v1.34 schemas, kept in
   tests/schemas/ (see its README: source, version, how to refresh); nothing is downloaded.
-- Every command the manifests run exists (each runs with --help) and its config arguments load.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import json
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,24 +20,18 @@ import jsonschema
 import pytest
 import yaml
 
-from pipelines.cli import COMMANDS
-from pipelines.runtime.online_scoring import build_app
-from pipelines.settings.model_jobs import ScoreJobConfig, ServeConfig
-from pipelines.settings.yaml_configs import PROJECT_DIR, TrainPipelineConfig, TunePipelineConfig, load_config
+from pipelines.settings.yaml_configs import PROJECT_DIR
 from tests.unit.infra_documents import (
-    CLUSTER_CONFIGS,
     INFRA,
     MANIFEST_FILES,
     MANIFESTS,
+    PIPELINE_COMMANDS,
     containers,
-    project_image,
     ray_version,
     walk,
 )
-from vae import from_dict
 
 SCHEMAS = PROJECT_DIR / "tests" / "schemas"
-VENV_BIN = Path(sys.executable).parent
 NAMESPACE = "vae-anomaly"
 SCHEMA_OF_KIND = {
     ("ray.io/v1", "RayCluster"): "kuberay/raycluster-ray.io-v1.json",
@@ -55,7 +46,6 @@ SCHEMA_OF_KIND = {
     ("batch/v1", "CronJob"): "kubernetes/cronjob-batch-v1.json",
     ("networking.k8s.io/v1", "NetworkPolicy"): "kubernetes/networkpolicy-networking-v1.json",
 }
-CONFIG_CLASS = {"train": TrainPipelineConfig, "tune": TunePipelineConfig, "score": ScoreJobConfig}
 SECRET_NAMED = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI")
 USER_AND_PASSWORD_IN_URI = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
@@ -77,55 +67,6 @@ def schema_errors(document: dict) -> list[str]:
     errors = list(validator(schema_file).iter_errors(document))
     errors += validator("kubernetes/objectmeta-meta-v1.json").iter_errors(document.get("metadata", {}))
     return sorted(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
-
-
-def commands(document: dict) -> list[list[str]]:
-    """The command lines a manifest runs in the project image: Ray job entrypoints and container commands
-    (`sh -c` scripts split into words; a `ray job submit ... --` line yields the submitted command too)."""
-    found = [shlex.split(value) for key, value in walk(document) if key == "entrypoint"]
-    found = [script_command(argv[2]) if argv[:2] == ["sh", "-c"] else argv for argv in found]
-    for container in containers(document):
-        if container["image"] != project_image() or "command" not in container:
-            continue  # another program's image, or the image's own command (KubeRay starts Ray in its pods)
-        argv = [*container.get("command", []), *container.get("args", [])]
-        if argv[:2] == ["sh", "-c"]:
-            argv = script_command(argv[2])
-        if argv[:3] == ["ray", "job", "submit"]:
-            found.append(argv[argv.index("--") + 1 :])
-            argv = argv[: argv.index("--")]
-        found.append(argv)
-    return found
-
-
-SCHEDULED_DATE = "2026-11-24"  # what `date -u -d yesterday +%F` gives a scheduled script, for loading its config
-
-
-def script_command(script: str) -> list[str]:
-    """The command of a `sh -c` script split into words: its `ray job submit` or `python -m pipelines` line when it
-    has one (from that command on; the schedule's $RUN_DATE and $JOB filled in), else the whole script."""
-    text = " ".join(script.split())  # a folded YAML block: one line
-    commands = [line for line in re.split(r"&&|\n|;", script if "\n" in script.strip() else text)
-                if re.search(r"\b(ray job submit|python -m pipelines)\b", line)]  # fmt: skip
-    if not commands:
-        return shlex.split(script)
-    (line,) = commands
-    line = line[re.search(r"\b(ray job submit|python -m pipelines)\b", line).start() :]
-    return shlex.split(line.replace("$RUN_DATE", SCHEDULED_DATE).replace("$JOB", f"score-{SCHEDULED_DATE}"))
-
-
-def command_words(argv: list[str]) -> tuple[str, ...]:
-    """The program and subcommand words of a command line: everything before its first option or argument."""
-    words = []
-    for word in argv:
-        if word != "-m" and (word.startswith(("-", "$", "{")) or "=" in word or "/" in word):
-            break
-        words.append(word)
-    return tuple(words)
-
-
-ENTRYPOINTS = sorted({command_words(argv) for _, doc in MANIFESTS for argv in commands(doc)})
-PIPELINE_COMMANDS = [(path, argv) for path, doc in MANIFESTS for argv in commands(doc)
-                     if argv[:3] == ["python", "-m", "pipelines"]]  # fmt: skip
 
 
 # --- Kubernetes manifests --------------------------------------------------------------------------------------
@@ -291,116 +232,3 @@ def test_the_raycronjob_feature_gate_values_switch_it_on():
     gates = {gate["name"]: gate["enabled"] for gate in values["featureGates"]}
     assert gates["RayCronJob"] is True
     assert "helm/kuberay-operator-values.yaml" in (INFRA / "k8s" / "scoring-raycronjob.yaml").read_text()
-
-
-# --- commands the manifests run ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("words", ENTRYPOINTS, ids=" ".join)
-def test_entrypoints_named_in_the_manifests_exist(words: tuple[str, ...]):
-    program = sys.executable if words[0] == "python" else str(VENV_BIN / words[0])
-    done = subprocess.run([program, *words[1:], "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "usage" in done.stdout.lower()
-
-
-def test_the_entrypoints_cover_every_kind_of_command():
-    assert {("python", "-m", "pipelines", c) for c in ("train", "tune", "score")} <= set(ENTRYPOINTS)
-    assert {("ray", "job", "submit"), ("mlflow", "server"), ("mlflow", "db", "upgrade")} <= set(ENTRYPOINTS)
-
-
-@pytest.mark.parametrize(("path", "argv"), PIPELINE_COMMANDS, ids=lambda v: v.name if isinstance(v, Path) else "")
-def test_pipeline_commands_in_the_manifests_load_their_config(path: Path, argv: list[str]):
-    command = argv[3]
-    assert command in COMMANDS
-    assert argv[4] == "--config"
-    config = load_config(PROJECT_DIR / argv[5], argv[6:], cls=CONFIG_CLASS[command])
-    if command == "score":
-        assert "{run_date}" in config.input and config.date in config.input_path
-
-
-def test_the_script_ray_submit_runs_is_there_and_runs_as_a_script(tmp_path):
-    """`ray submit <cluster.yaml> pipelines/commands/tune.py -- ...` copies that one file to the head node and runs it
-    from the home directory: every such line in the docs and configs names an existing file, which runs as a
-    script from elsewhere (absolute imports of the installed package)."""
-    documents = [*CLUSTER_CONFIGS, INFRA / "README.md", PROJECT_DIR / "README.md", *(PROJECT_DIR / "pipelines" /
-                 "configs").glob("*.yaml")]  # fmt: skip
-    scripts = {script for path in documents for script in re.findall(r"ray submit \S+ (\S+\.py)", path.read_text())}
-    assert scripts == {"pipelines/commands/tune.py"}
-    done = subprocess.run([sys.executable, str(PROJECT_DIR / scripts.pop()), "--help"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("usage: vae-anomaly tune")
-
-
-def _scheduled_script(tmp_path: Path, job_exists: bool) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """The CronJob's script run by `sh` with a stub `ray` on PATH that records its calls; `ray job status` finds
-    the job when `job_exists`."""
-    (cronjob,) = [doc for path, doc in MANIFESTS if path.name == "scoring-cronjob.yaml"]
-    (container,) = containers(cronjob)
-    calls = tmp_path / "calls"
-    stub = tmp_path / "bin" / "ray"
-    stub.parent.mkdir(exist_ok=True)
-    status = """echo "Job '$3' succeeded" >&2""" if job_exists else "exit 1"
-    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in "job status"*) {status};; esac\n')
-    stub.chmod(0o755)
-    env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
-    done = subprocess.run(["sh", "-c", container["args"][0]], env=env, capture_output=True, text=True, timeout=60)
-    return done, calls.read_text().splitlines()
-
-
-def test_the_scheduled_job_is_named_by_yesterdays_utc_date_and_a_retry_follows_it(tmp_path):
-    yesterday = subprocess.run(["date", "-u", "-d", "yesterday", "+%F"], capture_output=True, text=True).stdout.strip()
-    done, calls = _scheduled_script(tmp_path, job_exists=False)
-    assert done.returncode == 0, done.stderr
-    submit = [c for c in calls if c.startswith("job submit")]
-    assert submit == [
-        f"job submit --submission-id score-{yesterday} -- python -m pipelines score "
-        f"--config pipelines/configs/score.yaml input=s3://anomaly-data/events/date={{run_date}}/ "
-        f"output=/mnt/cluster_storage/scores model=vae-anomaly@champion run_date={yesterday}"
-    ]
-    (tmp_path / "retry").mkdir()
-    retried, calls = _scheduled_script(tmp_path / "retry", job_exists=True)
-    assert retried.returncode == 0, retried.stderr
-    assert not [c for c in calls if c.startswith("job submit")]
-    assert f"job logs --follow score-{yesterday}" in calls
-
-
-def test_crontab_line_is_a_valid_schedule_of_make_score_cluster():
-    lines = [line for line in (INFRA / "cron" / "scoring.crontab").read_text().splitlines()
-             if line and not line.startswith("#")]  # fmt: skip
-    assert len(lines) == 1
-    assert len(lines[0].split()) > 5
-    assert "make score-cluster" in lines[0]
-
-
-# Where the online endpoint listens (it binds the address and reaches nothing there): its config's default, and the
-# command that prints and documents it.
-LISTENING = {
-    ("pipelines/settings/model_jobs.py", '    host: Text = "127.0.0.1"  # 0.0.0.0 to listen on every interface')
-}
-LISTENING_FILES = {"pipelines/commands/serve.py"}
-
-
-def test_pipelines_learn_addresses_only_from_the_environment():
-    pattern = re.compile(r"https?://|localhost|127\.0\.0\.1|:8265|:5000|:6379")
-    for package in ("vae", "pipelines"):
-        for source in (PROJECT_DIR / package).rglob("*.py"):
-            name = str(source.relative_to(PROJECT_DIR))
-            hits = [line for line in source.read_text().splitlines() if pattern.search(line)
-                    and (name, line) not in LISTENING and name not in LISTENING_FILES]  # fmt: skip
-            assert not hits, f"{name}: {hits}"
-
-
-def test_the_ray_service_deploys_the_endpoint_that_make_serve_runs():
-    (service,) = [doc for _, doc in MANIFESTS if doc["kind"] == "RayService"]
-    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
-    (application,) = serve_config["applications"]
-    module, name = application["import_path"].split(":")
-    assert getattr(importlib.import_module(module), name) is build_app
-    config = from_dict(ServeConfig, application["args"])  # raises ConfigError on a key or value the command refuses
-    assert config.model == "vae-anomaly@champion"
-    port = serve_config["http_options"]["port"]
-    pods = containers(service)
-    assert len(pods) == 2 and all(port in [p["containerPort"] for p in c["ports"]] for c in pods)
-    assert service["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token", "secretName": "ray-auth-token"}
