@@ -19,21 +19,7 @@ import ray
 import ray.data
 from ray.util.annotations import RayDeprecationWarning
 
-from pipelines.tracking.scoped_env import environment_defaults, verbose
-
-
-@contextlib.contextmanager
-def logger_levels(level: int, *names: str | None) -> Iterator[None]:
-    """The loggers `names` (None: the root logger) at `level` for one block, each back at its own level after."""
-    loggers = [logging.getLogger(name) for name in names]
-    previous = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(level)
-    try:
-        yield
-    finally:
-        for logger, old in zip(loggers, previous, strict=True):
-            logger.setLevel(old)
+from pipelines.tracking.scoped_env import environment_defaults, logger_levels, verbose
 
 
 @contextlib.contextmanager

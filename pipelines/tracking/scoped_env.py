@@ -15,17 +15,23 @@ def verbose() -> bool:
 
 
 @contextlib.contextmanager
-def quiet_mlflow_info() -> Iterator[None]:
-    """MLflow's INFO lines ("Validating input example against model signature") off for one block unless
-    `verbose()`; its warnings stay."""
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    if not verbose():
-        logger.setLevel(logging.WARNING)
+def logger_levels(level: int, *names: str | None) -> Iterator[None]:
+    """The loggers `names` (None: the root logger) at `level` for one block, each back at its own level after."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)
+
+
+def quiet_mlflow_info() -> contextlib.AbstractContextManager[None]:
+    """MLflow's INFO lines ("Validating input example against model signature") off for one block unless
+    `verbose()`; its warnings stay."""
+    return contextlib.nullcontext() if verbose() else logger_levels(logging.WARNING, "mlflow")
 
 
 def environment_defaults(**values: str) -> contextlib.AbstractContextManager[None]:
