@@ -87,11 +87,15 @@ def read_samples(path: Path) -> collections.Counter:
     return counts
 
 
+def py_spy() -> str | None:
+    """The py-spy executable: this interpreter's environment's, else the one on PATH, else None."""
+    return shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+
+
 def record(pid: int, output: Path) -> subprocess.Popen:
     """py-spy recording process `pid` (all its threads, idle ones too) into `output` until it ends."""
-    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
     return subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--idle", "--nonblocking", "--rate", str(RATE), "--format", "raw",
+        [py_spy(), "record", "--pid", str(pid), "--idle", "--nonblocking", "--rate", str(RATE), "--format", "raw",
          "--output", str(output)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -141,12 +145,12 @@ def profile_table(columns: dict[str, collections.Counter], rates: dict[str, floa
     order += [name for name, _ in PHASES[1:]] + ["other"]
     table = Table("Where the training thread's time goes (py-spy, wall time: idle samples included)",
                   ["category", *(f"{side} s" for side in columns), *(f"{side} %" for side in columns)])  # fmt: skip
+    totals = [max(sum(c.values()), 1) for c in columns.values()]
     for name in order:
         key = name.removeprefix("- ")
         values = [sum(c[s] for s in steps) if key == TRAINING else c[key] for c in columns.values()]
         if not any(values):
             continue
-        totals = [max(sum(c.values()), 1) for c in columns.values()]
         label = f"**{name}**" if key == TRAINING else name
         table.add(
             label,
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to profile")
     parser.add_argument("--out", type=Path, help="keep the raw py-spy files here")
     args = parser.parse_args(argv)
-    if shutil.which("py-spy", path=os.path.dirname(sys.executable)) is None and shutil.which("py-spy") is None:
+    if py_spy() is None:
         print("bench profile: error: py-spy is not installed (pip install -e '.[dev]')", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="vae-profile-"))

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from pipelines.settings.yaml_configs import get_dotted
 from vae.selection import choose_over_reference
 
 from .detection import _seed_list, protocol_split, sort_key
@@ -64,7 +65,7 @@ def read_sweep(path: Path) -> Sweep:
             if set(axis) != {"grid"}:
                 raise ValueError(f"{path}: tune.space.{section}.{name}: only grid axes can be replayed, got {axis}")
             grid[f"{section}.{name}"] = tuple(axis["grid"])
-    reference = {key: config[key.split(".")[0]][key.split(".")[1]] for key in grid}
+    reference = {key: get_dotted(config, key) for key in grid}
     return Sweep(grid, float(config["data"].get("validation_fraction", 0.1)), int(config["tune"]["nll_samples"]),
                  reference)  # fmt: skip
 

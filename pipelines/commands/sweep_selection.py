@@ -5,7 +5,6 @@ best metric wins."""
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from pipelines.runtime.distributed_run import load_checkpoint_detector
 from pipelines.runtime.parquet_input import PreparedData
 from pipelines.runtime.validation_pass import sample_rows
 from pipelines.settings.search_space import Axis
-from pipelines.settings.yaml_configs import TunePipelineConfig
+from pipelines.settings.yaml_configs import TunePipelineConfig, get_dotted
 from vae import ScoreConfig, choose_over_reference, score_rows
 
 P_COLUMN = "p vs default"  # the results table's column of TrialSummary.p_vs_default
@@ -62,7 +61,7 @@ def default_trial(
 ) -> TrialSummary | None:
     """The trial that ran the config's own value on every swept axis (what `make train` trains), or None."""
     base = config.train_dict()
-    own = {axis.name: functools.reduce(lambda node, key: node[key], axis.name.split("."), base) for axis in axes}
+    own = {axis.name: get_dotted(base, axis.name) for axis in axes}
     return next((t for t in trials if all(t.params.get(name) == value for name, value in own.items())), None)
 
 

@@ -325,6 +325,13 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def get_dotted(data: dict[str, Any], key: str) -> Any:
+    """The value at `key` ("section.sub.leaf") of the nested mapping `data`; KeyError when a part is missing."""
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     """A copy of the nested mapping `data` with `key` ("section.sub.leaf") set to `value`."""
     data = dict(data)
