@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import ray.data
+from ray.data import FileShuffleConfig
 from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 
 from pipelines.settings.yaml_configs import DataConfig
@@ -80,9 +81,12 @@ def check_training_data(config: DataConfig) -> int:
 
 
 def read_rows(config: DataConfig) -> ray.data.Dataset:
-    """The declared columns (features or image, conditions, keys, label) as a lazy Ray dataset."""
+    """The declared columns (features or image, conditions, keys, label) as a lazy Ray dataset whose files are
+    read in another order on every execution (every epoch of a streamed shard), seeded by `data.split_seed`: rows
+    stored in order (by date, by customer) do not reach a streaming worker in the same order each epoch."""
     columns = [*config.inputs, *config.conditions, *config.key, *([config.label] if config.label else [])]
-    return ray.data.read_parquet(config.path, columns=columns)
+    files = FileShuffleConfig(seed=config.split_seed, reseed_after_execution=True)
+    return ray.data.read_parquet(config.path, columns=columns, shuffle=files)
 
 
 class ImageProblems:

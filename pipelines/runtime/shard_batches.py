@@ -8,7 +8,11 @@ from collections.abc import Iterator
 
 import torch
 
-SHUFFLE_BUFFER = 4096  # rows: the local shuffle of a streamed pass
+# A streamed pass shuffles in a local buffer of this many rows (tens of thousands: rows from many blocks mix in
+# every batch) while Ray Data prefetches the next blocks; the files themselves come in another order every epoch
+# (`parquet_input.read_rows`).
+SHUFFLE_BUFFER = 32_768
+PREFETCH_BATCHES = 4
 
 Batch = dict[str, torch.Tensor]
 
@@ -41,7 +45,8 @@ class ShardBatches:
         shuffle = {} if seed is None else {"local_shuffle_buffer_size": SHUFFLE_BUFFER, "local_shuffle_seed": seed}
         read: list[Batch] = []
         size = 0
-        for batch in self.shard.iter_torch_batches(batch_size=batch_size, **shuffle):
+        passes = self.shard.iter_torch_batches(batch_size=batch_size, prefetch_batches=PREFETCH_BATCHES, **shuffle)
+        for batch in passes:
             if not self.streams:
                 size += sum(t.nelement() * t.element_size() for t in batch.values())
                 if size > self.budget_bytes:

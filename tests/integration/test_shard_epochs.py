@@ -58,3 +58,28 @@ def test_ranks_split_every_epoch_disjointly_and_ordered_rows_are_reshuffled_each
         assert all(order != sorted(order) for order in orders)  # shuffled, not the stored order
         assert len({tuple(order) for order in orders}) == EPOCHS  # a different order every epoch
         assert all(order[:BATCH] != other[:BATCH] for order, other in itertools.pairwise(orders))  # first batch too
+
+
+@pytest.mark.timeout(120)
+def test_the_training_read_takes_the_files_in_another_order_every_execution(local_ray, tmp_path):
+    """A streamed shard re-executes the read every epoch: with rows stored in order across files (by date, say),
+    each execution starts from other files, and still reads every row once."""
+    import pandas as pd
+    import ray.data
+
+    from pipelines.runtime.cluster import data_context_values
+    from pipelines.runtime.parquet_input import read_rows
+    from pipelines.settings.yaml_configs import DataConfig
+
+    files, per_file = 6, 50
+    for i in range(files):
+        ids = np.arange(i * per_file, (i + 1) * per_file)
+        pd.DataFrame({"row_id": ids, "x": ids * 0.5}).to_parquet(tmp_path / f"day-{i}.parquet", index=False)
+    orders = []
+    with data_context_values(execution_options=ray.data.ExecutionOptions(preserve_order=True)):
+        rows = read_rows(DataConfig(path=str(tmp_path), numeric=["x"], key=["row_id"]))
+        for _ in range(3):
+            ids = [int(v) for batch in rows.iter_batches(batch_size=None) for v in batch["row_id"]]
+            assert sorted(ids) == list(range(files * per_file))
+            orders.append(tuple(dict.fromkeys(v // per_file for v in ids)))  # the files in the order they came
+    assert len(set(orders)) == 3 and orders[0] != tuple(range(files)), orders

@@ -17,7 +17,9 @@ class Shard:
         self.label = torch.arange(ROWS) % 2
         self.passes = 0
 
-    def iter_torch_batches(self, batch_size, local_shuffle_buffer_size=None, local_shuffle_seed=None):
+    def iter_torch_batches(
+        self, batch_size, prefetch_batches=1, local_shuffle_buffer_size=None, local_shuffle_seed=None
+    ):
         self.passes += 1
         for start in range(0, ROWS, batch_size):
             yield {"x": self.x[start : start + batch_size], "label": self.label[start : start + batch_size]}
