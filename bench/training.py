@@ -1,5 +1,6 @@
 """Table 1: training throughput of the Ray Train pipeline (1 and 2 workers) against a plain single-process loop
-on the same model, rows and batch size (rows of `11_donors.npz`).
+on the same model, rows and batch size (rows of `11_donors.npz`); 1b: where a run's wall time goes; 1c: the demo's
+sweep (`bench.trial_startup`).
 
 Ray side: `pipelines.commands.train.run` on a running local Ray (start-up excluded); its workers log each epoch's
 training-pass `rows_per_s` (all ranks' rows over the slowest rank's seconds) to MLflow, read back here.
@@ -20,6 +21,7 @@ from pipelines.settings.yaml_configs import TrainPipelineConfig
 from pipelines.tracking.runs import Tracker
 from vae import VAE, DataLayout, ModelConfig, ObjectiveConfig, Preprocessor, TrainConfig, fit, from_dict
 
+from . import trial_startup
 from .context import Setup, feature_names, rows_table, steady, write_rows
 from .tables import Table, num, target
 
@@ -187,4 +189,4 @@ def run(setup: Setup) -> list[Table]:
         "drift reference), plots and the model logged and registered. Wall: measured around the call.",
         f"Target: the whole run at most {TARGET_WALL:g}x its epochs' training passes.",
     ]
-    return [table, phases]
+    return [table, phases, trial_startup.run(setup)]

@@ -298,7 +298,8 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
                      base.train.epochs)  # fmt: skip
     with quiet_tune_output():
         results = _tuner(base, trainable, search_space(axes), runs).fit()
-    print(f"sweep finished in {time.perf_counter() - started:.1f} s", flush=True)
+    sweep_s = time.perf_counter() - started
+    print(f"sweep finished in {sweep_s:.1f} s", flush=True)
 
     children = parent.child_runs()
     trials = [summarize(r, metric, mode, base.train.epochs, children.get(_run_name(config, r))) for r in results]
@@ -310,7 +311,7 @@ def _sweep_and_register(config: TunePipelineConfig, axes: tuple[Axis, ...], pare
     parent.log_text(markdown_table(table), "sweep/results.md")
     parent.log_text(table.to_csv(index=False), "sweep/results.csv")
     parent.log_figure(plots.metric_by_param(table, metric, [a.name for a in axes]), "plots/metric_by_param.png")
-    parent.log_metrics({f"best_{metric}": best.best, "trials": len(trials),
+    parent.log_metrics({f"best_{metric}": best.best, "trials": len(trials), "sweep_s": sweep_s,
                         "trials_stopped_early": sum(t.epochs < base.train.epochs for t in trials)})  # fmt: skip
 
     trial, _ = trial_config(config, best.params, trial_run_name(config.tune.name, best.trial_id), prepared)
