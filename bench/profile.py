@@ -1,6 +1,7 @@
 """Where a training epoch's time goes: py-spy samples of the Ray Train worker loop against the plain loop.
 
 `python -m bench profile [--data-dir DIR] [--batch 256] [--epochs 6] [--workers 1,2] [--out DIR]`
+(`--job score [--rows N]`: the scoring job instead, `bench.profile_scoring`)
 
 Table 1's rows and model (`bench.training`). The plain loop (`vae.fit`, 1 torch thread) runs in this process
 under `py-spy record --idle`; then, on a local Ray, `pipelines.commands.train.run` with 1 and 2 workers, each
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -59,31 +61,36 @@ STEP = (
 TRAINING_THREAD = re.compile(r"^(fit \(vae/training|train_loop_per_worker \()")
 
 
-def _first(frames, table) -> str | None:
+def first_match(frames, table) -> str | None:
+    """The name of the first (category, pattern) of `table` whose pattern matches a frame, frames in turn."""
     return next((name for frame in frames for name, pattern in table if re.search(pattern, frame)), None)
 
 
 def classify(stack: list[str]) -> str:
     """The category of one sample: `stack` is its frames, outermost first."""
-    inner = _first(reversed(stack), ANYWHERE)
+    inner = first_match(reversed(stack), ANYWHERE)
     if inner is not None:
         return inner
-    phase = _first(stack, PHASES) or "other"
+    phase = first_match(stack, PHASES) or "other"
     if phase != TRAINING:
         return phase
-    return _first(reversed(stack), STEP) or "other, in a training pass"
+    return first_match(reversed(stack), STEP) or "other, in a training pass"
 
 
-def read_samples(path: Path) -> collections.Counter:
-    """Samples per category of the training thread, from a py-spy raw file (`frame;frame;... count` lines)."""
+def read_samples(
+    path: Path, thread: re.Pattern | str = TRAINING_THREAD, categorize: Callable[[list[str]], str | None] = classify
+) -> collections.Counter:
+    """Samples per category (`categorize`; None leaves a sample out) of the stacks with a frame matching `thread`,
+    from a py-spy raw file (`frame;frame;... count` lines); the training thread and `classify` by default."""
     counts: collections.Counter = collections.Counter()
     if not path.is_file():
         return counts
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if any(TRAINING_THREAD.search(f) for f in frames):
-            counts[classify(frames)] += int(count)
+        category = categorize(frames) if any(re.search(thread, f) for f in frames) else None
+        if category is not None:
+            counts[category] += int(count)
     return counts
 
 
@@ -101,11 +108,13 @@ def record(pid: int, output: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-class WorkerRecorder:
-    """Records every Ray Train worker process that appears while it runs (a thread polling the process table)."""
+class Recorder:
+    """Records every process whose command line holds `marker` (a Ray Train worker's "RayTrainWorker") that appears
+    while it runs (a thread polling the process table)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, marker: str) -> None:
         self.directory = directory
+        self.marker = marker
         self.spies: dict[int, subprocess.Popen] = {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
@@ -114,12 +123,12 @@ class WorkerRecorder:
         while not self.done.is_set():
             for process in psutil.process_iter(["pid", "cmdline"]):
                 cmdline = " ".join(process.info["cmdline"] or [])
-                if "RayTrainWorker" in cmdline and process.info["pid"] not in self.spies:
+                if self.marker in cmdline and process.info["pid"] not in self.spies:
                     pid = process.info["pid"]
-                    self.spies[pid] = record(pid, self.directory / f"worker-{pid}.txt")
+                    self.spies[pid] = record(pid, self.directory / f"process-{pid}.txt")
             time.sleep(0.1)
 
-    def __enter__(self) -> WorkerRecorder:
+    def __enter__(self) -> Recorder:
         self.thread.start()
         return self
 
@@ -133,9 +142,9 @@ class WorkerRecorder:
                 spy.terminate()
                 spy.wait()
 
-    def samples(self) -> list[collections.Counter]:
-        """Per worker process (in the order they appeared) its training thread's samples per category."""
-        return [read_samples(self.directory / f"worker-{pid}.txt") for pid in self.spies]
+    def samples(self, *how) -> list[collections.Counter]:
+        """Per process (in the order they appeared) its samples per category (`how`: read_samples' thread, ...)."""
+        return [read_samples(self.directory / f"process-{pid}.txt", *how) for pid in self.spies]
 
 
 def profile_table(columns: dict[str, collections.Counter], rates: dict[str, float]) -> Table:
@@ -167,18 +176,16 @@ def profile_table(columns: dict[str, collections.Counter], rates: dict[str, floa
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from pipelines.runtime.cluster import ray_session
-    from pipelines.tracking.scoped_env import quiet_artifact_transfers
-
-    from .__main__ import DEFAULT_DATA_DIR, LOCAL_RAY_CPUS
+    from .__main__ import DEFAULT_DATA_DIR
     from .context import Setup
-    from .training import inputs, pipeline_run, plain_run
 
     parser = argparse.ArgumentParser(prog="python -m bench profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--job", choices=("train", "score"), default="train", help="the training run or scoring job")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds tabular/11_donors.npz")
-    parser.add_argument("--batch", type=int, default=256, help="rows per step (per worker on the Ray side)")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--workers", default="1,2", help="Ray Train worker counts to profile")
+    parser.add_argument("--batch", type=int, default=256, help="train: rows per step (per worker on the Ray side)")
+    parser.add_argument("--epochs", type=int, default=6, help="train: epochs")
+    parser.add_argument("--workers", default="1,2", help="train: Ray Train worker counts to profile")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="score: input rows")
     parser.add_argument("--out", type=Path, help="keep the raw py-spy files here")
     args = parser.parse_args(argv)
     if py_spy() is None:
@@ -189,27 +196,44 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         setup = Setup(args.data_dir.resolve(), False, torch.device("cpu"), workdir)
-        data = inputs(setup)
-        columns: dict[str, collections.Counter] = {}
-        rates: dict[str, float] = {}
-        print(f"plain loop: {len(data.train_x):,} rows, batch {args.batch}, {args.epochs} epochs", flush=True)
-        spy = record(os.getpid(), out / "plain.txt")
-        time.sleep(1.0)  # py-spy attached before the loop starts
-        rates["plain"], _ = plain_run(data.train_x, data.val_x, data.layout, args.epochs, 1, setup, False, args.batch)
-        spy.send_signal(2)  # SIGINT: py-spy writes what it sampled and ends
-        spy.wait()
-        columns["plain"] = read_samples(out / "plain.txt")
-        with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS):
-            for workers in [int(w) for w in args.workers.split(",")]:
-                print(f"Ray Train, {workers} worker(s)", flush=True)
-                (out / f"ray-{workers}w").mkdir(exist_ok=True)
-                with WorkerRecorder(out / f"ray-{workers}w") as recorder:
-                    run = pipeline_run(data.path, data.columns, args.epochs, workers, setup, False, args.batch)
-                rates[f"{workers}w"] = run.rate
-                for i, counts in enumerate(recorder.samples()):  # in the order the workers started, not by rank
-                    columns[f"{workers}w #{i + 1}" if workers > 1 else "1w"] = counts
+        if args.job == "score":
+            from . import profile_scoring
+
+            tables = profile_scoring.run(setup, args.rows, out)
+        else:
+            tables = [profile_training(setup, args, out)]
     finally:
         if args.out is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print("\n" + profile_table(columns, rates).markdown())
+    print("\n" + "\n".join(table.markdown() for table in tables))
     return 0
+
+
+def profile_training(setup, args: argparse.Namespace, out: Path) -> Table:
+    """The plain loop in this process, then Ray Train runs of each `args.workers` count, each worker recorded."""
+    from pipelines.runtime.cluster import ray_session
+    from pipelines.tracking.scoped_env import quiet_artifact_transfers
+
+    from .__main__ import LOCAL_RAY_CPUS
+    from .training import inputs, pipeline_run, plain_run
+
+    data = inputs(setup)
+    columns: dict[str, collections.Counter] = {}
+    rates: dict[str, float] = {}
+    print(f"plain loop: {len(data.train_x):,} rows, batch {args.batch}, {args.epochs} epochs", flush=True)
+    spy = record(os.getpid(), out / "plain.txt")
+    time.sleep(1.0)  # py-spy attached before the loop starts
+    rates["plain"], _ = plain_run(data.train_x, data.val_x, data.layout, args.epochs, 1, setup, False, args.batch)
+    spy.send_signal(2)  # SIGINT: py-spy writes what it sampled and ends
+    spy.wait()
+    columns["plain"] = read_samples(out / "plain.txt")
+    with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS):
+        for workers in [int(w) for w in args.workers.split(",")]:
+            print(f"Ray Train, {workers} worker(s)", flush=True)
+            (out / f"ray-{workers}w").mkdir(exist_ok=True)
+            with Recorder(out / f"ray-{workers}w", "RayTrainWorker") as recorder:
+                run = pipeline_run(data.path, data.columns, args.epochs, workers, setup, False, args.batch)
+            rates[f"{workers}w"] = run.rate
+            for i, counts in enumerate(recorder.samples()):  # in the order the workers started, not by rank
+                columns[f"{workers}w #{i + 1}" if workers > 1 else "1w"] = counts
+    return profile_table(columns, rates)
