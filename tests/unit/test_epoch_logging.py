@@ -6,6 +6,7 @@ import pickle
 from pipelines.runtime.distributed_run import EpochReports
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrackingSettings
+from pipelines.tracking import runs
 from pipelines.tracking.runs import EpochLogger, Tracker
 
 
@@ -33,7 +34,8 @@ def test_epochs_an_earlier_attempt_logged_are_not_logged_again(tmp_path):
     assert history["replica_divergence"] == [(4, 0.0)]
 
 
-def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path):
+def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "STATUS_CHECK_S", 0.0)  # the run's status asked before every epoch
     tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="reports"))
     run_id, _ = tracker.start("run", {})
     callback = pickle.loads(pickle.dumps(EpochReports(tracker.uri, run_id)))  # as the driver hands it to Ray Train
@@ -48,3 +50,17 @@ def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path):
     tracker.end(ok=True)  # Tune stopped the trial and its run was closed: the epochs still reported are not logged
     callback.after_report(None, [{"epoch": 3, "val_loss": 1.0, CHECKPOINT_SCORE: 1.0}], checkpoint=None)
     assert [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")] == [1, 2]
+
+
+def test_the_runs_status_is_asked_at_most_once_per_interval_and_a_closed_run_stays_closed(tmp_path, monkeypatch):
+    tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="status"))
+    run_id, _ = tracker.start("run", {})
+    logger = EpochLogger(tracker.uri, run_id)
+    asked = []
+    get_run = logger.client.get_run
+    monkeypatch.setattr(logger.client, "get_run", lambda rid: asked.append(rid) or get_run(rid))
+    assert all(logger.run_is_open() for _ in range(50)) and len(asked) == 1  # 50 epochs in well under a second
+    tracker.end(ok=True)
+    assert logger.run_is_open()  # inside the interval: the last answer
+    monkeypatch.setattr(runs, "STATUS_CHECK_S", 0.0)
+    assert not logger.run_is_open() and not logger.run_is_open() and len(asked) == 2
