@@ -37,7 +37,9 @@ class Shard:
     def __init__(self, x: np.ndarray) -> None:
         self.x = x.astype(np.float32)
 
-    def iter_torch_batches(self, batch_size, local_shuffle_buffer_size=None, local_shuffle_seed=None):
+    def iter_torch_batches(
+        self, batch_size, prefetch_batches=1, local_shuffle_buffer_size=None, local_shuffle_seed=None
+    ):
         order = np.random.default_rng(local_shuffle_seed).permutation(len(self.x))
         for start in range(0, len(order), batch_size):
             yield {"x": torch.tensor(self.x[order[start : start + batch_size]])}
