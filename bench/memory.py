@@ -5,25 +5,40 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from pathlib import Path
 
 import psutil
 
 MB = 1 << 20
 
 
-def _rss(process: psutil.Process, tree: bool) -> int:
+def _shared_memory(pid: int) -> int:
+    """Bytes of shared memory (`RssShmem`: Ray's object store mapped by this process) resident in process `pid`;
+    0 where /proc does not say."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _resident(process: psutil.Process, tree: bool) -> int:
+    """Resident bytes of `process` (and its descendants with `tree`): each one's own pages, plus the shared memory
+    once (the largest any of them maps: the raylet holds every page of the object store in use), since every
+    process that reads an object maps the same pages."""
     processes = [process, *process.children(recursive=True)] if tree else [process]
-    total = 0
+    own, shared = 0, 0
     for p in processes:
         with contextlib.suppress(psutil.Error):  # a worker that exited between listing and reading
-            total += p.memory_info().rss
-    return total
+            rss, shm = p.memory_info().rss, _shared_memory(p.pid)
+            own, shared = own + rss - shm, max(shared, shm)
+    return own + shared
 
 
 class PeakMemory:
-    """`with PeakMemory(tree=True) as peak: ...` then `peak.increase_mb`: the highest summed RSS seen while the
-    block ran, minus the sum just before it. RSS counts shared pages (Ray's object store, shared libraries) in
-    every process that maps them."""
+    """`with PeakMemory(tree=True) as peak: ...` then `peak.increase_mb`: the highest resident memory seen while
+    the block ran (`_resident`: the object store's shared pages counted once, not once per process that reads
+    them), minus the value just before it. Shared libraries still count in every process."""
 
     def __init__(self, tree: bool, interval_s: float = 0.1) -> None:
         self.tree = tree
@@ -35,17 +50,17 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, _rss(self.process, self.tree))
+            self.peak = max(self.peak, _resident(self.process, self.tree))
 
     def __enter__(self) -> PeakMemory:
-        self.baseline = self.peak = _rss(self.process, self.tree)
+        self.baseline = self.peak = _resident(self.process, self.tree)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss(self.process, self.tree))
+        self.peak = max(self.peak, _resident(self.process, self.tree))
 
     @property
     def increase_mb(self) -> float:

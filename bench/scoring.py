@@ -136,7 +136,8 @@ def run(setup: Setup) -> list[Table]:
         "statistics and an MLflow run; the plain loop writes row_id, anomaly_score and is_anomaly only.",
         "peak +MB: the highest resident memory seen (sampled every 0.1 s) minus the value just before the run; "
         "plain: the driver process; Ray tree: the driver and every process under it (GCS, raylet, workers, actors), "
-        "summed, so shared object-store pages count once per process that maps them. Ray driver peak: the job's "
+        "each one's own pages summed and the object store's shared pages counted once (every process that reads a "
+        "block maps the same pages: summing their RSS counted them once per reader). Ray driver peak: the job's "
         "driver process alone, its highest resident memory (absolute).",
     ]
     return [table, _growth(sizes, plain, ray_job)]
