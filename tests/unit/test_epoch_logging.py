@@ -64,3 +64,10 @@ def test_the_runs_status_is_asked_at_most_once_per_interval_and_a_closed_run_sta
     assert logger.run_is_open()  # inside the interval: the last answer
     monkeypatch.setattr(runs, "STATUS_CHECK_S", 0.0)
     assert not logger.run_is_open() and not logger.run_is_open() and len(asked) == 2
+
+
+def test_the_controller_polls_about_a_hundred_worker_statuses_a_second_whatever_the_group():
+    from pipelines.runtime.distributed_run import report_poll_s
+
+    assert [report_poll_s(n) for n in (1, 2, 32)] == [0.01, 0.02, 0.32]
+    assert all(abs(n / report_poll_s(n) - 100) < 1e-9 for n in (1, 4, 64))
