@@ -36,19 +36,24 @@ class Published:
 
 
 def read(table: ScoresTable, run_date: str, top: int = 10, snapshot: int | None = None) -> Published:
-    """The counts and `top` rows of `run_date` in the current snapshot (or `snapshot`); CatalogError when the
-    table has no rows for that date."""
-    rows = table.read(run_date, snapshot)
-    if not rows.num_rows:
+    """The counts and `top` rows of `run_date` in the current snapshot (or `snapshot`), read one record batch at a
+    time (a run date of a billion rows never sits in memory: only a batch and the best `top` so far); CatalogError
+    when the table has no rows for that date."""
+    loaded, reader = table.batches(run_date, snapshot)
+    rows = scored = anomalies = 0
+    best: pa.Table | None = None
+    for batch in reader:
+        hits = pa.Table.from_batches([batch.filter(pc.equal(batch["status"], "scored"))])
+        rows, scored = rows + batch.num_rows, scored + hits.num_rows
+        anomalies += int(pc.sum(hits["is_anomaly"]).as_py() or 0)
+        candidates = hits if best is None else pa.concat_tables([best, hits])
+        best = candidates.take(pc.sort_indices(candidates, sort_keys=[("anomaly_score", "descending")])[:top])
+    if not rows:
         raise CatalogError(f"{table.identifier}: no rows for run_date {run_date}"
                            + (f" in snapshot {snapshot}" if snapshot is not None else ""))  # fmt: skip
-    scored = rows.filter(pc.equal(rows["status"], "scored"))
-    order = pc.sort_indices(scored, sort_keys=[("anomaly_score", "descending")])[:top]
-    loaded = table.load()
     committed = table.date_snapshot(loaded, run_date) if snapshot is None else loaded.snapshot_by_id(snapshot)
     return Published(run_date, committed and committed.snapshot_id, snapshot_properties(committed) if committed else {},
-                     rows.num_rows, scored.num_rows, rows.num_rows - scored.num_rows,
-                     int(pc.sum(scored["is_anomaly"]).as_py() or 0), scored.take(order))  # fmt: skip
+                     rows, scored, rows - scored, anomalies, best)  # fmt: skip
 
 
 def report(table: ScoresTable, published: Published) -> None:

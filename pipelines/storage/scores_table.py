@@ -120,8 +120,15 @@ class ScoresTable:
         return None
 
     def read(self, run_date: str, snapshot_id: int | None = None, columns: tuple[str, ...] = ("*",)) -> pa.Table:
-        """The rows of `run_date` in the current snapshot (or in `snapshot_id`); raises CatalogError when the
-        table or the snapshot does not exist."""
+        """The rows of `run_date` in the current snapshot (or in `snapshot_id`), all in memory; raises CatalogError
+        when the table or the snapshot does not exist."""
+        return self.batches(run_date, snapshot_id, columns)[1].read_all()
+
+    def batches(
+        self, run_date: str, snapshot_id: int | None = None, columns: tuple[str, ...] = ("*",)
+    ) -> tuple[Any, pa.RecordBatchReader]:
+        """(the loaded Iceberg table, a reader of the rows of `run_date` in the current snapshot or `snapshot_id`,
+        one record batch at a time); raises CatalogError when the table or the snapshot does not exist."""
         from pyiceberg.expressions import EqualTo
 
         table = self.load()
@@ -130,7 +137,7 @@ class ScoresTable:
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
             raise CatalogError(f"{self.identifier}: no snapshot {snapshot_id} (expired, or of another table)")
         scan = table.scan(row_filter=EqualTo(RUN_DATE, run_date), selected_fields=columns, snapshot_id=snapshot_id)
-        return scan.to_arrow()
+        return table, scan.to_arrow_batch_reader()
 
     def expire(self, older_than: datetime.datetime) -> tuple[int, int]:
         """Expire the snapshots committed before `older_than` (never the current one), then delete the data files

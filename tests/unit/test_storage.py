@@ -123,3 +123,27 @@ def test_local_paths_and_uris_resolve_to_their_filesystems(tmp_path):
     assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path)
     assert filesystems.is_remote("s3://bucket/key") and not filesystems.is_remote(str(tmp_path))
     assert not filesystems.is_remote(f"file://{tmp_path}")
+
+
+def test_a_run_dates_summary_reads_it_batch_by_batch_and_keeps_the_best_rows_across_batches(tmp_path):
+    from pipelines.commands.scores import read
+
+    table = ScoresTable.at(str(tmp_path), "vae.scores")
+
+    def rows(ids: range, offset: float, quarantined: tuple[int, ...] = ()) -> pa.Table:
+        scores = [None if i in quarantined else offset + i for i in ids]
+        return pa.table({"row_id": list(ids), "anomaly_score": pa.array(scores, pa.float64()),
+                         "is_anomaly": [s is not None and s > 8 for s in scores],
+                         "status": ["quarantined" if i in quarantined else "scored" for i in ids],
+                         "run_date": ["2026-11-24"] * len(ids)})  # fmt: skip
+
+    iceberg = table.create(rows(range(1), 0).schema)
+    iceberg.append(rows(range(10), 0.0, quarantined=(3, 4)))  # two data files: two batches at least
+    iceberg.append(rows(range(10, 15), 100.0))
+    assert len(list(table.batches("2026-11-24")[1])) >= 2
+    published = read(table, "2026-11-24", top=3)
+    assert (published.rows, published.scored, published.quarantined, published.anomalies) == (15, 13, 2, 6)
+    assert published.top["row_id"].to_pylist() == [14, 13, 12]  # the best of the second batch
+    assert read(table, "2026-11-24", top=20).top["row_id"].to_pylist() == [14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 2, 1, 0]
+    with pytest.raises(CatalogError, match="no rows for run_date 2026-11-25"):
+        read(table, "2026-11-25")
