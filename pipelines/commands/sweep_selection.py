@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 from ray.train import Checkpoint
 
 from pipelines.commands.sweep_trials import FINISHED
@@ -70,8 +71,8 @@ def choose_trial(
 ) -> tuple[TrialSummary, str]:
     """The trial to register and a line saying why. With `tune.metric: nll` and a `tune.significance`, the default
     trial is kept unless another finished trial's per-row NLL of one sample of validation rows (at most
-    `tune.selection_rows`, less those labelled anomalous, scored on the driver from each trial's best checkpoint) is
-    significantly lower (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial,
+    `tune.selection_rows`, less those labelled anomalous, scored by a Ray task per trial from its best checkpoint)
+    is significantly lower (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial,
     the best metric wins."""
     settings = config.tune
     metric, mode = settings.reported_metric
@@ -83,10 +84,11 @@ def choose_trial(
         best = select_best(trials, mode, settings.name, metric)
         return best, f"selected trial {best.trial_id}: the best {metric} of {len(finished)} finished trial(s)"
     nll_config = ScoreConfig(kind="nll", samples=settings.nll_samples)
-    nll = []
-    for trial in finished:
-        model = load_checkpoint_detector(Checkpoint(trial.checkpoint_path), nll_config).model
-        nll.append(score_rows(model, rows["x"], rows.get("c"), nll_config, observed=rows.get("observed")).score)
+    scaling = config.scaling
+    scorer = _checkpoint_nll.options(num_cpus=scaling.cpus_per_worker,
+                                     num_gpus=scaling.gpus_per_worker if scaling.use_gpu else 0)  # fmt: skip
+    shared = ray.put(rows)
+    nll = ray.get([scorer.remote(trial.checkpoint_path, shared, nll_config) for trial in finished])
     choice = choose_over_reference(np.stack(nll), finished.index(default), settings.significance)
     for trial, p in zip(finished, choice.p_values, strict=True):
         trial.p_vs_default = float(p)
@@ -96,6 +98,17 @@ def choose_trial(
                          f"lower on {n} rows (one-sided Wilcoxon, p >= {settings.significance:g})")  # fmt: skip
     return chosen, (f"selected trial {chosen.trial_id}: its validation NLL is lower than the default trial's on {n} "
                     f"rows (one-sided Wilcoxon p = {chosen.p_vs_default:.2g} < {settings.significance:g})")  # fmt: skip
+
+
+@ray.remote
+def _checkpoint_nll(checkpoint_path: str, rows: dict[str, np.ndarray], config: ScoreConfig) -> np.ndarray:
+    """(N,) per-row NLL of `rows` under the model of one trial's checkpoint, computed on the cluster (on a GPU when
+    the trials had one), so the driver only gathers N numbers per trial."""
+    import torch
+
+    detector = load_checkpoint_detector(Checkpoint(checkpoint_path), config)
+    detector.model.to("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    return score_rows(detector.model, rows["x"], rows.get("c"), config, observed=rows.get("observed")).score
 
 
 def _normal_rows(prepared: PreparedData, limit: int) -> dict[str, np.ndarray]:

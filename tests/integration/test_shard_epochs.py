@@ -78,8 +78,8 @@ def test_the_training_read_takes_the_files_in_another_order_every_execution(loca
     orders = []
     with data_context_values(execution_options=ray.data.ExecutionOptions(preserve_order=True)):
         rows = read_rows(DataConfig(path=str(tmp_path), numeric=["x"], key=["row_id"]))
-        for _ in range(3):
+        for _ in range(2):
             ids = [int(v) for batch in rows.iter_batches(batch_size=None) for v in batch["row_id"]]
             assert sorted(ids) == list(range(files * per_file))
             orders.append(tuple(dict.fromkeys(v // per_file for v in ids)))  # the files in the order they came
-    assert len(set(orders)) == 3 and orders[0] != tuple(range(files)), orders
+    assert orders[0] != orders[1] and tuple(range(files)) not in orders, orders
