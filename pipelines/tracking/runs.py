@@ -15,13 +15,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 import requests
-from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -34,6 +32,9 @@ from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, save_detector
 
 from .scoped_env import quiet_mlflow_info, scoped_tracking_uri
+
+if TYPE_CHECKING:  # matplotlib is imported by the plots; Ray Train's controller logs epochs without it
+    from matplotlib.figure import Figure
 
 LOCAL_STORE = PROJECT_DIR / "mlruns"
 RUN_NAME_TAG = "vae.run_name"
@@ -231,6 +232,8 @@ class Tracker:
         return history
 
     def log_figure(self, figure: Figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
         self.client.log_figure(self.run_id, figure, path)
         plt.close(figure)
 
