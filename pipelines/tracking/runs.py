@@ -105,8 +105,8 @@ class EpochLogger:
 
     def run_is_open(self) -> bool:
         """Whether the run is still RUNNING (a sweep closes a trial's run when Tune stops the trial), asked of MLflow
-        at most once every STATUS_CHECK_S (a small table's epochs take milliseconds: a request per epoch was most
-        of what the controller asked of MLflow in a sweep); a closed run stays closed."""
+        at most once every STATUS_CHECK_S (a small table's epochs take milliseconds: a request per epoch was half
+        of what the controller asked of MLflow); a closed run stays closed."""
         now = time.monotonic()
         if self.open and now - self.checked_at >= STATUS_CHECK_S:
             self.open = self.client.get_run(self.run_id).info.status == "RUNNING"
