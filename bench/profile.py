@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -99,6 +101,18 @@ def py_spy() -> str | None:
     return shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
 
 
+@contextlib.contextmanager
+def recording_this_process(output: Path) -> Iterator[None]:
+    """py-spy records this process into `output` while the block runs (attached before the block starts)."""
+    spy = record(os.getpid(), output)
+    time.sleep(1.0)  # py-spy attached before the block starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and ends
+        spy.wait()
+
+
 def record(pid: int, output: Path) -> subprocess.Popen:
     """py-spy recording process `pid` (all its threads, idle ones too) into `output` until it ends."""
     return subprocess.Popen(
@@ -129,6 +143,7 @@ class Recorder:
             time.sleep(0.1)
 
     def __enter__(self) -> Recorder:
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.thread.start()
         return self
 
@@ -147,27 +162,32 @@ class Recorder:
         return [read_samples(self.directory / f"process-{pid}.txt", *how) for pid in self.spies]
 
 
+def shares_table(title: str, rows: list[tuple[str, list[int]]], columns: dict[str, collections.Counter],
+                 total: str) -> Table:  # fmt: skip
+    """Seconds and share of the samples of each row (`rows`: label, samples per side of `columns`, in order;
+    rows without samples left out), then the `total` row of every sample (`columns`: side -> samples per category)."""
+    table = Table(title, ["category", *(f"{side} s" for side in columns), *(f"{side} %" for side in columns)])
+    totals = [max(sum(c.values()), 1) for c in columns.values()]
+    for label, values in rows:
+        if any(values):
+            table.add(label, *(num(v / RATE, 1) for v in values),
+                      *(num(100 * v / t, 0) for v, t in zip(values, totals, strict=True)))  # fmt: skip
+    table.add(total, *(num(sum(c.values()) / RATE, 1) for c in columns.values()), *("100" for _ in columns))
+    return table
+
+
 def profile_table(columns: dict[str, collections.Counter], rates: dict[str, float]) -> Table:
     """Seconds and share of each category per profiled side (`columns`: side -> samples per category)."""
     steps = [name for name, _ in STEP] + ["other, in a training pass"]
     order = [name for name, _ in ANYWHERE] + [TRAINING] + [f"- {step}" for step in steps]
     order += [name for name, _ in PHASES[1:]] + ["other"]
-    table = Table("Where the training thread's time goes (py-spy, wall time: idle samples included)",
-                  ["category", *(f"{side} s" for side in columns), *(f"{side} %" for side in columns)])  # fmt: skip
-    totals = [max(sum(c.values()), 1) for c in columns.values()]
+    rows = []
     for name in order:
         key = name.removeprefix("- ")
         values = [sum(c[s] for s in steps) if key == TRAINING else c[key] for c in columns.values()]
-        if not any(values):
-            continue
-        label = f"**{name}**" if key == TRAINING else name
-        table.add(
-            label,
-            *(num(v / RATE, 1) for v in values),
-            *(num(100 * v / t, 0) for v, t in zip(values, totals, strict=True)),
-        )
-    table.add("**all samples of the training thread**", *(num(sum(c.values()) / RATE, 1) for c in columns.values()),
-              *("100" for _ in columns))  # fmt: skip
+        rows.append((f"**{name}**" if key == TRAINING else name, values))
+    table = shares_table("Where the training thread's time goes (py-spy, wall time: idle samples included)", rows,
+                         columns, "**all samples of the training thread**")  # fmt: skip
     table.notes.append("training passes' rows/s (median of the epochs after the first): "
                        + ", ".join(f"{side} {num(rate, 0)}" for side, rate in rates.items()))  # fmt: skip
     return table
@@ -221,16 +241,12 @@ def profile_training(setup, args: argparse.Namespace, out: Path) -> Table:
     columns: dict[str, collections.Counter] = {}
     rates: dict[str, float] = {}
     print(f"plain loop: {len(data.train_x):,} rows, batch {args.batch}, {args.epochs} epochs", flush=True)
-    spy = record(os.getpid(), out / "plain.txt")
-    time.sleep(1.0)  # py-spy attached before the loop starts
-    rates["plain"], _ = plain_run(data.train_x, data.val_x, data.layout, args.epochs, 1, setup, False, args.batch)
-    spy.send_signal(2)  # SIGINT: py-spy writes what it sampled and ends
-    spy.wait()
+    with recording_this_process(out / "plain.txt"):
+        rates["plain"], _ = plain_run(data.train_x, data.val_x, data.layout, args.epochs, 1, setup, False, args.batch)
     columns["plain"] = read_samples(out / "plain.txt")
     with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS):
         for workers in [int(w) for w in args.workers.split(",")]:
             print(f"Ray Train, {workers} worker(s)", flush=True)
-            (out / f"ray-{workers}w").mkdir(exist_ok=True)
             with Recorder(out / f"ray-{workers}w", "RayTrainWorker") as recorder:
                 run = pipeline_run(data.path, data.columns, args.epochs, workers, setup, False, args.batch)
             rates[f"{workers}w"] = run.rate

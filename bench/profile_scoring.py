@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from .profile import RATE, Recorder, first_match, read_samples, record
+from .profile import Recorder, first_match, read_samples, recording_this_process, shares_table
 from .tables import Table, num
 
 # An actor's main thread runs Ray's task loop and hands each batch to a thread of its own that calls ScoreActor
@@ -116,17 +116,9 @@ class CpuByKind:
 
 def profile_table(columns: dict[str, collections.Counter]) -> Table:
     """Seconds and share of each category per profiled side (`columns`: side -> samples per category)."""
-    order = [name for name, _ in CATEGORIES] + ["other"]
-    table = Table("Where the scoring thread's time goes (py-spy, wall time: idle samples included)",
-                  ["category", *(f"{side} s" for side in columns), *(f"{side} %" for side in columns)])  # fmt: skip
-    totals = [max(sum(c.values()), 1) for c in columns.values()]
-    for name in order:
-        values = [c[name] for c in columns.values()]
-        if any(values):
-            table.add(name, *(num(v / RATE, 1) for v in values),
-                      *(num(100 * v / t, 0) for v, t in zip(values, totals, strict=True)))  # fmt: skip
-    table.add("**all samples of the scoring thread**", *(num(t / RATE, 1) for t in totals), *("100" for _ in columns))
-    return table
+    rows = [(name, [c[name] for c in columns.values()]) for name in [name for name, _ in CATEGORIES] + ["other"]]
+    return shares_table("Where the scoring thread's time goes (py-spy, wall time: idle samples included)", rows,
+                        columns, "**all samples of the scoring thread**")  # fmt: skip
 
 
 def cpu_table(used: dict[str, float], wall: float, cores: int) -> Table:
@@ -152,18 +144,14 @@ def run(setup, rows: int, out: Path) -> list[Table]:
     detector = register_detector(setup, x, y, columns, MODEL_ROWS)
     input_dir = write_rows(x, rows, setup.workdir / "score-in", ROWS_PER_FILE)
     print(f"plain loop: {rows:,} rows", flush=True)
-    spy = record(os.getpid(), out / "plain.txt")
-    time.sleep(1.0)  # py-spy attached before the loop starts
-    started = time.perf_counter()
-    plain_loop(input_dir, setup.workdir / "plain.parquet", detector)
-    plain_s = time.perf_counter() - started
-    spy.send_signal(2)  # SIGINT: py-spy writes what it sampled and ends
-    spy.wait()
+    with recording_this_process(out / "plain.txt"):
+        started = time.perf_counter()
+        plain_loop(input_dir, setup.workdir / "plain.parquet", detector)
+        plain_s = time.perf_counter() - started
     sides = {"plain": read_samples(out / "plain.txt", PLAIN_THREAD, classify)}
     with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS):
         _ray_job(setup, input_dir, setup.workdir / "warm-up")  # Ray's worker pool as a nightly job finds it
         print(f"Ray Data job: {rows:,} rows", flush=True)
-        (out / "ray").mkdir(exist_ok=True)
         with Recorder(out / "ray", ACTOR_MARK) as recorder, CpuByKind() as cpu:
             started = time.perf_counter()
             _ray_job(setup, input_dir, setup.workdir / "ray")
