@@ -136,7 +136,7 @@ def run_trial(
         )  # fmt: skip
         storage = f"{config.run.resolved_storage_path()}/{config.tune.name}-trials"
         trainer = build_trainer(trial, prepared, spec, tracker.uri, tracker.run_id, storage_path=storage,
-                                callbacks=(TuneReportCallback(),))  # fmt: skip
+                                callbacks=(TuneReportCallback(),), stoppable=True)  # fmt: skip
         returned = fit(trainer).return_value or {}
         tracker.log_metrics({"replica_divergence": returned["replica_divergence"]}, step=returned["last_epoch"])
         tracker.set_tags({OUTCOME_TAG: PATIENCE_STOP if returned.get("stopped_early") else COMPLETED})

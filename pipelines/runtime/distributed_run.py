@@ -34,20 +34,23 @@ class EpochReports(UserCallback):
     """Ray Train callback, run by the controller: logs rank 0's report of each epoch to the MLflow run `run_id` at
     the step of its epoch (less `epoch` and CHECKPOINT_SCORE), once the epoch's checkpoint is stored. A lost worker
     makes Ray Train train again only the epochs after the last stored checkpoint, so no epoch is logged twice; the
-    workers never import MLflow. Listed before Tune's callback, an epoch is logged before ASHA can stop the trial."""
+    workers never import MLflow. Listed before Tune's callback, an epoch is logged before ASHA can stop the trial.
+    With `stoppable` (a sweep's trial) the run's status is asked before each epoch is logged: Tune closes the run
+    of a trial it stops; a plain run is closed only by its own driver, so it is never asked."""
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+    def __init__(self, tracking_uri: str, run_id: str, stoppable: bool = False) -> None:
+        self.tracking_uri, self.run_id, self.stoppable = tracking_uri, run_id, stoppable
+        self.stopped = False
         self.ready: concurrent.futures.Future | None = None  # the EpochLogger, made where the callback is unpickled
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "stoppable": self.stoppable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Ray Train's controller unpickles its callbacks as it starts: MLflow (about 1.5 s of CPU to import) is made
         # ready on a thread there and then, while the worker group starts, neither delaying that start nor taking a
         # core from the workers' epochs later.
-        self.__dict__.update(state)
+        self.__init__(**state)
         self._make_logger()
 
     def _make_logger(self) -> None:
@@ -67,7 +70,8 @@ class EpochReports(UserCallback):
         if self.ready is None:  # never pickled: called in the process that made it
             self._make_logger()
         logger = self.ready.result()
-        if not logger.run_is_open():
+        self.stopped = self.stopped or (self.stoppable and not logger.run_is_open())
+        if self.stopped:
             # Tune stopped the trial (ASHA) and `TrialRuns` closed its run; the epochs Ray Train finishes before the
             # stop reaches it are not part of the trial's result, so they are not logged to its run either.
             return
@@ -83,10 +87,11 @@ def build_trainer(
     run_id: str,
     storage_path: str | None = None,
     callbacks: tuple = (),
+    stoppable: bool = False,
 ) -> TorchTrainer:
     """The TorchTrainer of one run (`config.run.name`), keeping the best checkpoints by `spec.checkpoint_metric`
     (reported as CHECKPOINT_SCORE: epochs inside the KL warm-up rank last), logging each epoch to the MLflow run
-    `run_id` at `tracking_uri` (`EpochReports`) before `callbacks` see it."""
+    `run_id` at `tracking_uri` (`EpochReports`, `stoppable` for a sweep's trial) before `callbacks` see it."""
     scaling = config.scaling
     _, mode = spec.checkpoint_metric
     return TorchTrainer(
@@ -105,7 +110,7 @@ def build_trainer(
                 checkpoint_score_order=mode,
             ),
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[EpochReports(tracking_uri, run_id), *callbacks],
+            callbacks=[EpochReports(tracking_uri, run_id, stoppable), *callbacks],
         ),
         datasets={"train": prepared.train, "validation": prepared.validation},
     )  # fmt: skip

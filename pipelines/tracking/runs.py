@@ -8,7 +8,6 @@ The tracking URI is always explicit (config, else MLFLOW_TRACKING_URI, else a SQ
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 import time
@@ -83,9 +82,6 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
-STATUS_CHECK_S = 1.0
-
-
 class EpochLogger:
     """Logs one epoch's metrics to a run in a single request (for Ray Train's controller, `EpochReports`), each
     epoch once: the epochs an earlier attempt of the run already logged (those with a point of `marker`, a metric
@@ -96,7 +92,6 @@ class EpochLogger:
         self.client = MlflowClient(tracking_uri)
         self.run_id, self.marker = run_id, marker
         self.logged_before = {m.step for m in self.client.get_metric_history(run_id, marker)}
-        self.open, self.checked_at = True, -math.inf
 
     def log(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if self.marker in metrics and epoch in self.logged_before:
@@ -104,14 +99,8 @@ class EpochLogger:
         _log_metrics(self.client, self.run_id, metrics, epoch)
 
     def run_is_open(self) -> bool:
-        """Whether the run is still RUNNING (a sweep closes a trial's run when Tune stops the trial), asked of MLflow
-        at most once every STATUS_CHECK_S (a small table's epochs take milliseconds: a request per epoch was half
-        of what the controller asked of MLflow); a closed run stays closed."""
-        now = time.monotonic()
-        if self.open and now - self.checked_at >= STATUS_CHECK_S:
-            self.open = self.client.get_run(self.run_id).info.status == "RUNNING"
-            self.checked_at = now
-        return self.open
+        """Whether the run is still RUNNING, asked of MLflow (a sweep closes a trial's run when Tune stops it)."""
+        return self.client.get_run(self.run_id).info.status == "RUNNING"
 
 
 @dataclass

@@ -3,10 +3,12 @@ run restarts (against a real MLflow store, SQLite): a restart trains again the e
 
 import pickle
 
+import pytest
+from mlflow import MlflowClient
+
 from pipelines.runtime.distributed_run import EpochReports
 from pipelines.runtime.worker_loop import CHECKPOINT_SCORE
 from pipelines.settings.yaml_configs import TrackingSettings
-from pipelines.tracking import runs
 from pipelines.tracking.runs import EpochLogger, Tracker
 
 
@@ -34,36 +36,31 @@ def test_epochs_an_earlier_attempt_logged_are_not_logged_again(tmp_path):
     assert history["replica_divergence"] == [(4, 0.0)]
 
 
-def test_the_controller_logs_rank_zeros_report_at_its_epoch(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "STATUS_CHECK_S", 0.0)  # the run's status asked before every epoch
+@pytest.mark.parametrize("stoppable", [True, False], ids=["sweep trial", "plain run"])
+def test_the_controller_logs_rank_zeros_report_at_its_epoch_until_tune_closes_a_trials_run(
+    tmp_path, monkeypatch, stoppable
+):
+    asked = []
+    get_run = MlflowClient.get_run
+    monkeypatch.setattr(MlflowClient, "get_run", lambda client, rid: asked.append(rid) or get_run(client, rid))
     tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="reports"))
     run_id, _ = tracker.start("run", {})
-    callback = pickle.loads(pickle.dumps(EpochReports(tracker.uri, run_id)))  # as the driver hands it to Ray Train
+    callback = pickle.loads(pickle.dumps(EpochReports(tracker.uri, run_id, stoppable)))  # as Ray Train gets it
     for epoch in (1, 2):
         ranks = [{"epoch": epoch, "val_loss": 5.0 - epoch, CHECKPOINT_SCORE: 5.0 - epoch, "rows_per_s": 100.0},
                  {"epoch": epoch, "val_loss": 99.0, CHECKPOINT_SCORE: 99.0, "rows_per_s": 100.0}]  # fmt: skip
         callback.after_report(None, ranks, checkpoint=None)
+    assert len(asked) == (2 if stoppable else 0)  # a trial's status before each epoch; a plain run's never
     run = tracker.client.get_run(run_id)
     assert set(run.data.metrics) == {"val_loss", "rows_per_s"}
     assert [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, "val_loss")] == [(1, 4.0), (2, 3.0)]
 
-    tracker.end(ok=True)  # Tune stopped the trial and its run was closed: the epochs still reported are not logged
-    callback.after_report(None, [{"epoch": 3, "val_loss": 1.0, CHECKPOINT_SCORE: 1.0}], checkpoint=None)
-    assert [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")] == [1, 2]
-
-
-def test_the_runs_status_is_asked_at_most_once_per_interval_and_a_closed_run_stays_closed(tmp_path, monkeypatch):
-    tracker = Tracker(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="status"))
-    run_id, _ = tracker.start("run", {})
-    logger = EpochLogger(tracker.uri, run_id)
-    asked = []
-    get_run = logger.client.get_run
-    monkeypatch.setattr(logger.client, "get_run", lambda rid: asked.append(rid) or get_run(rid))
-    assert all(logger.run_is_open() for _ in range(50)) and len(asked) == 1  # 50 epochs in well under a second
-    tracker.end(ok=True)
-    assert logger.run_is_open()  # inside the interval: the last answer
-    monkeypatch.setattr(runs, "STATUS_CHECK_S", 0.0)
-    assert not logger.run_is_open() and not logger.run_is_open() and len(asked) == 2
+    tracker.end(ok=True)  # a sweep: Tune stopped the trial and closed its run; the epochs still reported are not logged
+    for epoch in (3, 4):
+        callback.after_report(None, [{"epoch": epoch, "val_loss": 1.0, CHECKPOINT_SCORE: 1.0}], checkpoint=None)
+    logged = [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")]
+    assert logged == ([1, 2] if stoppable else [1, 2, 3, 4])
+    assert len(asked) == (4 if stoppable else 1)  # a closed trial's run is not asked again (+1: `run` above)
 
 
 def test_the_controller_polls_about_a_hundred_worker_statuses_a_second_whatever_the_group():
