@@ -9,13 +9,15 @@ select a point by the importance-sampled NLL (`tune.nll_samples` samples) of the
 (`vae.selection.choose_over_reference`: the default point, the config's own values, unless another point's per-row
 NLL is significantly lower), and score the test rows with it. Also reported: what the lowest mean NLL would have
 selected, and label-free stand-ins for detection, the AUROC of each point's scores separating the held-out rows
-from synthetic anomalies made of them (`synthetic_anomalies`). Next to it, the default (`AnomalyDetector`) trained
-on all the training rows. Prints a table per set (default, default point, sweep-selected and the best grid point in
+from synthetic anomalies made of them (`synthetic_anomalies`), and an ensemble of the grid's distinct models that
+needs no selection (`ensemble_scores`). Next to it, the default (`AnomalyDetector`) trained on all the training
+rows. Prints a table per set (default, default point, sweep-selected and the best grid point in
 hindsight, mean AUROC over seeds) and writes one CSV row per (set, seed, candidate):
 `dataset,seed,candidate,val_nll,val_marginals,val_half_swapped,auroc,selected,reference`.
 With `--rows DIR` each split's per-row numbers go to `DIR/<set>-<seed>.npz` (`points`: the P candidate labels;
 `val_nll`, `val_score`: (P, n_val) importance-sampled NLL and the default score of the held-out rows;
-`<kind>_score`: (P, m) the default score of each kind of synthetic anomalies), to study other selection rules.
+`<kind>_score`: (P, m) the default score of each kind of synthetic anomalies; `test_score`: (P, T) the default
+score of the test rows, `test_labels`: (T,)), to study other selection rules.
 Grid points that resolve to the same settings (`latent_dim: auto` equal to a listed size) are trained once.
 """
 
@@ -41,6 +43,7 @@ from .tables import Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "tune.yaml"
 DEFAULT = "default"
+ENSEMBLE = "ensemble"
 SYNTHETIC_ROWS = 500
 
 
@@ -104,6 +107,14 @@ def synthetic_aurocs(normal: np.ndarray, synthetic: dict[str, np.ndarray]) -> di
             for kind, made in synthetic.items()}  # fmt: skip
 
 
+def ensemble_scores(test_scores: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
+    """(M,) the mean over P models of each one's scores of M rows (`test_scores`: (P, M)), each centred by the
+    median and scaled by the interquartile range of its scores of the same N held-out rows (`val_scores`: (P, N)):
+    an ensemble of the grid, which needs no selection."""
+    q1, median, q3 = np.percentile(val_scores, [25, 50, 75], axis=1, keepdims=True)
+    return np.mean((test_scores - median) / np.maximum(q3 - q1, np.finfo(float).tiny), axis=0)
+
+
 def resolved(point: dict[str, Any], n_features: int) -> tuple:
     """The settings a grid point trains with: `latent_dim: auto` replaced by the default's size for F features."""
     from vae.auto import latent_size
@@ -142,7 +153,8 @@ def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict
             fitted[key] = {"val_nll": validation_nll(model, val_rows, sweep.nll_samples, seed),
                            "val_score": model.score_samples(val_rows),
                            **{f"{kind}_score": model.score_samples(made) for kind, made in synthetic.items()},
-                           "auroc": 100 * roc_auc_score(labels, model.score_samples(test))}  # fmt: skip
+                           "test_score": model.score_samples(test)}  # fmt: skip
+            fitted[key]["auroc"] = 100 * roc_auc_score(labels, fitted[key]["test_score"])
         numbers = fitted[key]
         for array, values in numbers.items():
             if array != "auroc":
@@ -153,16 +165,21 @@ def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict
                      "auroc": numbers["auroc"], "selected": False})  # fmt: skip
     if rows_dir is not None:
         np.savez(rows_dir / f"{name}-{seed}.npz", points=np.array([label(p) for p in sweep.points()]),
-                 **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
+                 test_labels=labels, **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
+    members = list(fitted.values())  # each distinct model once
+    ensemble = ensemble_scores(
+        np.stack([m["test_score"] for m in members]), np.stack([m["val_score"] for m in members])
+    )
+    rows.append({**rows[0], "candidate": ENSEMBLE, "auroc": 100 * roc_auc_score(labels, ensemble)})
     nll = np.stack(per_row["val_nll"])
     if sweep.reference in sweep.points():  # as `make tune` selects (vae.selection)
         chosen = choose_over_reference(nll, sweep.points().index(sweep.reference)).index
     else:
         chosen = int(np.argmin(np.where(np.isfinite(nll).all(axis=1), nll.mean(axis=1), np.inf)))
     rows[1 + chosen]["selected"] = True
-    for row, point in zip(rows[1:], sweep.points(), strict=True):
+    for row, point in zip(rows[1:-1], sweep.points(), strict=True):
         row["reference"] = point == sweep.reference
-    rows[0]["reference"] = False
+    rows[0]["reference"] = rows[-1]["reference"] = False
     return rows
 
 
@@ -178,7 +195,7 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
         values = {key: float(np.mean([r["auroc"] for r in mine if r[key]]) if any(r[key] for r in mine) else np.nan)
                   for key in ("reference", "selected")}  # fmt: skip
         values["default"] = float(np.mean([r["auroc"] for r in mine if r["candidate"] == DEFAULT]))
-        points = sorted({r["candidate"] for r in mine} - {DEFAULT})
+        points = sorted({r["candidate"] for r in mine} - {DEFAULT, ENSEMBLE})
         values["best"] = max(float(np.mean([r["auroc"] for r in mine if r["candidate"] == p])) for p in points)
         for key, value in values.items():
             means[key].append(value)
@@ -190,6 +207,12 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
     table.notes.append(f"sweep-selected minus default: {average['selected'] - average['default']:+.2f} AUROC points "
                        f"on average; minus the default point on the sweep's rows: "
                        f"{average['selected'] - average['reference']:+.2f}")  # fmt: skip
+    if any(r["candidate"] == ENSEMBLE for r in rows):
+        per_set = [np.mean([r["auroc"] for r in rows if r["dataset"] == name and r["candidate"] == ENSEMBLE])
+                   for name in dict.fromkeys(r["dataset"] for r in rows)]  # fmt: skip
+        gain = np.mean(per_set) - average["default"]
+        table.notes.append(f"ensemble of the grid's distinct models (scores scaled by their held-out rows' median "
+                           f"and IQR, averaged) minus default: {gain:+.2f}")  # fmt: skip
     lowest = np.mean(_selected_by(rows, "val_nll", highest=False))
     table.notes.append(f"selected by the lowest mean val_nll minus default: {lowest - average['default']:+.2f}")
     for kind in [k for k in rows[0] if k.startswith("val_") and k != "val_nll"]:

@@ -6,7 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.sweep import DEFAULT, DEFAULT_CONFIG, read_sweep, summary_table, synthetic_anomalies
+from bench.sweep import (
+    DEFAULT,
+    DEFAULT_CONFIG,
+    ENSEMBLE,
+    ensemble_scores,
+    read_sweep,
+    summary_table,
+    synthetic_anomalies,
+)
 
 
 def test_the_shipped_tune_config_is_replayed_as_its_grid():
@@ -53,6 +61,29 @@ def test_selection_by_a_synthetic_anomaly_auroc_is_reported_against_the_default(
             row(1, DEFAULT, 82, np.nan), row(1, "z=2", 74, 80.0), row(1, "z=4", 86, 55.0)]  # fmt: skip
     notes = summary_table(rows, seeds=2).notes  # picks z=4 (90) on seed 0, z=2 (74) on seed 1: 82 vs 81
     assert notes[2] == "selected by the highest val_marginals (AUROC against synthetic anomalies) minus default: +1.00"
+
+
+def test_the_ensemble_averages_each_models_scores_scaled_by_its_held_out_median_and_iqr():
+    held_out = np.array([np.arange(5.0), 10 * np.arange(5.0) + 100])  # medians 2 and 120, IQRs 2 and 20
+    test = np.array([[2.0, 6.0], [100.0, 160.0]])
+    assert np.allclose(ensemble_scores(test, held_out), [(0 - 1) / 2, (2 + 2) / 2])
+    assert np.allclose(ensemble_scores(test[:1], held_out[:1]), [0.0, 2.0])  # one model: its scaled scores
+
+
+def test_the_ensemble_is_reported_against_the_default_and_is_no_grid_point():
+    def row(seed, candidate, auroc):
+        nll = np.nan if candidate in (DEFAULT, ENSEMBLE) else 1.0
+        return {"dataset": "a", "seed": seed, "candidate": candidate, "val_nll": nll, "auroc": auroc,
+                "selected": candidate == "z=2", "reference": False}  # fmt: skip
+
+    rows = [row(0, DEFAULT, 80), row(0, "z=2", 70), row(0, ENSEMBLE, 95), row(1, DEFAULT, 82), row(1, "z=2", 74),
+            row(1, ENSEMBLE, 85)]  # fmt: skip
+    table = summary_table(rows, seeds=2)
+    assert table.rows[0][4] == "72.00"  # the best grid point in hindsight: the ensemble is not one
+    assert (
+        "ensemble of the grid's distinct models (scores scaled by their held-out rows' median and IQR, averaged) "
+        "minus default: +9.00"
+    ) in table.notes
 
 
 def test_synthetic_anomalies_are_made_of_the_held_out_values():
