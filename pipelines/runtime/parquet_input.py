@@ -86,7 +86,7 @@ def read_rows(config: DataConfig) -> ray.data.Dataset:
     stored in order (by date, by customer) do not reach a streaming worker in the same order each epoch."""
     columns = [*config.inputs, *config.conditions, *config.key, *([config.label] if config.label else [])]
     files = FileShuffleConfig(seed=config.split_seed, reseed_after_execution=True)
-    return ray.data.read_parquet(config.path, columns=columns, shuffle=files)
+    return ray.data.read_parquet(config.path, shuffle=files).select_columns(columns)
 
 
 class ImageProblems:
