@@ -201,7 +201,7 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
             means[key].append(value)
         picks = ", ".join(sorted({r["candidate"] for r in mine if r["selected"]}))
         table.add(name, *(f"{values[k]:.2f}" for k in ("default", "reference", "selected", "best")), picks)
-    average = {key: float(np.nanmean(v)) for key, v in means.items()}
+    average = {key: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for key, v in means.items()}
     table.add(f"**mean over {len(means['default'])} sets**",
               *(f"**{average[k]:.2f}**" for k in ("default", "reference", "selected", "best")), "")  # fmt: skip
     table.notes.append(f"sweep-selected minus default: {average['selected'] - average['default']:+.2f} AUROC points "
