@@ -4,10 +4,11 @@ by the driver: GCS, raylet, workers and actors), sampled by a background thread.
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
 
 import psutil
+
+from .sampling import Sampler
 
 MB = 1 << 20
 
@@ -35,32 +36,22 @@ def _resident(process: psutil.Process, tree: bool) -> int:
     return own + shared
 
 
-class PeakMemory:
+class PeakMemory(Sampler):
     """`with PeakMemory(tree=True) as peak: ...` then `peak.increase_mb`: the highest resident memory seen while
     the block ran (`_resident`: the object store's shared pages counted once, not once per process that reads
     them), minus the value just before it. Shared libraries still count in every process."""
 
     def __init__(self, tree: bool, interval_s: float = 0.1) -> None:
+        super().__init__(interval_s)
         self.tree = tree
-        self.interval_s = interval_s
         self.process = psutil.Process()
-        self.baseline = self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.baseline: int | None = None
+        self.peak = 0
 
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, _resident(self.process, self.tree))
-
-    def __enter__(self) -> PeakMemory:
-        self.baseline = self.peak = _resident(self.process, self.tree)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _resident(self.process, self.tree))
+    def sample(self) -> None:
+        resident = _resident(self.process, self.tree)
+        self.baseline = resident if self.baseline is None else self.baseline
+        self.peak = max(self.peak, resident)
 
     @property
     def increase_mb(self) -> float:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import collections
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
 from .profile import Recorder, first_match, read_samples, recording_this_process, shares_table
+from .sampling import Sampler
 from .tables import Table, num
 
 # An actor's main thread runs Ray's task loop and hands each batch to a thread of its own that calls ScoreActor
@@ -69,18 +69,17 @@ def process_kind(cmdline: str, pid: int, driver: int) -> str:
     return KINDS[3]
 
 
-class CpuByKind:
+class CpuByKind(Sampler):
     """The CPU seconds each kind of process under this one used while it runs: every process polled every 0.2 s,
     its last reading kept (so a process that ends keeps what it used), minus what it had used at the start."""
 
     def __init__(self) -> None:
+        super().__init__(interval_s=0.2)
         self.driver = os.getpid()
-        self.start: dict[int, float] = {}
+        self.start: dict[int, float] | None = None
         self.last: dict[int, tuple[str, float]] = {}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _read(self) -> dict[int, tuple[str, float]]:
+    def sample(self) -> None:
         me = psutil.Process(self.driver)
         readings = {}
         for process in [me, *me.children(recursive=True)]:
@@ -91,21 +90,9 @@ class CpuByKind:
                 readings[process.pid] = (process_kind(cmdline, process.pid, self.driver), times.user + times.system)
             except psutil.Error:
                 continue
-        return readings
-
-    def _poll(self) -> None:
-        while not self.done.wait(0.2):
-            self.last.update(self._read())
-
-    def __enter__(self) -> CpuByKind:
-        self.start = {pid: seconds for pid, (_, seconds) in self._read().items()}
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.thread.join()
-        self.last.update(self._read())
+        if self.start is None:
+            self.start = {pid: seconds for pid, (_, seconds) in readings.items()}
+        self.last.update(readings)
 
     def seconds(self) -> dict[str, float]:
         used = collections.Counter({kind: 0.0 for kind in KINDS})

@@ -3,13 +3,14 @@ processes) once, where summing every process's RSS counted them once per process
 
 import multiprocessing
 import os
+import time
 from multiprocessing import shared_memory
 
 import numpy as np
 import psutil
 import pytest
 
-from bench.memory import _resident, _shared_memory
+from bench.memory import MB, PeakMemory, _resident, _shared_memory
 
 SIZE = 64 << 20
 
@@ -44,3 +45,12 @@ def test_shared_pages_count_once_in_a_tree():
         child.join(30)
         block.close()
         block.unlink()
+
+
+def test_the_peak_is_the_most_held_while_the_block_ran_above_what_was_held_before():
+    with PeakMemory(tree=False, interval_s=0.02) as peak:
+        held = np.ones(SIZE // 8)  # 64 MiB, every page touched
+        time.sleep(0.2)  # sampled while held
+        del held
+    assert SIZE / MB * 0.9 <= peak.increase_mb < SIZE / MB * 1.5
+    assert peak.peak_mb * MB >= peak.baseline + SIZE * 0.9
