@@ -195,12 +195,15 @@ def score_batch(
     return score(model, x, c, config.samples, noise, observed)
 
 
-def _batch_tensor(a: np.ndarray | torch.Tensor, start: int, size: int, device: torch.device) -> torch.Tensor:
-    """Rows [start, start + size) as float32 on `device`; numpy input is copied (it may be read-only)."""
+def _batch_tensor(
+    a: np.ndarray | torch.Tensor, start: int, size: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Rows [start, start + size) as `dtype` on `device`; numpy input is copied (it may be read-only: rows handed
+    over by Ray's object store are)."""
     rows = a[start : start + size]
     if isinstance(rows, np.ndarray):
-        rows = torch.from_numpy(np.array(rows, dtype=np.float32))
-    return rows.to(device=device, dtype=torch.float32)
+        rows = torch.from_numpy(np.array(rows))
+    return rows.to(device=device, dtype=dtype)
 
 
 def _cat(parts: list[RowScores], name: str) -> np.ndarray:
@@ -228,7 +231,6 @@ def score_rows(
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn((config.samples, model.config.latent_dim), generator=generator).to(device)
-    mask = None if observed is None else torch.as_tensor(np.asarray(observed, dtype=bool))
     was_training = model.training
     model.eval()
     parts: list[RowScores] = []
@@ -236,7 +238,7 @@ def score_rows(
         for start in range(0, len(x), batch_size):
             xb = _batch_tensor(x, start, batch_size, device)
             cb = None if c is None else _batch_tensor(c, start, batch_size, device)
-            ob = None if mask is None else mask[start : start + batch_size].to(device)
+            ob = None if observed is None else _batch_tensor(observed, start, batch_size, device, torch.bool)
             parts.append(score_batch(model, xb, cb, config, noise, ob))
     finally:
         model.train(was_training)

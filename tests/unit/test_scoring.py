@@ -1,6 +1,9 @@
 """Anomaly scores against closed forms: the importance-sampled NLL of a linear-Gaussian VAE, contributions,
 reconstruction error, and threshold calibration."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +137,27 @@ def test_threshold_from_contamination_or_quantile():
         calibrate_threshold(scores)
     with pytest.raises(ValueError, match="finite"):
         calibrate_threshold(np.array([1.0, np.nan]), contamination=0.1)
+
+
+def test_read_only_rows_and_masks_score_without_a_warning_and_as_their_copies(tmp_path):
+    """Rows handed over by Ray's object store are read-only arrays: `torch.as_tensor` of one printed PyTorch's
+    "not writable" warning in every task that scored them (torch warns once per process: hence a fresh one)."""
+    script = """
+import warnings
+import numpy as np
+from vae import VAE, DataLayout, FeatureBlock, ModelConfig
+from vae.scoring import score_rows
+
+warnings.simplefilter("error")
+model = VAE(ModelConfig(latent_dim=2, hidden_dims=(8,)), DataLayout((FeatureBlock("gaussian", 3),)))
+x, observed = np.random.default_rng(0).normal(size=(50, 3)), np.ones((50, 3), dtype=bool)
+observed[::7, 1] = False
+frozen_x, frozen_observed = x.copy(), observed.copy()
+frozen_x.flags.writeable = frozen_observed.flags.writeable = False
+read_only = score_rows(model, frozen_x, observed=frozen_observed, batch_size=16)
+writable = score_rows(model, x, observed=observed, batch_size=16)
+assert np.array_equal(read_only.score, writable.score)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
