@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     from .storage.filesystems import StorageError
     from .storage.scores_table import CatalogError, ConcurrentRunError
     from .tracking.runs import TrackingError
-    from .tracking.scoped_env import bounded_tracking_retries, quiet_artifact_transfers
+    from .tracking.scoped_env import bounded_tracking_retries, quiet_artifact_transfers, quiet_mlflow_info
 
-    with quiet_artifact_transfers(), bounded_tracking_retries():  # for the command's run only
+    # for the command's run only; MLflow's INFO lines (a new SQLite store's "Creating initial MLflow database
+    # tables...") are not the command's own
+    with quiet_artifact_transfers(), bounded_tracking_retries(), quiet_mlflow_info():
         command = importlib.import_module(COMMANDS[argv[0]])
         try:
             command.main(argv[1:])

@@ -3,13 +3,16 @@ switches) hold for one block and are given back after it: a command leaves the p
 
 import logging
 import os
+import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import ray.data
 
 from pipelines.cli import main
 from pipelines.runtime.cluster import logger_levels, ray_data_context
+from pipelines.settings.yaml_configs import CONFIG_DIR
 from pipelines.tracking.scoped_env import environment_defaults, quiet_artifact_transfers, whole_file_downloads
 
 
@@ -82,3 +85,19 @@ def test_a_command_leaves_the_environment_as_it_found_it(monkeypatch, tmp_path):
     before = dict(os.environ)
     assert main(["prepare-data", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "train.parquet").is_file() and dict(os.environ) == before
+
+
+def test_a_bad_input_on_a_new_sqlite_store_prints_its_one_line_and_none_of_mlflows(tmp_path):
+    """A new SQLite store makes MLflow log "Creating initial MLflow database tables..." at INFO: not the
+    command's line, so a first run that fails shows only its own (a fresh process: MLflow sets its loggers up
+    when first imported)."""
+    rows = tmp_path / "rows.parquet"
+    pd.DataFrame({"age": [0.5, 0.6]}).to_parquet(rows)
+    args = ["score", "--config", str(CONFIG_DIR / "score.yaml"), f"input={rows}", f"output={tmp_path / 'out'}",
+            "model=nosuch@champion", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"vae-anomaly score: error: model nosuch@champion not found in sqlite:///{tmp_path / 'mlflow.db'}: "
+        "Registered Model with name=nosuch not found"
+    ]
