@@ -202,7 +202,7 @@ def _batch_tensor(
     over by Ray's object store are)."""
     rows = a[start : start + size]
     if isinstance(rows, np.ndarray):
-        rows = torch.from_numpy(np.array(rows))
+        rows = torch.tensor(rows, dtype=dtype)  # one copy, converted on the way
     return rows.to(device=device, dtype=dtype)
 
 
