@@ -166,20 +166,20 @@ def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict
     if rows_dir is not None:
         np.savez(rows_dir / f"{name}-{seed}.npz", points=np.array([label(p) for p in sweep.points()]),
                  test_labels=labels, **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
-    members = list(fitted.values())  # each distinct model once
-    ensemble = ensemble_scores(
-        np.stack([m["test_score"] for m in members]), np.stack([m["val_score"] for m in members])
-    )
-    rows.append({**rows[0], "candidate": ENSEMBLE, "auroc": 100 * roc_auc_score(labels, ensemble)})
     nll = np.stack(per_row["val_nll"])
     if sweep.reference in sweep.points():  # as `make tune` selects (vae.selection)
         chosen = choose_over_reference(nll, sweep.points().index(sweep.reference)).index
     else:
         chosen = int(np.argmin(np.where(np.isfinite(nll).all(axis=1), nll.mean(axis=1), np.inf)))
     rows[1 + chosen]["selected"] = True
-    for row, point in zip(rows[1:-1], sweep.points(), strict=True):
+    for row, point in zip(rows[1:], sweep.points(), strict=True):
         row["reference"] = point == sweep.reference
-    rows[0]["reference"] = rows[-1]["reference"] = False
+    rows[0]["reference"] = False
+    members = list(fitted.values())  # each distinct model once
+    ensemble = ensemble_scores(
+        np.stack([m["test_score"] for m in members]), np.stack([m["val_score"] for m in members])
+    )
+    rows.append({**rows[0], "candidate": ENSEMBLE, "auroc": 100 * roc_auc_score(labels, ensemble)})
     return rows
 
 
@@ -189,12 +189,14 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
     table = Table(f"Sweep-selected model vs the default, AUROC (%), mean over {seeds} seed(s)",
                   ["data set", "default", "default point (sweep's rows)", "sweep-selected",
                    "best grid point (hindsight)", "selected"])  # fmt: skip
-    means: dict[str, list[float]] = {"default": [], "reference": [], "selected": [], "best": []}
+    means: dict[str, list[float]] = {"default": [], "reference": [], "selected": [], "best": [], "ensemble": []}
     for name in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == name]
         values = {key: float(np.mean([r["auroc"] for r in mine if r[key]]) if any(r[key] for r in mine) else np.nan)
                   for key in ("reference", "selected")}  # fmt: skip
-        values["default"] = float(np.mean([r["auroc"] for r in mine if r["candidate"] == DEFAULT]))
+        for key, candidate in (("default", DEFAULT), ("ensemble", ENSEMBLE)):
+            scored = [r["auroc"] for r in mine if r["candidate"] == candidate]
+            values[key] = float(np.mean(scored)) if scored else np.nan
         points = sorted({r["candidate"] for r in mine} - {DEFAULT, ENSEMBLE})
         values["best"] = max(float(np.mean([r["auroc"] for r in mine if r["candidate"] == p])) for p in points)
         for key, value in values.items():
@@ -207,10 +209,8 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
     table.notes.append(f"sweep-selected minus default: {average['selected'] - average['default']:+.2f} AUROC points "
                        f"on average; minus the default point on the sweep's rows: "
                        f"{average['selected'] - average['reference']:+.2f}")  # fmt: skip
-    if any(r["candidate"] == ENSEMBLE for r in rows):
-        per_set = [np.mean([r["auroc"] for r in rows if r["dataset"] == name and r["candidate"] == ENSEMBLE])
-                   for name in dict.fromkeys(r["dataset"] for r in rows)]  # fmt: skip
-        gain = np.mean(per_set) - average["default"]
+    if np.isfinite(average["ensemble"]):
+        gain = average["ensemble"] - average["default"]
         table.notes.append(f"ensemble of the grid's distinct models (scores scaled by their held-out rows' median "
                            f"and IQR, averaged) minus default: {gain:+.2f}")  # fmt: skip
     lowest = np.mean(_selected_by(rows, "val_nll", highest=False))
