@@ -53,6 +53,7 @@ class Detector:
     condition: Preprocessor | None = None  # encodes the condition columns of a conditional VAE
     metadata: dict[str, Any] = field(default_factory=dict)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # how it was trained: decides valid scores
+    seed: int = 0  # the posterior draws' seed when `score` / `score_rows` is given none
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -81,7 +82,7 @@ class Detector:
             return None
         return observed_features(self.model.layout, self.preprocessor.encoded_missing(table))
 
-    def score_rows(self, table: Mapping[str, Any], seed: int = 0, batch_size: int = 1024) -> RowScores:
+    def score_rows(self, table: Mapping[str, Any], seed: int | None = None, batch_size: int = 1024) -> RowScores:
         """Scores (N,), per-feature contributions (N, F) and the latent term (N,) of a table's rows, with
         score = contributions.sum(1) + latent; missing features are marginalised out (see `vae.scoring`).
 
@@ -92,9 +93,12 @@ class Detector:
         check_score_kind(self.objective, self.score_config.kind)
         x, c = self.encode(table)
         observed = self.observed(table)
+        seed = self.seed if seed is None else seed
         return score_rows(self.model, x, c, self.score_config, batch_size=batch_size, seed=seed, observed=observed)
 
-    def score(self, table: Mapping[str, Any], seed: int = 0, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, table: Mapping[str, Any], seed: int | None = None, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores (N,) and per-feature contributions (N, F) of a table's rows (see `score_rows`)."""
         rows = self.score_rows(table, seed, batch_size)
         return rows.score, rows.contributions

@@ -98,7 +98,7 @@ class AnomalyDetector:
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,
             log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
-        self.detector_ = Detector(model, pre, settings.score, objective=settings.objective)
+        self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
         self.detector_.calibrate(*self.detector_.score(held_out if n_val else train))
         return self
 
@@ -110,7 +110,7 @@ class AnomalyDetector:
 
     def score_samples(self, table: Any) -> np.ndarray:
         """Anomaly scores (N,), higher = more anomalous (the negative ELBO in nats by default)."""
-        return self.detector.score(as_columns(table), seed=self.seed)[0]
+        return self.detector.score(as_columns(table))[0]
 
     def predict(self, table: Any) -> np.ndarray:
         """(N,) int 0/1: 1 where the score is above the calibrated threshold."""
@@ -123,7 +123,7 @@ class AnomalyDetector:
         its typical value is the odd one; otherwise the raw shares (which add up to the score with the latent
         term, see `vae.scoring.RowScores`).
         """
-        contributions = self.detector.score(as_columns(table), seed=self.seed)[1]
+        contributions = self.detector.score(as_columns(table))[1]
         if relative:
             contributions = self.detector.relative_contributions(contributions)
         index = table.index if isinstance(table, pd.DataFrame) else None
@@ -138,4 +138,5 @@ class AnomalyDetector:
         """A fitted estimator from `save`'s files, on `device`."""
         estimator = cls(device=device)
         estimator.detector_ = load_detector(directory, map_location=estimator.device)
+        estimator.seed = estimator.detector_.seed
         return estimator

@@ -47,6 +47,7 @@ def detector_spec(detector: Detector) -> dict[str, Any]:
         "preprocessor": detector.preprocessor.to_dict(),
         "condition": None if detector.condition is None else detector.condition.to_dict(),
         "metadata": detector.metadata,
+        "seed": detector.seed,
     }
 
 
@@ -121,4 +122,5 @@ def load_detector(directory: str | os.PathLike, map_location: str | torch.device
         condition=None if condition is None else Preprocessor.from_dict(condition),
         metadata=spec["metadata"],
         objective=from_dict(ObjectiveConfig, spec.get("objective_config")),  # absent in files saved before variants
+        seed=spec.get("seed", 0),  # absent in files saved before the seed was kept: they scored with 0
     )

@@ -97,6 +97,16 @@ def test_save_and_load_give_the_same_scores_and_flags(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict(new), fitted.predict(new))
 
 
+def test_a_loaded_model_scores_with_the_seed_it_was_fitted_with(tmp_path):
+    seeded = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), seed=7, device="cpu").fit(frame(200))
+    seeded.save(tmp_path / "model")
+    loaded = AnomalyDetector.load(tmp_path / "model", device="cpu")
+    new = frame(50, seed=3)
+    assert loaded.seed == 7
+    np.testing.assert_array_equal(loaded.score_samples(new), seeded.score_samples(new))
+    np.testing.assert_array_equal(loaded.feature_scores(new), seeded.feature_scores(new))
+
+
 def test_unfitted_and_too_small_inputs_fail_clearly():
     with pytest.raises(RuntimeError, match="call fit"):
         AnomalyDetector().score_samples(frame(3))
