@@ -13,6 +13,7 @@ The parts (`Preprocessor`, `VAE`, `fit`, `Detector`) stay usable on their own fo
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from .config import DataLayout
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector
-from .preprocessing import Preprocessor
+from .preprocessing import MAX_MAGNITUDE, Z_BOUND, Preprocessor
 from .training import fit
 
 # The threshold comes from held-out rows (10 %) when the table has at least CALIBRATION_ROWS rows; smaller tables
@@ -89,17 +90,25 @@ class AnomalyDetector:
         types = infer_feature_types(columns, self.exclude, self.numeric, self.binary, self.categorical)
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0
-        train, held_out = _rows(columns, order[n_val:]), _rows(columns, order[:n_val])
-        pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(train)
+        pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))
+        unusable = pre.unusable_rows(columns)  # infinite or out of the training range: left out, as the pipeline does
+        if unusable.any():
+            why = f"a value infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
+            warnings.warn(f"AnomalyDetector.fit: {int(unusable.sum()):,} of {n:,} rows left out: {why}", stacklevel=2)
+        train_index, held_out_index = (part[~unusable[part]] for part in (order[n_val:], order[:n_val]))
+        if len(train_index) < 2:
+            raise ValueError(f"AnomalyDetector.fit: need at least 2 usable rows, got {len(train_index)}")
+        train, held_out = _rows(columns, train_index), _rows(columns, held_out_index)
+        rows = len(train_index)
         layout = DataLayout(pre.layout_blocks())
-        settings = with_values(self.settings or auto_settings(n - n_val, layout, self.seed, self.contamination),
+        settings = with_values(self.settings or auto_settings(rows, layout, self.seed, self.contamination),
                                self.overrides)  # fmt: skip
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,
             log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
-        self.detector_.calibrate(*self.detector_.score(held_out if n_val else train))
+        self.detector_.calibrate(*self.detector_.score(held_out if len(held_out_index) else train))
         return self
 
     @property

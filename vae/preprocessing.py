@@ -7,6 +7,8 @@ group per categorical column whose first slot is the unknown bucket (Categorical
 Missing values (None, NaN, +-inf) are imputed with training statistics, or rejected with `missing="error"`.
 Numeric values more than `Z_BOUND` standard deviations off the training mean are out of the training range
 (`out_of_range_mask`); they are encoded as +-`Z_BOUND`, so no float32 overflow reaches the network.
++-inf and a binary value other than 0/1 are `impossible_mask` values: no model gives them a likelihood above zero,
+so a detector scores them +inf (`vae.detector.Detector.score_rows`); the encoder sees the missing-value fill.
 Categorical values are compared by their canonical label (`canonical_label`): 1, 1.0, numpy.int64(1) and
 b"1" are one category, whichever dtype the column arrives in.
 `inverse_transform` maps encoded rows (real or generated) back to raw columns.
@@ -170,6 +172,31 @@ class Preprocessor:
                 masks[column] = missing
         return masks
 
+    def impossible_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """For each numeric or binary column with values of zero likelihood, the (N,) mask of them: +-inf in
+        either kind, and binary values other than 0/1."""
+        masks = {}
+        for column in [*self.numeric, *self.binary]:
+            values = _as_float(table, column)
+            binary = column in self.binary
+            impossible = (~np.isnan(values) & (values != 0) & (values != 1)) if binary else np.isinf(values)
+            if impossible.any():
+                masks[column] = impossible
+        return masks
+
+    def unusable_rows(self, table: Mapping[str, Any]) -> np.ndarray:
+        """(N,) bool: the rows training leaves out: a numeric or binary value that is infinite or beyond
+        MAX_MAGNITUDE (not `usable`, so not in the statistics either) or out of the training range
+        (`out_of_range_mask`). Missing values (None, NaN) are not: the missing policy handles them."""
+        n = len(np.asarray(table[self.columns[0]]))
+        bad = np.zeros(n, dtype=bool)
+        for column in [*self.numeric, *self.binary]:
+            values = _as_float(table, column)
+            bad |= ~np.isnan(values) & ~usable(values)
+        for mask in self.out_of_range_mask(table).values():
+            bad |= mask
+        return bad
+
     def out_of_range_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """For each numeric or binary column with values out of the training range, the (N,) mask of them:
         finite numbers more than Z_BOUND training stds off the training mean, binary values other than 0/1.
@@ -211,9 +238,9 @@ class Preprocessor:
         if self.numeric:
             z = self._standardized(table)
             parts.append(np.where(np.isnan(z), 0.0, np.clip(z, -Z_BOUND, Z_BOUND)))  # missing -> the training mean
-        if self.binary:
-            raw = np.column_stack([self._binary_values(table, c) for c in self.binary])
-            parts.append(np.where(np.isfinite(raw), raw, self.rate))
+        if self.binary:  # a value other than 0/1 gets the missing-value fill too (it is an `impossible_mask` one)
+            raw = np.column_stack([_as_float(table, c) for c in self.binary])
+            parts.append(np.where((raw == 0) | (raw == 1), raw, self.rate))
         for column in self.categorical:
             parts.append(self._one_hot(table, column))
         return np.concatenate(parts, axis=1).astype(np.float32)

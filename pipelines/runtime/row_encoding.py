@@ -9,20 +9,16 @@ import ray.data
 
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, observed_features, usable
+from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, observed_features
 
 
 def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
-    """(N,) bool: the rows of a batch of N raw training rows that training leaves out: a numeric or binary
-    value that is infinite or beyond MAX_MAGNITUDE (left out of the statistics too) or out of the training
-    range (`Preprocessor.out_of_range_mask`). Missing values (null, NaN) are the missing policy's to handle."""
+    """(N,) bool: the rows of a batch of N raw training rows that training leaves out, by any of the model's
+    column preprocessors (`Preprocessor.unusable_rows`: infinite, beyond MAX_MAGNITUDE or out of the training
+    range). Missing values (null, NaN) are the missing policy's to handle."""
     bad = np.zeros(len(batch), dtype=bool)
     for pre in preprocessors:
-        for column in [*pre.numeric, *pre.binary]:
-            values = pd.to_numeric(batch[column], errors="coerce").astype("float64").to_numpy()
-            bad |= ~np.isnan(values) & ~usable(values)
-        for mask in pre.out_of_range_mask(batch).values():
-            bad |= mask
+        bad |= pre.unusable_rows(batch)
     return bad
 
 

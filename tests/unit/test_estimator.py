@@ -107,6 +107,29 @@ def test_a_loaded_model_scores_with_the_seed_it_was_fitted_with(tmp_path):
     np.testing.assert_array_equal(loaded.feature_scores(new), seeded.feature_scores(new))
 
 
+def test_infinite_and_non_binary_values_score_plus_infinity_in_their_column(fitted):
+    new = frame(6, seed=5)
+    clean = fitted.score_samples(new)
+    odd = new.assign(a=[np.inf, -np.inf, 0.0, 0.0, 0.0, 0.0], flag=[0, 1, 2, -1, 1, 0])
+    odd.loc[odd.index[4], "b"] = np.nan  # missing, not impossible: marginalised out
+    scores = odd.pipe(fitted.score_samples)
+    assert np.isposinf(scores[:4]).all() and np.isfinite(scores[4:]).all() and scores[5] != clean[5]
+    np.testing.assert_array_equal(fitted.predict(odd), [1, 1, 1, 1, fitted.predict(odd.iloc[4:])[0], 0])
+    features = fitted.feature_scores(odd)
+    np.testing.assert_array_equal(np.isposinf(features[["a", "flag"]]).to_numpy(), [[1, 0], [1, 0], [0, 1], [0, 1],
+                                                                                     [0, 0], [0, 0]])  # fmt: skip
+
+
+def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_with_a_warning():
+    train = frame(300)
+    train.loc[train.index[:3], "a"] = [np.inf, 1e300, -np.inf]
+    with pytest.warns(UserWarning, match=r"3 of 300 rows left out: a value infinite, beyond 1e\+100"):
+        detector = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(train)
+    assert np.isfinite(detector.detector.threshold) and np.isfinite(detector.score_samples(frame(5))).all()
+    with pytest.raises(ValueError, match="need at least 2 usable rows, got 1"), pytest.warns(UserWarning):
+        AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(pd.DataFrame({"a": [1.0, np.inf, -np.inf]}))
+
+
 def test_unfitted_and_too_small_inputs_fail_clearly():
     with pytest.raises(RuntimeError, match="call fit"):
         AnomalyDetector().score_samples(frame(3))

@@ -55,6 +55,18 @@ def test_missing_numbers_are_imputed_with_training_statistics(table):
     np.testing.assert_array_equal(pre.missing_mask(new)["age"], [True, False, True, False])
 
 
+def test_infinite_and_non_binary_values_are_impossible_and_filled_for_the_encoder(table):
+    pre = _fitted(table)
+    new = {**table, "age": np.array([-np.inf, 1e300, np.nan, 50.0]), "smoker": np.array([0, 2, np.inf, np.nan])}
+    masks = pre.impossible_mask(new)
+    np.testing.assert_array_equal(masks["age"], [True, False, False, False])  # 1e300 is finite: out of range
+    np.testing.assert_array_equal(masks["smoker"], [False, True, True, False])  # NaN is missing, not impossible
+    assert "const" not in masks
+    x = pre.transform(new)
+    np.testing.assert_allclose(x[:, 2], [0.0, 0.5, 0.5, 0.5])  # 2, inf and NaN: the training share of ones
+    np.testing.assert_array_equal(pre.unusable_rows(new), [True, True, True, False])
+
+
 def test_missing_values_can_be_refused(table):
     pre = _fitted(table, missing="error")
     with pytest.raises(ValueError, match=r"missing or non-finite values \(rows per column\): \{'age': 2\}"):
@@ -66,7 +78,7 @@ def test_bad_input_fails_naming_the_column(table):
     with pytest.raises(ValueError, match=r"missing column\(s\) \['smoker'\]"):
         pre.transform({k: v for k, v in table.items() if k != "smoker"})
     with pytest.raises(ValueError, match="binary column 'smoker' has values other than 0/1"):
-        pre.transform({**table, "smoker": np.array([0, 2, 1, 0])})
+        _fitted({**table, "smoker": np.array([0, 2, 1, 0])})
     with pytest.raises(ValueError, match="column 'age' must be numeric"):
         pre.transform({**table, "age": np.array(["x", "y", "z", "w"], dtype=object)})
     with pytest.raises(ValueError, match="column 'age' has no finite value"):
