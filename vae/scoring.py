@@ -206,7 +206,10 @@ def _batch_tensor(
     return rows.to(device=device, dtype=dtype)
 
 
-def _cat(parts: list[RowScores], name: str) -> np.ndarray:
+def _cat(parts: list[RowScores], name: str, empty: tuple[int, ...]) -> np.ndarray:
+    """The batches' `name` arrays end to end; an array of shape `empty` when there are no batches (no rows)."""
+    if not parts:
+        return np.zeros(empty, dtype=np.float32)
     return torch.cat([getattr(p, name).float().cpu() for p in parts]).numpy()
 
 
@@ -242,7 +245,10 @@ def score_rows(
             parts.append(score_batch(model, xb, cb, config, noise, ob))
     finally:
         model.train(was_training)
-    return RowScores(_cat(parts, "score"), _cat(parts, "contributions"), _cat(parts, "latent"))
+    features = model.layout.n_features
+    return RowScores(
+        _cat(parts, "score", (0,)), _cat(parts, "contributions", (0, features)), _cat(parts, "latent", (0,))
+    )
 
 
 def calibrate_threshold(scores: np.ndarray, contamination: float | None = None, quantile: float | None = None) -> float:

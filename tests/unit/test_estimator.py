@@ -130,6 +130,13 @@ def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_with_a_
         AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(pd.DataFrame({"a": [1.0, np.inf, -np.inf]}))
 
 
+def test_an_empty_table_gets_empty_scores(fitted):
+    empty = frame(5).head(0)
+    assert fitted.score_samples(empty).shape == (0,) and fitted.predict(empty).shape == (0,)
+    features = fitted.feature_scores(empty)
+    assert features.shape == (0, 4) and list(features.columns) == ["a", "b", "flag", "colour"]
+
+
 def test_unfitted_and_too_small_inputs_fail_clearly():
     with pytest.raises(RuntimeError, match="call fit"):
         AnomalyDetector().score_samples(frame(3))
