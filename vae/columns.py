@@ -1,9 +1,12 @@
-"""Tables in, columns by type out: the feature columns of a table and their kinds, inferred from the values.
+"""Tables in, columns by type out: the feature columns of a table and their kinds, from the column types.
 
 A table is a pandas DataFrame, a pyarrow Table, a mapping of column name -> 1-D values, or a 2-D numpy array
-(columns named x0, x1, ...). Kinds: floating -> numeric, boolean or integers that are all 0/1 -> binary, other
-integers -> numeric, strings, categories and other objects -> categorical (the Arrow types map the same way).
-A declared list always wins over inference.
+(columns named x0, x1, ...). Kinds: floating and decimal -> numeric, boolean -> binary, integers -> binary when
+every present value is 0 or 1, else numeric, strings, categories (pandas category, Arrow dictionary) and other
+objects -> categorical. Dates, times and durations are no feature kind: fitting on one is refused with the
+column's name. The Arrow types map as the pipeline maps a Parquet schema (`arrow_kind`), and pandas' nullable
+types (Int64, Float64, boolean) as their numpy kinds with missing values. A declared list always wins over
+inference.
 """
 
 from __future__ import annotations
@@ -14,6 +17,52 @@ from typing import Any
 
 import numpy as np
 
+from .labels import is_missing
+
+KINDS = ("numeric", "binary", "categorical")
+INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
+
+
+def arrow_kind(kind: Any) -> str | None:
+    """The feature kind of a pyarrow DataType (numeric, binary, categorical or INTEGER); None when none fits it."""
+    import pyarrow as pa
+
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+        return "categorical"
+    if pa.types.is_boolean(kind):
+        return "binary"
+    if pa.types.is_integer(kind):
+        return INTEGER
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "numeric"
+    return None
+
+
+def _arrow_values(column: Any) -> np.ndarray:
+    """A pyarrow ChunkedArray as (N,) numpy values: decoded categories as objects, decimals as float64."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type).to_numpy(zero_copy_only=False).astype(object)
+    if pa.types.is_decimal(column.type):
+        column = column.cast(pa.float64())
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _pandas_values(series: Any) -> np.ndarray:
+    """A pandas Series as (N,) numpy values: categories as objects, nullable numbers as float64 with NaN,
+    timezone-aware times as UTC datetime64."""
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return series.astype(object).to_numpy()
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iuf":  # Int64, Float64, ...
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return series.to_numpy()
+
 
 def as_columns(table: Any) -> dict[str, np.ndarray]:
     """The table as column name -> 1-D numpy array (pandas, pyarrow, a mapping, or a 2-D array as x0..x{d-1})."""
@@ -22,27 +71,59 @@ def as_columns(table: Any) -> dict[str, np.ndarray]:
             raise ValueError(f"a numpy table must be 2-D (rows, features), got shape {table.shape}")
         return {f"x{i}": table[:, i] for i in range(table.shape[1])}
     if hasattr(table, "to_pydict") and hasattr(table, "schema"):  # pyarrow.Table
-        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        return {name: _arrow_values(table.column(name)) for name in table.column_names}
     if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # pandas.DataFrame
-        return {str(name): table[name].to_numpy() for name in table.columns}
+        return {str(name): _pandas_values(table[name]) for name in table.columns}
     if isinstance(table, Mapping):
         return {str(name): np.asarray(values) for name, values in table.items()}
     raise TypeError(f"expected a pandas DataFrame, a pyarrow Table, a mapping or a 2-D array, got {type(table)}")
 
 
-def _is_binary(values: np.ndarray) -> bool:
-    if values.dtype == bool:
-        return True
-    # floats stay numeric even when they hold only 0/1: a float column may take any value when scored
-    return values.dtype.kind in "iu" and values.size > 0 and bool(np.isin(values, (0, 1)).all())
+def type_kinds(table: Any) -> dict[str, str | None]:
+    """column -> the kind its declared type fixes, for the columns whose type does (the rest are typed by their
+    values, `infer_kind`): "categorical" for a pandas category or an Arrow dictionary / string, "binary" for a
+    boolean, "numeric" for an Arrow floating or decimal, INTEGER for an integer (numeric unless it holds only
+    0/1), None for dates, times, durations and other types with no feature kind."""
+    if hasattr(table, "to_pydict") and hasattr(table, "schema"):  # pyarrow.Table
+        return {field.name: arrow_kind(field.type) for field in table.schema}
+    if hasattr(table, "columns") and hasattr(table, "dtypes"):  # pandas.DataFrame
+        import pandas as pd
+
+        kinds: dict[str, str | None] = {}
+        for name, dtype in table.dtypes.items():
+            if isinstance(dtype, pd.CategoricalDtype):
+                kinds[str(name)] = "categorical"
+            elif isinstance(dtype, pd.BooleanDtype):
+                kinds[str(name)] = "binary"
+            elif dtype.kind in "iu":
+                kinds[str(name)] = INTEGER
+            elif dtype.kind in "mM" or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype):
+                kinds[str(name)] = None
+        return kinds
+    return {}
 
 
-def infer_kind(values: np.ndarray) -> str:
-    """ "numeric", "binary" or "categorical" for one column (N,)."""
-    if _is_binary(values):
+def _is_zero_one(values: np.ndarray) -> bool:
+    """Whether every present value of (N,) numbers is 0 or 1 (and at least one is present)."""
+    present = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+    return present.size > 0 and bool(np.isin(present, (0, 1)).all())
+
+
+def infer_kind(values: np.ndarray) -> str | None:
+    """ "numeric", "binary" or "categorical" for one column (N,) from its numpy values; None for dates, times and
+    durations. Floats stay numeric even when they hold only 0/1: a float column may take any value when scored."""
+    kind = values.dtype.kind
+    if kind == "b":
         return "binary"
-    if values.dtype.kind in "iuf":
+    if kind in "iu":
+        return "binary" if _is_zero_one(values) else "numeric"
+    if kind == "f":
         return "numeric"
+    if kind in "mM":
+        return None
+    present = [v for v in values if not is_missing(v)]
+    if present and all(isinstance(v, bool | np.bool_) for v in present):  # booleans with missing values
+        return "binary"
     return "categorical"
 
 
@@ -65,17 +146,30 @@ def infer_feature_types(
     numeric: Sequence[str] | None = None,
     binary: Sequence[str] | None = None,
     categorical: Sequence[str] | None = None,
+    types: Mapping[str, str | None] | None = None,
 ) -> FeatureTypes:
-    """The feature columns: every column not in `exclude` (keys, labels, conditions), typed by `infer_kind`.
+    """The feature columns: every column not in `exclude` (keys, labels, conditions), typed by `types` (the kinds
+    the table's column types fix, `type_kinds`) or else by `infer_kind` on its values.
 
     Any of `numeric` / `binary` / `categorical` given: those lists are used as declared and nothing is inferred.
+    Raises ValueError naming the columns that have no feature kind (dates, times, ...).
     """
     if numeric is not None or binary is not None or categorical is not None:
         return FeatureTypes(tuple(numeric or ()), tuple(binary or ()), tuple(categorical or ()))
-    kinds: dict[str, list[str]] = {"numeric": [], "binary": [], "categorical": []}
+    types = types or {}
+    kinds: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    untyped = []
     for name, values in columns.items():
-        if name not in exclude:
-            kinds[infer_kind(np.asarray(values))].append(name)
+        if name in exclude:
+            continue
+        values = np.asarray(values)
+        kind = types[name] if name in types else infer_kind(values)
+        if kind == INTEGER:
+            kind = "binary" if _is_zero_one(values.astype(np.float64)) else "numeric"
+        (untyped if kind is None else kinds[kind]).append(name)
+    if untyped:
+        raise ValueError(f"column(s) {untyped} hold dates, times or other values with no feature kind: exclude them "
+                         "or derive numbers from them")  # fmt: skip
     if not any(kinds.values()):
         raise ValueError(f"no feature columns: the table has only {sorted(columns)}, all excluded")
-    return FeatureTypes(*(tuple(kinds[k]) for k in ("numeric", "binary", "categorical")))
+    return FeatureTypes(*(tuple(kinds[k]) for k in KINDS))

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .auto import Settings, auto_settings, with_values
-from .columns import as_columns, infer_feature_types
+from .columns import as_columns, infer_feature_types, type_kinds
 from .config import DataLayout
 from .detector import Detector
 from .model import VAE
@@ -52,7 +52,7 @@ class AnomalyDetector:
     """A VAE anomaly detector with a scikit-learn / PyOD style interface.
 
     numeric / binary / categorical: declared feature columns; when none is given, every column not in `exclude`
-    is a feature, typed from its values (see `vae.columns.infer_kind`). contamination: the expected share of
+    is a feature, typed from its column type or values (see `vae.columns`). contamination: the expected share of
     anomalies, which places the threshold. settings: hyperparameters instead of the data-driven default.
     overrides: dotted hyperparameters replacing single values of those ({"model.latent_dim": 2}; "auto" keeps one).
     """
@@ -87,7 +87,9 @@ class AnomalyDetector:
         n = len(next(iter(columns.values()))) if columns else 0
         if n < 2:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 rows, got {n}")
-        types = infer_feature_types(columns, self.exclude, self.numeric, self.binary, self.categorical)
+        types = infer_feature_types(
+            columns, self.exclude, self.numeric, self.binary, self.categorical, type_kinds(table)
+        )
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))

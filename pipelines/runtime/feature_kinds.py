@@ -1,6 +1,6 @@
 """Feature columns typed from a Parquet (Arrow) schema, for a training config that declares none.
 
-The kinds follow `vae.columns.infer_kind` on numpy columns: floating (and decimal) -> numeric, boolean -> binary,
+The kinds are the library's (`vae.columns.arrow_kind`): floating (and decimal) -> numeric, boolean -> binary,
 integer -> binary when the column holds only 0 and 1, else numeric (its values decide: a min/max aggregation,
 `pipelines.runtime.parquet_input.zero_one_columns`), string / large_string / dictionary -> categorical. Any other
 type (lists, binary blobs, timestamps, nulls only) has no feature kind. Pure pyarrow: nothing here reads rows.
@@ -12,24 +12,9 @@ from collections.abc import Collection, Mapping
 
 import pyarrow as pa
 
-from vae.columns import FeatureTypes
+from vae.columns import INTEGER, KINDS, FeatureTypes, arrow_kind
 
-INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
-KINDS = ("numeric", "binary", "categorical")
 FEW = 8  # a kind with at most this many columns is printed with their names
-
-
-def arrow_kind(kind: pa.DataType) -> str | None:
-    """The feature kind of an Arrow type (numeric, binary, categorical or INTEGER); None when none fits it."""
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
-        return "categorical"
-    if pa.types.is_boolean(kind):
-        return "binary"
-    if pa.types.is_integer(kind):
-        return INTEGER
-    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return "numeric"
-    return None
 
 
 def schema_kinds(schema: pa.Schema, exclude: Collection[str]) -> dict[str, str | None]:

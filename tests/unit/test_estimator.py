@@ -14,7 +14,7 @@ import pytest
 
 from vae import AnomalyDetector
 from vae.auto import Settings, auto_settings, epochs_for, latent_size, with_values
-from vae.columns import as_columns, infer_feature_types
+from vae.columns import INTEGER, arrow_kind, as_columns, infer_feature_types, type_kinds
 from vae.config import DataLayout, FeatureBlock
 
 EPOCHS = 25
@@ -50,6 +50,51 @@ def test_column_types_are_inferred_from_the_values():
     assert floats.numeric == ("x", "n")  # a float column of 0/1 may hold anything when scored; 2 is not binary
     declared = infer_feature_types(as_columns(frame(10)), numeric=["a"])
     assert declared.columns == ("a",)
+
+
+def typed_frame() -> pd.DataFrame:
+    """One column of each type whose kind its dtype fixes, with missing values where the type allows them."""
+    return pd.DataFrame({
+        "size": pd.Categorical([10, 20, 30, 10]),  # integer categories: categorical, not numeric
+        "pair": pd.Categorical([0, 1, 1, 0]),  # 0/1 categories: still categorical
+        "ok": pd.array([True, None, False, True], dtype="boolean"),
+        "count": pd.array([0, 1, None, 1], dtype="Int64"),  # nullable 0/1 integers: binary
+        "visits": pd.array([3, None, 5, 8], dtype="Int64"),
+        "price": pd.array([1.5, None, 2.0, 3.0], dtype="Float64"),
+        "name": ["a", "b", None, "a"],
+    })  # fmt: skip
+
+
+def test_pandas_and_arrow_column_types_give_the_same_kinds_as_the_pipeline():
+    table = typed_frame()
+    expected = (("visits", "price"), ("ok", "count"), ("size", "pair", "name"))
+    for source in (table, pa.Table.from_pandas(table, preserve_index=False)):
+        types = infer_feature_types(as_columns(source), types=type_kinds(source))
+        assert (types.numeric, types.binary, types.categorical) == expected, type(source)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    kinds = {f.name: arrow_kind(f.type) for f in arrow.schema}  # what `make train` reads from a Parquet schema
+    assert kinds["size"] == kinds["pair"] == "categorical" and kinds["ok"] == "binary" and kinds["count"] == INTEGER
+    np.testing.assert_array_equal(as_columns(table)["price"], [1.5, np.nan, 2.0, 3.0])
+    assert as_columns(table)["size"].tolist() == [10, 20, 30, 10]
+
+
+def test_dates_and_times_are_refused_by_name_unless_excluded():
+    table = frame(300).assign(when=pd.date_range("2024-01-01", periods=300, freq="h"))
+    tz = table.assign(when=table["when"].dt.tz_localize("Europe/Paris"))
+    for source in (table, tz, pa.Table.from_pandas(table, preserve_index=False)):
+        with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates, times"):
+            AnomalyDetector(exclude=["id"], settings=quick(epochs=1), device="cpu").fit(source)
+    fitted = AnomalyDetector(exclude=["id", "when"], settings=quick(epochs=1), device="cpu").fit(table)
+    assert "when" not in fitted.detector.feature_names
+
+
+def test_a_categorical_column_of_integers_fits_and_scores_as_categories():
+    train = frame(300).assign(size=pd.Categorical(np.resize([10, 20, 30], 300)))
+    fitted = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(train)
+    assert fitted.detector.preprocessor.categorical == ["colour", "size"]
+    assert fitted.detector.preprocessor.categories["size"] == ["10", "20", "30"]
+    unseen = frame(4, seed=6).assign(size=pd.Categorical([10, 20, 40, None]))
+    assert fitted.detector.preprocessor.unknown_counts(as_columns(unseen)) == {"colour": 0, "size": 1}
 
 
 def test_the_default_follows_the_data_shape():
