@@ -53,7 +53,8 @@ class AnomalyDetector:
 
     numeric / binary / categorical: declared feature columns; when none is given, every column not in `exclude`
     is a feature, typed from its column type or values (see `vae.columns`). contamination: the expected share of
-    anomalies, which places the threshold. settings: hyperparameters instead of the data-driven default.
+    anomalies, which places the threshold (None: the settings' own, 0.05 in the default); it replaces that of
+    `settings` too. settings: hyperparameters instead of the data-driven default.
     overrides: dotted hyperparameters replacing single values of those ({"model.latent_dim": 2}; "auto" keeps one).
     """
 
@@ -64,7 +65,7 @@ class AnomalyDetector:
         binary: Sequence[str] | None = None,
         categorical: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        contamination: float = 0.05,
+        contamination: float | None = None,
         settings: Settings | None = None,
         overrides: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -103,8 +104,8 @@ class AnomalyDetector:
         train, held_out = _rows(columns, train_index), _rows(columns, held_out_index)
         rows = len(train_index)
         layout = DataLayout(pre.layout_blocks())
-        settings = with_values(self.settings or auto_settings(rows, layout, self.seed, self.contamination),
-                               self.overrides)  # fmt: skip
+        chosen = {} if self.contamination is None else {"score.contamination": self.contamination}
+        settings = with_values(self.settings or auto_settings(rows, layout, self.seed), {**chosen, **self.overrides})
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,

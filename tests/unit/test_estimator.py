@@ -175,6 +175,15 @@ def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_with_a_
         AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(pd.DataFrame({"a": [1.0, np.inf, -np.inf]}))
 
 
+def test_contamination_places_the_threshold_with_given_settings_too(fitted):
+    assert fitted.detector.score_config.contamination == 0.05  # the settings' own
+    wide = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), contamination=0.3, device="cpu").fit(frame(200))
+    assert wide.detector.score_config.contamination == 0.3
+    assert 0.2 < wide.predict(frame(1000, seed=7)).mean() < 0.4
+    with pytest.raises(ValueError, match="contamination"):
+        AnomalyDetector(settings=quick(epochs=1), contamination=1.5, device="cpu").fit(frame(50)[["a"]])
+
+
 def test_an_empty_table_gets_empty_scores(fitted):
     empty = frame(5).head(0)
     assert fitted.score_samples(empty).shape == (0,) and fitted.predict(empty).shape == (0,)
