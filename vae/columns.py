@@ -11,6 +11,7 @@ inference.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,11 @@ def as_columns(table: Any) -> dict[str, np.ndarray]:
     if hasattr(table, "to_pydict") and hasattr(table, "schema"):  # pyarrow.Table
         return {name: _arrow_values(table.column(name)) for name in table.column_names}
     if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # pandas.DataFrame
-        return {str(name): _pandas_values(table[name]) for name in table.columns}
+        names = [str(name) for name in table.columns]
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:
+            raise ValueError(f"the table names more than one column {repeated}: rename them")
+        return {name: _pandas_values(table.iloc[:, i]) for i, name in enumerate(names)}
     if isinstance(table, Mapping):
         return {str(name): np.asarray(values) for name, values in table.items()}
     raise TypeError(f"expected a pandas DataFrame, a pyarrow Table, a mapping or a 2-D array, got {type(table)}")

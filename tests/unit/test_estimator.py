@@ -78,6 +78,13 @@ def test_pandas_and_arrow_column_types_give_the_same_kinds_as_the_pipeline():
     assert as_columns(table)["size"].tolist() == [10, 20, 30, 10]
 
 
+def test_repeated_column_names_are_refused_by_name():
+    table = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"more than one column \['a'\]"):
+        as_columns(table)
+    assert list(as_columns(pd.DataFrame([[1.0, 2.0]], columns=[0, "0b"]))) == ["0", "0b"]
+
+
 def test_dates_and_times_are_refused_by_name_unless_excluded():
     table = frame(300).assign(when=pd.date_range("2024-01-01", periods=300, freq="h"))
     tz = table.assign(when=table["when"].dt.tz_localize("Europe/Paris"))
