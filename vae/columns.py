@@ -126,9 +126,10 @@ def infer_kind(values: np.ndarray) -> str | None:
         return "numeric"
     if kind in "mM":
         return None
-    present = [v for v in values if not is_missing(v)]
-    if present and all(isinstance(v, bool | np.bool_) for v in present):  # booleans with missing values
-        return "binary"
+    present = (v for v in values if not is_missing(v))
+    first = next(present, None)
+    if isinstance(first, bool | np.bool_) and all(isinstance(v, bool | np.bool_) for v in present):
+        return "binary"  # booleans with missing values
     return "categorical"
 
 
