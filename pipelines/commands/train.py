@@ -29,12 +29,13 @@ from pipelines.tracking import plots
 from pipelines.tracking.image_figures import GRID_COLUMNS, image_figures
 from pipelines.tracking.monitoring import reference_statistics
 from pipelines.tracking.run_identity import CHOSEN_PARAM, CONFIG_HASH_TAG, ChangedResume, allowed_changes, config_hash
-from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_signature, tracked_run
+from pipelines.tracking.runs import RegisteredModel, Tracker, flatten, input_example, input_signature, tracked_run
 from vae import Detector, to_dict
 from vae.auto import resolve
 
 LATENT_SAMPLE = 2_000  # validation rows shown in the latent-space plot
-INPUT_EXAMPLE_ROWS = 5  # the first rows of the input, stored with the logged model as its input example
+INPUT_EXAMPLE_ROWS = 5  # the first complete rows of the input, stored with the logged model as its input example
+EXAMPLE_SCAN_ROWS = 1000  # the rows they are looked for in
 LOSS_METRICS = ["train_loss", "val_loss"]
 Config = TypeVar("Config", bound=TrainPipelineConfig)
 
@@ -215,11 +216,13 @@ def register(
         for path, figure in image_figures(detector, batch["x"], batch.get("c")).items():
             tracker.log_figure(figure, path)
 
+    source = open_parquet(data.path)
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
                                 (*data.categorical, *data.condition_categorical),
-                                detector.preprocessor if data.image else None)  # fmt: skip
+                                detector.preprocessor if data.image else None,
+                                {field.name: field.type for field in source.schema})  # fmt: skip
     columns = list(signature.inputs.input_names())
-    example = None if data.image else open_parquet(data.path).head(INPUT_EXAMPLE_ROWS, columns).to_pandas()
+    example = None if data.image else input_example(source.head(EXAMPLE_SCAN_ROWS, columns), INPUT_EXAMPLE_ROWS)
     registered = tracker.log_and_register(
         detector,
         signature,

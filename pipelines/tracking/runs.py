@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlflow
 import pandas as pd
+import pyarrow as pa
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
@@ -328,14 +329,45 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in MODEL_PACKAGES]
 
 
+def signature_type(kind: pa.DataType) -> str:
+    """The MLflow signature type of a raw input column of Arrow type `kind`, which MLflow's schema check accepts
+    that column's values for: boolean; long for any integer; double for floating and decimal; string otherwise
+    (a dictionary as its values' type)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_integer(kind):
+        return "long"
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "double"
+    return "string"
+
+
 def input_signature(
-    numeric: tuple[str, ...], categorical: tuple[str, ...], image: ImagePreprocessor | None = None
+    numeric: tuple[str, ...],
+    categorical: tuple[str, ...],
+    image: ImagePreprocessor | None = None,
+    types: Mapping[str, pa.DataType] | None = None,
 ) -> ModelSignature:
-    """Raw input columns (numeric as double, categorical as string, an image column as an array of doubles
-    or PNG bytes) -> anomaly_score, is_anomaly."""
-    inputs = [ColSpec("double", c) for c in numeric] + [ColSpec("string", c) for c in categorical]
+    """Raw input columns (typed by `signature_type` of their Arrow type in `types`; else numeric as double,
+    categorical as string; an image column as an array of doubles or PNG bytes) -> anomaly_score, is_anomaly."""
+    types = types or {}
+    inputs = [ColSpec(signature_type(types[c]) if c in types else "double", c) for c in numeric]
+    inputs += [ColSpec(signature_type(types[c]) if c in types else "string", c) for c in categorical]
     if image is not None:
         kind = DataType.binary if image.encoding == "png" else Array(DataType.double)
         inputs.append(ColSpec(kind, image.column))
     outputs = [ColSpec("double", "anomaly_score"), ColSpec("boolean", "is_anomaly")]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(table: pa.Table, rows: int) -> pd.DataFrame | None:
+    """The first `rows` complete rows of raw input `table` as `input_signature` types them (dictionaries decoded,
+    decimals as float64), for the logged model's input example; None when no row is complete."""
+    plain = []
+    for field in table.schema:
+        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        plain.append(field.with_type(pa.float64() if pa.types.is_decimal(kind) else kind))
+    complete = table.cast(pa.schema(plain)).drop_null()  # before pandas, which would turn null integers into NaN floats
+    return complete.slice(0, rows).to_pandas() if complete.num_rows else None
