@@ -23,12 +23,14 @@ from pipelines.cli import config_parser
 from pipelines.runtime.batch_inference import feature_columns
 from pipelines.runtime.parquet_checks import DataError, check_parquet, open_parquet
 from pipelines.runtime.parquet_sample import sample_parquet
+from pipelines.runtime.row_encoding import left_out_rows, table_preprocessors
 from pipelines.settings.model_jobs import EvaluateConfig
 from pipelines.settings.yaml_configs import load_config
 from pipelines.tracking import plots
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
 from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri, tracked_run
 from vae import Detector, calibrate_threshold
+from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND
 
 from .promotion import (
     METRIC_TITLES,
@@ -105,6 +107,19 @@ def _threshold(detector: Detector, who: str) -> float:
     return detector.threshold
 
 
+def usable_training_rows(train: pd.DataFrame, detector: Detector) -> pd.DataFrame:
+    """The baselines' training rows without those training leaves out (`left_out_rows`: infinite, huge or out of
+    the training range), whose count is printed; raises DataError when none is left."""
+    left_out = left_out_rows(train, table_preprocessors(detector.preprocessor, detector.condition))
+    if left_out.all():
+        raise DataError(f"none of the {len(train):,} baseline training rows is usable: each has an infinite or "
+                        "out-of-range value")  # fmt: skip
+    if left_out.any():
+        why = f"infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
+        print(f"{int(left_out.sum()):,} baseline training rows left out, as training leaves them out ({why})")
+    return train[~left_out]
+
+
 def baseline_scores(
     detector: Detector, train: pd.DataFrame, rows: pd.DataFrame, config: EvaluateConfig
 ) -> dict[str, tuple[np.ndarray, float]]:
@@ -140,7 +155,8 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
     train = None
     if config.baselines:
         columns = _check_features(config.train, [detectors["challenger"]])
-        train = sample_parquet(config.train, columns, config.baseline_rows, config.seed).to_pandas()
+        sample = sample_parquet(config.train, columns, config.baseline_rows, config.seed).to_pandas()
+        train = usable_training_rows(sample, detectors["challenger"])
 
     scores = {}
     for row, detector in detectors.items():

@@ -2,9 +2,11 @@
 promotion rule."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from pipelines.commands.evaluate import usable_training_rows
 from pipelines.commands.promotion import (
     Gate,
     decide,
@@ -13,6 +15,8 @@ from pipelines.commands.promotion import (
     metrics,
     pca_reconstruction_scores,
 )
+from pipelines.runtime.parquet_checks import DataError
+from vae import VAE, DataLayout, Detector, ModelConfig, Preprocessor
 
 
 def test_metrics_match_sklearn_on_a_tiny_labelled_set():
@@ -164,3 +168,14 @@ def test_the_gain_interval_shrinks_with_rows_around_the_true_gain():
     small, large = interval(40), interval(4000)
     assert large[0] < truth < large[1] and large[1] - large[0] < 0.05 and large[0] > 0
     assert small[1] - small[0] > 4 * (large[1] - large[0])
+
+
+def test_the_baselines_leave_out_the_training_rows_that_training_leaves_out(capsys):
+    pre = Preprocessor(numeric=["x"]).fit({"x": np.arange(10.0)})
+    detector = Detector(VAE(ModelConfig(latent_dim=2, hidden_dims=(8,)), DataLayout(pre.layout_blocks())), pre)
+    train = pd.DataFrame({"x": [1.0, np.inf, 1e308, np.nan, 2.0]})
+    kept = usable_training_rows(train, detector)
+    assert kept["x"].tolist()[:1] == [1.0] and len(kept) == 3 and np.isnan(kept["x"].iloc[1])  # NaN: imputed
+    assert capsys.readouterr().out.startswith("2 baseline training rows left out, as training leaves them out")
+    with pytest.raises(DataError, match="none of the 2 baseline training rows is usable"):
+        usable_training_rows(train.iloc[1:3], detector)
