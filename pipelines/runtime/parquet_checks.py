@@ -89,10 +89,7 @@ def check_parquet(
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
     null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
-    mistyped = {c: str(schema.field(c).type) for c in numeric if not _is_numeric(schema.field(c).type)}
-    mistyped = {c: kind for c, kind in mistyped.items() if c not in null_typed}
-    if mistyped:
-        raise DataError(f"{path}: numeric feature column(s) hold non-numeric values: {mistyped}")
+    _check_numeric(path, schema, numeric)
     if image is not None:
         check_image_column(path, schema, image)
     try:
@@ -106,6 +103,7 @@ def check_parquet(
         lacking = [c for c in required if c not in names]
         if lacking:
             raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
+        _check_numeric(fragment.path, footer.schema.to_arrow_schema(), numeric)
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
@@ -113,6 +111,15 @@ def check_parquet(
     if empty:
         raise DataError(f"{path}: column(s) {empty} hold only nulls")
     return rows
+
+
+def _check_numeric(where: str, schema: pa.Schema, numeric: tuple[str, ...]) -> None:
+    """Raise DataError naming the `numeric` columns of `schema` (one file's, or a dataset's) that hold no numbers;
+    a null-typed or absent column is left to the other checks."""
+    kinds = {c: schema.field(c).type for c in numeric if c in schema.names}
+    mistyped = {c: str(k) for c, k in kinds.items() if not _is_numeric(k) and not pa.types.is_null(k)}
+    if mistyped:
+        raise DataError(f"{where}: numeric feature column(s) hold non-numeric values: {mistyped}")
 
 
 def read_footers(fragments: list[pads.ParquetFileFragment]) -> list[pq.FileMetaData]:
