@@ -110,6 +110,19 @@ def quarantine_reasons(
     return batch.assign(**{REASON: pd.Series(reasons, index=batch.index, dtype=object)})
 
 
+def input_json(rows: pd.DataFrame) -> list[str]:
+    """Each of N rows as one JSON object of its columns (numbers to 15 digits, missing values null); +-inf, which
+    JSON has no number for, as the strings "inf" and "-inf", so a quarantined row keeps the value it was set
+    aside for."""
+    floats = rows.select_dtypes("floating").columns
+    marked = rows.astype({column: object for column in floats})
+    for column in floats:
+        marked.loc[rows[column] == np.inf, column] = "inf"
+        marked.loc[rows[column] == -np.inf, column] = "-inf"
+    records = json.loads(marked.to_json(orient="records", double_precision=15))
+    return [json.dumps(values) for values in records]
+
+
 @ray.remote(num_cpus=0)
 class ProgressCounter:
     """Rows scored so far, summed over every scoring actor."""
@@ -189,10 +202,9 @@ class ScoreActor:
         """A batch of quarantined rows: keys, status, reason and the other input columns as one JSON object."""
         keys = list(self.job["keys"])
         columns = {key: pa.Array.from_pandas(rows[key]) for key in keys}
-        inputs = json.loads(rows.drop(columns=[*keys, REASON]).to_json(orient="records", double_precision=15))
         columns[STATUS] = pa.array(["quarantined"] * len(rows))
         columns[REASON] = pa.array(rows[REASON].tolist(), pa.string())
-        columns[INPUT] = pa.array([json.dumps(values) for values in inputs], pa.string())
+        columns[INPUT] = pa.array(input_json(rows.drop(columns=[*keys, REASON])), pa.string())
         return self._with_constants(columns, len(rows))
 
     def _score(self, batch: pd.DataFrame) -> pa.Table:

@@ -69,6 +69,7 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_run_date
                                                   "FTI is missing or not finite"}  # fmt: skip
     bad_input = json.loads(quarantined.set_index("row_id").quarantined_input[900_001])
     assert bad_input["TSH"] is None and bad_input["T3"] == source.set_index("row_id").T3[900_001]
+    assert json.loads(quarantined.set_index("row_id").quarantined_input[900_002])["T3"] == "inf"
     assert quarantined.anomaly_score.isna().all() and scored.quarantine_reason.isna().all()
     assert set(rows.columns) >= {"row_id", "anomaly_score", "is_anomaly", "top_feature_1", "top_feature_1_share",
                                  "status", "model_name", "model_version", "run_date", "scored_at"}  # fmt: skip

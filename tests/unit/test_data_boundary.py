@@ -4,12 +4,14 @@ Ray Data calls run in this process on pandas (`InProcessDataset`): no Ray cluste
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from ray.data.aggregate import Sum
 
-from pipelines.runtime.batch_inference import REASON, quarantine_reasons
+from pipelines.runtime.batch_inference import REASON, input_json, quarantine_reasons
 from pipelines.runtime.parquet_input import fit_preprocessor
 from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
 from vae import Preprocessor
@@ -104,3 +106,11 @@ def test_quarantine_sets_aside_values_out_of_the_training_range_with_their_reaso
         "flag is out of the training range",
         None,
     ]
+
+
+def test_a_quarantined_rows_input_keeps_its_infinite_values_apart_from_missing_ones():
+    rows = pd.DataFrame({"x": [np.inf, -np.inf, np.nan, 0.1234567890123456789], "grade": ["a", None, "b", "c"]})
+    records = [json.loads(text) for text in input_json(rows)]
+    assert [r["x"] for r in records] == ["inf", "-inf", None, 0.123456789012346]  # 15 digits
+    assert [r["grade"] for r in records] == ["a", None, "b", "c"]
+    assert rows["x"].dtype == np.float64 and np.isinf(rows["x"].iloc[0])  # the batch itself is left as it was
