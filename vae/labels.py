@@ -40,7 +40,7 @@ def column_label_kind(kinds: Iterable[str | None]) -> str:
     return present.pop() if len(present) == 1 else "text"
 
 
-def _parse_number(text: str) -> int | float | None:
+def parse_number(text: str) -> int | float | None:
     """The number a text spells ("3", "3.0", "1e5"), or None."""
     for parse in (int, float):
         try:
@@ -75,7 +75,7 @@ def canonical_label(value: Any, kind: str | None = None) -> str | None:
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", errors="backslashreplace")
     if isinstance(value, str) and kind == "number":
-        number = _parse_number(value)
+        number = parse_number(value)
         value = value if number is None else number
     if isinstance(value, bool):
         return str(int(value)) if kind == "number" else str(value)
@@ -95,7 +95,7 @@ def legacy_labels(labels: list[str]) -> tuple[str, list[str]]:
     if labels and set(labels) <= {"True", "False"}:
         return "bool", labels
     canonical = [canonical_label(label, "number") for label in labels]
-    numeric = all(_parse_number(label) is not None for label in labels)
+    numeric = all(parse_number(label) is not None for label in labels)
     if labels and numeric and len(set(canonical)) == len(canonical):
         return "number", canonical
     return "text", labels

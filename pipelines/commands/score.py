@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into
+from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into, text_labels
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
@@ -80,7 +80,8 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     scoring = ScoringPlan(spec["name"], version, tracking_uri, _threshold(config, detector), keys, numeric,
                           categorical, config.unknown_categories == "quarantine", rows=0,
                           image_column=image and image.column)  # fmt: skip
-    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image)
+    labels = text_labels(detector)
+    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
     return scoring, detector
 
 

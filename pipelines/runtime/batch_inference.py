@@ -57,6 +57,12 @@ def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
     return numeric, [c for p in pres for c in p.categorical]
 
 
+def text_labels(detector: Detector) -> dict[str, list[str]]:
+    """Categorical input column -> its training labels, for the columns whose training values were text."""
+    pres = table_preprocessors(detector.preprocessor, detector.condition)
+    return {c: p.categories[c] for p in pres for c in p.categorical if p.label_kinds.get(c) == "text"}
+
+
 def feature_baseline(detector: Detector) -> np.ndarray:
     """(F,) each feature's typical score contribution on the training rows (zeros for a model without them)."""
     reference = detector.metadata.get("score_reference", {})

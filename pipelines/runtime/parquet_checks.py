@@ -3,7 +3,7 @@ their types, the row count, all-null columns; `DataError` names what is wrong.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from pipelines.storage import filesystems
 from vae import ImagePreprocessor
+from vae.labels import parse_number
 
 FOOTER_READERS = 16
 
@@ -78,18 +79,23 @@ def check_image_column(path: str, schema: pa.Schema, image: ImagePreprocessor) -
 
 
 def check_parquet(
-    path: str, required: tuple[str, ...], numeric: tuple[str, ...], image: ImagePreprocessor | None = None
+    path: str,
+    required: tuple[str, ...],
+    numeric: tuple[str, ...],
+    image: ImagePreprocessor | None = None,
+    text_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> int:
-    """Check that the `required` columns exist, the `numeric` ones hold numbers and the `image` column (one of
-    `required`) can hold its images; returns the row count (from Parquet metadata). Raises DataError naming
-    the missing or mistyped columns, or an empty input."""
+    """Check that the `required` columns exist, the `numeric` ones hold numbers, the categorical columns of
+    `text_labels` (column -> its text labels in training) have a type whose values can be one of those labels,
+    and the `image` column (one of `required`) can hold its images; returns the row count (from Parquet
+    metadata). Raises DataError naming the missing or mistyped columns, or an empty input."""
     dataset = open_parquet(path)
     schema = dataset.schema
     missing = [c for c in required if c not in schema.names]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
     null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
-    _check_numeric(path, schema, numeric)
+    _check_types(path, schema, numeric, text_labels or {})
     if image is not None:
         check_image_column(path, schema, image)
     try:
@@ -103,7 +109,7 @@ def check_parquet(
         lacking = [c for c in required if c not in names]
         if lacking:
             raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
-        _check_numeric(fragment.path, footer.schema.to_arrow_schema(), numeric)
+        _check_types(fragment.path, footer.schema.to_arrow_schema(), numeric, text_labels or {})
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
@@ -113,13 +119,35 @@ def check_parquet(
     return rows
 
 
-def _check_numeric(where: str, schema: pa.Schema, numeric: tuple[str, ...]) -> None:
-    """Raise DataError naming the `numeric` columns of `schema` (one file's, or a dataset's) that hold no numbers;
-    a null-typed or absent column is left to the other checks."""
+def _check_types(
+    where: str, schema: pa.Schema, numeric: tuple[str, ...], text_labels: Mapping[str, Sequence[str]]
+) -> None:
+    """Raise DataError naming the `numeric` columns of `schema` (one file's, or a dataset's) that hold no numbers,
+    or a `text_labels` column whose type cannot hold any of its training labels (`_cannot_match`); a null-typed
+    or absent column is left to the other checks."""
     kinds = {c: schema.field(c).type for c in numeric if c in schema.names}
     mistyped = {c: str(k) for c, k in kinds.items() if not _is_numeric(k) and not pa.types.is_null(k)}
     if mistyped:
         raise DataError(f"{where}: numeric feature column(s) hold non-numeric values: {mistyped}")
+    for column, labels in text_labels.items():
+        if column in schema.names and _cannot_match(schema.field(column).type, labels):
+            shown = ", ".join([*labels[:3], "..."] if len(labels) > 3 else labels)
+            raise DataError(f"{where}: categorical column {column!r} is {schema.field(column).type} here, but its "
+                            f"training labels are text ({shown}): every value would be a category never seen in "
+                            "training")  # fmt: skip
+
+
+def _cannot_match(kind: pa.DataType, labels: Sequence[str]) -> bool:
+    """Whether no value of Arrow type `kind` reads as one of a column's text `labels` (`vae.labels`): booleans
+    when no label is True / False, numbers when no label spells a number."""
+    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not labels:
+        return False
+    if pa.types.is_boolean(kind):
+        return not {"True", "False"} & set(labels)
+    if _is_numeric(kind):
+        return all(parse_number(label) is None for label in labels)
+    return False
 
 
 def read_footers(fragments: list[pads.ParquetFileFragment]) -> list[pq.FileMetaData]:

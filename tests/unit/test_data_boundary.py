@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from ray.data.aggregate import Sum
 
-from pipelines.runtime.batch_inference import REASON, input_json, quarantine_reasons
+from pipelines.runtime.batch_inference import REASON, input_json, quarantine_reasons, text_labels
 from pipelines.runtime.parquet_input import fit_preprocessor
 from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
-from vae import Preprocessor
+from vae import VAE, DataLayout, Detector, ModelConfig, Preprocessor
 
 
 class InProcessDataset:
@@ -114,3 +114,10 @@ def test_a_quarantined_rows_input_keeps_its_infinite_values_apart_from_missing_o
     assert [r["x"] for r in records] == ["inf", "-inf", None, 0.123456789012346]  # 15 digits
     assert [r["grade"] for r in records] == ["a", None, "b", "c"]
     assert rows["x"].dtype == np.float64 and np.isinf(rows["x"].iloc[0])  # the batch itself is left as it was
+
+
+def test_the_scoring_check_gets_the_text_labels_of_text_categorical_columns_only():
+    pre = Preprocessor(categorical=["sex", "grade"]).fit({"sex": np.array(["F", "M"], dtype=object),
+                                                          "grade": np.array([1, 2])})  # fmt: skip
+    detector = Detector(VAE(ModelConfig(latent_dim=2, hidden_dims=(8,)), DataLayout(pre.layout_blocks())), pre)
+    assert text_labels(detector) == {"sex": ["F", "M"]}  # grade's labels were numbers: any numeric type can match

@@ -35,3 +35,22 @@ def test_a_file_whose_numeric_column_holds_text_is_named_though_the_first_file_h
 def test_a_directory_without_parquet_files_says_so(tmp_path):
     with pytest.raises(DataError, match=rf"^{tmp_path} holds no Parquet files$"):
         check_parquet(str(tmp_path), ("row_id",), ())
+
+
+def test_a_categorical_column_whose_type_cannot_hold_its_text_labels_is_named(tmp_path):
+    rows = pd.DataFrame({"row_id": [1, 2, 3], "sex": [1, 2, 3], "ok": [True, False, True], "grade": [1, 2, 1]})
+    rows.to_parquet(tmp_path / "part-0.parquet", index=False)
+    required = ("row_id", "sex", "ok", "grade")
+    with pytest.raises(DataError, match=r"categorical column 'sex' is int64 here, but its training labels are text "
+                                        r"\(F, M\): every value would be a category never seen"):  # fmt: skip
+        check_parquet(str(tmp_path), required, (), text_labels={"sex": ["F", "M"]})
+    with pytest.raises(DataError, match="categorical column 'ok' is bool here"):
+        check_parquet(str(tmp_path), required, (), text_labels={"ok": ["no", "yes"]})
+    # labels a value of the type can read as: digits for integers, True/False for booleans, or any label for text
+    assert check_parquet(str(tmp_path), required, (), text_labels={"sex": ["1", "F"], "ok": ["True"]}) == 3
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    rows.assign(sex=["F", "M", "F"]).to_parquet(mixed / "part-0.parquet", index=False)
+    rows.to_parquet(mixed / "part-1.parquet", index=False)  # a later file with the column as integers
+    with pytest.raises(DataError, match=rf"^{mixed / 'part-1.parquet'}: categorical column 'sex' is int64"):
+        check_parquet(str(mixed), required, (), text_labels={"sex": ["F", "M"]})
