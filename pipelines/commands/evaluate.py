@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.cli import config_parser
-from pipelines.runtime.batch_inference import feature_columns
+from pipelines.runtime.batch_inference import feature_columns, text_labels
 from pipelines.runtime.parquet_checks import DataError, check_parquet, open_parquet
 from pipelines.runtime.parquet_sample import sample_parquet
 from pipelines.runtime.row_encoding import left_out_rows, table_preprocessors
@@ -85,11 +85,12 @@ def read_labelled(path: str, label: str, rows: int, seed: int) -> tuple[pd.DataF
     return rows, labels
 
 
-def _check_features(path: str, detectors: list[Detector]) -> list[str]:
+def check_features(path: str, detectors: list[Detector]) -> list[str]:
     """The columns the detectors read, after checking the Parquet at `path` has them (DataError otherwise)."""
     numeric = [c for d in detectors for c in feature_columns(d)[0]]
     categorical = [c for d in detectors for c in feature_columns(d)[1]]
-    check_parquet(path, tuple(dict.fromkeys([*numeric, *categorical])), tuple(dict.fromkeys(numeric)))
+    labels = {c: text for d in detectors for c, text in text_labels(d).items()}
+    check_parquet(path, tuple(dict.fromkeys([*numeric, *categorical])), tuple(dict.fromkeys(numeric)), None, labels)
     return list(dict.fromkeys([*numeric, *categorical]))
 
 
@@ -151,10 +152,10 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
         versions["champion"] = previous_champion
     detectors = {row: load_registered_detector(f"models:/{name}/{v}", uri) for row, v in versions.items()}
     thresholds = {row: _threshold(d, f"{name}/{versions[row]}") for row, d in detectors.items()}
-    _check_features(config.input, list(detectors.values()))
+    check_features(config.input, list(detectors.values()))
     train = None
     if config.baselines:
-        columns = _check_features(config.train, [detectors["challenger"]])
+        columns = check_features(config.train, [detectors["challenger"]])
         sample = sample_parquet(config.train, columns, config.baseline_rows, config.seed).to_pandas()
         train = usable_training_rows(sample, detectors["challenger"])
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pipelines.commands.evaluate import usable_training_rows
+from pipelines.commands.evaluate import check_features, usable_training_rows
 from pipelines.commands.promotion import (
     Gate,
     decide,
@@ -179,3 +179,13 @@ def test_the_baselines_leave_out_the_training_rows_that_training_leaves_out(caps
     assert capsys.readouterr().out.startswith("2 baseline training rows left out, as training leaves them out")
     with pytest.raises(DataError, match="none of the 2 baseline training rows is usable"):
         usable_training_rows(train.iloc[1:3], detector)
+
+
+def test_evaluation_input_whose_text_category_arrives_as_numbers_is_refused(tmp_path):
+    pre = Preprocessor(categorical=["sex"]).fit({"sex": np.array(["F", "M"], dtype=object)})
+    detector = Detector(VAE(ModelConfig(latent_dim=2, hidden_dims=(8,)), DataLayout(pre.layout_blocks())), pre)
+    pd.DataFrame({"sex": [1, 2]}).to_parquet(tmp_path / "rows.parquet")
+    with pytest.raises(DataError, match="categorical column 'sex' is int64 here"):
+        check_features(str(tmp_path / "rows.parquet"), [detector])
+    pd.DataFrame({"sex": ["F", "X"]}).to_parquet(tmp_path / "rows.parquet")
+    assert check_features(str(tmp_path / "rows.parquet"), [detector]) == ["sex"]
