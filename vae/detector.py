@@ -82,22 +82,12 @@ class Detector:
             return None
         return observed_features(self.model.layout, self.preprocessor.encoded_missing(table))
 
-    def impossible(self, table: Mapping[str, Any]) -> np.ndarray | None:
-        """(N, F) bool: the features whose value no model can give a likelihood above zero (+-inf, a binary value
-        other than 0/1: `Preprocessor.impossible_mask`); None for images."""
-        if isinstance(self.preprocessor, ImagePreprocessor):
-            return None
-        masks = self.preprocessor.impossible_mask(table)
-        mask = np.zeros((len(np.asarray(table[self.preprocessor.columns[0]])), len(self.feature_names)), dtype=bool)
-        for column, rows in masks.items():
-            mask[:, self.feature_names.index(column)] = rows
-        return mask
-
     def score_rows(self, table: Mapping[str, Any], seed: int | None = None, batch_size: int = 1024) -> RowScores:
         """Scores (N,), per-feature contributions (N, F) and the latent term (N,) of a table's rows, with
         score = contributions.sum(1) + latent; missing features are marginalised out (see `vae.scoring`), and a
-        feature of zero likelihood (`impossible`) contributes +inf, so its row scores +inf: an anomaly, whatever
-        the threshold.
+        feature whose value no model can give a likelihood above zero (+-inf, a binary value other than 0/1:
+        `Preprocessor.impossible_mask`) contributes +inf, so its row scores +inf: an anomaly, whatever the
+        threshold.
 
         Raises ConfigError when the score kind does not suit the model (an AAE scores by reconstruction only) or
         `score_config` still holds 'auto' values.
@@ -108,10 +98,10 @@ class Detector:
         observed = self.observed(table)
         seed = self.seed if seed is None else seed
         rows = score_rows(self.model, x, c, self.score_config, batch_size=batch_size, seed=seed, observed=observed)
-        impossible = self.impossible(table)
-        if impossible is not None and impossible.any():
-            rows.contributions[impossible] = np.inf
-            rows.score[impossible.any(axis=1)] = np.inf
+        if isinstance(self.preprocessor, Preprocessor):  # images are complete or rejected
+            for column, impossible in self.preprocessor.impossible_mask(table).items():
+                rows.contributions[impossible, self.feature_names.index(column)] = np.inf
+                rows.score[impossible] = np.inf
         return rows
 
     def score(
