@@ -197,11 +197,12 @@ def register(
     validation = score_sample(detector, prepared.validation, prepared.validation_rows)
     scoring_s = time.perf_counter() - started
     threshold = detector.calibrate(validation.scores, validation.contributions)
+    source = open_parquet(data.path)
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
-        SCHEMA_KEY: recorded_schema(open_parquet(data.path).schema, (*data.features, *data.conditions)),
+        SCHEMA_KEY: recorded_schema(source.schema, (*data.features, *data.conditions)),
         "score_reference": reference_statistics(validation.scores, validation.contributions),
     }
     tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores)),
@@ -216,7 +217,6 @@ def register(
         for path, figure in image_figures(detector, batch["x"], batch.get("c")).items():
             tracker.log_figure(figure, path)
 
-    source = open_parquet(data.path)
     signature = input_signature((*data.numeric, *data.binary, *data.condition_numeric),
                                 (*data.categorical, *data.condition_categorical),
                                 detector.preprocessor if data.image else None,
