@@ -39,15 +39,22 @@ def arrow_kind(kind: Any) -> str | None:
     return None
 
 
-def _arrow_values(column: Any) -> np.ndarray:
-    """A pyarrow ChunkedArray as (N,) numpy values: decoded categories as objects, decimals as float64."""
+def plain_arrow_type(kind: Any) -> Any:
+    """The pyarrow DataType a column of type `kind` is read as: a dictionary's value type, float64 for a decimal,
+    else `kind` itself."""
     import pyarrow as pa
 
-    if pa.types.is_dictionary(column.type):
-        return column.cast(column.type.value_type).to_numpy(zero_copy_only=False).astype(object)
-    if pa.types.is_decimal(column.type):
-        column = column.cast(pa.float64())
-    return column.to_numpy(zero_copy_only=False)
+    if pa.types.is_dictionary(kind):
+        return kind.value_type
+    return pa.float64() if pa.types.is_decimal(kind) else kind
+
+
+def _arrow_values(column: Any) -> np.ndarray:
+    """A pyarrow ChunkedArray as (N,) numpy values of its `plain_arrow_type`: decoded categories as objects."""
+    import pyarrow as pa
+
+    values = column.cast(plain_arrow_type(column.type)).to_numpy(zero_copy_only=False)
+    return values.astype(object) if pa.types.is_dictionary(column.type) else values
 
 
 def _pandas_values(series: Any) -> np.ndarray:

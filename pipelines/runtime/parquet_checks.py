@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from pipelines.storage import filesystems
 from vae import ImagePreprocessor
+from vae.columns import plain_arrow_type
 from vae.labels import parse_number
 
 FOOTER_READERS = 16
@@ -140,7 +141,7 @@ def _check_types(
 def _cannot_match(kind: pa.DataType, labels: Sequence[str]) -> bool:
     """Whether no value of Arrow type `kind` reads as one of a column's text `labels` (`vae.labels`): booleans
     when no label is True / False, numbers when no label spells a number."""
-    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    kind = plain_arrow_type(kind)
     if not labels:
         return False
     if pa.types.is_boolean(kind):

@@ -30,6 +30,7 @@ from mlflow.types.schema import Array
 import vae
 from pipelines.settings.yaml_configs import PROJECT_DIR, TrackingSettings
 from vae import Detector, ImagePreprocessor, save_detector
+from vae.columns import plain_arrow_type
 
 from .scoped_env import quiet_mlflow_info, scoped_tracking_uri
 
@@ -332,9 +333,8 @@ def _requirements() -> list[str]:
 def signature_type(kind: pa.DataType) -> str:
     """The MLflow signature type of a raw input column of Arrow type `kind`, which MLflow's schema check accepts
     that column's values for: boolean; long for any integer; double for floating and decimal; string otherwise
-    (a dictionary as its values' type)."""
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
+    (a dictionary as its values' type: `plain_arrow_type`)."""
+    kind = plain_arrow_type(kind)
     if pa.types.is_boolean(kind):
         return "boolean"
     if pa.types.is_integer(kind):
@@ -364,10 +364,7 @@ def input_signature(
 
 def input_example(table: pa.Table, rows: int) -> pd.DataFrame | None:
     """The first `rows` complete rows of raw input `table` as `input_signature` types them (dictionaries decoded,
-    decimals as float64), for the logged model's input example; None when no row is complete."""
-    plain = []
-    for field in table.schema:
-        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
-        plain.append(field.with_type(pa.float64() if pa.types.is_decimal(kind) else kind))
-    complete = table.cast(pa.schema(plain)).drop_null()  # before pandas, which would turn null integers into NaN floats
+    decimals as float64: `plain_arrow_type`), for the logged model's input example; None when no row is complete."""
+    plain = pa.schema([field.with_type(plain_arrow_type(field.type)) for field in table.schema])
+    complete = table.cast(plain).drop_null()  # before pandas, which would turn null integers into NaN floats
     return complete.slice(0, rows).to_pandas() if complete.num_rows else None
