@@ -27,7 +27,7 @@ from .config import DataLayout
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector
-from .preprocessing import MAX_MAGNITUDE, Z_BOUND, Preprocessor
+from .preprocessing import UNUSABLE, Preprocessor
 from .training import fit
 
 # The threshold comes from held-out rows (10 %) when the table has at least CALIBRATION_ROWS rows; smaller tables
@@ -96,16 +96,16 @@ class AnomalyDetector:
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))
         unusable = pre.unusable_rows(columns)  # infinite or out of the training range: left out, as the pipeline does
         if unusable.any():
-            why = f"a value infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
-            warnings.warn(f"AnomalyDetector.fit: {int(unusable.sum()):,} of {n:,} rows left out: {why}", stacklevel=2)
+            left_out = f"{int(unusable.sum()):,} of {n:,} rows left out"
+            warnings.warn(f"AnomalyDetector.fit: {left_out}: a value {UNUSABLE}", stacklevel=2)
         train_index, held_out_index = (part[~unusable[part]] for part in (order[n_val:], order[:n_val]))
         if len(train_index) < 2:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 usable rows, got {len(train_index)}")
         train, held_out = _rows(columns, train_index), _rows(columns, held_out_index)
-        rows = len(train_index)
         layout = DataLayout(pre.layout_blocks())
         chosen = {} if self.contamination is None else {"score.contamination": self.contamination}
-        settings = with_values(self.settings or auto_settings(rows, layout, self.seed), {**chosen, **self.overrides})
+        settings = with_values(self.settings or auto_settings(len(train_index), layout, self.seed),
+                               {**chosen, **self.overrides})  # fmt: skip
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,

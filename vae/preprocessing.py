@@ -37,6 +37,9 @@ MAX_MAGNITUDE = 1e100
 # Gaussian likelihood (~1e8 / variance) far inside float32, yet astronomically above any normal row's score.
 Z_BOUND = 1e4
 
+# Why `Preprocessor.unusable_rows` leaves a row out, in the words every caller prints.
+UNUSABLE = f"infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
+
 
 def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
     """A numeric column as (N,) float64, None and pandas.NA as NaN."""

@@ -30,7 +30,7 @@ from pipelines.tracking import plots
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
 from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri, tracked_run
 from vae import Detector, calibrate_threshold
-from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND
+from vae.preprocessing import UNUSABLE
 
 from .promotion import (
     METRIC_TITLES,
@@ -116,8 +116,7 @@ def usable_training_rows(train: pd.DataFrame, detector: Detector) -> pd.DataFram
         raise DataError(f"none of the {len(train):,} baseline training rows is usable: each has an infinite or "
                         "out-of-range value")  # fmt: skip
     if left_out.any():
-        why = f"infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
-        print(f"{int(left_out.sum()):,} baseline training rows left out, as training leaves them out ({why})")
+        print(f"{int(left_out.sum()):,} baseline training rows left out, as training leaves them out ({UNUSABLE})")
     return train[~left_out]
 
 

@@ -9,7 +9,7 @@ import ray.data
 
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.preprocessing import MAX_MAGNITUDE, Z_BOUND, observed_features
+from vae.preprocessing import UNUSABLE, observed_features
 
 
 def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
@@ -37,8 +37,7 @@ def report_left_out(
     counts = ds.map_batches(_left_out_count, fn_kwargs={"preprocessors": preprocessors}, batch_format="pandas")
     left_out = int(counts.sum("left_out") or 0)
     if left_out:
-        print(f"{left_out:,} training rows with non-finite values left out (infinite, beyond {MAX_MAGNITUDE:g} or"
-              f" more than {Z_BOUND:g} training stds off the mean)", flush=True)  # fmt: skip
+        print(f"{left_out:,} training rows with non-finite values left out ({UNUSABLE})", flush=True)
     return left_out
 
 
