@@ -1,13 +1,15 @@
 """The detection harness: the project's label-free default against four baselines on every `*.npz` of a directory.
 
 `python -m bench detection --data DIR [--seeds 0,1,2,3,4] [--csv OUT.csv] [--methods vae,knn,...] [--jobs 2]`
+`python -m bench detection --from-csv OUT.csv` prints the same tables again from a run's rows, without training.
 
 Each file holds `X` (N, d) and `y` (N,), 1 = anomaly. Per seed s (semi-supervised protocol): shuffle the normal rows
 with `numpy.random.default_rng(s)`, train on the first half, test on the other half plus every anomaly. The
 baselines see features standardised with training-half statistics; the project's default (`vae.AnomalyDetector`,
 no per-set settings) sees the raw features and does its own preprocessing. Prints a progress line per set and a
 markdown table (AUROC mean ± std over seeds per set and method, the mean over sets, the per-set best baseline);
-writes `dataset,seed,method,auroc,average_precision` rows to the CSV.
+writes `dataset,seed,method,auroc,average_precision` rows to the CSV. Under each table: `vae` minus each baseline
+with its 95 % interval over seeds (`bench.intervals`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .baselines import BASELINES
+from .intervals import describe
 from .tables import Table, mean_std
 
 PROJECT = "vae"
@@ -122,7 +126,20 @@ def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int, metric
     if PROJECT in methods and "knn" in methods:
         behind = [s for s, v, k in zip(sets, means[PROJECT], means["knn"], strict=True) if v < k - 3]
         table.notes.append(f"sets where `vae` is more than 3 points below KNN: {', '.join(behind) or 'none'}")
+    if PROJECT in methods and baselines:
+        gaps = "; ".join(f"{m} {describe(_differences(rows, metric, PROJECT, m))}" for m in baselines)
+        table.notes.append(f"`vae` minus each baseline, mean over sets [95 % interval over seeds]: {gaps}")
     return table
+
+
+def _differences(rows: list[dict], metric: str, first: str, second: str) -> dict[str, list[float]]:
+    """Per set, `first`'s `metric` minus `second`'s on each seed both were scored on."""
+    values = {(r["dataset"], r["seed"], r["method"]): r[metric] for r in rows}
+    differences: dict[str, list[float]] = {}
+    for name, seed, method in values:
+        if method == first and (name, seed, second) in values:
+            differences.setdefault(name, []).append(values[name, seed, first] - values[name, seed, second])
+    return differences
 
 
 def tables(rows: list[dict], methods: tuple[str, ...], seeds: int, number: int | None = None) -> list[Table]:
@@ -181,6 +198,28 @@ def write_csv(rows: list[dict], path: Path) -> None:
                          for r in rows)  # fmt: skip
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows `write_csv` wrote, typed as `evaluate_split` returns them."""
+    import csv
+
+    with path.open(newline="") as f:
+        return [{**r, "seed": int(r["seed"]), "auroc": float(r["auroc"]),
+                 "average_precision": float(r["average_precision"])} for r in csv.DictReader(f)]  # fmt: skip
+
+
+def rows_from_csv(path: Path, read: Callable[[Path], list[dict]], command: str) -> list[dict] | None:
+    """`read(path)`'s rows, or None after one line on stderr when the file cannot be read or holds no row."""
+    try:
+        rows = read(path)
+    except (OSError, KeyError, ValueError) as err:
+        print(f"{command}: error: {path}: {err}", file=sys.stderr)
+        return None
+    if not rows:
+        print(f"{command}: error: {path} holds no rows", file=sys.stderr)
+        return None
+    return rows
+
+
 def _method_list(text: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(METHODS))
@@ -198,12 +237,22 @@ def _seed_list(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench detection", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a directory of ADBench *.npz files (X, y)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="a directory of ADBench *.npz files (X, y)")
+    source.add_argument("--from-csv", type=Path, help="print the tables of an earlier run's --csv rows")
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2, 3, 4])
     parser.add_argument("--csv", type=Path, help="write dataset,seed,method,auroc,average_precision rows here")
     parser.add_argument("--methods", type=_method_list, default=METHODS, help=f"default: {','.join(METHODS)}")
     parser.add_argument("--jobs", type=int, default=2, help="splits evaluated at once (one process each)")
     args = parser.parse_args(argv)
+    if args.from_csv is not None:
+        rows = rows_from_csv(args.from_csv, read_csv, "bench detection")
+        if rows is None:
+            return 1
+        methods = tuple(m for m in METHODS if any(r["method"] == m for r in rows))
+        seeds = len({r["seed"] for r in rows})
+        print("\n".join(t.markdown() for t in tables(rows, methods, seeds)))
+        return 0
     if not args.data.is_dir():
         print(f"bench detection: error: {args.data} is not a directory", file=sys.stderr)
         return 1

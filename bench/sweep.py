@@ -1,6 +1,7 @@
 """Does the label-free sweep pick a better model than the default? The shipped `tune.yaml` grid, replayed per split.
 
 `python -m bench sweep --data DIR [--seeds 0] [--config pipelines/configs/tune.yaml] [--csv OUT.csv] [--jobs 2]`
+`python -m bench sweep --from-csv OUT.csv` prints the summary again from a run's rows, without training.
 
 For every `*.npz` in DIR and seed, on the detection harness's split (`bench.detection.protocol_split`), this does
 what `make tune` does with the config's grid, in-process and without Ray: hold out `data.validation_fraction` of
@@ -28,6 +29,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,8 @@ from sklearn.metrics import roc_auc_score
 from pipelines.settings.yaml_configs import get_dotted
 from vae.selection import choose_over_reference
 
-from .detection import _seed_list, protocol_split, sort_key
+from .detection import _seed_list, protocol_split, rows_from_csv, sort_key
+from .intervals import describe
 from .tables import Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "tune.yaml"
@@ -206,9 +209,12 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
     average = {key: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for key, v in means.items()}
     table.add(f"**mean over {len(means['default'])} sets**",
               *(f"**{average[k]:.2f}**" for k in ("default", "reference", "selected", "best")), "")  # fmt: skip
-    table.notes.append(f"sweep-selected minus default: {average['selected'] - average['default']:+.2f} AUROC points "
-                       f"on average; minus the default point on the sweep's rows: "
-                       f"{average['selected'] - average['reference']:+.2f}")  # fmt: skip
+    selected = _paired(rows, lambda r: r["selected"], lambda r: r["candidate"] == DEFAULT)
+    same_rows = _paired(rows, lambda r: r["selected"], lambda r: r["reference"])
+    note = f"sweep-selected minus default [95 % interval over seeds]: {describe(selected)} AUROC points on average"
+    if same_rows:  # the grid holds the default point
+        note += f"; minus the default point on the sweep's rows: {describe(same_rows)}"
+    table.notes.append(note)
     if np.isfinite(average["ensemble"]):
         gain = average["ensemble"] - average["default"]
         table.notes.append(f"ensemble of the grid's distinct models (scores scaled by their held-out rows' median "
@@ -220,6 +226,18 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
         table.notes.append(f"selected by the highest {kind} (AUROC against synthetic anomalies) minus default: "
                            f"{np.mean(chosen) - average['default']:+.2f}")  # fmt: skip
     return table
+
+
+def _paired(rows: list[dict], first: Callable[[dict], bool], second: Callable[[dict], bool]) -> dict[str, list[float]]:
+    """Per set, one difference per seed: the AUROC of the split's row that `first` picks minus the one `second`
+    picks (splits where either picks none are left out)."""
+    differences: dict[str, list[float]] = {}
+    for name, seed in dict.fromkeys((r["dataset"], r["seed"]) for r in rows):
+        split = [r for r in rows if (r["dataset"], r["seed"]) == (name, seed)]
+        a, b = ([r["auroc"] for r in split if pick(r)] for pick in (first, second))
+        if a and b:
+            differences.setdefault(name, []).append(a[0] - b[0])
+    return differences
 
 
 def _selected_by(rows: list[dict], column: str, highest: bool = True) -> list[float]:
@@ -242,15 +260,34 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows `write_csv` wrote, typed as `evaluate_split` returns them."""
+    import csv
+
+    flags = {"True": True, "False": False}
+    with path.open(newline="") as f:
+        return [{key: value if key in ("dataset", "candidate") else int(value) if key == "seed"
+                 else flags[value] if key in ("selected", "reference") else float(value)
+                 for key, value in r.items()} for r in csv.DictReader(f)]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a directory of ADBench *.npz files (X, y)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="a directory of ADBench *.npz files (X, y)")
+    source.add_argument("--from-csv", type=Path, help="print the summary of an earlier run's --csv rows")
     parser.add_argument("--seeds", type=_seed_list, default=[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the tune config whose grid is replayed")
     parser.add_argument("--csv", type=Path, help="write dataset,seed,candidate,val_nll,auroc,selected rows here")
     parser.add_argument("--jobs", type=int, default=2, help="splits evaluated at once (one process each)")
     parser.add_argument("--rows", type=Path, help="per-row numbers to DIR/<set>-<seed>.npz")
     args = parser.parse_args(argv)
+    if args.from_csv is not None:
+        rows = rows_from_csv(args.from_csv, read_csv, "bench sweep")
+        if rows is None:
+            return 1
+        print(summary_table(rows, len({r["seed"] for r in rows})).markdown())
+        return 0
     files = sorted(args.data.glob("*.npz"), key=sort_key) if args.data.is_dir() else []
     if not files:
         print(f"bench sweep: error: no *.npz files in {args.data}", file=sys.stderr)

@@ -11,9 +11,12 @@ from bench.sweep import (
     DEFAULT_CONFIG,
     ENSEMBLE,
     ensemble_scores,
+    main,
+    read_csv,
     read_sweep,
     summary_table,
     synthetic_anomalies,
+    write_csv,
 )
 
 
@@ -46,8 +49,9 @@ def test_summary_selected_against_default_default_point_and_hindsight_best():
     assert table.rows[1] == ["b", "61.00", "51.00", "65.00", "65.00", "z=2"]
     assert table.rows[2][1:5] == ["**71.00**", "**69.50**", "**71.50**", "**76.50**"]
     assert table.notes == [
-        "sweep-selected minus default: +0.50 AUROC points on average; minus the default point on the sweep's rows: "
-        "+2.00",
+        # a: -10, +4 (mean -3) and b: +6, +2 (+4); the interval's ends: each set's worst (best) seed drawn twice
+        "sweep-selected minus default [95 % interval over seeds]: +0.50 [-4.00, +5.00] AUROC points on average; "
+        "minus the default point on the sweep's rows: +2.00 [-4.00, +8.00]",
         "selected by the lowest mean val_nll minus default: -2.50",  # every nll ties: the first point, z=2
     ]
 
@@ -96,3 +100,18 @@ def test_synthetic_anomalies_are_made_of_the_held_out_values():
     # half of each row's features come from one held-out row, the rest from another
     origin = (made["half_swapped"][:, :, None] == rows.T[None]).argmax(axis=2)  # (50, 4) source row per feature
     assert all(len(set(o)) <= 2 for o in origin) and any(len(set(o)) == 2 for o in origin)
+
+
+def test_the_summary_is_printed_again_from_a_runs_csv(tmp_path: Path, capsys):
+    rows = [{"dataset": "a", "seed": seed, "candidate": candidate, "val_nll": np.nan if candidate == DEFAULT else 1.5,
+             "auroc": auroc + seed, "selected": candidate == "z=2", "reference": candidate == "z=4"}
+            for seed in (0, 1) for candidate, auroc in ((DEFAULT, 80.0), ("z=2", 70.0), ("z=4", 90.0))]  # fmt: skip
+    path = tmp_path / "rows.csv"
+    write_csv(rows, path)
+    back = read_csv(path)
+    assert [{k: v for k, v in r.items() if k != "val_nll"} for r in back] == [
+        {k: v for k, v in r.items() if k != "val_nll"} for r in rows
+    ]
+    assert np.isnan(back[0]["val_nll"]) and back[1]["val_nll"] == 1.5
+    assert main(["--from-csv", str(path)]) == 0
+    assert "| a | 80.50 | 90.50 | 70.50 | 90.50 | z=2 |" in capsys.readouterr().out
