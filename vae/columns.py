@@ -103,7 +103,9 @@ def type_kinds(table: Any) -> dict[str, str | None]:
 
         kinds: dict[str, str | None] = {}
         for name, dtype in table.dtypes.items():
-            if isinstance(dtype, pd.CategoricalDtype):
+            if isinstance(dtype, pd.ArrowDtype):  # read_parquet(dtype_backend="pyarrow"): typed as Arrow types are
+                kinds[str(name)] = arrow_kind(dtype.pyarrow_dtype)
+            elif isinstance(dtype, pd.CategoricalDtype):
                 kinds[str(name)] = "categorical"
             elif isinstance(dtype, pd.BooleanDtype):
                 kinds[str(name)] = "binary"
@@ -133,10 +135,30 @@ def infer_kind(values: np.ndarray) -> str | None:
         return "numeric"
     if kind in "mM":
         return None
-    present = (v for v in values if not is_missing(v))
-    first = next(present, None)
-    if isinstance(first, bool | np.bool_) and all(isinstance(v, bool | np.bool_) for v in present):
-        return "binary"  # booleans with missing values
+    return _object_kind([v for v in values if not is_missing(v)])
+
+
+def _object_kind(present: list[Any]) -> str | None:
+    """The kind of an object column from its present values' Python types: booleans binary; integers binary when
+    all are 0/1, else numeric; any other numbers (floats, Decimals) numeric; dates, times and durations None;
+    anything else (text, mixed types) categorical. A DataFrame's `to_numpy()`, a SQL DECIMAL column and a list
+    with None all arrive like this."""
+    import datetime
+    import decimal
+
+    def all_of(types: type | tuple[type, ...]) -> bool:
+        return bool(present) and all(isinstance(v, types) for v in present)
+
+    if all_of((bool, np.bool_)):
+        return "binary"
+    if any(isinstance(v, bool | np.bool_) for v in present):
+        return "categorical"  # True next to numbers: labels, not amounts
+    if all_of((int, np.integer)):
+        return "binary" if all(v in (0, 1) for v in present) else "numeric"
+    if all_of((int, float, decimal.Decimal, np.number)):
+        return "numeric"
+    if all_of((datetime.date, datetime.time, datetime.timedelta, np.datetime64, np.timedelta64)):
+        return None
     return "categorical"
 
 
@@ -165,10 +187,16 @@ def infer_feature_types(
     the table's column types fix, `type_kinds`) or else by `infer_kind` on its values.
 
     Any of `numeric` / `binary` / `categorical` given: those lists are used as declared and nothing is inferred.
-    Raises ValueError naming the columns that have no feature kind (dates, times, ...).
+    Names are compared as `as_columns` writes them (str: a DataFrame's column 0 is "0"). Raises ValueError naming
+    the excluded or declared columns the table does not have, and the columns with no feature kind (dates, ...).
     """
+    exclude, declared = [str(c) for c in exclude], [[str(c) for c in d or ()] for d in (numeric, binary, categorical)]
+    absent = [c for c in [*exclude, *sum(declared, [])] if c not in columns]
+    if absent:
+        raise ValueError(f"column(s) {absent} named in exclude / numeric / binary / categorical are not in the "
+                         f"table, which has {sorted(columns)}")  # fmt: skip
     if numeric is not None or binary is not None or categorical is not None:
-        return FeatureTypes(tuple(numeric or ()), tuple(binary or ()), tuple(categorical or ()))
+        return FeatureTypes(*(tuple(d) for d in declared))
     types = types or {}
     kinds: dict[str, list[str]] = {kind: [] for kind in KINDS}
     untyped = []

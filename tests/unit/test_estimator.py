@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from vae import AnomalyDetector
+from vae import AnomalyDetector, ConfigError
 from vae.auto import Settings, auto_settings, epochs_for, latent_size, with_values
-from vae.columns import INTEGER, arrow_kind, as_columns, infer_feature_types, type_kinds
+from vae.columns import INTEGER, FeatureTypes, arrow_kind, as_columns, infer_feature_types, type_kinds
 from vae.config import DataLayout, FeatureBlock
 
 EPOCHS = 25
@@ -76,6 +76,42 @@ def test_pandas_and_arrow_column_types_give_the_same_kinds_as_the_pipeline():
     assert kinds["size"] == kinds["pair"] == "categorical" and kinds["ok"] == "binary" and kinds["count"] == INTEGER
     np.testing.assert_array_equal(as_columns(table)["price"], [1.5, np.nan, 2.0, 3.0])
     assert as_columns(table)["size"].tolist() == [10, 20, 30, 10]
+
+
+def test_object_columns_are_typed_by_their_values_python_types():
+    import datetime
+    import decimal
+
+    mixed = pd.DataFrame({"x": [1.5, 2.5, 3.5], "n": [0, 1, 1], "label": ["a", "b", "a"]})
+    assert infer_feature_types(as_columns(mixed.to_numpy())) == FeatureTypes(("x0",), ("x1",), ("x2",))
+    objects = {"amount": np.array([decimal.Decimal("1.50"), None, decimal.Decimal("2")], dtype=object),
+               "listed": np.array([1.0, None, 3.0], dtype=object), "code": np.array(["1", 2, 3], dtype=object),
+               "flag": np.array([True, None, False], dtype=object)}  # fmt: skip
+    assert infer_feature_types(objects) == FeatureTypes(("amount", "listed"), ("flag",), ("code",))
+    days = {"x": np.arange(3.0), "day": np.array([datetime.date(2026, 1, d) for d in (1, 2, 3)], dtype=object)}
+    with pytest.raises(ValueError, match=r"\['day'\] hold dates"):
+        infer_feature_types(days)
+    decimals = pd.ArrowDtype(pa.decimal128(5, 2))
+    arrow_backed = pd.DataFrame({"d": pd.array([decimal.Decimal("1.5"), None], dtype=decimals),
+                                 "s": pd.array(["a", "b"], dtype=pd.ArrowDtype(pa.string()))})  # fmt: skip
+    assert type_kinds(arrow_backed) == {"d": "numeric", "s": "categorical"}
+
+
+def test_a_large_number_on_a_to_numpy_row_is_scored_as_the_dataframe_would_be():
+    table = frame(400).drop(columns="id").to_numpy()  # an object array: floats, ints and strings
+    detector = AnomalyDetector(settings=quick(), device="cpu").fit(table)
+    odd = table[:1].copy()
+    odd[0, 0] = 1e6
+    assert detector.score_samples(odd)[0] > 1e3 * detector.score_samples(table[:1])[0]  # was the same score
+
+
+def test_excluded_or_declared_columns_the_table_lacks_are_named():
+    with pytest.raises(ValueError, match=r"\['ID'\] named in exclude .* not in the table"):
+        infer_feature_types(as_columns(frame(10)), exclude=["ID"])
+    with pytest.raises(ValueError, match=r"\['zip'\] named in exclude"):
+        infer_feature_types(as_columns(frame(10)), numeric=["a", "zip"])
+    numbered = pd.DataFrame(np.arange(12.0).reshape(4, 3))  # column labels 0, 1, 2 are "0", "1", "2"
+    assert infer_feature_types(as_columns(numbered), exclude=[0]).numeric == ("1", "2")
 
 
 def test_repeated_column_names_are_refused_by_name():
@@ -157,6 +193,20 @@ def test_a_loaded_model_scores_with_the_seed_it_was_fitted_with(tmp_path):
     assert loaded.seed == 7
     np.testing.assert_array_equal(loaded.score_samples(new), seeded.score_samples(new))
     np.testing.assert_array_equal(loaded.feature_scores(new), seeded.feature_scores(new))
+
+
+def test_a_missing_value_has_no_relative_feature_score(fitted):
+    rows = frame(3).drop(columns="id")
+    rows.loc[rows.index[0], "b"] = np.nan
+    relative, raw = fitted.feature_scores(rows), fitted.feature_scores(rows, relative=False)
+    assert np.isnan(relative.loc[rows.index[0], "b"]) and raw.loc[rows.index[0], "b"] == 0.0
+    assert relative.iloc[0].idxmax() != "b" and np.isfinite(relative.iloc[1:].to_numpy()).all()
+
+
+def test_an_objective_that_cannot_give_the_score_fails_before_training(monkeypatch):
+    monkeypatch.setattr("vae.estimator.fit", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    with pytest.raises(ConfigError, match="aae"):  # the default scores by the ELBO, which an AAE does not train
+        AnomalyDetector(overrides={"objective.kind": "aae"}, device="cpu").fit(frame(50))
 
 
 def test_infinite_and_non_binary_values_score_plus_infinity_in_their_column(fitted):
