@@ -255,7 +255,9 @@ class Preprocessor:
     def _one_hot(self, table: Mapping[str, Any], column: str) -> np.ndarray:
         lookup = {label: i + 1 for i, label in enumerate(self.categories[column])}
         index = np.array([lookup.get(label, 0) for label in self.labels(table, column)], dtype=np.int64)
-        return np.eye(len(lookup) + 1)[index]  # missing and unseen categories share the unknown bucket, 0
+        one_hot = np.zeros((len(index), len(lookup) + 1))  # not np.eye(K)[index]: K x K floats for any N
+        one_hot[np.arange(len(index)), index] = 1.0  # missing and unseen categories share the unknown bucket, 0
+        return one_hot
 
     def unknown_mask(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Per categorical column, the (N,) mask of present values not seen in training."""
