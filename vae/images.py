@@ -101,6 +101,8 @@ class ImagePreprocessor:
             return None, f"{self.column} is not PNG bytes (got {type(value).__name__})"
         try:
             with Image.open(io.BytesIO(value)) as image:
+                if image.mode in ("1", "P", "PA"):  # bits and palette indices are no intensities: expand them
+                    image = image.convert({1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(self.shape[0], "RGB"))
                 pixels = np.asarray(image)
         except (UnidentifiedImageError, OSError, ValueError):
             return None, f"{self.column} is not a readable PNG image"

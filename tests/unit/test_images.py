@@ -65,6 +65,21 @@ def test_png_images_decode_to_the_known_pixels_grey_and_colour():
     np.testing.assert_allclose(decoded[0], rgb.reshape(-1) / 255.0, atol=1e-7)  # R plane, then G, then B
 
 
+@pytest.mark.parametrize("palette", [False, True])
+def test_bilevel_and_palette_pngs_decode_to_intensities_not_bits_or_palette_indices(palette):
+    import io
+
+    from PIL import Image
+
+    square = np.zeros((8, 8), np.uint8)
+    square[2:6, 2:6] = 255  # a white square on black
+    buffer = io.BytesIO()
+    image = Image.fromarray(square)
+    (image.quantize(2) if palette else image.convert("1")).save(buffer, format="PNG")  # modes "P" and "1"
+    decoded = ImagePreprocessor("img", (1, 8, 8), "png", 255).transform({"img": [buffer.getvalue()]})
+    np.testing.assert_allclose(decoded[0], square.reshape(-1) / 255.0)  # was 1/255 or palette indices
+
+
 @pytest.mark.parametrize("encoding", ["array", "png"])
 def test_inverse_transform_gives_back_the_training_column(encoding):
     image = _digits_like(encoding)
