@@ -23,7 +23,7 @@ import torch
 
 from .auto import Settings, auto_settings, with_values
 from .columns import as_columns, infer_feature_types, type_kinds
-from .config import DataLayout
+from .config import DataLayout, check_variant
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector
@@ -106,6 +106,7 @@ class AnomalyDetector:
         chosen = {} if self.contamination is None else {"score.contamination": self.contamination}
         settings = with_values(self.settings or auto_settings(len(train_index), layout, self.seed),
                                {**chosen, **self.overrides})  # fmt: skip
+        check_variant(settings.model, settings.objective, settings.score)  # before the budget is spent, not after
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
         fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,
@@ -132,12 +133,18 @@ class AnomalyDetector:
         """Each feature's share of the score, (N, F), columns named by feature, indexed like a pandas input.
 
         relative: minus the feature's median share on the held-out training rows, so the column furthest above
-        its typical value is the odd one; otherwise the raw shares (which add up to the score with the latent
-        term, see `vae.scoring.RowScores`).
+        its typical value is the odd one, and NaN for a missing value (left out of the score, it is no evidence
+        either way; pandas' idxmax skips it); otherwise the raw shares, 0 for a missing value (which add up to
+        the score with the latent term, see `vae.scoring.RowScores`).
         """
-        contributions = self.detector.score(as_columns(table))[1]
+        columns = as_columns(table)
+        contributions = self.detector.score(columns)[1]
         if relative:
-            contributions = self.detector.relative_contributions(contributions)
+            observed = self.detector.observed(columns)
+            shares = self.detector.relative_contributions(contributions)
+            if observed is not None:  # an impossible value (+inf) is not observed either, but it is evidence
+                shares = np.where(observed | np.isposinf(contributions), shares, np.nan)
+            contributions = shares
         index = table.index if isinstance(table, pd.DataFrame) else None
         return pd.DataFrame(contributions, columns=list(self.detector.feature_names), index=index)
 
