@@ -17,6 +17,7 @@ from vae.columns import plain_arrow_type
 from vae.labels import parse_number
 
 FOOTER_READERS = 16
+PARQUET_SUFFIX = ".parquet"  # the only files Ray Data's read_parquet reads (its default file_extensions)
 
 
 class DataError(ValueError):
@@ -36,10 +37,17 @@ def open_parquet(path: str) -> pads.Dataset:
         raise DataError(f"data path {path} does not exist")
     try:
         dataset = pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
+        others = [f for f in dataset.files if not f.lower().endswith(PARQUET_SUFFIX)]
+        if others:  # Ray Data reads only *.parquet: check exactly the files the job will read
+            files = [f for f in dataset.files if f.lower().endswith(PARQUET_SUFFIX)]
+            base = where if info.type == pafs.FileType.Directory else None
+            dataset = pads.dataset(files, filesystem=filesystem, format="parquet", partitioning="hive",
+                                   partition_base_dir=base)  # fmt: skip
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
     if not dataset.files:
-        raise DataError(f"{path} holds no Parquet files")
+        named = f" (Ray Data reads only files named *{PARQUET_SUFFIX}; here: {others[:3]})" if others else ""
+        raise DataError(f"{path} holds no Parquet files{named}")
     return dataset
 
 
@@ -104,13 +112,15 @@ def check_parquet(
         footers = read_footers(fragments)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+    first_typed: dict[str, tuple[pa.DataType, str]] = {}  # column -> its type so far and the file that gave it
     for fragment, footer in zip(fragments, footers, strict=True):
         keys = pads.get_partition_keys(fragment.partition_expression)  # hive directories: `date=.../`
-        names = [*footer.schema.to_arrow_schema().names, *keys]
-        lacking = [c for c in required if c not in names]
+        file_schema = footer.schema.to_arrow_schema()
+        lacking = [c for c in required if c not in [*file_schema.names, *keys]]
         if lacking:
             raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
-        _check_types(fragment.path, footer.schema.to_arrow_schema(), numeric, text_labels or {})
+        _check_types(fragment.path, file_schema, numeric, text_labels or {})
+        _check_mergeable(first_typed, file_schema, fragment.path)
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
@@ -136,6 +146,26 @@ def _check_types(
             raise DataError(f"{where}: categorical column {column!r} is {schema.field(column).type} here, but its "
                             f"training labels are text ({shown}): every value would be a category never seen in "
                             "training")  # fmt: skip
+
+
+def _check_mergeable(first_typed: dict[str, tuple[pa.DataType, str]], schema: pa.Schema, where: str) -> None:
+    """Raise DataError when a column of one file's `schema` has a type that Ray Data cannot merge with the type
+    of the same column in the files before it (bool and int64, string and dictionary, numbers and text: it
+    unifies the files' schemas as `pa.unify_schemas(..., promote_options="permissive")` does, so int64 and double
+    merge); `first_typed` (column -> merged type, first file) is updated as files go by."""
+    for field in schema:
+        if field.name not in first_typed:
+            first_typed[field.name] = (field.type, where)
+            continue
+        merged, first = first_typed[field.name]
+        try:
+            pair = [pa.schema([pa.field(field.name, merged)]), pa.schema([field])]
+            first_typed[field.name] = (pa.unify_schemas(pair, promote_options="permissive").field(0).type, first)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            raise DataError(
+                f"{where}: column {field.name!r} is {field.type} here but {merged} in {first}, and "
+                "the two cannot be read as one column: write it with one type in every file"
+            ) from err
 
 
 def _cannot_match(kind: pa.DataType, labels: Sequence[str]) -> bool:
@@ -164,12 +194,14 @@ def all_null_columns(footers: Iterable[pq.FileMetaData], columns: tuple[str, ...
     nulls = dict.fromkeys(columns, 0)
     total = 0
     for metadata in footers:
-        names = metadata.schema.to_arrow_schema().names
+        # Parquet stores leaf columns: a struct or map column is several, so a column's place in the Arrow schema
+        # is not its leaf's index; a nested column has no leaf of its own name and is not reported.
+        leaves = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
         for g in range(metadata.num_row_groups):
             group = metadata.row_group(g)
             total += group.num_rows
             for column in list(nulls):
-                stats = group.column(names.index(column)).statistics if column in names else None
+                stats = group.column(leaves[column]).statistics if column in leaves else None
                 if stats is None or not stats.has_null_count:
                     nulls.pop(column)
                 else:

@@ -54,3 +54,34 @@ def test_a_categorical_column_whose_type_cannot_hold_its_text_labels_is_named(tm
     rows.to_parquet(mixed / "part-1.parquet", index=False)  # a later file with the column as integers
     with pytest.raises(DataError, match=rf"^{mixed / 'part-1.parquet'}: categorical column 'sex' is int64"):
         check_parquet(str(mixed), required, (), text_labels={"sex": ["F", "M"]})
+
+
+def test_a_column_whose_type_cannot_merge_with_another_files_is_named_with_both_files(tmp_path):
+    ROWS.assign(flag=[True, False, True]).to_parquet(tmp_path / "part-0.parquet", index=False)
+    ROWS.assign(flag=[1, 0, 1]).to_parquet(tmp_path / "part-1.parquet", index=False)
+    first, second = tmp_path / "part-0.parquet", tmp_path / "part-1.parquet"
+    with pytest.raises(DataError, match=rf"^{second}: column 'flag' is int64 here but bool in {first}, and the two"):
+        check_parquet(str(tmp_path), ("row_id", "TSH", "flag"), ("TSH", "flag"))
+    ROWS.assign(flag=[1.0, 0.0, None]).to_parquet(tmp_path / "part-0.parquet", index=False)  # int64 and double merge
+    assert check_parquet(str(tmp_path), ("row_id", "TSH", "flag"), ("TSH", "flag")) == 6
+
+
+def test_only_the_files_ray_data_reads_are_checked_and_counted(tmp_path):
+    ROWS.to_parquet(tmp_path / "part-0.parquet", index=False)
+    ROWS.to_parquet(tmp_path / "000001_0", index=False)  # a Hive-style name: read_parquet skips it
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)) == 3
+    (tmp_path / "part-0.parquet").unlink()
+    with pytest.raises(DataError, match=r"holds no Parquet files \(Ray Data reads only files named \*\.parquet; here"):
+        check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))
+
+
+def test_a_struct_column_does_not_shift_the_null_counts_of_the_columns_after_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nested = pa.array([{"a": 1, "b": 2}] * 3, type=pa.struct([("a", pa.int64()), ("b", pa.int64())]))
+    table = pa.table({"row_id": [1, 2, 3], "point": nested, "TSH": [1.0, 2.0, 3.0], "note": pa.nulls(3, pa.string())})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)) == 3  # TSH was read as note's all-null leaf
+    with pytest.raises(DataError, match=r"column\(s\) \['note'\] hold only nulls"):
+        check_parquet(str(tmp_path), ("row_id", "TSH", "note"), ("TSH",))
