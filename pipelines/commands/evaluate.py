@@ -42,6 +42,7 @@ from .promotion import (
     isolation_forest_scores,
     metrics,
     pca_reconstruction_scores,
+    ranked_finite,
 )
 
 BASELINE_VERSION = "baseline"
@@ -165,6 +166,7 @@ def run(config: EvaluateConfig, promote: bool = False) -> EvaluationOutcome:
         fitted = _scored("the baselines", lambda: baseline_scores(detectors["challenger"], train, rows, config))
         for row, (row_scores, threshold) in fitted.items():
             versions[row], scores[row], thresholds[row] = BASELINE_VERSION, row_scores, threshold
+    scores = {row: ranked_finite(values, thresholds[row]) for row, values in scores.items()}
     results = {row: metrics(labels, scores[row], thresholds[row]) for row in scores}
 
     decision = decide(

@@ -42,6 +42,19 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[st
     }
 
 
+def ranked_finite(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Scores (N,) with +inf (a value no model gives any likelihood, `vae.Detector.score_rows`) replaced by a finite
+    score above every other and above `threshold`: the same ranks and flags, and numbers the metrics, their
+    bootstrap and the plots can take (scikit-learn refuses infinity)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    infinite = np.isposinf(scores)
+    if not infinite.any():
+        return scores
+    finite = scores[~infinite]
+    top = max(float(finite.max()) if finite.size else threshold, threshold)
+    return np.where(infinite, top + max(1.0, abs(top)), scores)
+
+
 def isolation_forest_scores(train: np.ndarray, rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fit a seeded IsolationForest on train (N, D); anomaly scores (higher = more anomalous) of the
     training rows (N,) and of `rows` (M,)."""

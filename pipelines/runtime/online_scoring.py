@@ -101,13 +101,17 @@ class ServedModel:
             for column in self.numeric:
                 value = row.get(column)
                 if value is not None and not isinstance(value, Real):
-                    wrong.append(column)
+                    wrong.append(f"{column} is not a number")
                     value = None
-                columns[column].append(math.nan if value is None else float(value))
+                try:
+                    columns[column].append(math.nan if value is None else float(value))
+                except OverflowError:  # a JSON integer of hundreds of digits
+                    wrong.append(f"{column} is beyond the range of a float")
+                    columns[column].append(math.nan)
             for column in self.categorical:
                 columns[column].append(row.get(column))
             if wrong:
-                reasons[i] = "; ".join(f"{column} is not a number" for column in wrong)
+                reasons[i] = "; ".join(wrong)
         kinds = {column: float if column in self.numeric else object for column in columns}
         frame = pd.DataFrame({column: pd.Series(values, dtype=kinds[column]) for column, values in columns.items()})
         return frame, reasons

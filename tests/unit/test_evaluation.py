@@ -189,3 +189,14 @@ def test_evaluation_input_whose_text_category_arrives_as_numbers_is_refused(tmp_
         check_features(str(tmp_path / "rows.parquet"), [detector])
     pd.DataFrame({"sex": ["F", "X"]}).to_parquet(tmp_path / "rows.parquet")
     assert check_features(str(tmp_path / "rows.parquet"), [detector]) == ["sex"]
+
+
+def test_an_infinite_score_is_ranked_above_every_other_and_flagged_as_it_was():
+    from pipelines.commands.promotion import ranked_finite
+
+    scores = np.array([1.0, np.inf, 3.0, 2.0])
+    ranked = ranked_finite(scores, threshold=10.0)  # above the threshold too, so it stays flagged
+    assert np.isfinite(ranked).all() and ranked[1] > 10.0 and ranked[[0, 2, 3]].tolist() == [1.0, 3.0, 2.0]
+    assert metrics(np.array([0, 1, 0, 0]), ranked, 10.0)["auroc"] == 1.0  # scikit-learn refused the inf
+    assert ranked_finite(np.array([np.inf, np.inf]), 0.5).tolist() == [1.5, 1.5]
+    assert ranked_finite(scores[[0, 2]], 0.0).tolist() == [1.0, 3.0]  # nothing infinite: unchanged

@@ -54,14 +54,15 @@ def test_each_unusable_row_gets_its_reason_and_the_others_their_scores(served):
         {**good[2], "income": 1e300},  # beyond the training range
         {**good[2], "colour": "purple"},  # an unseen category: scored in the unknown bucket
         good[2],
+        {**good[0], "income": 10**400},  # a JSON integer no float holds: failed the whole request
     ]
     results = model.score(rows, top=3, quarantine_unseen=False)
 
     assert [r["reason"] for r in results] == [
         None, "income is not a number", "the row is not a JSON object", "age is missing or not finite",
-        "income is out of the training range", None, None,
+        "income is out of the training range", None, None, "income is beyond the range of a float",
     ]  # fmt: skip
-    for result in (results[1], results[2], results[3], results[4]):
+    for result in (results[1], results[2], results[3], results[4], results[7]):
         assert result["score"] is None and result["is_anomaly"] is None and result["top_features"] is None
     alone = model.score([good[0], good[2]], top=3, quarantine_unseen=False)
     assert results[0]["score"] == pytest.approx(alone[0]["score"], rel=1e-6)
