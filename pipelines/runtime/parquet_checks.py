@@ -24,9 +24,10 @@ class DataError(ValueError):
     """The input data cannot be used; the message names the path or the columns."""
 
 
-def open_parquet(path: str) -> pads.Dataset:
-    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI; a location that cannot
-    be read raises StorageError (missing bucket, credentials, endpoint), a missing path DataError."""
+def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
+    """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI, with `schema` (None: the
+    first file's); a location that cannot be read raises StorageError (missing bucket, credentials, endpoint), a
+    missing path DataError."""
     filesystem, where = filesystems.filesystem(path)
     try:
         info = filesystem.get_file_info(where)
@@ -36,13 +37,13 @@ def open_parquet(path: str) -> pads.Dataset:
         filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
     try:
-        dataset = pads.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
-        others = [f for f in dataset.files if not f.lower().endswith(PARQUET_SUFFIX)]
-        if others:  # Ray Data reads only *.parquet: check exactly the files the job will read
+        dataset = pads.dataset(where, schema=schema, filesystem=filesystem, format="parquet", partitioning="hive")
+        directory = info.type == pafs.FileType.Directory
+        others = [f for f in dataset.files if directory and not f.lower().endswith(PARQUET_SUFFIX)]
+        if others:  # Ray Data reads only a directory's *.parquet files: check exactly the files the job will read
             files = [f for f in dataset.files if f.lower().endswith(PARQUET_SUFFIX)]
-            base = where if info.type == pafs.FileType.Directory else None
-            dataset = pads.dataset(files, filesystem=filesystem, format="parquet", partitioning="hive",
-                                   partition_base_dir=base)  # fmt: skip
+            dataset = pads.dataset(files, schema=schema, filesystem=filesystem, format="parquet",
+                                   partitioning="hive", partition_base_dir=where)  # fmt: skip
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
     if not dataset.files:

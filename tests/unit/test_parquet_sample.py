@@ -42,3 +42,10 @@ def test_the_evaluation_reads_a_bounded_sample_of_a_large_labelled_input_with_it
     assert 0.05 < labels.mean() < 0.15
     whole, _ = read_labelled(str(tmp_path / "l.pq"), "label", rows=50_000, seed=0)
     assert whole["row_id"].tolist() == ids.tolist()
+
+
+def test_files_whose_column_is_int64_in_one_and_double_in_another_are_read_as_doubles(tmp_path):
+    pd.DataFrame({"x": [1, 2, 3]}).to_parquet(tmp_path / "part-0.parquet", index=False)  # int64
+    pd.DataFrame({"x": [-1.25, np.nan]}).to_parquet(tmp_path / "part-1.parquet", index=False)  # double
+    values = sample_parquet(str(tmp_path), ["x"], rows=10, seed=0).column("x").to_pylist()
+    assert sorted(values, key=lambda v: (v is None or v != v, v))[:4] == [-1.25, 1.0, 2.0, 3.0] and len(values) == 5
