@@ -88,9 +88,12 @@ class ScoresTable:
             raise CatalogError(f"catalog {_redacted(self.catalog_uri)}: {_first_line(err)}") from err
 
     def load(self):
-        """The table, or None when no run has created it yet."""
+        """The table, or None when no run has created it yet (a local warehouse that does not exist is left
+        uncreated: reading a wrong `output=` must not make one)."""
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
+        if not filesystems.is_remote(self.warehouse) and not Path(self.warehouse).exists():
+            return None
         try:
             return self.catalog().load_table(self.identifier)
         except (NoSuchTableError, NoSuchNamespaceError):

@@ -44,6 +44,14 @@ def test_a_local_warehouse_gets_a_sqlite_catalog_and_an_object_store_needs_a_dat
         ScoresTable.at(str(tmp_path), "scores")
 
 
+def test_loading_from_a_warehouse_that_does_not_exist_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(CATALOG_ENV, raising=False)
+    assert ScoresTable.at(str(tmp_path / "typo"), "vae.scores").load() is None
+    assert not (tmp_path / "typo").exists()  # was made, with an empty catalog.db in it
+    assert ScoresTable.at(str(tmp_path / "wh"), "vae.scores").create(pa.schema([("run_date", pa.date32())]))
+    assert ScoresTable.at(str(tmp_path / "wh"), "vae.scores").load() is not None
+
+
 def test_an_unreachable_catalog_is_one_line_without_the_password(tmp_path):
     table = ScoresTable.at(str(tmp_path), "vae.scores", "postgresql+psycopg://scorer:secret@127.0.0.1:1/iceberg")
     with pytest.raises(CatalogError) as caught:
