@@ -57,16 +57,22 @@ def epoch_metrics(train: EpochStats, val: EpochStats | None) -> dict[str, float]
     return metrics | {"rows_per_s": train.rows_per_second}
 
 
-def unpack_batch(batch: Batch, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, c) on `device` as float32 from any supported batch form; c is None without a condition."""
+def unpack_batch(
+    batch: Batch, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(x, c, observed) on `device` from any supported batch form, x and c as float32, the (B, F) bool `observed`
+    mask (a mapping's "observed", `vae.preprocessing.observed_features`) as bool; c and observed None when
+    absent."""
+    observed = None
     if isinstance(batch, Mapping):
-        x, c = batch["x"], batch.get("c")
+        x, c, observed = batch["x"], batch.get("c"), batch.get("observed")
     elif isinstance(batch, (tuple, list)):
         x, c = batch
     else:
         x, c = batch, None
     x = x.to(device, dtype=torch.float32, non_blocking=True)
-    return x, None if c is None else c.to(device, dtype=torch.float32, non_blocking=True)
+    c = None if c is None else c.to(device, dtype=torch.float32, non_blocking=True)
+    return x, c, None if observed is None else torch.as_tensor(observed).to(device, dtype=torch.bool)
 
 
 def autocast(
@@ -141,9 +147,9 @@ def _batch_loss(
     discriminator: torch.nn.Module | None,
 ) -> tuple[int, LossParts]:
     """One batch moved to `device` and its loss under autocast: (rows, parts); `step` None means full beta."""
-    x, c = unpack_batch(batch, device)
+    x, c, observed = unpack_batch(batch, device)
     with autocast(device, mixed_precision):
-        return x.shape[0], compute_loss(model, x, c, objective, step, discriminator)
+        return x.shape[0], compute_loss(model, x, c, objective, step, discriminator, observed)
 
 
 def train_epoch(

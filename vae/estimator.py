@@ -12,10 +12,13 @@ The parts (`Preprocessor`, `VAE`, `fit`, `Detector`) stay usable on their own fo
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -24,16 +27,18 @@ import torch
 from .auto import Settings, auto_settings, with_values
 from .columns import as_columns, infer_feature_types, type_kinds
 from .config import DataLayout, check_variant
+from .config_base import from_dict
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector
-from .preprocessing import UNUSABLE, Preprocessor
+from .preprocessing import UNUSABLE, Preprocessor, observed_features
 from .training import fit
 
 # The threshold comes from held-out rows (10 %) when the table has at least CALIBRATION_ROWS rows; smaller tables
 # cannot spare them (on a few hundred rows the 10 % cost detection quality), so there it comes from the training
 # rows' own scores, which runs a little optimistic: slightly more new normal rows exceed it than `contamination`.
 VALIDATION_FRACTION = 0.1
+ESTIMATOR_FILE = "estimator.json"  # the constructor's arguments, beside the detector's files
 CALIBRATION_ROWS = 1000
 
 
@@ -109,8 +114,9 @@ class AnomalyDetector:
         check_variant(settings.model, settings.objective, settings.score)  # before the budget is spent, not after
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)
-        fit(model, pre.transform(train), None, settings.objective, settings.train, device=self.device,
-            log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
+        observed = observed_features(layout, pre.encoded_missing(train))  # missing values: not learned as values
+        fit(model, pre.transform(train), None, settings.objective, settings.train, train_observed=observed,
+            device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
         self.detector_.calibrate(*self.detector_.score(held_out if len(held_out_index) else train))
         return self
@@ -149,13 +155,27 @@ class AnomalyDetector:
         return pd.DataFrame(contributions, columns=list(self.detector.feature_names), index=index)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write the fitted detector as plain files (`weights.pt`, `detector.json`)."""
-        save_detector(self.detector, directory)
+        """Write the fitted detector as plain files (`weights.pt`, `detector.json`) and the estimator's own
+        arguments (`estimator.json`), so a loaded estimator fits again as this one did."""
+        path = save_detector(self.detector, directory)
+        settings = None if self.settings is None else dataclasses.asdict(self.settings)
+        arguments = {"numeric": self.numeric, "binary": self.binary, "categorical": self.categorical,
+                     "exclude": list(self.exclude), "contamination": self.contamination, "overrides": self.overrides,
+                     "settings": settings}  # fmt: skip
+        (path / ESTIMATOR_FILE).write_text(json.dumps(arguments, indent=2))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> AnomalyDetector:
-        """A fitted estimator from `save`'s files, on `device`."""
-        estimator = cls(device=device)
+        """A fitted estimator from `save`'s files, on `device`, with the arguments it was made with (a directory
+        written without `estimator.json`, by `save_detector` alone or before it existed, gets the defaults)."""
+        arguments_file = Path(directory) / ESTIMATOR_FILE
+        arguments = json.loads(arguments_file.read_text()) if arguments_file.exists() else {}
+        settings = arguments.pop("settings", None)
+        if settings is not None:
+            settings = Settings(
+                **{name: from_dict(kind, settings[name]) for name, kind in get_type_hints(Settings).items()}
+            )
+        estimator = cls(device=device, settings=settings, **arguments)
         estimator.detector_ = load_detector(directory, map_location=estimator.device)
         estimator.seed = estimator.detector_.seed
         return estimator

@@ -107,20 +107,33 @@ def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
 
 
 Objective = Callable[
-    [nn.Module, torch.Tensor, torch.Tensor | None, ObjectiveConfig, int | None, nn.Module | None], LossParts
-]  # (model, x, c, config, step, discriminator) -> the batch's parts
+    [nn.Module, torch.Tensor, torch.Tensor | None, ObjectiveConfig, int | None, nn.Module | None, torch.Tensor | None],
+    LossParts,
+]  # (model, x, c, config, step, discriminator, observed) -> the batch's parts
 
 
 def _elbo_loss(
-    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+    model: nn.Module,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    config: ObjectiveConfig,
+    step: int | None,
+    _: object,
+    observed: torch.Tensor | None,
 ) -> LossParts:
-    return elbo(model(x, c), kl_weight(config, step), config.analytic_kl)
+    return elbo(model(x, c, observed=observed), kl_weight(config, step), config.analytic_kl)
 
 
 def _iwae_loss(
-    model: nn.Module, x: torch.Tensor, c: torch.Tensor | None, config: ObjectiveConfig, step: int | None, _: object
+    model: nn.Module,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    config: ObjectiveConfig,
+    step: int | None,
+    _: object,
+    observed: torch.Tensor | None,
 ) -> LossParts:
-    return iwae(model(x, c, n_samples=config.iwae_samples), kl_weight(config, step))
+    return iwae(model(x, c, n_samples=config.iwae_samples, observed=observed), kl_weight(config, step))
 
 
 def _aae_loss(
@@ -130,10 +143,11 @@ def _aae_loss(
     config: ObjectiveConfig,
     _: object,
     discriminator: nn.Module | None,
+    observed: torch.Tensor | None,
 ) -> AAEParts:
     if discriminator is None:
         raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
-    return adversarial_autoencoder(model(x, c), discriminator, config.adversarial_weight)
+    return adversarial_autoencoder(model(x, c, observed=observed), discriminator, config.adversarial_weight)
 
 
 # The objective kinds (`ObjectiveConfig.kind`): the one list of them, which config validation reads.
@@ -147,8 +161,12 @@ def compute_loss(
     config: ObjectiveConfig,
     step: int | None = None,
     discriminator: nn.Module | None = None,
+    observed: torch.Tensor | None = None,
 ) -> LossParts:
     """The configured objective (`config.kind`, a name in OBJECTIVES) on one batch: x (B, D) or (B, C, H, W),
     c (B, K) or None. `model` may be wrapped (DDP): it is called, never unwrapped. An AAE objective needs its
-    (unwrapped) `discriminator` and returns `AAEParts`."""
-    return choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")(model, x, c, config, step, discriminator)
+    (unwrapped) `discriminator` and returns `AAEParts`. `observed` (B, F) bool, where given, marks the features
+    each row has a value for: the others are left out of the reconstruction term, as scoring leaves them out, so
+    the decoder never learns the encoder's fill-in (the mean, or the unknown category) as a value."""
+    objective = choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")
+    return objective(model, x, c, config, step, discriminator, observed)

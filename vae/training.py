@@ -19,13 +19,18 @@ from .objectives import kl_warmup_done
 
 
 def tensor_batches(
-    x: torch.Tensor, c: torch.Tensor | None, batch_size: int, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    observed: torch.Tensor | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Mini-batches {"x": (b, ...), "c": (b, K)} in a random order (given a generator) or in row order."""
+    """Mini-batches {"x": (b, ...)[, "c": (b, K)][, "observed": (b, F)]} in a random order (given a generator) or
+    in row order; the parts that are None are left out."""
     order = torch.arange(len(x)) if generator is None else torch.randperm(len(x), generator=generator)
     for start in range(0, len(x), batch_size):
         idx = order[start : start + batch_size]
-        yield {"x": x[idx]} if c is None else {"x": x[idx], "c": c[idx]}
+        yield {name: part[idx] for name, part in (("x", x), ("c", c), ("observed", observed)) if part is not None}
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, object]]:
@@ -64,6 +69,8 @@ def fit(
     *,
     train_c: np.ndarray | torch.Tensor | None = None,
     val_c: np.ndarray | torch.Tensor | None = None,
+    train_observed: np.ndarray | torch.Tensor | None = None,
+    val_observed: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], object] | None = print,
     log_every: int = 1,
@@ -74,8 +81,9 @@ def fit(
     -1).
 
     train_x is (N, D) or (N, C, H, W); val_x likewise, or None: then every epoch of the budget runs and the last
-    weights are kept (what the data-driven default does, `vae.auto`). Prints a line every `log_every` epochs
-    through `log`.
+    weights are kept (what the data-driven default does, `vae.auto`). train_observed / val_observed (N, F) bool
+    (`vae.preprocessing.observed_features`), where given, leave each row's missing features out of the loss (see
+    `compute_loss`). Prints a line every `log_every` epochs through `log`.
     An AAE objective trains its discriminator alongside (its own Adam); raises ConfigError when the objective
     does not suit the model (see `check_variant`) or `config` still holds 'auto' values (see `vae.auto.resolve`).
     """
@@ -87,13 +95,14 @@ def fit(
     optimizer = build_optimizer(model, config)
     adversary = Adversary.for_objective(objective, model.config.latent_dim, wrap=lambda d: d.to(device))
     tx, tc, vx, vc = map(_as_tensor, (train_x, train_c, val_x, val_c))
+    to, vo = (None if m is None else torch.as_tensor(m, dtype=torch.bool) for m in (train_observed, val_observed))
     stopper = EarlyStopping(config.patience, config.min_delta)
     result, best_state, step = FitResult(), None, 0
     amp = config.mixed_precision
     for epoch in range(config.epochs):
         train: EpochStats = train_epoch(
             model,
-            tensor_batches(tx, tc, config.batch_size, generator),
+            tensor_batches(tx, tc, config.batch_size, generator, to),
             optimizer,
             objective,
             device=device,
@@ -105,7 +114,7 @@ def fit(
         step = train.step
         val = None
         if vx is not None:
-            val = evaluate(model, tensor_batches(vx, vc, config.batch_size), objective, device=device,
+            val = evaluate(model, tensor_batches(vx, vc, config.batch_size, observed=vo), objective, device=device,
                            mixed_precision=amp, adversary=adversary)  # fmt: skip
         result.history.append({"epoch": epoch, **epoch_metrics(train, val)})
         if val is not None and kl_warmup_done(objective, step) and stopper.update(val.loss, epoch):

@@ -185,6 +185,19 @@ def test_save_and_load_give_the_same_scores_and_flags(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict(new), fitted.predict(new))
 
 
+def test_a_loaded_estimator_keeps_its_arguments_so_fitting_it_again_gives_the_same_model(tmp_path):
+    made = AnomalyDetector(exclude=["id"], contamination=0.2, overrides={"model.latent_dim": 3},
+                           settings=quick(epochs=2), device="cpu")  # fmt: skip
+    made.fit(frame(300)).save(tmp_path)
+    loaded = AnomalyDetector.load(tmp_path, device="cpu")
+    assert (loaded.exclude, loaded.contamination, loaded.overrides) == (("id",), 0.2, {"model.latent_dim": 3})
+    assert loaded.settings == made.settings
+    again = loaded.fit(frame(300))  # was: every column a feature (the id too), latent 2, contamination 0.05
+    assert again.detector.feature_names == made.detector.feature_names
+    assert again.detector.threshold == made.detector.threshold
+    np.testing.assert_allclose(again.score_samples(frame(5)), made.score_samples(frame(5)), rtol=1e-6)
+
+
 def test_a_loaded_model_scores_with_the_seed_it_was_fitted_with(tmp_path):
     seeded = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), seed=7, device="cpu").fit(frame(200))
     seeded.save(tmp_path / "model")

@@ -106,3 +106,40 @@ def test_validation_scoring_on_encoded_rows_leaves_missing_features_out_as_the_d
     np.testing.assert_allclose(scored["contributions"], contributions, rtol=1e-5, atol=1e-6)
     as_if_observed = EncodedScorer(detector)({"x": encoded["x"]})["score"]
     assert not np.allclose(as_if_observed[::3], expected[::3])  # the fill scored as a value: what it did before
+
+
+@pytest.mark.parametrize(("feature", "columns"), [(1, slice(1, 2)), (5, slice(5, 9))])  # numeric b; colour
+def test_training_leaves_a_missing_feature_out_of_the_loss(mixed_model, mixed_batch, feature, columns):
+    from vae import ObjectiveConfig
+    from vae.engine import evaluate
+
+    _blind_to(mixed_model, columns)
+    other = mixed_batch.clone()  # the fill-in changed: for a missing feature the loss must not see it
+    other[:, columns] = mixed_batch[:, columns] + 3.0 if feature == 1 else torch.roll(mixed_batch[:, columns], 1, 1)
+    observed = torch.ones((8, 6), dtype=torch.bool)
+    observed[:, feature] = False
+
+    def loss(x: torch.Tensor, mask: torch.Tensor | None) -> float:
+        torch.manual_seed(0)  # the same posterior draws
+        batch = {"x": x} if mask is None else {"x": x, "observed": mask}
+        return evaluate(mixed_model, [batch], ObjectiveConfig()).loss
+
+    assert loss(mixed_batch, observed) == pytest.approx(loss(other, observed), rel=1e-6)
+    assert abs(loss(mixed_batch, None) - loss(other, None)) > 1e-3  # observed, the decoder learns from the value
+
+
+def test_missing_training_categories_do_not_teach_the_model_that_an_unseen_one_is_normal():
+    import pandas as pd
+
+    from vae import AnomalyDetector
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=900)
+    cat = np.where(a > 0, "pos", "neg").astype(object)
+    cat[rng.random(900) < 0.3] = None  # 30 % of the training rows lack it: they filled the unknown bucket
+    detector = AnomalyDetector(overrides={"train.epochs": 40}, device="cpu").fit(
+        pd.DataFrame({"a": a, "b": rng.normal(size=900), "cat": cat})
+    )
+    rows = pd.DataFrame({"a": [1.0, 1.0], "b": [0.0, 0.0], "cat": ["pos", "never-seen"]})
+    assert detector.predict(rows).tolist() == [0, 1]  # the unseen category scored below the threshold (3.3 < 4.9)
+    assert detector.feature_scores(rows, relative=False)["cat"].iloc[1] > 3.0
