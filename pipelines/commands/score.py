@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into, text_labels
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.parquet_checks import DataError, check_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet, merged_schema, open_parquet
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
@@ -101,6 +102,10 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     table = ScoresTable.at(output, config.table, config.catalog)
     filesystems.check_writable(output)
     table.catalog()  # an unreachable catalog database fails here, before Ray starts
+    keys = merged_schema(open_parquet(config.input_path))
+    problems = table.key_problems(pa.schema([keys.field(key) for key in scoring.keys]))
+    if problems:
+        raise DataError(f"{config.input_path}: {'; '.join(problems)}")
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
     with ray_session(config.ray_address, config.local_cpus):

@@ -52,6 +52,13 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     return dataset
 
 
+def merged_schema(dataset: pads.Dataset) -> pa.Schema:
+    """The dataset's columns with every file's types merged as Ray Data merges them (int64 in one file and double
+    in another: double); `dataset.schema` is the first file's alone. Reads every footer."""
+    files = [footer.schema.to_arrow_schema() for footer in read_footers(list(dataset.get_fragments()))]
+    return pa.unify_schemas([dataset.schema, *files], promote_options="permissive")
+
+
 def _is_numeric(kind: pa.DataType) -> bool:
     return (
         pa.types.is_integer(kind)

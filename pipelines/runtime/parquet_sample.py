@@ -6,17 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .parquet_checks import open_parquet, read_footers
+from .parquet_checks import merged_schema, open_parquet
 
 
 def sample_parquet(path: str, columns: list[str], rows: int, seed: int) -> pa.Table:
     """A seeded uniform random sample of at most `rows` rows of `columns` of the Parquet at `path` (every row when
     it holds no more), read batch by batch: memory holds the sample and one batch, whatever the input's size."""
     dataset = open_parquet(path)
-    # The files' own types merged as Ray Data merges them (int64 in one file, double in another: double); the
-    # dataset's schema is the first file's, which cannot hold the other files' values.
-    files = [footer.schema.to_arrow_schema() for footer in read_footers(list(dataset.get_fragments()))]
-    merged = pa.unify_schemas([dataset.schema, *files], promote_options="permissive")
+    merged = merged_schema(dataset)  # the first file's schema cannot hold every file's values
     if merged != dataset.schema:
         dataset = open_parquet(path, merged)
     fraction = rows / max(dataset.count_rows(), 1)  # from the footers

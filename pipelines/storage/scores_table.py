@@ -99,6 +99,33 @@ class ScoresTable:
         except (NoSuchTableError, NoSuchNamespaceError):
             return None
 
+    def key_problems(self, keys: pa.Schema) -> list[str]:
+        """What stops the key columns `keys` (their Arrow types as read) from going into this table: a type an
+        Iceberg v2 table cannot hold (nanosecond timestamps, unless pyiceberg is set to downcast them) or one that
+        cannot replace the type the table already has for that column (a long key read as text)."""
+        from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE
+        from pyiceberg.utils.config import Config
+
+        problems = []
+        downcast = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE)
+        for field in keys:
+            if pa.types.is_timestamp(field.type) and field.type.unit == "ns" and not downcast:
+                problems.append(f"key column {field.name!r} holds nanosecond timestamps, which an Iceberg table "
+                                "cannot hold: write it in microseconds (or set "
+                                "PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE=true)")  # fmt: skip
+        table = self.load()
+        current = pa.schema([]) if table is None else table.schema().as_arrow()
+        for field in keys:
+            if field.name not in current.names:
+                continue
+            have = current.field(field.name)
+            try:  # a widening (int to long) evolves the table; other types cannot share the column
+                pa.unify_schemas([pa.schema([have]), pa.schema([field])], promote_options="permissive")
+            except (pa.ArrowException, TypeError, ValueError):
+                problems.append(f"key column {field.name!r} is {field.type} here but {have.type} in the table "
+                                f"{self.identifier}, whose rows keep that type: write it as {have.type}")  # fmt: skip
+        return problems
+
     def create(self, schema: pa.Schema):
         """The table, created with `schema` and partitioned by run date when missing (another job may create it
         at the same moment: then that one's table is returned)."""

@@ -52,6 +52,22 @@ def test_loading_from_a_warehouse_that_does_not_exist_creates_nothing(tmp_path, 
     assert ScoresTable.at(str(tmp_path / "wh"), "vae.scores").load() is not None
 
 
+def test_key_columns_the_table_cannot_take_are_named_before_any_write(tmp_path, monkeypatch):
+    monkeypatch.delenv(CATALOG_ENV, raising=False)
+    table = ScoresTable.at(str(tmp_path / "wh"), "vae.scores")
+    nanoseconds = pa.schema([("event_time", pa.timestamp("ns"))])
+    assert table.key_problems(pa.schema([("row_id", pa.string())])) == []  # no table yet: any Iceberg type
+    assert "'event_time' holds nanosecond timestamps" in table.key_problems(nanoseconds)[0]
+    monkeypatch.setenv("PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE", "true")  # pyiceberg then downcasts them
+    assert table.key_problems(nanoseconds) == []
+    table.create(pa.schema([("row_id", pa.int64()), ("run_date", pa.string())]))
+    assert table.key_problems(pa.schema([("row_id", pa.int32())])) == []  # a widening: the column keeps its type
+    assert table.key_problems(pa.schema([("row_id", pa.string())])) == [
+        "key column 'row_id' is string here but int64 in the table vae.scores, whose rows keep that type: write it "
+        "as int64"
+    ]
+
+
 def test_an_unreachable_catalog_is_one_line_without_the_password(tmp_path):
     table = ScoresTable.at(str(tmp_path), "vae.scores", "postgresql+psycopg://scorer:secret@127.0.0.1:1/iceberg")
     with pytest.raises(CatalogError) as caught:
