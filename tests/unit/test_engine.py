@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,10 +39,13 @@ def test_training_lowers_the_validation_loss_and_counts_steps():
 
 def test_every_batch_form_is_accepted():
     x, c = torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, 1)
-    for batch in (x, (x, c), {"x": x, "c": c}, {"x": x}):
-        bx, bc = unpack_batch(batch, "cpu")
+    observed = np.array([[True, False], [True, True], [False, True]])  # as Ray Data hands a numpy column over
+    for batch in (x, (x, c), {"x": x, "c": c}, {"x": x}, {"x": x, "observed": observed}):
+        bx, bc, bo = unpack_batch(batch, "cpu")
         assert bx.dtype == torch.float32 and bx.shape == (3, 2)
         assert bc is None or bc.shape == (3, 1)
+        assert bo is None or (bo.dtype == torch.bool and bo.tolist() == observed.tolist())
+    assert unpack_batch({"x": x, "observed": observed}, "cpu")[2] is not None
 
 
 def test_gradients_are_clipped_to_the_bound():
