@@ -28,7 +28,8 @@ def arrow_kind(kind: Any) -> str | None:
     """The feature kind of a pyarrow DataType (numeric, binary, categorical or INTEGER); None when none fits it."""
     import pyarrow as pa
 
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    if text or pa.types.is_dictionary(kind):
         return "categorical"
     if pa.types.is_boolean(kind):
         return "binary"

@@ -20,7 +20,7 @@ from vae.columns import FeatureTypes
         (pa.decimal128(10, 2), "numeric"),
         (pa.bool_(), "binary"),
         (pa.int64(), INTEGER), (pa.int8(), INTEGER), (pa.uint8(), INTEGER), (pa.uint64(), INTEGER),
-        (pa.string(), "categorical"), (pa.large_string(), "categorical"),
+        (pa.string(), "categorical"), (pa.large_string(), "categorical"), (pa.string_view(), "categorical"),
         (pa.dictionary(pa.int32(), pa.string()), "categorical"),
         (pa.list_(pa.float64()), None), (pa.list_(pa.uint8(), 64), None), (pa.binary(), None),
         (pa.large_binary(), None), (pa.timestamp("us"), None), (pa.date32(), None), (pa.null(), None),
