@@ -68,16 +68,22 @@ def auto_settings(rows: int, layout: DataLayout, seed: int = 0, contamination: f
 
 def with_values(settings: Settings, values: Mapping[str, Any]) -> Settings:
     """`settings` with each dotted field of `values` replaced ({"model.latent_dim": 2, "objective.beta": 0.1});
-    an AUTO value keeps the settings' own. Raises ValueError for a section that `Settings` does not have."""
+    an AUTO value keeps the settings' own; `score.quantile` given alone clears `score.contamination`, and the
+    other way round. Raises ValueError for a section that `Settings` does not have."""
     sections = {f.name for f in dataclasses.fields(Settings)}
+    values = dict(values)
+    for rule, other in (("score.quantile", "score.contamination"), ("score.contamination", "score.quantile")):
+        if values.get(rule) not in (None, AUTO) and other not in values:
+            values[other] = None  # the threshold has one rule: setting one of the two clears the other
+    changes: dict[str, dict[str, Any]] = {}  # section -> its fields, replaced together (checked as a whole)
     for key, value in values.items():
         section, _, name = key.partition(".")
         if section not in sections:
             raise ValueError(f"with_values: {key!r} is not in a section of {sorted(sections)}")
         if value != AUTO:
-            part = dataclasses.replace(getattr(settings, section), **{name: value})
-            settings = dataclasses.replace(settings, **{section: part})
-    return settings
+            changes.setdefault(section, {})[name] = value
+    parts = {section: dataclasses.replace(getattr(settings, section), **fields) for section, fields in changes.items()}
+    return dataclasses.replace(settings, **parts)
 
 
 Config = TypeVar("Config", ModelConfig, TrainConfig, ScoreConfig)

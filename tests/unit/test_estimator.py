@@ -300,6 +300,16 @@ def test_dotted_values_replace_the_default_and_auto_keeps_it():
         with_values(base, {"network.depth": 3})
 
 
+def test_one_threshold_rule_given_alone_replaces_the_other():
+    base = auto_settings(500, DataLayout((FeatureBlock("gaussian", 10),)))  # contamination 0.05
+    by_quantile = with_values(base, {"score.quantile": 0.99}).score  # failed: "set exactly one of ..."
+    assert (by_quantile.quantile, by_quantile.contamination) == (0.99, None)
+    back = with_values(with_values(base, {"score.quantile": 0.99}), {"score.contamination": 0.1}).score
+    assert (back.contamination, back.quantile) == (0.1, None)
+    with pytest.raises(ConfigError, match="set exactly one of contamination and quantile"):
+        with_values(base, {"score.quantile": 0.99, "score.contamination": 0.1})  # both given: still refused
+
+
 def test_overrides_change_one_setting_of_the_default():
     rows = np.random.default_rng(0).normal(size=(60, 6))
     fitted = AnomalyDetector(overrides={"model.latent_dim": 2, "train.epochs": 1}, device="cpu").fit(rows)
