@@ -54,9 +54,13 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
 
 def merged_schema(dataset: pads.Dataset) -> pa.Schema:
     """The dataset's columns with every file's types merged as Ray Data merges them (int64 in one file and double
-    in another: double); `dataset.schema` is the first file's alone. Reads every footer."""
-    files = [footer.schema.to_arrow_schema() for footer in read_footers(list(dataset.get_fragments()))]
-    return pa.unify_schemas([dataset.schema, *files], promote_options="permissive")
+    in another: double; `_check_mergeable`); `dataset.schema` is the first file's alone. Reads every footer."""
+    fragments = list(dataset.get_fragments())
+    merged: dict[str, tuple[pa.DataType, str]] = {}
+    for fragment, footer in zip(fragments, read_footers(fragments), strict=True):
+        _check_mergeable(merged, footer.schema.to_arrow_schema(), fragment.path)
+    files = pa.schema([pa.field(name, kind) for name, (kind, _) in merged.items()])
+    return pa.unify_schemas([dataset.schema, files], promote_options="permissive")
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -120,7 +124,7 @@ def check_parquet(
         footers = read_footers(fragments)
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
-    first_typed: dict[str, tuple[pa.DataType, str]] = {}  # column -> its type so far and the file that gave it
+    merged: dict[str, tuple[pa.DataType, str]] = {}  # column -> its type so far and the file that gave it
     for fragment, footer in zip(fragments, footers, strict=True):
         keys = pads.get_partition_keys(fragment.partition_expression)  # hive directories: `date=.../`
         file_schema = footer.schema.to_arrow_schema()
@@ -128,7 +132,7 @@ def check_parquet(
         if lacking:
             raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
         _check_types(fragment.path, file_schema, numeric, text_labels or {})
-        _check_mergeable(first_typed, file_schema, fragment.path)
+        _check_mergeable(merged, file_schema, fragment.path)
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
@@ -156,22 +160,22 @@ def _check_types(
                             "training")  # fmt: skip
 
 
-def _check_mergeable(first_typed: dict[str, tuple[pa.DataType, str]], schema: pa.Schema, where: str) -> None:
-    """Raise DataError when a column of one file's `schema` has a type that Ray Data cannot merge with the type
-    of the same column in the files before it (bool and int64, string and dictionary, numbers and text: it
-    unifies the files' schemas as `pa.unify_schemas(..., promote_options="permissive")` does, so int64 and double
-    merge); `first_typed` (column -> merged type, first file) is updated as files go by."""
+def _check_mergeable(merged: dict[str, tuple[pa.DataType, str]], schema: pa.Schema, where: str) -> None:
+    """Fold one file's `schema` into `merged` (column -> its type over the files so far, and the first file that
+    had it), as Ray Data merges the files' schemas (`pa.unify_schemas(..., promote_options="permissive")`: int64
+    and double merge); raise DataError naming the column and both files when they cannot (bool and int64, string
+    and dictionary, numbers and text)."""
     for field in schema:
-        if field.name not in first_typed:
-            first_typed[field.name] = (field.type, where)
+        if field.name not in merged:
+            merged[field.name] = (field.type, where)
             continue
-        merged, first = first_typed[field.name]
+        kind, first = merged[field.name]
         try:
-            pair = [pa.schema([pa.field(field.name, merged)]), pa.schema([field])]
-            first_typed[field.name] = (pa.unify_schemas(pair, promote_options="permissive").field(0).type, first)
+            pair = [pa.schema([pa.field(field.name, kind)]), pa.schema([field])]
+            merged[field.name] = (pa.unify_schemas(pair, promote_options="permissive").field(0).type, first)
         except (pa.ArrowException, TypeError, ValueError) as err:
             raise DataError(
-                f"{where}: column {field.name!r} is {field.type} here but {merged} in {first}, and "
+                f"{where}: column {field.name!r} is {field.type} here but {kind} in {first}, and "
                 "the two cannot be read as one column: write it with one type in every file"
             ) from err
 
