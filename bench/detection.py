@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .baselines import BASELINES
-from .intervals import describe
+from .intervals import describe, paired_differences
 from .tables import Table, mean_std
 
 PROJECT = "vae"
@@ -127,19 +127,14 @@ def results_table(rows: list[dict], methods: tuple[str, ...], seeds: int, metric
         behind = [s for s, v, k in zip(sets, means[PROJECT], means["knn"], strict=True) if v < k - 3]
         table.notes.append(f"sets where `vae` is more than 3 points below KNN: {', '.join(behind) or 'none'}")
     if PROJECT in methods and baselines:
-        gaps = "; ".join(f"{m} {describe(_differences(rows, metric, PROJECT, m))}" for m in baselines)
+        gaps = "; ".join(f"{m} {describe(_versus(rows, metric, m))}" for m in baselines)
         table.notes.append(f"`vae` minus each baseline, mean over sets [95 % interval over seeds]: {gaps}")
     return table
 
 
-def _differences(rows: list[dict], metric: str, first: str, second: str) -> dict[str, list[float]]:
-    """Per set, `first`'s `metric` minus `second`'s on each seed both were scored on."""
-    values = {(r["dataset"], r["seed"], r["method"]): r[metric] for r in rows}
-    differences: dict[str, list[float]] = {}
-    for name, seed, method in values:
-        if method == first and (name, seed, second) in values:
-            differences.setdefault(name, []).append(values[name, seed, first] - values[name, seed, second])
-    return differences
+def _versus(rows: list[dict], metric: str, baseline: str) -> dict[str, list[float]]:
+    """Per set, `vae`'s `metric` minus `baseline`'s on each seed both were scored on."""
+    return paired_differences(rows, lambda r: r["method"] == PROJECT, lambda r: r["method"] == baseline, metric)
 
 
 def tables(rows: list[dict], methods: tuple[str, ...], seeds: int, number: int | None = None) -> list[Table]:

@@ -9,12 +9,31 @@ figure could move with other seeds, not how it would carry to other data sets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 LEVEL = 0.95
 DRAWS = 5000
+
+
+def paired_differences(
+    rows: Sequence[Mapping], first: Callable[[Mapping], bool], second: Callable[[Mapping], bool], value: str = "auroc"
+) -> dict[str, list[float]]:
+    """Per set, one difference per seed: `value` of the split's first row that `first` picks minus that of the
+    first row `second` picks, from benchmark rows with "dataset" and "seed"; splits where either picks no row are
+    left out. The input of `seed_interval`."""
+    picked: dict[tuple[str, int], list[float | None]] = {}
+    for row in rows:
+        sides = picked.setdefault((row["dataset"], row["seed"]), [None, None])
+        for side, pick in enumerate((first, second)):
+            if sides[side] is None and pick(row):
+                sides[side] = row[value]
+    differences: dict[str, list[float]] = {}
+    for (name, _), (a, b) in picked.items():
+        if a is not None and b is not None:
+            differences.setdefault(name, []).append(a - b)
+    return differences
 
 
 def seed_interval(

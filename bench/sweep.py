@@ -29,7 +29,6 @@ import dataclasses
 import itertools
 import multiprocessing
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from pipelines.settings.yaml_configs import get_dotted
 from vae.selection import choose_over_reference
 
 from .detection import _seed_list, protocol_split, rows_from_csv, sort_key
-from .intervals import describe
+from .intervals import describe, paired_differences
 from .tables import Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "tune.yaml"
@@ -209,8 +208,8 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
     average = {key: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for key, v in means.items()}
     table.add(f"**mean over {len(means['default'])} sets**",
               *(f"**{average[k]:.2f}**" for k in ("default", "reference", "selected", "best")), "")  # fmt: skip
-    selected = _paired(rows, lambda r: r["selected"], lambda r: r["candidate"] == DEFAULT)
-    same_rows = _paired(rows, lambda r: r["selected"], lambda r: r["reference"])
+    selected = paired_differences(rows, lambda r: r["selected"], lambda r: r["candidate"] == DEFAULT)
+    same_rows = paired_differences(rows, lambda r: r["selected"], lambda r: r["reference"])
     note = f"sweep-selected minus default [95 % interval over seeds]: {describe(selected)} AUROC points on average"
     if same_rows:  # the grid holds the default point
         note += f"; minus the default point on the sweep's rows: {describe(same_rows)}"
@@ -226,18 +225,6 @@ def summary_table(rows: list[dict], seeds: int) -> Table:
         table.notes.append(f"selected by the highest {kind} (AUROC against synthetic anomalies) minus default: "
                            f"{np.mean(chosen) - average['default']:+.2f}")  # fmt: skip
     return table
-
-
-def _paired(rows: list[dict], first: Callable[[dict], bool], second: Callable[[dict], bool]) -> dict[str, list[float]]:
-    """Per set, one difference per seed: the AUROC of the split's row that `first` picks minus the one `second`
-    picks (splits where either picks none are left out)."""
-    differences: dict[str, list[float]] = {}
-    for name, seed in dict.fromkeys((r["dataset"], r["seed"]) for r in rows):
-        split = [r for r in rows if (r["dataset"], r["seed"]) == (name, seed)]
-        a, b = ([r["auroc"] for r in split if pick(r)] for pick in (first, second))
-        if a and b:
-            differences.setdefault(name, []).append(a[0] - b[0])
-    return differences
 
 
 def _selected_by(rows: list[dict], column: str, highest: bool = True) -> list[float]:
