@@ -30,7 +30,7 @@ from .config import DataLayout, check_variant
 from .config_base import from_dict
 from .detector import Detector
 from .model import VAE
-from .persistence import load_detector, save_detector
+from .persistence import load_detector, save_detector, write_atomically
 from .preprocessing import UNUSABLE, Preprocessor, observed_features
 from .training import fit
 
@@ -162,7 +162,8 @@ class AnomalyDetector:
         arguments = {"numeric": self.numeric, "binary": self.binary, "categorical": self.categorical,
                      "exclude": list(self.exclude), "contamination": self.contamination, "overrides": self.overrides,
                      "settings": settings}  # fmt: skip
-        (path / ESTIMATOR_FILE).write_text(json.dumps(arguments, indent=2))
+        text = json.dumps(arguments, indent=2)
+        write_atomically(path / ESTIMATOR_FILE, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> AnomalyDetector:

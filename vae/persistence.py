@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, FORMAT_VERSION)
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a file beside `path`, then moved over it: a reader sees the old file or the new, never half."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -91,9 +93,9 @@ def save_detector(detector: Detector, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in detector.model.state_dict().items()}
-    _write_atomically(directory / WEIGHTS_FILE, lambda p: torch.save(state, p))
+    write_atomically(directory / WEIGHTS_FILE, lambda p: torch.save(state, p))
     text = json.dumps(detector_spec(detector), indent=2)
-    _write_atomically(directory / SPEC_FILE, lambda p: p.write_text(text))
+    write_atomically(directory / SPEC_FILE, lambda p: p.write_text(text))
     return directory
 
 
