@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into, text_labels
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.parquet_checks import DataError, check_parquet, merged_schema, open_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable, merged_schema, open_parquet
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
@@ -82,6 +82,7 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
                           categorical, config.unknown_categories == "quarantine", rows=0,
                           image_column=image and image.column)  # fmt: skip
     labels = text_labels(detector)
+    check_ray_readable(config.input_path)
     scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
     return scoring, detector
 

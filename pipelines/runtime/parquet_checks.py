@@ -52,6 +52,16 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     return dataset
 
 
+def check_ray_readable(path: str) -> None:
+    """DataError when `path` is a single file that Ray Data's `read_parquet` skips: it reads only files named
+    *.parquet, even one named on its own ("no files found under ..."). pyarrow, which `open_parquet` uses, reads it."""
+    if path.lower().endswith(PARQUET_SUFFIX):
+        return
+    filesystem, where = filesystems.filesystem(path)
+    if filesystem.get_file_info(where).type == pafs.FileType.File:
+        raise DataError(f"{path}: Ray Data reads only files named *{PARQUET_SUFFIX}; rename the file")
+
+
 def merged_schema(dataset: pads.Dataset) -> pa.Schema:
     """The dataset's columns with every file's types merged as Ray Data merges them (int64 in one file and double
     in another: double; `_check_mergeable`); `dataset.schema` is the first file's alone. Reads every footer."""

@@ -46,6 +46,8 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
         ("empty input", mlflow_server, _write(tmp_path, "d.parquet", rows.iloc[:0]), scoring_model, ": no rows"),
         ("empty directory", mlflow_server, str(tmp_path / "empty-dir"), scoring_model,
          f"{tmp_path / 'empty-dir'} holds no Parquet files"),
+        ("a file Ray Data skips", mlflow_server, _write(tmp_path, "e.pq", rows), scoring_model,
+         "e.pq: Ray Data reads only files named *.parquet; rename the file"),
         ("a file lacking a column", mlflow_server, str(tmp_path / "uneven"), scoring_model,
          f"{tmp_path / 'uneven' / 'part-1.parquet'}: missing column(s) ['TSH'], which other files of"),
         ("unknown alias", mlflow_server, str(thyroid_dir / "test.parquet"), "thyroid-scorer@nightly",

@@ -75,6 +75,20 @@ def test_only_the_files_ray_data_reads_are_checked_and_counted(tmp_path):
         check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))
 
 
+def test_a_single_file_ray_data_would_skip_is_refused_before_training(tmp_path):
+    from pipelines.runtime.parquet_checks import check_ray_readable
+    from pipelines.runtime.parquet_input import check_training_data
+    from pipelines.settings.yaml_configs import DataConfig
+
+    single = tmp_path / "rows.pq"  # named on its own, read_parquet still skips it: "no files found under [...]"
+    ROWS.to_parquet(single, index=False)
+    assert check_parquet(str(single), ("row_id", "TSH"), ("TSH",)) == 3  # pyarrow (evaluate, impute) reads it
+    with pytest.raises(DataError, match=rf"^{single}: Ray Data reads only files named \*\.parquet; rename the file$"):
+        check_training_data(DataConfig(path=str(single), numeric=("TSH",), key=("row_id",)))
+    check_ray_readable(str(single.rename(tmp_path / "rows.PARQUET")))  # the suffix in any case
+    check_ray_readable(str(tmp_path))  # a directory: Ray Data reads its *.parquet files
+
+
 def test_a_struct_column_does_not_shift_the_null_counts_of_the_columns_after_it(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
