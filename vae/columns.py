@@ -12,7 +12,7 @@ inference.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,17 +50,29 @@ def plain_arrow_type(kind: Any) -> Any:
     return pa.float64() if pa.types.is_decimal(kind) else kind
 
 
+def _exact_integers(as_float: np.ndarray, as_objects: Callable[[], np.ndarray]) -> np.ndarray:
+    """Integers with missing entries, as float64 with NaN (`as_float`) when float64 holds every one exactly, else
+    as Python ints and None (`as_objects()`): a code such as 2**53 + 1 stays itself, not its float neighbour."""
+    present = as_float[~np.isnan(as_float)]
+    return as_float if not present.size or np.abs(present).max() < 2**53 else as_objects()
+
+
 def _arrow_values(column: Any) -> np.ndarray:
-    """A pyarrow ChunkedArray as (N,) numpy values of its `plain_arrow_type`: decoded categories as objects."""
+    """A pyarrow ChunkedArray as (N,) numpy values of its `plain_arrow_type`: decoded categories as objects,
+    integers with nulls as `_exact_integers`."""
     import pyarrow as pa
 
-    values = column.cast(plain_arrow_type(column.type)).to_numpy(zero_copy_only=False)
+    plain = column.cast(plain_arrow_type(column.type))
+    values = plain.to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(plain.type) and plain.null_count:
+        return _exact_integers(values, lambda: np.array(plain.to_pylist(), dtype=object))
     return values.astype(object) if pa.types.is_dictionary(column.type) else values
 
 
 def _pandas_values(series: Any) -> np.ndarray:
-    """A pandas Series as (N,) numpy values: categories as objects, nullable numbers as float64 with NaN,
-    timezone-aware times as UTC datetime64."""
+    """A pandas Series as (N,) numpy values: categories as objects, nullable floats as float64 with NaN, nullable
+    integers as their numpy integers when none is missing, else as `_exact_integers`, timezone-aware times as UTC
+    datetime64."""
     import pandas as pd
 
     dtype = series.dtype
@@ -68,9 +80,33 @@ def _pandas_values(series: Any) -> np.ndarray:
         return series.astype(object).to_numpy()
     if isinstance(dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iuf":  # Int64, Float64, ...
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":  # Int64, int64[pyarrow], ...
+        if not series.hasnans:
+            return series.to_numpy(dtype=dtype.numpy_dtype)
+        as_float = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return _exact_integers(as_float, lambda: series.to_numpy(dtype=object, na_value=None))
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "f":  # Float64, double[pyarrow]
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
     return series.to_numpy()
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise ValueError(f"the table names more than one column {repeated}: rename them")
+    return names
+
+
+def pandas_index_columns(schema: Any) -> set[str]:
+    """The columns of a pyarrow Schema that hold a pandas index (`__index_level_0__`, or a named index), as its
+    pandas metadata lists them: pandas reads them back as the index, so they are no feature columns."""
+    return {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+
+
+def _arrow_names(table: Any) -> list[str]:
+    """A pyarrow Table's column names less its `pandas_index_columns`."""
+    index = pandas_index_columns(table.schema)
+    return _unique_names([name for name in table.column_names if name not in index])
 
 
 def as_columns(table: Any) -> dict[str, np.ndarray]:
@@ -80,12 +116,9 @@ def as_columns(table: Any) -> dict[str, np.ndarray]:
             raise ValueError(f"a numpy table must be 2-D (rows, features), got shape {table.shape}")
         return {f"x{i}": table[:, i] for i in range(table.shape[1])}
     if hasattr(table, "to_pydict") and hasattr(table, "schema"):  # pyarrow.Table
-        return {name: _arrow_values(table.column(name)) for name in table.column_names}
+        return {name: _arrow_values(table.column(name)) for name in _arrow_names(table)}
     if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # pandas.DataFrame
-        names = [str(name) for name in table.columns]
-        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
-        if repeated:
-            raise ValueError(f"the table names more than one column {repeated}: rename them")
+        names = _unique_names([str(name) for name in table.columns])
         return {name: _pandas_values(table.iloc[:, i]) for i, name in enumerate(names)}
     if isinstance(table, Mapping):
         return {str(name): np.asarray(values) for name, values in table.items()}
@@ -98,7 +131,7 @@ def type_kinds(table: Any) -> dict[str, str | None]:
     boolean, "numeric" for an Arrow floating or decimal, INTEGER for an integer (numeric unless it holds only
     0/1), None for dates, times, durations and other types with no feature kind."""
     if hasattr(table, "to_pydict") and hasattr(table, "schema"):  # pyarrow.Table
-        return {field.name: arrow_kind(field.type) for field in table.schema}
+        return {name: arrow_kind(table.schema.field(name).type) for name in _arrow_names(table)}
     if hasattr(table, "columns") and hasattr(table, "dtypes"):  # pandas.DataFrame
         import pandas as pd
 
@@ -176,6 +209,13 @@ class FeatureTypes:
         return (*self.numeric, *self.binary, *self.categorical)
 
 
+def names(columns: str | Sequence[Any] | None) -> list[str]:
+    """Column names as `as_columns` writes them (str), from a list, tuple, pandas Index or array, or one name."""
+    if columns is None:
+        return []
+    return [columns] if isinstance(columns, str) else [str(c) for c in columns]
+
+
 def infer_feature_types(
     columns: Mapping[str, np.ndarray],
     exclude: Sequence[str] = (),
@@ -191,7 +231,7 @@ def infer_feature_types(
     Names are compared as `as_columns` writes them (str: a DataFrame's column 0 is "0"). Raises ValueError naming
     the excluded or declared columns the table does not have, and the columns with no feature kind (dates, ...).
     """
-    exclude, declared = [str(c) for c in exclude], [[str(c) for c in d or ()] for d in (numeric, binary, categorical)]
+    exclude, declared = names(exclude), [names(d) for d in (numeric, binary, categorical)]
     absent = [c for c in [*exclude, *sum(declared, [])] if c not in columns]
     if absent:
         raise ValueError(f"column(s) {absent} named in exclude / numeric / binary / categorical are not in the "

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .auto import Settings, auto_settings, with_values
-from .columns import as_columns, infer_feature_types, type_kinds
+from .columns import as_columns, infer_feature_types, names, type_kinds
 from .config import DataLayout, check_variant
 from .config_base import from_dict
 from .detector import Detector
@@ -77,20 +77,24 @@ class AnomalyDetector:
         device: str | torch.device = "auto",
         log: Callable[[str], object] | None = None,
     ) -> None:
-        self.numeric, self.binary, self.categorical = numeric, binary, categorical
-        self.exclude = tuple(exclude)
-        self.contamination = contamination
+        declared = (None if kind is None else names(kind) for kind in (numeric, binary, categorical))
+        self.numeric, self.binary, self.categorical = declared  # lists of str, as `as_columns` names columns
+        self.exclude = tuple(names(exclude))
+        self.contamination = None if contamination is None else float(contamination)
         self.settings = settings
-        self.overrides = dict(overrides or {})
-        self.seed = seed
+        self.overrides = {str(k): v.item() if isinstance(v, np.generic) else v for k, v in (overrides or {}).items()}
+        self.seed = int(seed)
         self.device = resolve_device(device)
         self.log = log
         self.detector_: Detector | None = None
+        self.numpy_columns_: int | None = None  # fitted on a 2-D array: its width, which scoring arrays must have
 
     def fit(self, table: Any) -> AnomalyDetector:
         """Train on the rows of `table` (all assumed normal, or nearly so) and calibrate the threshold."""
         columns = as_columns(table)
-        n = len(next(iter(columns.values()))) if columns else 0
+        if not columns:
+            raise ValueError("AnomalyDetector.fit: the table has no columns")
+        n = len(next(iter(columns.values())))
         if n < 2:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 rows, got {n}")
         types = infer_feature_types(
@@ -118,6 +122,7 @@ class AnomalyDetector:
         fit(model, pre.transform(train), None, settings.objective, settings.train, train_observed=observed,
             device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
+        self.numpy_columns_ = table.shape[1] if isinstance(table, np.ndarray) else None
         self.detector_.calibrate(*self.detector_.score(held_out if len(held_out_index) else train))
         return self
 
@@ -127,9 +132,17 @@ class AnomalyDetector:
             raise RuntimeError("AnomalyDetector: call fit() or load() first")
         return self.detector_
 
+    def _columns(self, table: Any) -> dict[str, np.ndarray]:
+        """`as_columns` of a table to score; a 2-D array must be as wide as the one fitted on (its columns are
+        named by position, so one column more or less would shift every feature)."""
+        width = self.numpy_columns_
+        if isinstance(table, np.ndarray) and table.ndim == 2 and width is not None and table.shape[1] != width:
+            raise ValueError(f"AnomalyDetector: fitted on arrays of {width} columns, got {table.shape[1]}")
+        return as_columns(table)
+
     def score_samples(self, table: Any) -> np.ndarray:
         """Anomaly scores (N,), higher = more anomalous (the negative ELBO in nats by default)."""
-        return self.detector.score(as_columns(table))[0]
+        return self.detector.score(self._columns(table))[0]
 
     def predict(self, table: Any) -> np.ndarray:
         """(N,) int 0/1: 1 where the score is above the calibrated threshold."""
@@ -143,7 +156,7 @@ class AnomalyDetector:
         either way; pandas' idxmax skips it); otherwise the raw shares, 0 for a missing value (which add up to
         the score with the latent term, see `vae.scoring.RowScores`).
         """
-        columns = as_columns(table)
+        columns = self._columns(table)
         contributions = self.detector.score(columns)[1]
         if relative:
             observed = self.detector.observed(columns)
@@ -156,13 +169,14 @@ class AnomalyDetector:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the fitted detector as plain files (`weights.pt`, `detector.json`) and the estimator's own
-        arguments (`estimator.json`), so a loaded estimator fits again as this one did."""
-        path = save_detector(self.detector, directory)
+        arguments and, when it was fitted on an array, that array's width (`estimator.json`), so a loaded estimator
+        scores and fits again as this one did."""
         settings = None if self.settings is None else dataclasses.asdict(self.settings)
         arguments = {"numeric": self.numeric, "binary": self.binary, "categorical": self.categorical,
                      "exclude": list(self.exclude), "contamination": self.contamination, "overrides": self.overrides,
-                     "settings": settings}  # fmt: skip
-        text = json.dumps(arguments, indent=2)
+                     "settings": settings, "numpy_columns": self.numpy_columns_}  # fmt: skip
+        text = json.dumps(arguments, indent=2)  # first: an argument JSON cannot hold fails before anything is written
+        path = save_detector(self.detector, directory)
         write_atomically(path / ESTIMATOR_FILE, lambda tmp: tmp.write_text(text))
 
     @classmethod
@@ -172,6 +186,7 @@ class AnomalyDetector:
         arguments_file = Path(directory) / ESTIMATOR_FILE
         arguments = json.loads(arguments_file.read_text()) if arguments_file.exists() else {}
         settings = arguments.pop("settings", None)
+        numpy_columns = arguments.pop("numpy_columns", None)
         if settings is not None:
             settings = Settings(
                 **{name: from_dict(kind, settings[name]) for name, kind in get_type_hints(Settings).items()}
@@ -179,4 +194,5 @@ class AnomalyDetector:
         estimator = cls(device=device, settings=settings, **arguments)
         estimator.detector_ = load_detector(directory, map_location=estimator.device)
         estimator.seed = estimator.detector_.seed
+        estimator.numpy_columns_ = numpy_columns
         return estimator

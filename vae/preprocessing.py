@@ -42,8 +42,11 @@ UNUSABLE = f"infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} trainin
 
 
 def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
-    """A numeric column as (N,) float64, None and pandas.NA as NaN."""
+    """A numeric column as (N,) float64, None and pandas.NA as NaN; dates and times are refused, not read as
+    their integer encoding."""
     values = np.asarray(table[column])
+    if values.dtype.kind in "mM":
+        raise ValueError(f"column {column!r} must be numeric, got dates or times like {values[:3].tolist()}")
     if values.dtype == object:
         values = np.array([np.nan if is_missing(v) else v for v in values], dtype=object)
     try:
@@ -140,7 +143,9 @@ class Preprocessor:
                 raise ValueError(f"column {column!r} has no finite value to fit on")
         self.mean = np.array([moments[c][1] for c in self.numeric], dtype=np.float64)
         std = np.array([moments[c][2] for c in self.numeric], dtype=np.float64)
-        constant = ~(std > 1e-12 * np.maximum(1.0, np.abs(self.mean)))  # also catches a NaN std
+        # constant: no spread beyond the float64 rounding of its mean (relative, so a column of tiny values in
+        # large units still varies); also catches a NaN std
+        constant = ~(std > 1e-12 * np.abs(self.mean))
         self.std = np.where(constant, 1.0, std)
         self.rate = np.array([moments[c][1] for c in self.binary], dtype=np.float64)
         kinds = kinds or {}

@@ -12,14 +12,16 @@ from collections.abc import Collection, Mapping
 
 import pyarrow as pa
 
-from vae.columns import INTEGER, KINDS, FeatureTypes, arrow_kind
+from vae.columns import INTEGER, KINDS, FeatureTypes, arrow_kind, pandas_index_columns
 
 FEW = 8  # a kind with at most this many columns is printed with their names
 
 
 def schema_kinds(schema: pa.Schema, exclude: Collection[str]) -> dict[str, str | None]:
-    """column -> `arrow_kind` of its type, for every column of `schema` not in `exclude`, in schema order."""
-    return {f.name: arrow_kind(f.type) for f in schema if f.name not in exclude}
+    """column -> `arrow_kind` of its type, for every column of `schema` not in `exclude` nor a stored pandas index
+    (`vae.columns.pandas_index_columns`), in schema order."""
+    skipped = {*exclude, *pandas_index_columns(schema)}
+    return {f.name: arrow_kind(f.type) for f in schema if f.name not in skipped}
 
 
 def untyped(schema: pa.Schema, kinds: Mapping[str, str | None]) -> dict[str, str]:

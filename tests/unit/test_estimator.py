@@ -131,6 +131,81 @@ def test_dates_and_times_are_refused_by_name_unless_excluded():
     assert "when" not in fitted.detector.feature_names
 
 
+def test_a_pandas_index_stored_in_an_arrow_table_is_not_a_feature():
+    filtered = frame(300).query("a > -1")  # a filtered frame's index is no RangeIndex: pyarrow keeps it as a column
+    table = pa.Table.from_pandas(filtered)
+    assert "__index_level_0__" in table.column_names
+    assert list(as_columns(table)) == list(filtered.columns) and "__index_level_0__" not in type_kinds(table)
+    named = pa.Table.from_pandas(filtered.rename_axis("row"))
+    assert list(as_columns(named)) == list(filtered.columns)
+    with pytest.raises(ValueError, match=r"more than one column \['a'\]"):
+        as_columns(pa.table([[1.0], [2.0]], names=["a", "a"]))
+
+
+def test_integer_codes_beyond_float_precision_keep_their_labels_whatever_the_dtype():
+    big = 2**53
+    codes = [big + 1, big + 2, big + 3, None]  # 2**53 + 1 has no float64 of its own
+    expected = ["9007199254740993", "9007199254740994", "9007199254740995"]
+    sources = [
+        pd.Series(codes, dtype="Int64"),
+        pd.Series(codes[:3], dtype="Int64"),
+        pd.Series(codes, dtype="int64[pyarrow]"),
+    ]
+    for series in sources:
+        values = as_columns(pd.DataFrame({"code": series}))["code"]
+        assert [str(v) for v in values[:3]] == expected, series.dtype
+    arrow = as_columns(pa.table({"code": pa.array(codes, pa.int64())}))["code"]
+    assert [str(v) for v in arrow[:3]] == expected and arrow[3] is None
+    small = as_columns(pd.DataFrame({"n": pd.Series([1, None, 3], dtype="Int64")}))["n"]  # exact in float64: floats
+    assert small.dtype == np.float64 and np.isnan(small[1])
+
+
+def test_column_lists_may_be_a_pandas_index_an_array_or_one_name():
+    table = frame(300)
+    by_index = AnomalyDetector(numeric=table[["a", "b"]].columns, categorical=np.array(["colour"]),
+                               settings=quick(epochs=1), device="cpu").fit(table)  # fmt: skip
+    assert by_index.detector.feature_names == ("a", "b", "colour")
+    one_name = AnomalyDetector(exclude="id", settings=quick(epochs=1), device="cpu").fit(table)
+    assert one_name.exclude == ("id",) and "id" not in one_name.detector.feature_names
+
+
+def test_numpy_arguments_are_saved_as_plain_json_and_a_failed_save_writes_nothing(tmp_path):
+    made = AnomalyDetector(exclude=pd.Index(["id"]), contamination=np.float32(0.1),
+                           overrides={"model.latent_dim": np.int64(3)}, seed=np.int64(1), settings=quick(epochs=1),
+                           device="cpu").fit(frame(300))  # fmt: skip
+    made.save(tmp_path / "model")
+    loaded = AnomalyDetector.load(tmp_path / "model", device="cpu")
+    assert (loaded.contamination, loaded.overrides, loaded.exclude) == (
+        pytest.approx(0.1),
+        {"model.latent_dim": 3},
+        ("id",),
+    )
+    made.overrides = {"model.latent_dim": object()}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        made.save(tmp_path / "half")
+    assert not (tmp_path / "half").exists()
+
+
+def test_an_array_of_another_width_is_refused_when_scoring(tmp_path):
+    table = frame(300)[["a", "b"]].to_numpy()
+    fitted = AnomalyDetector(settings=quick(epochs=1), device="cpu").fit(table)
+    with_id = np.column_stack([np.arange(3.0), table[:3]])  # an id in front would shift every feature
+    with pytest.raises(ValueError, match=r"fitted on arrays of 2 columns, got 3"):
+        fitted.score_samples(with_id)
+    with pytest.raises(ValueError, match=r"fitted on arrays of 2 columns, got 3"):
+        fitted.feature_scores(with_id)
+    fitted.save(tmp_path)
+    with pytest.raises(ValueError, match=r"fitted on arrays of 2 columns, got 3"):
+        AnomalyDetector.load(tmp_path, device="cpu").predict(with_id)
+    assert fitted.score_samples(table[:3]).shape == (3,)
+
+
+def test_a_date_in_a_numeric_column_at_scoring_is_refused_as_at_fitting(fitted):
+    new = frame(3).assign(a=pd.date_range("2024-01-01", periods=3))
+    with pytest.raises(ValueError, match="column 'a' must be numeric, got dates or times"):
+        fitted.score_samples(new)
+
+
 def test_a_categorical_column_of_integers_fits_and_scores_as_categories():
     train = frame(300).assign(size=pd.Categorical(np.resize([10, 20, 30], 300)))
     fitted = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(train)
@@ -266,6 +341,9 @@ def test_unfitted_and_too_small_inputs_fail_clearly():
         AnomalyDetector().score_samples(frame(3))
     with pytest.raises(ValueError, match="at least 2 rows"):
         AnomalyDetector().fit(frame(1))
+    for no_columns in (pd.DataFrame(index=range(500)), np.empty((500, 0))):
+        with pytest.raises(ValueError, match="the table has no columns"):
+            AnomalyDetector().fit(no_columns)
 
 
 SCRIPT = """

@@ -35,6 +35,17 @@ def test_constant_column_is_centred_not_divided_by_zero(table):
     np.testing.assert_array_equal(x[:, 1], [0.0, 1.0, 0.0, -2.0])
 
 
+def test_a_column_of_tiny_values_with_a_real_spread_is_not_constant():
+    farads = np.array([1.0, 1.1, 0.9]) * 1e-12  # capacitances in farads: the spread is real, not rounding
+    rounded = np.full(3, 0.1)
+    assert np.std(rounded) > 0  # 1.4e-17: the rounding of the mean, not a spread
+    pre = Preprocessor(numeric=["cap", "rounded"]).fit({"cap": farads, "rounded": rounded})
+    np.testing.assert_allclose(pre.std[0], np.std(farads))
+    assert pre.std[1] == 1.0
+    odd = pre.transform({"cap": np.array([2e-12]), "rounded": np.array([0.1])})
+    assert odd[0, 0] == pytest.approx((2e-12 - farads.mean()) / np.std(farads), rel=1e-5)  # 13 std, as in picofarads
+
+
 def test_unknown_and_missing_categories_go_to_the_unknown_bucket(table):
     pre = _fitted(table)
     assert pre.categories["colour"] == ["blue", "green", "red"]

@@ -42,6 +42,16 @@ def test_schema_kinds_skip_the_excluded_columns_and_keep_schema_order():
                      "sex": "categorical", "region": "categorical"}  # fmt: skip
 
 
+def test_a_pandas_index_written_to_the_parquet_file_is_no_feature(tmp_path):
+    import pandas as pd
+
+    rows = pd.DataFrame({"row_id": range(6), "age": [30.0, 41, 52, 29, 33, 60]}).query("age > 30")  # index 1, 2, 4, 5
+    rows.to_parquet(tmp_path / "rows.parquet")  # stored as the column __index_level_0__
+    schema = pq.read_schema(tmp_path / "rows.parquet")
+    assert "__index_level_0__" in schema.names
+    assert inferred_kinds(DataConfig(path=str(tmp_path), key=("row_id",)), schema) == {"age": "numeric"}
+
+
 def test_integer_columns_are_binary_only_when_they_hold_zero_and_one():
     kinds = schema_kinds(SCHEMA, exclude=("row_id", "label", "seen"))
     types = feature_types(kinds, zero_one={"flag"})
