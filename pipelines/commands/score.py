@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into, text_labels
 from pipelines.runtime.cluster import ray_session
-from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable, merged_schema, open_parquet
+from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.settings.model_jobs import MODEL_SPEC, ScoreJobConfig
@@ -83,7 +83,8 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
                           image_column=image and image.column)  # fmt: skip
     labels = text_labels(detector)
     check_ray_readable(config.input_path)
-    scoring.rows = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
+    checked = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
+    scoring.rows, scoring.key_schema = checked.rows, pa.schema([checked.schema.field(key) for key in keys])
     return scoring, detector
 
 
@@ -103,8 +104,7 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     table = ScoresTable.at(output, config.table, config.catalog)
     filesystems.check_writable(output)
     table.catalog()  # an unreachable catalog database fails here, before Ray starts
-    keys = merged_schema(open_parquet(config.input_path))
-    problems = table.key_problems(pa.schema([keys.field(key) for key in scoring.keys]))
+    problems = table.key_problems(scoring.key_schema)
     if problems:
         raise DataError(f"{config.input_path}: {'; '.join(problems)}")
     tracker = Tracker(config.tracking)

@@ -43,6 +43,7 @@ class ScoringPlan:
     quarantine_unseen: bool  # rows with a category unseen in training are set aside, not scored
     rows: int
     image_column: str | None = None  # an image model's pixel column
+    key_schema: pa.Schema | None = None  # the key columns' types, merged over the input's files (`check_parquet`)
 
     @property
     def columns(self) -> list[str]:

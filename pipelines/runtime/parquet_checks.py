@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -69,8 +70,21 @@ def merged_schema(dataset: pads.Dataset) -> pa.Schema:
     merged: dict[str, tuple[pa.DataType, str]] = {}
     for fragment, footer in zip(fragments, read_footers(fragments), strict=True):
         _check_mergeable(merged, footer.schema.to_arrow_schema(), fragment.path)
+    return _with_merged_types(dataset.schema, merged)
+
+
+def _with_merged_types(schema: pa.Schema, merged: Mapping[str, tuple[pa.DataType, str]]) -> pa.Schema:
+    """`schema` (the first file's, with the hive partition keys) with the types `_check_mergeable` folded."""
     files = pa.schema([pa.field(name, kind) for name, (kind, _) in merged.items()])
-    return pa.unify_schemas([dataset.schema, files], promote_options="permissive")
+    return pa.unify_schemas([schema, files], promote_options="permissive")
+
+
+@dataclass(frozen=True)
+class CheckedParquet:
+    """What `check_parquet` learned from the footers."""
+
+    rows: int
+    schema: pa.Schema  # every file's types merged as Ray Data merges them (`merged_schema`)
 
 
 def _is_numeric(kind: pa.DataType) -> bool:
@@ -115,11 +129,12 @@ def check_parquet(
     numeric: tuple[str, ...],
     image: ImagePreprocessor | None = None,
     text_labels: Mapping[str, Sequence[str]] | None = None,
-) -> int:
+) -> CheckedParquet:
     """Check that the `required` columns exist, the `numeric` ones hold numbers, the categorical columns of
     `text_labels` (column -> its text labels in training) have a type whose values can be one of those labels,
-    and the `image` column (one of `required`) can hold its images; returns the row count (from Parquet
-    metadata). Raises DataError naming the missing or mistyped columns, or an empty input."""
+    and the `image` column (one of `required`) can hold its images; returns the row count and the merged schema
+    (from Parquet metadata, each footer read once). Raises DataError naming the missing or mistyped columns, or an
+    empty input."""
     dataset = open_parquet(path)
     schema = dataset.schema
     missing = [c for c in required if c not in schema.names]
@@ -149,7 +164,7 @@ def check_parquet(
     empty = null_typed or all_null_columns(footers, required)
     if empty:
         raise DataError(f"{path}: column(s) {empty} hold only nulls")
-    return rows
+    return CheckedParquet(rows, _with_merged_types(schema, merged))
 
 
 def _check_types(

@@ -78,7 +78,7 @@ def check_training_data(config: DataConfig) -> int:
         inputs = tuple(inferred_kinds(config, open_parquet(config.path).schema))
     required = (*inputs, *config.conditions, *config.key)
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
-    return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
+    return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None).rows
 
 
 def read_rows(config: DataConfig) -> ray.data.Dataset:

@@ -170,7 +170,7 @@ def test_the_schema_check_names_the_image_column_and_its_expected_size(tmp_path)
     with pytest.raises(DataError, match=r"'pixels' has type list<element: string>"):
         check_parquet(_write(tmp_path, strings), ("image_id", "pixels"), (), _digits_like())
     ragged = pa.array([[1, 2], [3]])  # a list type fixes no size: rows are checked one by one later
-    assert check_parquet(_write(tmp_path, ragged), ("image_id", "pixels"), (), _digits_like()) == 2
+    assert check_parquet(_write(tmp_path, ragged), ("image_id", "pixels"), (), _digits_like()).rows == 2
 
 
 def test_scoring_quarantines_each_unusable_image_with_its_reason():

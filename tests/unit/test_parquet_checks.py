@@ -12,7 +12,7 @@ def test_rows_are_counted_over_every_file_and_a_hive_key_counts_as_a_column(tmp_
     for day in (1, 2):
         (tmp_path / f"day={day}").mkdir()
         ROWS.to_parquet(tmp_path / f"day={day}" / "part-0.parquet", index=False)
-    assert check_parquet(str(tmp_path), ("row_id", "TSH", "day"), ("TSH",)) == 6
+    assert check_parquet(str(tmp_path), ("row_id", "TSH", "day"), ("TSH",)).rows == 6
 
 
 def test_a_file_lacking_a_column_the_first_file_has_is_named(tmp_path):
@@ -29,7 +29,7 @@ def test_a_file_whose_numeric_column_holds_text_is_named_though_the_first_file_h
     with pytest.raises(DataError, match=rf"^{second}: numeric feature column\(s\) hold non-numeric values: \{{'TSH'"):
         check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))
     ROWS.assign(TSH=[1, 2, 3]).to_parquet(tmp_path / "part-1.parquet", index=False)  # integers are numbers
-    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)) == 6
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)).rows == 6
 
 
 def test_a_directory_without_parquet_files_says_so(tmp_path):
@@ -47,7 +47,7 @@ def test_a_categorical_column_whose_type_cannot_hold_its_text_labels_is_named(tm
     with pytest.raises(DataError, match="categorical column 'ok' is bool here"):
         check_parquet(str(tmp_path), required, (), text_labels={"ok": ["no", "yes"]})
     # labels a value of the type can read as: digits for integers, True/False for booleans, or any label for text
-    assert check_parquet(str(tmp_path), required, (), text_labels={"sex": ["1", "F"], "ok": ["True"]}) == 3
+    assert check_parquet(str(tmp_path), required, (), text_labels={"sex": ["1", "F"], "ok": ["True"]}).rows == 3
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     rows.assign(sex=["F", "M", "F"]).to_parquet(mixed / "part-0.parquet", index=False)
@@ -63,13 +63,17 @@ def test_a_column_whose_type_cannot_merge_with_another_files_is_named_with_both_
     with pytest.raises(DataError, match=rf"^{second}: column 'flag' is int64 here but bool in {first}, and the two"):
         check_parquet(str(tmp_path), ("row_id", "TSH", "flag"), ("TSH", "flag"))
     ROWS.assign(flag=[1.0, 0.0, None]).to_parquet(tmp_path / "part-0.parquet", index=False)  # int64 and double merge
-    assert check_parquet(str(tmp_path), ("row_id", "TSH", "flag"), ("TSH", "flag")) == 6
+    checked = check_parquet(str(tmp_path), ("row_id", "TSH", "flag"), ("TSH", "flag"))
+    assert checked.rows == 6 and str(checked.schema.field("flag").type) == "double"
+    ROWS.assign(flag=[1, 0, 1]).to_parquet(tmp_path / "part-0.parquet", index=False)
+    ROWS.assign(flag=[1.0, 0.0, None]).to_parquet(tmp_path / "part-1.parquet", index=False)  # double in a later file
+    assert str(check_parquet(str(tmp_path), ("row_id", "flag"), ("flag",)).schema.field("flag").type) == "double"
 
 
 def test_only_the_files_ray_data_reads_are_checked_and_counted(tmp_path):
     ROWS.to_parquet(tmp_path / "part-0.parquet", index=False)
     ROWS.to_parquet(tmp_path / "000001_0", index=False)  # a Hive-style name: read_parquet skips it
-    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)) == 3
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)).rows == 3
     (tmp_path / "part-0.parquet").unlink()
     with pytest.raises(DataError, match=r"holds no Parquet files \(Ray Data reads only files named \*\.parquet; here"):
         check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))
@@ -82,7 +86,7 @@ def test_a_single_file_ray_data_would_skip_is_refused_before_training(tmp_path):
 
     single = tmp_path / "rows.pq"  # named on its own, read_parquet still skips it: "no files found under [...]"
     ROWS.to_parquet(single, index=False)
-    assert check_parquet(str(single), ("row_id", "TSH"), ("TSH",)) == 3  # pyarrow (evaluate, impute) reads it
+    assert check_parquet(str(single), ("row_id", "TSH"), ("TSH",)).rows == 3  # pyarrow (evaluate, impute) reads it
     with pytest.raises(DataError, match=rf"^{single}: Ray Data reads only files named \*\.parquet; rename the file$"):
         check_training_data(DataConfig(path=str(single), numeric=("TSH",), key=("row_id",)))
     check_ray_readable(str(single.rename(tmp_path / "rows.PARQUET")))  # the suffix in any case
@@ -96,6 +100,6 @@ def test_a_struct_column_does_not_shift_the_null_counts_of_the_columns_after_it(
     nested = pa.array([{"a": 1, "b": 2}] * 3, type=pa.struct([("a", pa.int64()), ("b", pa.int64())]))
     table = pa.table({"row_id": [1, 2, 3], "point": nested, "TSH": [1.0, 2.0, 3.0], "note": pa.nulls(3, pa.string())})
     pq.write_table(table, tmp_path / "part-0.parquet")
-    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)) == 3  # TSH was read as note's all-null leaf
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)).rows == 3  # TSH was read as note's all-null leaf
     with pytest.raises(DataError, match=r"column\(s\) \['note'\] hold only nulls"):
         check_parquet(str(tmp_path), ("row_id", "TSH", "note"), ("TSH",))
