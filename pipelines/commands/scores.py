@@ -3,7 +3,8 @@
 Reads the scores table the score job writes (the same `--config` and overrides: `output=`, `table=`, `catalog=`)
 and prints, for one run date, the snapshot that committed it, the counts and the top anomalies; `--snapshot`
 reads an older snapshot (time travel). `--expire-older-than DAYS` is the table's maintenance: it expires older
-snapshots and deletes the data files no snapshot references any more. No Ray, no MLflow.
+snapshots and deletes the data files no snapshot references any more (never referenced: only once a day old, see
+`ScoresTable.expire`). No Ray, no MLflow.
 """
 
 from __future__ import annotations
@@ -83,9 +84,13 @@ def main(argv: list[str] | None = None) -> Published | tuple[int, int]:
     parser.add_argument("--snapshot", type=int, help="read this snapshot instead of the current one")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the score config (output=, table=)")
     args = parser.parse_args(argv)
+    if args.top < 0:
+        raise ConfigError(f"--top: expected a count of rows >= 0, got {args.top}")
     config = load_config(args.config, args.overrides, cls=ScoreJobConfig)
     table = ScoresTable.at(resolve_path(config.output), config.table, config.catalog)
     if args.expire_older_than is not None:
+        if not args.expire_older_than >= 0:
+            raise ConfigError(f"--expire-older-than: expected a number of days >= 0, got {args.expire_older_than}")
         cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=args.expire_older_than)
         expired, deleted = table.expire(cutoff)
         print(f"{table.identifier}: {expired} snapshot(s) older than {cutoff:%Y-%m-%d %H:%M} UTC expired, "

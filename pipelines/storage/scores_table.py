@@ -26,6 +26,9 @@ from . import filesystems
 
 CATALOG_ENV = "VAE_CATALOG_URI"
 RUN_DATE = "run_date"
+# A data file no snapshot references is deleted only when older than this: a scoring run commits its files at its
+# end, so until then they are unreferenced too (Iceberg's remove_orphan_files keeps 3 days for the same reason).
+ORPHAN_GRACE = datetime.timedelta(days=1)
 SNAPSHOT_RUN_DATE = "vae.run_date"  # snapshot properties of a scoring run's commit
 SNAPSHOT_MODEL = "vae.model"
 SNAPSHOT_JOB = "vae.job"
@@ -170,25 +173,33 @@ class ScoresTable:
         return table, scan.to_arrow_batch_reader()
 
     def expire(self, older_than: datetime.datetime) -> tuple[int, int]:
-        """Expire the snapshots committed before `older_than` (never the current one), then delete the data files
-        written before it that no remaining snapshot references (a failed or killed run's files included; a run
-        still writing writes newer files). Returns (snapshots expired, files deleted)."""
+        """Expire the snapshots committed before `older_than` (never the current one) and delete the data files only
+        they referenced; then delete the data files no snapshot ever referenced (a failed or killed run's) that were
+        written before `older_than` and at least ORPHAN_GRACE ago: a run still writing has not committed its files
+        yet, and must not lose them whatever the cutoff. Returns (snapshots expired, files deleted)."""
         table = self.load()
         if table is None:
             return 0, 0
         current, cutoff_ms = table.metadata.current_snapshot_id, older_than.timestamp() * 1000
+        referenced = _data_files(table)
         old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current]
         if old:
             table.maintenance.expire_snapshots().by_ids(old).commit()
-        kept = {task.file.file_path.removeprefix("file://") for snapshot in table.snapshots()
-                for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()}  # fmt: skip
+        released = referenced - _data_files(table)
         fs, data = filesystems.filesystem(filesystems.join(table.location(), "data"))
         found = fs.get_file_info(pafs.FileSelector(data.removeprefix("file://"), recursive=True, allow_not_found=True))
-        orphans = [f.path for f in found if f.is_file and f.path not in kept and f.path.endswith(".parquet")
-                   and f.mtime is not None and f.mtime.timestamp() * 1000 < cutoff_ms]  # fmt: skip
-        for path in orphans:
+        grace_ms = (datetime.datetime.now(datetime.UTC) - ORPHAN_GRACE).timestamp() * 1000
+        orphans = [f.path for f in found if f.is_file and f.path not in referenced and f.path.endswith(".parquet")
+                   and f.mtime is not None and f.mtime.timestamp() * 1000 < min(cutoff_ms, grace_ms)]  # fmt: skip
+        for path in [*released, *orphans]:
             fs.delete_file(path)
-        return len(old), len(orphans)
+        return len(old), len(released) + len(orphans)
+
+
+def _data_files(table) -> set[str]:
+    """The paths of the data files any snapshot of `table` references, as its filesystem names them (no scheme)."""
+    return {task.file.file_path.split("://", 1)[-1] for snapshot in table.snapshots()
+            for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()}  # fmt: skip
 
 
 class ConcurrentRunError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -91,10 +92,16 @@ def test_each_run_replaces_its_date_only_and_older_snapshots_stay_readable_until
     data = tmp_path / "vae" / "scores" / "data"
     orphan = data / "run_date=2026-11-24" / "killed-run.parquet"  # a killed run's file, never committed
     pq.write_table(_day("2026-11-24", range(3)), orphan)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(orphan, (two_days_ago, two_days_ago))
+    running = data / "run_date=2026-11-25" / "running-job.parquet"  # written now by a run that has not committed
+    running.parent.mkdir()
+    pq.write_table(_day("2026-11-25", range(3)), running)
     expired, deleted = table.expire(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1))
     snapshots = table.load().snapshots()
     assert expired >= 2 and [s.snapshot_id for s in snapshots] == [latest]
-    assert deleted >= 2 and not orphan.exists()  # the orphan and the first run's replaced file
+    assert deleted == 2 and not orphan.exists()  # the orphan and the first run's file, replaced, now unreferenced
+    assert running.exists()  # unreferenced but younger than ORPHAN_GRACE: whatever the cutoff, kept
     assert table.read("2026-11-24")["row_id"].to_pylist() == [10, 11]
     assert table.read("2026-11-23")["row_id"].to_pylist() == [100, 101, 102]
     with pytest.raises(CatalogError, match=f"no snapshot {first}"):
@@ -171,3 +178,13 @@ def test_a_run_dates_summary_reads_it_batch_by_batch_and_keeps_the_best_rows_acr
     assert read(table, "2026-11-24", top=20).top["row_id"].to_pylist() == [14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 2, 1, 0]
     with pytest.raises(CatalogError, match="no rows for run_date 2026-11-25"):
         read(table, "2026-11-25")
+
+
+def test_the_scores_command_refuses_a_negative_age_or_count(tmp_path):
+    from pipelines.commands.scores import main
+    from pipelines.settings.yaml_configs import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--expire-older-than: expected a number of days >= 0, got -1.0"):
+        main(["--expire-older-than", "-1", f"output={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"--top: expected a count of rows >= 0, got -1"):
+        main(["--run-date", "2026-11-24", "--top", "-1", f"output={tmp_path}"])
