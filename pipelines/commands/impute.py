@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import torch
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.parquet_checks import DataError, open_parquet
+from pipelines.runtime.parquet_checks import DataError, open_merged
 from pipelines.settings.model_jobs import ImputeConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage.arrow_types import to_arrow
@@ -52,8 +52,9 @@ class ImputeOutcome:
 
 
 def open_rows(path: str, columns: list[str]) -> pads.Dataset:
-    """The Parquet input, checked from its metadata: it holds `columns` and at least one row."""
-    dataset = open_parquet(path)
+    """The Parquet input with its files' types merged (`open_merged`), checked from its metadata: it holds
+    `columns` and at least one row."""
+    dataset = open_merged(path)
     absent = [c for c in columns if c not in dataset.schema.names]
     if absent:
         raise DataError(f"{path}: missing column(s) {absent}; it has {dataset.schema.names}")

@@ -17,7 +17,7 @@ import numpy as np
 from pipelines.cli import run_config_command
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
-from pipelines.runtime.parquet_checks import open_parquet
+from pipelines.runtime.parquet_checks import open_merged
 from pipelines.runtime.parquet_input import PreparedData, check_training_data, declare_features, prepare_data
 from pipelines.runtime.shared_storage import require_shared
 from pipelines.runtime.validation_pass import score_sample
@@ -197,7 +197,7 @@ def register(
     validation = score_sample(detector, prepared.validation, prepared.validation_rows)
     scoring_s = time.perf_counter() - started
     threshold = detector.calibrate(validation.scores, validation.contributions)
-    source = open_parquet(data.path)
+    source = open_merged(data.path)  # the types every file's values fit, as Ray Data read them
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,

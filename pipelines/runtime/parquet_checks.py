@@ -63,6 +63,14 @@ def check_ray_readable(path: str) -> None:
         raise DataError(f"{path}: Ray Data reads only files named *{PARQUET_SUFFIX}; rename the file")
 
 
+def open_merged(path: str) -> pads.Dataset:
+    """`open_parquet` with every file's types merged as Ray Data merges them (`merged_schema`): the first file's
+    schema alone cannot hold the others' values (int64 there and double later; null in an empty first file)."""
+    dataset = open_parquet(path)
+    merged = merged_schema(dataset)
+    return dataset if merged == dataset.schema else open_parquet(path, merged)
+
+
 def merged_schema(dataset: pads.Dataset) -> pa.Schema:
     """The dataset's columns with every file's types merged as Ray Data merges them (int64 in one file and double
     in another: double; `_check_mergeable`); `dataset.schema` is the first file's alone. Reads every footer."""
@@ -140,7 +148,6 @@ def check_parquet(
     missing = [c for c in required if c not in schema.names]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
-    null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]
     _check_types(path, schema, numeric, text_labels or {})
     if image is not None:
         check_image_column(path, schema, image)
@@ -161,10 +168,12 @@ def check_parquet(
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
         raise DataError(f"{path}: no rows")
+    schema = _with_merged_types(schema, merged)
+    null_typed = [c for c in required if pa.types.is_null(schema.field(c).type)]  # in every file, not the first
     empty = null_typed or all_null_columns(footers, required)
     if empty:
         raise DataError(f"{path}: column(s) {empty} hold only nulls")
-    return CheckedParquet(rows, _with_merged_types(schema, merged))
+    return CheckedParquet(rows, schema)
 
 
 def _check_types(

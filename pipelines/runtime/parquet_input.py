@@ -26,7 +26,7 @@ from vae.labels import canonical_labels, column_label_kind, label_kind
 from vae.preprocessing import MAX_MAGNITUDE, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
-from .parquet_checks import DataError, check_parquet, check_ray_readable, open_parquet
+from .parquet_checks import DataError, check_parquet, check_ray_readable, merged_schema, open_parquet
 from .row_encoding import encode_rows, report_left_out
 
 SPLIT_BUCKETS = 1_000_000
@@ -63,7 +63,7 @@ def declare_features(config: DataConfig) -> DataConfig:
     line saying which columns were inferred."""
     if not config.infers_features:
         return config
-    kinds = inferred_kinds(config, open_parquet(config.path).schema)
+    kinds = inferred_kinds(config, merged_schema(open_parquet(config.path)))
     types = feature_types(kinds, zero_one_columns(config.path, [c for c, k in kinds.items() if k == INTEGER]))
     print(f"feature columns inferred from the schema of {config.path}: {describe(types)}", flush=True)
     return dataclasses.replace(config, numeric=types.numeric, binary=types.binary, categorical=types.categorical)
@@ -75,7 +75,7 @@ def check_training_data(config: DataConfig) -> int:
     check_ray_readable(config.path)
     inputs = config.inputs
     if config.infers_features:
-        inputs = tuple(inferred_kinds(config, open_parquet(config.path).schema))
+        inputs = tuple(inferred_kinds(config, merged_schema(open_parquet(config.path))))
     required = (*inputs, *config.conditions, *config.key)
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
     return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None).rows

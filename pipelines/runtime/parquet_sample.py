@@ -6,16 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .parquet_checks import merged_schema, open_parquet
+from .parquet_checks import open_merged
 
 
 def sample_parquet(path: str, columns: list[str], rows: int, seed: int) -> pa.Table:
     """A seeded uniform random sample of at most `rows` rows of `columns` of the Parquet at `path` (every row when
     it holds no more), read batch by batch: memory holds the sample and one batch, whatever the input's size."""
-    dataset = open_parquet(path)
-    merged = merged_schema(dataset)  # the first file's schema cannot hold every file's values
-    if merged != dataset.schema:
-        dataset = open_parquet(path, merged)
+    dataset = open_merged(path)
     fraction = rows / max(dataset.count_rows(), 1)  # from the footers
     rng = np.random.default_rng(seed)
     kept, parts = 0, []

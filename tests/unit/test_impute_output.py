@@ -15,6 +15,8 @@ from pipelines.commands.impute import (
     _Totals,
     mean_imputation,
     numeric_rmse,
+    open_rows,
+    row_chunks,
 )
 from pipelines.runtime.parquet_checks import DataError
 from pipelines.settings.model_jobs import ImputeConfig
@@ -118,3 +120,11 @@ def test_a_failure_in_a_later_chunk_leaves_no_file(detector, tmp_path):
     with pytest.raises(DataError, match="truth.parquet: the truth must hold the input's rows in the same order"):
         write_parquet_atomically(_imputed_chunks(config, detector, _Totals()), tmp_path / "out.parquet", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "truth.parquet"]
+
+
+def test_the_input_is_read_with_its_files_types_merged(tmp_path):
+    pq.write_table(pa.table({"x": pa.array([1, 2], pa.int64())}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": pa.array([0.5, None], pa.float64())}), tmp_path / "b.parquet")
+    dataset = open_rows(str(tmp_path), ["x"])  # was: "Float value 0.5 was truncated converting to int64"
+    chunks = list(row_chunks(str(tmp_path), dataset, rows=3))
+    assert [c.column("x").to_pylist() for c in chunks] == [[1.0, 2.0, 0.5], [None]]

@@ -103,3 +103,21 @@ def test_a_struct_column_does_not_shift_the_null_counts_of_the_columns_after_it(
     assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)).rows == 3  # TSH was read as note's all-null leaf
     with pytest.raises(DataError, match=r"column\(s\) \['note'\] hold only nulls"):
         check_parquet(str(tmp_path), ("row_id", "TSH", "note"), ("TSH",))
+
+
+def test_a_first_file_with_null_typed_columns_takes_the_later_files_types(tmp_path):
+    from pipelines.runtime.parquet_checks import open_merged
+    from pipelines.runtime.parquet_input import check_training_data, inferred_kinds, merged_schema, open_parquet
+    from pipelines.settings.yaml_configs import DataConfig
+
+    pd.DataFrame({"row_id": [], "TSH": []}).to_parquet(tmp_path / "part-0.parquet", index=False)  # both null-typed
+    ROWS.assign(TSH=[None, None, None]).to_parquet(tmp_path / "part-1.parquet", index=False)  # TSH null-typed here
+    ROWS.assign(TSH=[1, 2, 3]).to_parquet(tmp_path / "part-2.parquet", index=False)  # int64 ...
+    ROWS.to_parquet(tmp_path / "part-3.parquet", index=False)  # ... and double
+    checked = check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))  # was: "column(s) [...] hold only nulls"
+    assert checked.rows == 9 and str(checked.schema.field("TSH").type) == "double"
+    config = DataConfig(path=str(tmp_path), key=("row_id",))
+    assert inferred_kinds(config, merged_schema(open_parquet(str(tmp_path)))) == {"TSH": "numeric"}
+    assert check_training_data(config) == 9  # was: no feature kind for column(s) {'TSH': 'null'}
+    merged = open_merged(str(tmp_path))
+    assert merged.to_table(columns=["TSH"]).column("TSH").to_pylist() == [None] * 3 + [1.0, 2, 3] * 2
