@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipelines.cli import config_parser
 from pipelines.runtime.batch_inference import feature_columns, text_labels
-from pipelines.runtime.parquet_checks import DataError, check_parquet, open_parquet
+from pipelines.runtime.parquet_checks import DataError, check_label, check_parquet, open_parquet
 from pipelines.runtime.parquet_sample import sample_parquet
 from pipelines.runtime.row_encoding import left_out_rows, table_preprocessors
 from pipelines.settings.model_jobs import EvaluateConfig
@@ -74,7 +74,7 @@ def read_labelled(path: str, label: str, rows: int, seed: int) -> tuple[pd.DataF
     names = open_parquet(path).schema.names
     if label not in names:
         raise DataError(f"{path}: label column {label!r} not found; it has {names}")
-    check_parquet(path, (label,), (label,))
+    check_label(path, check_parquet(path, (label,), ()).schema, label)
     rows = sample_parquet(path, names, rows, seed).to_pandas()
     values = rows[label]
     if values.isna().any() or not values.isin([0, 1]).all():

@@ -95,6 +95,14 @@ class CheckedParquet:
     schema: pa.Schema  # every file's types merged as Ray Data merges them (`merged_schema`)
 
 
+def check_label(path: str, schema: pa.Schema, label: str) -> None:
+    """DataError unless the `label` column of `schema` holds numbers or booleans (1 or True: an anomaly)."""
+    kind = plain_arrow_type(schema.field(label).type)
+    if not _is_numeric(kind):  # booleans included
+        raise DataError(f"{path}: label column {label!r} must hold 0 (normal) and 1 (anomaly), or booleans; "
+                        f"it is {kind}")  # fmt: skip
+
+
 def _is_numeric(kind: pa.DataType) -> bool:
     return (
         pa.types.is_integer(kind)

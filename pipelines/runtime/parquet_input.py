@@ -26,7 +26,7 @@ from vae.labels import canonical_labels, column_label_kind, label_kind
 from vae.preprocessing import MAX_MAGNITUDE, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
-from .parquet_checks import DataError, check_parquet, check_ray_readable, merged_schema, open_parquet
+from .parquet_checks import DataError, check_label, check_parquet, check_ray_readable, merged_schema, open_parquet
 from .row_encoding import encode_rows, report_left_out
 
 SPLIT_BUCKETS = 1_000_000
@@ -71,14 +71,17 @@ def declare_features(config: DataConfig) -> DataConfig:
 
 def check_training_data(config: DataConfig) -> int:
     """`check_parquet` for the training config's columns (with inferred features: the schema's columns that will
-    be typed, `inferred_kinds`); returns the row count."""
+    be typed, `inferred_kinds`) and its label (`check_label`); returns the row count."""
     check_ray_readable(config.path)
     inputs = config.inputs
     if config.infers_features:
         inputs = tuple(inferred_kinds(config, merged_schema(open_parquet(config.path))))
-    required = (*inputs, *config.conditions, *config.key)
+    required = (*inputs, *config.conditions, *config.key, *([config.label] if config.label else []))
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
-    return check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None).rows
+    checked = check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
+    if config.label:
+        check_label(config.path, checked.schema, config.label)
+    return checked.rows
 
 
 def read_rows(config: DataConfig) -> ray.data.Dataset:

@@ -95,3 +95,21 @@ def test_the_pre_ray_check_types_the_schema_of_the_file(tmp_path):
     pq.write_table(stamped, tmp_path / "rows.parquet")
     with pytest.raises(DataError, match=r"'tags': 'timestamp\[us\]'"):
         check_training_data(config)
+
+
+def test_the_training_label_is_checked_before_ray_starts(tmp_path):
+    import pandas as pd
+
+    from pipelines.runtime.parquet_checks import check_label
+
+    rows = pd.DataFrame({"row_id": [1, 2, 3], "age": [30.0, 41.0, 52.0], "label": ["normal", "anomaly", "normal"]})
+    rows.to_parquet(tmp_path / "text.parquet", index=False)
+    config = DataConfig(path=str(tmp_path / "text.parquet"), key=("row_id",), label="label")
+    with pytest.raises(DataError, match=r"label column 'label' must hold 0 \(normal\) and 1 \(anomaly\), or booleans; "
+                                        r"it is (large_)?string$"):  # fmt: skip
+        check_training_data(config)  # was: a 335-line traceback from the Ray Train workers
+    with pytest.raises(DataError, match=r"missing column\(s\) \['Label'\]"):
+        check_training_data(DataConfig(path=str(tmp_path / "text.parquet"), key=("row_id",), label="Label"))
+    rows.assign(label=[False, True, False]).to_parquet(tmp_path / "flags.parquet", index=False)
+    assert check_training_data(DataConfig(path=str(tmp_path / "flags.parquet"), key=("row_id",), label="label")) == 3
+    check_label("x", pa.schema([("y", pa.dictionary(pa.int8(), pa.int64()))]), "y")  # a dictionary of numbers
