@@ -71,7 +71,8 @@ def declare_features(config: DataConfig) -> DataConfig:
 
 def check_training_data(config: DataConfig) -> int:
     """`check_parquet` for the training config's columns (with inferred features: the schema's columns that will
-    be typed, `inferred_kinds`) and its label (`check_label`); returns the row count."""
+    be typed, `inferred_kinds`), its label (`check_label`) and that the validation split can hold a row; returns
+    the row count."""
     check_ray_readable(config.path)
     inputs = config.inputs
     if config.infers_features:
@@ -81,6 +82,10 @@ def check_training_data(config: DataConfig) -> int:
     checked = check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
     if config.label:
         check_label(config.path, checked.schema, config.label)
+    expected = checked.rows * int(config.validation_fraction * SPLIT_BUCKETS) / SPLIT_BUCKETS  # as split_rows cuts
+    if expected < 1:
+        raise DataError(f"data.validation_fraction={config.validation_fraction:g} of {checked.rows:,} rows leaves "
+                        f"{expected:.2g} rows to calibrate the threshold on: raise it")  # fmt: skip
     return checked.rows
 
 

@@ -116,7 +116,7 @@ def test_a_first_file_with_null_typed_columns_takes_the_later_files_types(tmp_pa
     ROWS.to_parquet(tmp_path / "part-3.parquet", index=False)  # ... and double
     checked = check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))  # was: "column(s) [...] hold only nulls"
     assert checked.rows == 9 and str(checked.schema.field("TSH").type) == "double"
-    config = DataConfig(path=str(tmp_path), key=("row_id",))
+    config = DataConfig(path=str(tmp_path), key=("row_id",), validation_fraction=0.5)
     assert inferred_kinds(config, merged_schema(open_parquet(str(tmp_path)))) == {"TSH": "numeric"}
     assert check_training_data(config) == 9  # was: no feature kind for column(s) {'TSH': 'null'}
     merged = open_merged(str(tmp_path))

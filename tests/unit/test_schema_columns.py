@@ -89,7 +89,7 @@ def test_the_pre_ray_check_types_the_schema_of_the_file(tmp_path):
     config = DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), label="label")
     with pytest.raises(DataError, match=r"\{'tags': 'list<element: string>'\}"):
         check_training_data(config)
-    excluded = DataConfig(path=config.path, key=("row_id",), label="label", exclude=("tags",))
+    excluded = DataConfig(path=config.path, key=("row_id",), label="label", exclude=("tags",), validation_fraction=0.5)
     assert check_training_data(excluded) == 2
     stamped = pa.table({**rows, "tags": [datetime.datetime(2026, 1, 1)] * 2})
     pq.write_table(stamped, tmp_path / "rows.parquet")
@@ -111,5 +111,16 @@ def test_the_training_label_is_checked_before_ray_starts(tmp_path):
     with pytest.raises(DataError, match=r"missing column\(s\) \['Label'\]"):
         check_training_data(DataConfig(path=str(tmp_path / "text.parquet"), key=("row_id",), label="Label"))
     rows.assign(label=[False, True, False]).to_parquet(tmp_path / "flags.parquet", index=False)
-    assert check_training_data(DataConfig(path=str(tmp_path / "flags.parquet"), key=("row_id",), label="label")) == 3
+    flags = DataConfig(path=str(tmp_path / "flags.parquet"), key=("row_id",), label="label", validation_fraction=0.5)
+    assert check_training_data(flags) == 3
     check_label("x", pa.schema([("y", pa.dictionary(pa.int8(), pa.int64()))]), "y")  # a dictionary of numbers
+
+
+def test_a_validation_fraction_that_leaves_no_row_is_refused_before_training(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"row_id": range(300), "age": range(300)}).to_parquet(tmp_path / "rows.parquet", index=False)
+    config = DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",), validation_fraction=0.001)
+    with pytest.raises(DataError, match=r"data.validation_fraction=0.001 of 300 rows leaves 0.3 rows to calibrate"):
+        check_training_data(config)  # was: a whole training run, then "no validation rows to calibrate ..."
+    assert check_training_data(DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",))) == 300
