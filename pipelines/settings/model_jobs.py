@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -27,7 +28,7 @@ from vae.imputation import IMPUTATION_METHODS
 from vae.likelihoods import GENERATION_MODES
 from vae.scoring import SCORES
 
-from .yaml_configs import TrackingSettings
+from .yaml_configs import TrackingSettings, resolve_path
 
 MODEL_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
@@ -137,9 +138,11 @@ class EvaluateConfig:
 
 
 def _check_local_output(owner: GenerateConfig | ImputeConfig) -> None:
-    """`output` is a local file: it is published by a rename."""
+    """`output` is a local file, not a directory: it is published by a rename, after all the work."""
     require("://" not in owner.output, owner, "output",
             f"the file is published by a rename: use a local path, got {owner.output!r}")  # fmt: skip
+    require(not Path(resolve_path(owner.output)).is_dir(), owner, "output",
+            f"{resolve_path(owner.output)} is a directory; name the file to write")  # fmt: skip
 
 
 @config_class

@@ -93,6 +93,14 @@ def test_generate_and_impute_configs_take_conditions_and_validate():
             load_config(CONFIG_DIR / f"{'generate' if cls is GenerateConfig else 'impute'}.yaml", [override], cls=cls)
 
 
+def test_an_output_that_is_a_directory_is_refused_before_the_work(tmp_path):
+    (tmp_path / "rows.parquet").mkdir()  # the file is written last: a directory there failed after all the work
+    for name, cls in (("generate", GenerateConfig), ("impute", ImputeConfig)):
+        with pytest.raises(ConfigError, match=rf"{cls.__name__}.output: {tmp_path}/rows.parquet is a directory"):
+            load_config(CONFIG_DIR / f"{name}.yaml", [f"output={tmp_path / 'rows.parquet'}"], cls=cls)
+        assert load_config(CONFIG_DIR / f"{name}.yaml", [f"output={tmp_path / 'new.parquet'}"], cls=cls).output
+
+
 def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
     config = load_config(
         PROJECT_DIR / "pipelines/configs/train.yaml",
