@@ -18,7 +18,14 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.batch_inference import ScoringPlan, feature_columns, score_into, text_labels
+from pipelines.runtime.batch_inference import (
+    ScoringPlan,
+    feature_columns,
+    output_schema,
+    score_into,
+    stored_keys,
+    text_labels,
+)
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
@@ -77,6 +84,10 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     check_score_kind(detector.objective, config.kind or detector.score_config.kind)
     numeric, categorical = feature_columns(detector)
     keys = list(config.key or detector.metadata.get("key_columns", ()))
+    taken = [k for k in keys if k in output_schema(pa.schema([]), config.top_features).names]
+    if taken:
+        raise ConfigError(f"key column(s) {taken} have the name of a column the scores table adds; rename them in "
+                          "the input")  # fmt: skip
     image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
     scoring = ScoringPlan(spec["name"], version, tracking_uri, _threshold(config, detector), keys, numeric,
                           categorical, config.unknown_categories == "quarantine", rows=0,
@@ -84,7 +95,7 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     labels = text_labels(detector)
     check_ray_readable(config.input_path)
     checked = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
-    scoring.rows, scoring.key_schema = checked.rows, pa.schema([checked.schema.field(key) for key in keys])
+    scoring.rows, scoring.key_schema = checked.rows, stored_keys(pa.schema([checked.schema.field(k) for k in keys]))
     return scoring, detector
 
 

@@ -144,14 +144,20 @@ class ProgressCounter:
         return self.rows
 
 
+def stored_keys(keys: pa.Schema) -> pa.Schema:
+    """The key columns as the scores table stores them: as read, except a dictionary (a pandas category) as its
+    values' type, which Iceberg can hold."""
+    return pa.schema([pa.field(k.name, k.type.value_type if pa.types.is_dictionary(k.type) else k.type) for k in keys])
+
+
 def output_schema(keys: pa.Schema, top_features: int) -> pa.Schema:
-    """The scores table's columns, in order: the `keys` as read, a scored row's score, flag and top features
-    (null for a quarantined row), its status, a quarantined row's reason and input (JSON), and the run's
-    constants."""
+    """The scores table's columns, in order: the `keys` as read (`stored_keys`), a scored row's score, flag and
+    top features (null for a quarantined row), its status, a quarantined row's reason and input (JSON), and the
+    run's constants."""
     top = [pa.field(f"top_feature_{rank}{part}", kind) for rank in range(1, top_features + 1)
            for part, kind in (("", pa.string()), ("_share", pa.float64()))]  # fmt: skip
     return pa.schema([
-        *keys, pa.field("anomaly_score", pa.float64()), pa.field("is_anomaly", pa.bool_()), *top,
+        *stored_keys(keys), pa.field("anomaly_score", pa.float64()), pa.field("is_anomaly", pa.bool_()), *top,
         pa.field(STATUS, pa.string()), pa.field(REASON, pa.string()), pa.field(INPUT, pa.string()),
         pa.field("model_name", pa.string()), pa.field("model_version", pa.string()),
         pa.field("run_date", pa.string()), pa.field("scored_at", pa.timestamp("us", tz="UTC")),

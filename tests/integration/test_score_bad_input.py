@@ -10,9 +10,9 @@ from pipelines.settings.yaml_configs import CONFIG_DIR
 from tests.integration.conftest import CommandResult, free_port, run_command
 
 
-def _score(capsys, tmp_path, tracking_uri, input_path, model) -> CommandResult:
+def _score(capsys, tmp_path, tracking_uri, input_path, model, *more: str) -> CommandResult:
     args = [f"input={input_path}", f"output={tmp_path / 'out'}", f"model={model}", "run_date=2026-11-24",
-            f"tracking.tracking_uri={tracking_uri}"]  # fmt: skip
+            f"tracking.tracking_uri={tracking_uri}", *more]  # fmt: skip
     return run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), *args)
 
 
@@ -61,3 +61,8 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
         assert done.returncode != 0, case
         assert last.startswith("vae-anomaly score:") and message in last, (case, last)
         assert not (tmp_path / "out" / "run_date=2026-11-24").exists(), case
+    # a key named like a column the scores table adds (was: a 139-line traceback from the scoring actors)
+    done = _score(capsys, tmp_path, mlflow_server, thyroid_dir / "test.parquet", scoring_model, "key=[row_id,status]")
+    assert done.returncode != 0 and "key column(s) ['status'] have the name of a column the scores table adds" in (
+        done.last_error_line
+    )

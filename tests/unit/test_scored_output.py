@@ -83,3 +83,18 @@ def test_a_row_count_that_differs_from_the_footers_fails_before_publishing():
         DataError, match=r"in/: its Parquet footers count 8 rows but the job wrote 7 .*nothing was published"
     ):
         check_every_row_written("in/", 8, Tally(scored=4, quarantined=3))
+
+
+def test_a_dictionary_key_is_stored_as_its_values_type(tmp_path):
+    from pipelines.runtime.batch_inference import _conform, output_schema
+
+    cust = pa.array(["a", "b", "a"]).dictionary_encode()  # a pandas category written to Parquet
+    schema = output_schema(pa.schema([("cust", cust.type), ("row_id", pa.int64())]), top_features=1)
+    assert schema.field("cust").type == pa.string() and schema.field("row_id").type == pa.int64()
+    rows = _conform(pa.table({"cust": cust, "row_id": [1, 2, 3], "run_date": ["2026-11-24"] * 3}), schema)
+    assert rows.column("cust").to_pylist() == ["a", "b", "a"]
+    table = ScoresTable.at(str(tmp_path), "vae.scores")
+    table.create(schema).append(rows)  # Iceberg takes it (was: "Unable to merge ... large_string vs dictionary")
+    assert table.read("2026-11-24")["cust"].to_pylist() == ["a", "b", "a"]
+    assert table.key_problems(pa.schema([pa.field("cust", cust.type)])) != []  # a dictionary against the table
+    assert table.key_problems(pa.schema([schema.field("cust")])) == []  # what `score` checks (stored_keys)
