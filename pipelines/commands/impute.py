@@ -122,12 +122,15 @@ def standardized_errors(
     preprocessor: Preprocessor, truth: Mapping[str, Any], imputed: Mapping[str, Any], masked: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """(M,) errors of the M masked numeric entries, each divided by its column's training std so that columns of
-    different scales weigh alike. masked: column -> (N,) bool."""
+    different scales weigh alike. masked: column -> (N,) bool. DataError when the truth lacks a masked entry."""
     errors = [np.empty(0)]
     for i, column in enumerate(preprocessor.numeric):
         if column in masked and np.any(masked[column]):
             rows = np.asarray(masked[column], dtype=bool)
             true = np.asarray(truth[column], dtype=np.float64)[rows]
+            if not np.isfinite(true).all():
+                raise DataError(f"truth: column {column!r} lacks {int((~np.isfinite(true)).sum())} of the values "
+                                "the input lacks; the truth must hold every value imputed")  # fmt: skip
             guess = np.asarray(imputed[column], dtype=np.float64)[rows]
             errors.append((guess - true) / preprocessor.std[i])
     return np.concatenate(errors)

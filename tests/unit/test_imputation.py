@@ -119,6 +119,10 @@ def test_bad_settings_fail_with_their_reason(linear_gaussian, holed):
         impute(linear_gaussian.model, x, missing[:, :4])
     with pytest.raises(ValueError, match="no masked numeric entry"):
         numeric_rmse(Preprocessor(numeric=["a"]).fit({"a": np.ones(3)}), {}, {}, {})
+    pre = Preprocessor(numeric=["a"]).fit({"a": np.arange(3.0)})
+    holes = {"a": np.array([True, False, True])}
+    with pytest.raises(ValueError, match=r"truth: column 'a' lacks 1 of the values the input lacks"):  # was: nan
+        numeric_rmse(pre, {"a": np.array([1.0, 2.0, np.nan])}, {"a": np.zeros(3)}, holes)
 
 
 def test_a_flow_posterior_imputes_by_pseudo_gibbs_and_refuses_metropolis(holed):
