@@ -366,4 +366,6 @@ def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPi
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got a {type(data).__name__}")
     return from_dict(cls, apply_overrides(data, list(overrides)))

@@ -214,6 +214,10 @@ def test_missing_or_broken_config_files(tmp_path):
     broken.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(broken)
+    for text, kind in (("- data\n- model\n", "list"), ("3\n", "int")):  # was: a ValueError / TypeError traceback
+        broken.write_text(text)
+        with pytest.raises(ConfigError, match=rf"must hold a mapping of keys to values, got a {kind}$"):
+            load_config(broken)
 
 
 def test_relative_storage_resolves_under_the_project_and_uris_stay():
