@@ -7,16 +7,17 @@ For every `*.npz` in DIR and seed, on the detection harness's split (`bench.dete
 what `make tune` does with the config's grid, in-process and without Ray: hold out `data.validation_fraction` of
 the training rows, train one model per grid point on the rest with the default's other settings (`vae.auto`),
 select a point by the importance-sampled NLL (`tune.nll_samples` samples) of the held-out rows as `make tune` does
-(`vae.selection.choose_over_reference`: the default point, the config's own values, unless another point's per-row
-NLL is significantly lower), and score the test rows with it. Also reported: what the lowest mean NLL would have
-selected, and label-free stand-ins for detection, the AUROC of each point's scores separating the held-out rows
-from synthetic anomalies made of them (`synthetic_anomalies`), and an ensemble of the grid's distinct models that
-needs no selection (`ensemble_scores`). Next to it, the default (`AnomalyDetector`) trained on all the training
-rows. Prints a table per set (default, default point, sweep-selected and the best grid point in
-hindsight, mean AUROC over seeds) and writes one CSV row per (set, seed, candidate):
+(`vae.selection.choose_over_reference` on the held-out rows that repeat no training row: the default point, the
+config's own values, unless another point's per-row NLL is significantly lower), and score the test rows with it.
+Also reported: what the lowest mean NLL would have selected, and label-free stand-ins for detection, the AUROC of
+each point's scores separating the held-out rows from synthetic anomalies made of them (`synthetic_anomalies`), and
+an ensemble of the grid's distinct models that needs no selection (`ensemble_scores`). Next to it, the default
+(`AnomalyDetector`) trained on all the training rows. Prints a table per set (default, default point, sweep-selected
+and the best grid point in hindsight, mean AUROC over seeds) and writes one CSV row per (set, seed, candidate):
 `dataset,seed,candidate,val_nll,val_marginals,val_half_swapped,auroc,selected,reference`.
 With `--rows DIR` each split's per-row numbers go to `DIR/<set>-<seed>.npz` (`points`: the P candidate labels;
 `val_nll`, `val_score`: (P, n_val) importance-sampled NLL and the default score of the held-out rows;
+`val_unseen`: (n_val,) True for a held-out row that repeats no training row;
 `<kind>_score`: (P, m) the default score of each kind of synthetic anomalies; `test_score`: (P, T) the default
 score of the test rows, `test_labels`: (T,)), to study other selection rules.
 Grid points that resolve to the same settings (`latent_dim: auto` equal to a listed size) are trained once.
@@ -37,7 +38,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from pipelines.settings.yaml_configs import get_dotted
-from vae.selection import choose_over_reference
+from vae.selection import choose_over_reference, row_hashes
 
 from .detection import _seed_list, protocol_split, rows_from_csv, sort_key
 from .intervals import describe, paired_differences
@@ -140,6 +141,7 @@ def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = max(1, round(sweep.validation_fraction * len(train)))
     fit_rows, val_rows = train[order[n_val:]], train[order[:n_val]]
+    val_unseen = ~np.isin(row_hashes(val_rows), row_hashes(fit_rows))
 
     synthetic = synthetic_anomalies(val_rows, seed, max(len(val_rows), SYNTHETIC_ROWS))
     default = AnomalyDetector(seed=seed, device="cpu").fit(train)
@@ -167,10 +169,12 @@ def evaluate_split(task: tuple[str, Path, int, Sweep, Path | None]) -> list[dict
                      "auroc": numbers["auroc"], "selected": False})  # fmt: skip
     if rows_dir is not None:
         np.savez(rows_dir / f"{name}-{seed}.npz", points=np.array([label(p) for p in sweep.points()]),
-                 test_labels=labels, **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
+                 test_labels=labels, val_unseen=val_unseen,
+                 **{array: np.stack(values) for array, values in per_row.items()})  # fmt: skip
     nll = np.stack(per_row["val_nll"])
-    if sweep.reference in sweep.points():  # as `make tune` selects (vae.selection)
-        chosen = choose_over_reference(nll, sweep.points().index(sweep.reference)).index
+    reference = sweep.points().index(sweep.reference) if sweep.reference in sweep.points() else None
+    if reference is not None:  # as `make tune` selects (vae.selection); no unseen row: no evidence to move
+        chosen = choose_over_reference(nll[:, val_unseen], reference).index if val_unseen.any() else reference
     else:
         chosen = int(np.argmin(np.where(np.isfinite(nll).all(axis=1), nll.mean(axis=1), np.inf)))
     rows[1 + chosen]["selected"] = True

@@ -48,7 +48,7 @@ _EXPORTS = {
         "samples_per_chunk",
         "score_rows",
     ],
-    "selection": ["Choice", "choose_over_reference"],
+    "selection": ["Choice", "choose_over_reference", "row_hashes"],
     "training": ["FitResult", "build_optimizer", "fit", "param_groups"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

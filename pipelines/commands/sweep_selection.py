@@ -16,7 +16,7 @@ from ray.train import Checkpoint
 from pipelines.commands.sweep_trials import FINISHED
 from pipelines.runtime.distributed_run import load_checkpoint_detector
 from pipelines.runtime.parquet_input import PreparedData
-from pipelines.runtime.validation_pass import sample_rows
+from pipelines.runtime.validation_pass import drop_seen, sample_rows
 from pipelines.settings.search_space import Axis
 from pipelines.settings.yaml_configs import TunePipelineConfig, get_dotted
 from vae import ScoreConfig, choose_over_reference, score_rows
@@ -71,9 +71,9 @@ def choose_trial(
 ) -> tuple[TrialSummary, str]:
     """The trial to register and a line saying why. With `tune.metric: nll` and a `tune.significance`, the default
     trial is kept unless another finished trial's per-row NLL of one sample of validation rows (at most
-    `tune.selection_rows`, less those labelled anomalous, scored by a Ray task per trial from its best checkpoint)
-    is significantly lower (`vae.selection.choose_over_reference`); otherwise, or without a finished default trial,
-    the best metric wins."""
+    `tune.selection_rows`, less those labelled anomalous and those that repeat a training row, scored by a Ray
+    task per trial from its best checkpoint) is significantly lower (`vae.selection.choose_over_reference`);
+    otherwise, or without a finished default trial, the best metric wins."""
     settings = config.tune
     metric, mode = settings.reported_metric
     finished = finished_trials(trials, settings.name, metric)
@@ -83,6 +83,10 @@ def choose_trial(
     if rows is None or not len(rows["x"]):
         best = select_best(trials, mode, settings.name, metric)
         return best, f"selected trial {best.trial_id}: the best {metric} of {len(finished)} finished trial(s)"
+    rows = drop_seen(rows, prepared.train)
+    if not len(rows["x"]):
+        return default, (f"kept the default trial {default.trial_id}: every sampled validation row repeats a "
+                         f"training row, so none tells a model that generalises from one that remembers")  # fmt: skip
     nll_config = ScoreConfig(kind="nll", samples=settings.nll_samples)
     scaling = config.scaling
     scorer = _checkpoint_nll.options(num_cpus=scaling.cpus_per_worker,
@@ -95,9 +99,11 @@ def choose_trial(
     chosen, n = finished[choice.index], len(rows["x"])
     if chosen is default:
         return default, (f"kept the default trial {default.trial_id}: no trial's validation NLL was significantly "
-                         f"lower on {n} rows (one-sided Wilcoxon, p >= {settings.significance:g})")  # fmt: skip
+                         f"lower on {n} rows unseen in training (one-sided Wilcoxon, "
+                         f"p >= {settings.significance:g})")  # fmt: skip
     return chosen, (f"selected trial {chosen.trial_id}: its validation NLL is lower than the default trial's on {n} "
-                    f"rows (one-sided Wilcoxon p = {chosen.p_vs_default:.2g} < {settings.significance:g})")  # fmt: skip
+                    f"rows unseen in training (one-sided Wilcoxon p = {chosen.p_vs_default:.2g} < "
+                    f"{settings.significance:g})")  # fmt: skip
 
 
 @ray.remote

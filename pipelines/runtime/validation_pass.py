@@ -9,7 +9,7 @@ import numpy as np
 import ray.data
 import torch
 
-from vae import Detector, score_rows
+from vae import Detector, row_hashes, score_rows
 
 from .cluster import map_batches_on_actors
 
@@ -86,3 +86,24 @@ def _collect(ds: ray.data.Dataset, limit: int) -> dict[str, np.ndarray]:
         if kept >= limit:
             break
     return {name: np.concatenate([part[name] for part in parts])[:limit] for name in parts[0]}
+
+
+def drop_seen(rows: dict[str, np.ndarray], train: ray.data.Dataset) -> dict[str, np.ndarray]:
+    """`rows` ({"x": (N, D), ["c", "observed", "label"]} on the driver) less those that repeat a row of the encoded
+    dataset `train` (the same x, c and missing-value mask), found in one Ray Data pass over `train` that sends back
+    only the hashes of the repeated rows (`vae.selection.row_hashes`)."""
+    hashes = row_hashes(*_row_parts(rows))
+    repeated = train.map_batches(_repeated_hashes, fn_kwargs={"wanted": hashes}, batch_format="numpy")
+    found = [batch["hash"] for batch in repeated.iter_batches(batch_size=None, batch_format="numpy")]
+    keep = ~np.isin(hashes, np.concatenate(found)) if found else np.ones(len(hashes), dtype=bool)
+    return {name: column[keep] for name, column in rows.items()}
+
+
+def _row_parts(batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
+    return batch["x"], batch.get("c"), batch.get("observed")
+
+
+def _repeated_hashes(batch: dict[str, np.ndarray], wanted: np.ndarray) -> dict[str, np.ndarray]:
+    """{"hash": (K,)}: the hashes among `wanted` of the batch's rows, each once."""
+    hashes = row_hashes(*_row_parts(batch))
+    return {"hash": np.unique(hashes[np.isin(hashes, wanted)])}

@@ -248,8 +248,8 @@ class TuneSettings:
     nll_samples: PositiveInt = 32  # importance samples per validation row for val_nll
     selection_rows: PositiveInt = 20_000  # validation rows val_nll / val_auroc are computed on (each epoch)
     # metric nll: the trial with the config's own values (the default) is kept unless another trial's per-row
-    # validation NLL is lower by a one-sided Wilcoxon signed-rank test at this level (vae.selection); null: the
-    # lowest mean val_nll wins
+    # validation NLL, on validation rows that repeat no training row, is lower by a one-sided Wilcoxon signed-rank
+    # test at this level (vae.selection); null: the lowest mean val_nll wins
     significance: Fraction | None = 0.05
     max_failures: Retries = 1  # restarts of a failed trial (from its last checkpoint)
     asha: AshaSettings = field(default_factory=AshaSettings)

@@ -49,3 +49,17 @@ def test_a_small_split_is_scored_whole():
     x, ds = _encoded(500)
     sample = score_sample(_detector(), ds, rows=500, sample_rows=2_000)
     assert sorted(sample.labels) == list(range(500))
+
+
+def test_drop_seen_leaves_out_the_rows_that_repeat_a_training_row():
+    from pipelines.runtime.validation_pass import drop_seen
+
+    _, train = _encoded(1_000)  # rows 0..999, in 8 blocks
+    ids = np.arange(990, 1_010)  # 990..999 repeat training rows, 1000..1009 do not
+    observed = np.ones((len(ids), FEATURES), dtype=bool)
+    observed[0, 1] = False  # row 990 with a feature missing: another row than the training one
+    rows = {"x": _features(ids), "observed": observed, "label": ids}
+    train = train.map_batches(lambda b: {**b, "observed": np.ones(b["x"].shape, dtype=bool)})
+    kept = drop_seen(rows, train)
+    assert list(kept["label"]) == [990, *range(1_000, 1_010)]
+    np.testing.assert_array_equal(kept["x"], rows["x"][np.isin(ids, kept["label"])])

@@ -48,3 +48,20 @@ def test_the_shape_and_the_reference_are_checked():
         choose_over_reference(np.zeros(3), reference=0)
     with pytest.raises(ValueError, match="got \\(2, 4\\)"):
         choose_over_reference(np.zeros((2, 4)), reference=2)
+
+
+def test_row_hashes_are_equal_for_equal_rows_only():
+    from vae import row_hashes
+
+    x = np.array([[1.0, 2.0], [1.0, 2.0], [2.0, 1.0], [1.0, np.nan], [1.0, np.nan]], dtype=np.float32)
+    hashes = row_hashes(x)
+    assert hashes.shape == (5,) and hashes.dtype == np.uint64
+    assert hashes[0] == hashes[1] and hashes[3] == hashes[4]  # a missing value repeats too
+    assert len({hashes[0], hashes[2], hashes[3]}) == 3  # the same values in another order are another row
+    condition = np.array([[0.0], [1.0], [0.0], [0.0], [0.0]])
+    with_condition = row_hashes(x, condition, None)
+    assert with_condition[0] != with_condition[1] and with_condition[3] == with_condition[4]
+    images = np.arange(24, dtype=np.float32).reshape(2, 3, 4)  # (N, H, W): each row is flattened
+    assert row_hashes(images)[0] == row_hashes(images[:1].reshape(1, 12))[0]
+    with pytest.raises(ValueError, match="no array given"):
+        row_hashes(None)
