@@ -247,7 +247,7 @@ def score_into(sink: ScoresSink, config: ScoreJobConfig, scoring: ScoringPlan, d
     """Score the input in one streaming pass with Ray Data and write every row, scored or quarantined, with
     `sink` (nothing is committed yet: see `ScoresSink.commit`); returns what the write tasks tallied."""
     rows = ray.data.read_parquet(config.input_path).select_columns(scoring.columns)
-    keys = pa.schema([rows.schema().base_schema.field(key) for key in scoring.keys])
+    keys = scoring.key_schema  # every file's types merged: Ray Data's schema is the first file's (null if empty)
     job = {
         "keys": scoring.keys, "threshold": scoring.threshold, "kind": config.kind, "samples": config.samples,
         "top_features": config.top_features, "model_name": scoring.model_name, "model_version": scoring.model_version,
