@@ -11,6 +11,7 @@ inference.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .labels import is_missing
 
 KINDS = ("numeric", "binary", "categorical")
 INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
 def arrow_kind(kind: Any) -> str | None:
@@ -82,7 +84,7 @@ def _pandas_values(series: Any) -> np.ndarray:
         return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":  # Int64, int64[pyarrow], ...
         if not series.hasnans:
-            return series.to_numpy(dtype=dtype.numpy_dtype)
+            return series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))  # a SparseDtype has none: its own
         as_float = series.to_numpy(dtype=np.float64, na_value=np.nan)
         return _exact_integers(as_float, lambda: series.to_numpy(dtype=object, na_value=None))
     if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "f":  # Float64, double[pyarrow]
@@ -98,9 +100,10 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def pandas_index_columns(schema: Any) -> set[str]:
-    """The columns of a pyarrow Schema that hold a pandas index (`__index_level_0__`, or a named index), as its
-    pandas metadata lists them: pandas reads them back as the index, so they are no feature columns."""
-    return {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    """The columns of a pyarrow Schema that hold an unnamed pandas index (`__index_level_0__`, ...: what pyarrow
+    stores for the index of a filtered or sorted DataFrame), which no user names: no feature columns. A named index
+    stays a column (it is often the id, which a user excludes or declares as a key by its name)."""
+    return {name for name in schema.names if PANDAS_INDEX.fullmatch(name)}
 
 
 def _arrow_names(table: Any) -> list[str]:

@@ -57,7 +57,8 @@ def row_hashes(*parts: np.ndarray | None) -> np.ndarray:
     equally, distinct rows collide with a chance of about 2**-64 per pair."""
     import pandas as pd
 
-    flat = [np.asarray(part, dtype=np.float64).reshape(len(part), -1) for part in parts if part is not None]
+    arrays = [np.asarray(part, dtype=np.float64) for part in parts if part is not None]
+    flat = [part.reshape(len(part), int(np.prod(part.shape[1:]))) for part in arrays]
     if not flat:
         raise ValueError("row_hashes: no array given")
     return pd.util.hash_pandas_object(pd.DataFrame(np.concatenate(flat, axis=1)), index=False).to_numpy()

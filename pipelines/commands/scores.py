@@ -74,6 +74,9 @@ def report(table: ScoresTable, published: Published) -> None:
         print("  ".join([*(str(row[key]) for key in keys), f"{row['anomaly_score']:.3f}", why]))
 
 
+MAX_AGE_DAYS = 36_500  # a century: beyond, the cutoff date overflows
+
+
 def main(argv: list[str] | None = None) -> Published | tuple[int, int]:
     parser = argparse.ArgumentParser(prog="vae-anomaly scores", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / "score.yaml"), help="the score job's config")
@@ -89,8 +92,9 @@ def main(argv: list[str] | None = None) -> Published | tuple[int, int]:
     config = load_config(args.config, args.overrides, cls=ScoreJobConfig)
     table = ScoresTable.at(resolve_path(config.output), config.table, config.catalog)
     if args.expire_older_than is not None:
-        if not args.expire_older_than >= 0:
-            raise ConfigError(f"--expire-older-than: expected a number of days >= 0, got {args.expire_older_than}")
+        if not 0 <= args.expire_older_than <= MAX_AGE_DAYS:
+            raise ConfigError(f"--expire-older-than: expected a number of days from 0 to {MAX_AGE_DAYS}, got "
+                              f"{args.expire_older_than}")  # fmt: skip
         cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=args.expire_older_than)
         expired, deleted = table.expire(cutoff)
         print(f"{table.identifier}: {expired} snapshot(s) older than {cutoff:%Y-%m-%d %H:%M} UTC expired, "

@@ -59,7 +59,11 @@ def check_ray_readable(path: str) -> None:
     if path.lower().endswith(PARQUET_SUFFIX):
         return
     filesystem, where = filesystems.filesystem(path)
-    if filesystem.get_file_info(where).type == pafs.FileType.File:
+    try:
+        info = filesystem.get_file_info(where)
+    except (OSError, pa.ArrowException) as err:
+        raise filesystems.explain(err, path) from err
+    if info.type == pafs.FileType.File:
         raise DataError(f"{path}: Ray Data reads only files named *{PARQUET_SUFFIX}; rename the file")
 
 

@@ -85,7 +85,7 @@ def check_training_data(config: DataConfig) -> int:
     expected = checked.rows * int(config.validation_fraction * SPLIT_BUCKETS) / SPLIT_BUCKETS  # as split_rows cuts
     if expected < 1:
         raise DataError(f"data.validation_fraction={config.validation_fraction:g} of {checked.rows:,} rows leaves "
-                        f"{expected:.2g} rows to calibrate the threshold on: raise it")  # fmt: skip
+                        f"{expected:.2g} rows to calibrate the threshold on, expected: raise it")  # fmt: skip
     return checked.rows
 
 

@@ -136,8 +136,10 @@ def test_a_pandas_index_stored_in_an_arrow_table_is_not_a_feature():
     table = pa.Table.from_pandas(filtered)
     assert "__index_level_0__" in table.column_names
     assert list(as_columns(table)) == list(filtered.columns) and "__index_level_0__" not in type_kinds(table)
-    named = pa.Table.from_pandas(filtered.rename_axis("row"))
-    assert list(as_columns(named)) == list(filtered.columns)
+    named = pa.Table.from_pandas(filtered.rename_axis("row"))  # a named index stays a column: a user names it
+    assert list(as_columns(named)) == [*filtered.columns, "row"]
+    fitted = AnomalyDetector(exclude=["row", "id"], settings=quick(epochs=1), device="cpu").fit(named)
+    assert fitted.detector.feature_names == ("a", "b", "flag", "colour")
     with pytest.raises(ValueError, match=r"more than one column \['a'\]"):
         as_columns(pa.table([[1.0], [2.0]], names=["a", "a"]))
 
@@ -158,6 +160,8 @@ def test_integer_codes_beyond_float_precision_keep_their_labels_whatever_the_dty
     assert [str(v) for v in arrow[:3]] == expected and arrow[3] is None
     small = as_columns(pd.DataFrame({"n": pd.Series([1, None, 3], dtype="Int64")}))["n"]  # exact in float64: floats
     assert small.dtype == np.float64 and np.isnan(small[1])
+    sparse = as_columns(pd.get_dummies(pd.Series(["a", "b", "a"]), sparse=True, dtype=int))  # SparseDtype: kind "i"
+    assert sparse["a"].tolist() == [1, 0, 1]
 
 
 def test_column_lists_may_be_a_pandas_index_an_array_or_one_name():

@@ -50,6 +50,8 @@ def test_a_pandas_index_written_to_the_parquet_file_is_no_feature(tmp_path):
     schema = pq.read_schema(tmp_path / "rows.parquet")
     assert "__index_level_0__" in schema.names
     assert inferred_kinds(DataConfig(path=str(tmp_path), key=("row_id",)), schema) == {"age": "numeric"}
+    merged = pa.schema([("row_id", pa.int64()), ("age", pa.float64()), ("__index_level_0__", pa.int64())])
+    assert schema_kinds(merged, ("row_id",)) == {"age": "numeric"}  # a later file's index: no pandas metadata here
 
 
 def test_integer_columns_are_binary_only_when_they_hold_zero_and_one():

@@ -65,3 +65,4 @@ def test_row_hashes_are_equal_for_equal_rows_only():
     assert row_hashes(images)[0] == row_hashes(images[:1].reshape(1, 12))[0]
     with pytest.raises(ValueError, match="no array given"):
         row_hashes(None)
+    assert row_hashes(np.empty((0, 3, 4))).shape == (0,)

@@ -184,7 +184,8 @@ def test_the_scores_command_refuses_a_negative_age_or_count(tmp_path):
     from pipelines.commands.scores import main
     from pipelines.settings.yaml_configs import ConfigError
 
-    with pytest.raises(ConfigError, match=r"--expire-older-than: expected a number of days >= 0, got -1.0"):
-        main(["--expire-older-than", "-1", f"output={tmp_path}"])
+    for days in ("-1", "inf"):  # inf: the cutoff date overflowed in a traceback
+        with pytest.raises(ConfigError, match=r"--expire-older-than: expected a number of days from 0 to 36500, got"):
+            main(["--expire-older-than", days, f"output={tmp_path}"])
     with pytest.raises(ConfigError, match=r"--top: expected a count of rows >= 0, got -1"):
         main(["--run-date", "2026-11-24", "--top", "-1", f"output={tmp_path}"])
