@@ -25,15 +25,21 @@ class DataError(ValueError):
     """The input data cannot be used; the message names the path or the columns."""
 
 
+def _file_info(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
+    """The filesystem of `path`, the path inside it and what is there; StorageError (one line) when the location
+    cannot be read (credentials, endpoint)."""
+    filesystem, where = filesystems.filesystem(path)
+    try:
+        return filesystem, where, filesystem.get_file_info(where)
+    except (OSError, pa.ArrowException) as err:
+        raise filesystems.explain(err, path) from err
+
+
 def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI, with `schema` (None: the
     first file's); a location that cannot be read raises StorageError (missing bucket, credentials, endpoint), a
     missing path DataError."""
-    filesystem, where = filesystems.filesystem(path)
-    try:
-        info = filesystem.get_file_info(where)
-    except (OSError, pa.ArrowException) as err:
-        raise filesystems.explain(err, path) from err
+    filesystem, where, info = _file_info(path)
     if info.type == pafs.FileType.NotFound:
         filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
@@ -58,12 +64,7 @@ def check_ray_readable(path: str) -> None:
     *.parquet, even one named on its own ("no files found under ..."). pyarrow, which `open_parquet` uses, reads it."""
     if path.lower().endswith(PARQUET_SUFFIX):
         return
-    filesystem, where = filesystems.filesystem(path)
-    try:
-        info = filesystem.get_file_info(where)
-    except (OSError, pa.ArrowException) as err:
-        raise filesystems.explain(err, path) from err
-    if info.type == pafs.FileType.File:
+    if _file_info(path)[2].type == pafs.FileType.File:
         raise DataError(f"{path}: Ray Data reads only files named *{PARQUET_SUFFIX}; rename the file")
 
 
