@@ -53,6 +53,17 @@ def _rows(columns: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
     return {name: values[index] for name, values in columns.items()}
 
 
+def _calibration_rows(table: Any, names: list[str], pre: Preprocessor) -> dict[str, np.ndarray]:
+    """The usable rows of `table`, which must have the training table's columns `names`, to calibrate on."""
+    columns = as_columns(table)
+    if list(columns) != names:
+        raise ValueError(f"AnomalyDetector.fit: calibration has the columns {list(columns)}, the table {names}")
+    usable = ~pre.unusable_rows(columns)
+    if not usable.any():
+        raise ValueError("AnomalyDetector.fit: calibration has no usable row (none, or every one unusable)")
+    return _rows(columns, np.flatnonzero(usable))
+
+
 class AnomalyDetector:
     """A VAE anomaly detector with a scikit-learn / PyOD style interface.
 
@@ -89,8 +100,14 @@ class AnomalyDetector:
         self.detector_: Detector | None = None
         self.numpy_columns_: int | None = None  # fitted on a 2-D array: its width, which scoring arrays must have
 
-    def fit(self, table: Any) -> AnomalyDetector:
-        """Train on the rows of `table` (all assumed normal, or nearly so) and calibrate the threshold."""
+    def fit(self, table: Any, calibration: Any = None) -> AnomalyDetector:
+        """Train on the rows of `table` (all assumed normal, or nearly so) and calibrate the threshold.
+
+        calibration: rows to place the threshold with, a table with the same columns as `table` (a validation
+        split of your own, as the pipeline's); given, every usable row of `table` trains, in its order. Otherwise
+        the threshold comes from 10 % of `table` held out from training (from the training rows below
+        CALIBRATION_ROWS rows).
+        """
         columns = as_columns(table)
         if not columns:
             raise ValueError("AnomalyDetector.fit: the table has no columns")
@@ -100,8 +117,9 @@ class AnomalyDetector:
         types = infer_feature_types(
             columns, self.exclude, self.numeric, self.binary, self.categorical, type_kinds(table)
         )
-        order = np.random.default_rng(self.seed).permutation(n)
-        n_val = round(n * VALIDATION_FRACTION) if n >= CALIBRATION_ROWS else 0
+        # nothing to hold out when the calibration rows are given: the rows train in the order they come
+        order = np.arange(n) if calibration is not None else np.random.default_rng(self.seed).permutation(n)
+        n_val = round(n * VALIDATION_FRACTION) if calibration is None and n >= CALIBRATION_ROWS else 0
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))
         unusable = pre.unusable_rows(columns)  # infinite or out of the training range: left out, as the pipeline does
         if unusable.any():
@@ -110,7 +128,11 @@ class AnomalyDetector:
         train_index, held_out_index = (part[~unusable[part]] for part in (order[n_val:], order[:n_val]))
         if len(train_index) < 2:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 usable rows, got {len(train_index)}")
-        train, held_out = _rows(columns, train_index), _rows(columns, held_out_index)
+        train = _rows(columns, train_index)
+        if calibration is not None:
+            calibrating = _calibration_rows(calibration, list(columns), pre)
+        else:
+            calibrating = _rows(columns, held_out_index) if len(held_out_index) else train
         layout = DataLayout(pre.layout_blocks())
         chosen = {} if self.contamination is None else {"score.contamination": self.contamination}
         settings = with_values(self.settings or auto_settings(len(train_index), layout, self.seed),
@@ -123,7 +145,7 @@ class AnomalyDetector:
             device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
         self.numpy_columns_ = table.shape[1] if isinstance(table, np.ndarray) else None
-        self.detector_.calibrate(*self.detector_.score(held_out if len(held_out_index) else train))
+        self.detector_.calibrate(*self.detector_.score(calibrating))
         return self
 
     @property

@@ -324,6 +324,19 @@ def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_with_a_
         AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(pd.DataFrame({"a": [1.0, np.inf, -np.inf]}))
 
 
+def test_given_calibration_rows_every_row_trains_and_the_threshold_is_their_quantile():
+    table, calibration = frame(1200), frame(300, seed=2)  # 1200 rows: alone, the estimator holds out 120 of them
+    given = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table, calibration=calibration)
+    np.testing.assert_allclose(given.detector.preprocessor.mean, table[["a", "b"]].mean())  # every row's statistics
+    threshold = given.detector.calibrated_threshold()
+    assert threshold == pytest.approx(np.quantile(given.score_samples(calibration), 0.95))
+    alone = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table)
+    assert not np.allclose(alone.detector.preprocessor.mean, table[["a", "b"]].mean())  # 10 % held out
+    with pytest.raises(ValueError, match=r"calibration has the columns \['id', 'a', 'b', 'flag'\], the table"):
+        given.fit(table, calibration=calibration.drop(columns="colour"))
+    assert given.detector.calibrated_threshold() == threshold  # refused before anything was trained
+
+
 def test_contamination_places_the_threshold_with_given_settings_too(fitted):
     assert fitted.detector.score_config.contamination == 0.05  # the settings' own
     wide = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), contamination=0.3, device="cpu").fit(frame(200))
