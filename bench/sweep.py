@@ -8,7 +8,7 @@ what `make tune` does with the config's grid, in-process and without Ray: hold o
 the training rows, train one model per grid point on all the rest with the default's other settings (`vae.auto`;
 the held-out rows calibrate, so the estimator holds out nothing more; from `vae.estimator.CALIBRATION_ROWS` training
 rows on, the default holds out 10 % itself, the same rows for the same seed, so with the shipped fraction of 0.1 the
-default point there is the default),
+default point there trains on the default's rows),
 select a point by the importance-sampled NLL (`tune.nll_samples` samples) of the held-out rows as `make tune` does
 (`vae.selection.choose_over_reference` on the held-out rows that repeat no training row: the default point, the
 config's own values, unless another point's per-row NLL is significantly lower), and score the test rows with it.

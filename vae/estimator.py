@@ -104,9 +104,8 @@ class AnomalyDetector:
         """Train on the rows of `table` (all assumed normal, or nearly so) and calibrate the threshold.
 
         calibration: rows to place the threshold with, a table with the same columns as `table` (a validation
-        split of your own, as the pipeline's); given, every usable row of `table` trains, in its order. Otherwise
-        the threshold comes from 10 % of `table` held out from training (from the training rows below
-        CALIBRATION_ROWS rows).
+        split of your own, as the pipeline's); given, every usable row of `table` trains. Otherwise the threshold
+        comes from 10 % of `table` held out from training (from the training rows below CALIBRATION_ROWS rows).
         """
         columns = as_columns(table)
         if not columns:
@@ -117,8 +116,7 @@ class AnomalyDetector:
         types = infer_feature_types(
             columns, self.exclude, self.numeric, self.binary, self.categorical, type_kinds(table)
         )
-        # nothing to hold out when the calibration rows are given: the rows train in the order they come
-        order = np.arange(n) if calibration is not None else np.random.default_rng(self.seed).permutation(n)
+        order = np.random.default_rng(self.seed).permutation(n)
         n_val = round(n * VALIDATION_FRACTION) if calibration is None and n >= CALIBRATION_ROWS else 0
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))
         unusable = pre.unusable_rows(columns)  # infinite or out of the training range: left out, as the pipeline does
