@@ -15,8 +15,9 @@ config's own values, unless another point's per-row NLL is significantly lower),
 Also reported: what the lowest mean NLL would have selected, and label-free stand-ins for detection, the AUROC of
 each point's scores separating the held-out rows from synthetic anomalies made of them (`synthetic_anomalies`), and
 an ensemble of the grid's distinct models that needs no selection (`ensemble_scores`). Next to it, the default
-(`AnomalyDetector`) trained on all the training rows. Prints a table per set (default, default point, sweep-selected
-and the best grid point in hindsight, mean AUROC over seeds) and writes one CSV row per (set, seed, candidate):
+(`AnomalyDetector`) fitted on all the training rows (which trains on them all below 1000 rows). Prints a table
+per set (default, default point, sweep-selected and the best grid point in hindsight, mean AUROC over seeds) and
+writes one CSV row per (set, seed, candidate):
 `dataset,seed,candidate,val_nll,val_marginals,val_half_swapped,auroc,selected,reference`.
 With `--rows DIR` each split's per-row numbers go to `DIR/<set>-<seed>.npz` (`points`: the P candidate labels;
 `val_nll`, `val_score`: (P, n_val) importance-sampled NLL and the default score of the held-out rows;
