@@ -52,11 +52,11 @@ def markdown_tables(text: str) -> dict[str, list[list[str]]]:
     return tables
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(900)  # 240 s alone on a slow 2-core machine, over 410 s inside the suite there
 def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path):
     results = tmp_path / "RESULTS.md"
     done = run_bench("--quick", "--data-dir", str(tiny_data), "--results", str(results), "--device", "cpu",
-                     timeout=410)  # fmt: skip
+                     timeout=890)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     text = results.read_text()
     assert "machine:" in text and "quick mode" in text
