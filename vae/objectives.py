@@ -106,48 +106,38 @@ def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
     return step >= config.kl_warmup_steps
 
 
-Objective = Callable[
-    [nn.Module, torch.Tensor, torch.Tensor | None, ObjectiveConfig, int | None, nn.Module | None, torch.Tensor | None],
-    LossParts,
-]  # (model, x, c, config, step, discriminator, observed) -> the batch's parts
+@dataclass(frozen=True)
+class Batch:
+    """What an objective reads from one training step: the model (possibly DDP-wrapped), x (B, D) or (B, C, H, W),
+    c (B, K) or None, `observed` (B, F) bool or None, the optimiser step (None: full beta) and, for an AAE, its
+    discriminator."""
+
+    model: nn.Module
+    x: torch.Tensor
+    c: torch.Tensor | None
+    observed: torch.Tensor | None
+    step: int | None
+    discriminator: nn.Module | None
 
 
-def _elbo_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    c: torch.Tensor | None,
-    config: ObjectiveConfig,
-    step: int | None,
-    _: object,
-    observed: torch.Tensor | None,
-) -> LossParts:
-    return elbo(model(x, c, observed=observed), kl_weight(config, step), config.analytic_kl)
+Objective = Callable[[Batch, ObjectiveConfig], LossParts]
 
 
-def _iwae_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    c: torch.Tensor | None,
-    config: ObjectiveConfig,
-    step: int | None,
-    _: object,
-    observed: torch.Tensor | None,
-) -> LossParts:
-    return iwae(model(x, c, n_samples=config.iwae_samples, observed=observed), kl_weight(config, step))
+def _elbo_loss(batch: Batch, config: ObjectiveConfig) -> LossParts:
+    out = batch.model(batch.x, batch.c, observed=batch.observed)
+    return elbo(out, kl_weight(config, batch.step), config.analytic_kl)
 
 
-def _aae_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    c: torch.Tensor | None,
-    config: ObjectiveConfig,
-    _: object,
-    discriminator: nn.Module | None,
-    observed: torch.Tensor | None,
-) -> AAEParts:
-    if discriminator is None:
+def _iwae_loss(batch: Batch, config: ObjectiveConfig) -> LossParts:
+    out = batch.model(batch.x, batch.c, n_samples=config.iwae_samples, observed=batch.observed)
+    return iwae(out, kl_weight(config, batch.step))
+
+
+def _aae_loss(batch: Batch, config: ObjectiveConfig) -> AAEParts:
+    if batch.discriminator is None:
         raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
-    return adversarial_autoencoder(model(x, c, observed=observed), discriminator, config.adversarial_weight)
+    out = batch.model(batch.x, batch.c, observed=batch.observed)
+    return adversarial_autoencoder(out, batch.discriminator, config.adversarial_weight)
 
 
 # The objective kinds (`ObjectiveConfig.kind`): the one list of them, which config validation reads.
@@ -169,4 +159,4 @@ def compute_loss(
     each row has a value for: the others are left out of the reconstruction term, as scoring leaves them out, so
     the decoder never learns the encoder's fill-in (the mean, or the unknown category) as a value."""
     objective = choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")
-    return objective(model, x, c, config, step, discriminator, observed)
+    return objective(Batch(model, x, c, observed, step, discriminator), config)
