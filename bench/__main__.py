@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.runtime.cluster import ray_session
     from pipelines.runtime.parquet_checks import DataError
     from pipelines.tracking.runs import TrackingError
-    from pipelines.tracking.scoped_env import quiet_artifact_transfers
+    from pipelines.tracking.scoped_env import quiet_artifact_transfers, quiet_mlflow_info
 
     from . import density, detection, scoring, serving, training
     from .context import Setup
@@ -133,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup = Setup(args.data_dir.resolve(), args.quick, device, workdir)
         with_ray = [n for n in args.tables if n in RAY_TABLES]
-        with quiet_artifact_transfers(), ray_session(None, LOCAL_RAY_CPUS) if with_ray else contextlib.nullcontext():
-            for number in with_ray:
+        with quiet_artifact_transfers(), quiet_mlflow_info():  # MLflow's INFO lines are not the tables'
+            with ray_session(None, LOCAL_RAY_CPUS) if with_ray else contextlib.nullcontext():
+                for number in with_ray:
+                    sections[number] = _run_table(modules[number], setup, mode, machine)
+            for number in (n for n in args.tables if n not in RAY_TABLES):
                 sections[number] = _run_table(modules[number], setup, mode, machine)
-        for number in (n for n in args.tables if n not in RAY_TABLES):
-            sections[number] = _run_table(modules[number], setup, mode, machine)
     except (FileNotFoundError, DataError, TrackingError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 1
