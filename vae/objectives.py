@@ -107,7 +107,7 @@ def kl_warmup_done(config: ObjectiveConfig, step: int) -> bool:
 
 
 @dataclass(frozen=True)
-class Batch:
+class LossInputs:
     """What an objective reads from one training step: the model (possibly DDP-wrapped), x (B, D) or (B, C, H, W),
     c (B, K) or None, `observed` (B, F) bool or None, the optimiser step (None: full beta) and, for an AAE, its
     discriminator."""
@@ -120,24 +120,24 @@ class Batch:
     discriminator: nn.Module | None
 
 
-Objective = Callable[[Batch, ObjectiveConfig], LossParts]
+Objective = Callable[[LossInputs, ObjectiveConfig], LossParts]
 
 
-def _elbo_loss(batch: Batch, config: ObjectiveConfig) -> LossParts:
-    out = batch.model(batch.x, batch.c, observed=batch.observed)
-    return elbo(out, kl_weight(config, batch.step), config.analytic_kl)
+def _elbo_loss(inputs: LossInputs, config: ObjectiveConfig) -> LossParts:
+    out = inputs.model(inputs.x, inputs.c, observed=inputs.observed)
+    return elbo(out, kl_weight(config, inputs.step), config.analytic_kl)
 
 
-def _iwae_loss(batch: Batch, config: ObjectiveConfig) -> LossParts:
-    out = batch.model(batch.x, batch.c, n_samples=config.iwae_samples, observed=batch.observed)
-    return iwae(out, kl_weight(config, batch.step))
+def _iwae_loss(inputs: LossInputs, config: ObjectiveConfig) -> LossParts:
+    out = inputs.model(inputs.x, inputs.c, n_samples=config.iwae_samples, observed=inputs.observed)
+    return iwae(out, kl_weight(config, inputs.step))
 
 
-def _aae_loss(batch: Batch, config: ObjectiveConfig) -> AAEParts:
-    if batch.discriminator is None:
+def _aae_loss(inputs: LossInputs, config: ObjectiveConfig) -> AAEParts:
+    if inputs.discriminator is None:
         raise ValueError("compute_loss: objective.kind=aae needs the discriminator (see vae.adversarial.Adversary)")
-    out = batch.model(batch.x, batch.c, observed=batch.observed)
-    return adversarial_autoencoder(out, batch.discriminator, config.adversarial_weight)
+    out = inputs.model(inputs.x, inputs.c, observed=inputs.observed)
+    return adversarial_autoencoder(out, inputs.discriminator, config.adversarial_weight)
 
 
 # The objective kinds (`ObjectiveConfig.kind`): the one list of them, which config validation reads.
@@ -159,4 +159,4 @@ def compute_loss(
     each row has a value for: the others are left out of the reconstruction term, as scoring leaves them out, so
     the decoder never learns the encoder's fill-in (the mean, or the unknown category) as a value."""
     objective = choose(OBJECTIVES, config.kind, "ObjectiveConfig.kind")
-    return objective(Batch(model, x, c, observed, step, discriminator), config)
+    return objective(LossInputs(model, x, c, observed, step, discriminator), config)
