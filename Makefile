@@ -132,7 +132,8 @@ mlflow-server: $(STAMP) ## MLflow server on PostgreSQL + S3 (MLFLOW_BACKEND_STOR
 	@test -n "$$MLFLOW_BACKEND_STORE_URI" || { echo "$@: set MLFLOW_BACKEND_STORE_URI=postgresql://USER:PASSWORD@HOST:5432/DB" >&2; exit 2; }
 	@test -n "$$MLFLOW_ARTIFACTS_DESTINATION" || { echo "$@: set MLFLOW_ARTIFACTS_DESTINATION=s3://BUCKET/PREFIX" >&2; exit 2; }
 	$(VENV)/bin/mlflow db upgrade "$$MLFLOW_BACKEND_STORE_URI"
-	exec $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 2 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	  exec $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 2 \
 	  --artifacts-destination "$$MLFLOW_ARTIFACTS_DESTINATION"
 
 lint: $(STAMP) ## Check style with ruff

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
@@ -152,6 +153,8 @@ def test_mlflow_restarted_keeps_models_and_runs_and_the_next_step_succeeds(train
     result, _ = trained
     mlflow_pg.stop()
     mlflow_pg.start()  # same port; PostgreSQL kept everything
+    server = [" ".join(p.cmdline()) for p in psutil.Process(mlflow_pg.proc.pid).children(recursive=True)]
+    assert not [c for c in server if "huey" in c], server  # no job runner: 8 processes, ~1.4 GB
     client = MlflowClient(mlflow_pg.uri)
     assert client.get_run(result.run_id).info.status == "FINISHED"
     assert [m.name for m in client.search_registered_models()] == [MODEL]

@@ -186,6 +186,17 @@ def test_mlflow_asks_for_a_login_and_the_ray_pods_have_one():
                                   for c in ray_containers)  # fmt: skip
 
 
+def test_the_mlflow_server_starts_without_mlflows_job_runner():
+    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+
+    (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
+    (server,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["command"][:2] == ["mlflow", "server"]
+    ]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env[MLFLOW_SERVER_ENABLE_JOB_EXECUTION.name] == "false"
+
+
 def _pod_labels() -> dict[str, dict]:
     """The labels of the pods the network policies guard: MLflow, PostgreSQL, the Ray head (KubeRay adds its own)."""
     by_app = {doc["spec"]["template"]["metadata"]["labels"]["app"]: doc["spec"]["template"]["metadata"]["labels"]
