@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import ray.data
+from ray.data.context import ShuffleStrategy
 
 from pipelines.cli import main
 from pipelines.runtime.cluster import logger_levels, ray_data_context
@@ -16,17 +17,19 @@ from pipelines.settings.yaml_configs import CONFIG_DIR
 from pipelines.tracking.scoped_env import environment_defaults, quiet_artifact_transfers, whole_file_downloads
 
 
-def test_ray_data_is_quiet_and_reads_parquet_with_v1_inside_the_block_only(monkeypatch):
+def test_ray_data_is_quiet_reads_parquet_with_v1_and_aggregates_without_actors_inside_the_block_only(monkeypatch):
     monkeypatch.delenv("LOG_LEVEL", raising=False)
     context = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")
-    before = context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2, logger.level
-    assert context.use_datasource_v2  # Ray's default
+    before = (context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2,
+              context.shuffle_strategy, logger.level)  # fmt: skip
+    assert context.use_datasource_v2 and context.shuffle_strategy == ShuffleStrategy.SHUFFLE_V2  # Ray's defaults
     with ray_data_context():
         assert not context.enable_progress_bars and not context.print_on_execution_start
         assert not context.use_datasource_v2 and logger.level == logging.WARNING
+        assert context.shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     assert (context.enable_progress_bars, context.print_on_execution_start, context.use_datasource_v2,
-            logger.level) == before  # fmt: skip
+            context.shuffle_strategy, logger.level) == before  # fmt: skip
 
 
 def test_verbose_leaves_ray_datas_output_as_ray_has_it(monkeypatch):
