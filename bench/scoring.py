@@ -56,7 +56,8 @@ def register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list[
     tracker = Tracker(TrackingSettings(tracking_uri=setup.tracking_uri, experiment="bench-scoring",
                                        model_name=MODEL_NAME, alias="champion"))  # fmt: skip
     with tracked_run(tracker, "bench-scorer", {}):
-        tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"})
+        tracker.log_and_register(detector, input_signature(tuple(columns), ()), {"purpose": "benchmark"},
+                                 frame[columns].head(5))  # fmt: skip
     return detector
 
 
