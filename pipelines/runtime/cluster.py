@@ -192,8 +192,13 @@ def _running(process: psutil.Process) -> bool:
 @contextlib.contextmanager
 def ray_session(address: str | None, local_cpus: int) -> Iterator[None]:
     """Join `address` (else RAY_ADDRESS), or start a local Ray with `local_cpus` logical CPUs; an already
-    initialised Ray (a test's, a notebook's) is used as it is and left running; `ray_data_context` inside."""
-    with ray_data_context():
+    initialised Ray (a test's, a notebook's) is used as it is and left running; `ray_data_context` inside.
+
+    Lines Ray forwards from workers (a training run's epoch lines) keep Ray's "(RayTrainWorker pid=...)" prefix,
+    coloured only where stdout is a terminal: Ray colours it always, which leaves escape codes in a log file
+    (RAY_COLOR_PREFIX set by the user wins)."""
+    plain_prefix = {} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"}
+    with ray_data_context(), environment_defaults(**plain_prefix):
         if ray.is_initialized():
             yield
             return

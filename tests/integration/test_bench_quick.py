@@ -58,6 +58,7 @@ def test_quick_bench_prints_every_table_with_finite_numbers(tiny_data, tmp_path)
     done = run_bench("--quick", "--data-dir", str(tiny_data), "--results", str(results), "--device", "cpu",
                      timeout=890)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "\x1b[" not in done.stdout + done.stderr  # Ray's worker-line prefix uncoloured off a terminal
     assert " INFO mlflow" not in done.stdout + done.stderr  # MLflow's INFO lines are not the benchmark's
     text = results.read_text()
     assert "machine:" in text and "quick mode" in text
