@@ -120,7 +120,8 @@ impute: $(THYROID) ## Fill missing values of Parquet rows with a registered mode
 	$(PY) -m pipelines impute --config $(IMPUTE_CONFIG) $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 	  --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 image: ## Build the cluster image from infra/docker/Dockerfile where a Docker engine runs (IMAGE=..., PUSH=1 to push)
