@@ -15,6 +15,9 @@ CLUSTER_CONFIG ?= pipelines/configs/train-cluster.yaml
 ARGS ?=
 MLFLOW_PORT ?= 5000
 MLFLOW_HOST ?= 127.0.0.1
+# MLflow servers without MLflow's job runner (huey consumers for its GenAI jobs: 8 processes, ~1.4 GB) unless the
+# environment sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION: nothing here uses it
+NO_JOB_RUNNER := MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 THYROID := data/thyroid/train.parquet
 DIGITS := data/digits/train.parquet
 
@@ -120,8 +123,7 @@ impute: $(THYROID) ## Fill missing values of Parquet rows with a registered mode
 	$(PY) -m pipelines impute --config $(IMPUTE_CONFIG) $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse the local MLflow store (mlruns/) at http://127.0.0.1:5000 (MLFLOW_PORT=...)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
-	  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	$(NO_JOB_RUNNER) $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 	  --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 image: ## Build the cluster image from infra/docker/Dockerfile where a Docker engine runs (IMAGE=..., PUSH=1 to push)
@@ -133,8 +135,7 @@ mlflow-server: $(STAMP) ## MLflow server on PostgreSQL + S3 (MLFLOW_BACKEND_STOR
 	@test -n "$$MLFLOW_BACKEND_STORE_URI" || { echo "$@: set MLFLOW_BACKEND_STORE_URI=postgresql://USER:PASSWORD@HOST:5432/DB" >&2; exit 2; }
 	@test -n "$$MLFLOW_ARTIFACTS_DESTINATION" || { echo "$@: set MLFLOW_ARTIFACTS_DESTINATION=s3://BUCKET/PREFIX" >&2; exit 2; }
 	$(VENV)/bin/mlflow db upgrade "$$MLFLOW_BACKEND_STORE_URI"
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
-	  exec $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 2 \
+	$(NO_JOB_RUNNER) exec $(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 2 \
 	  --artifacts-destination "$$MLFLOW_ARTIFACTS_DESTINATION"
 
 lint: $(STAMP) ## Check style with ruff
