@@ -172,11 +172,20 @@ def test_addresses_in_the_manifests_point_at_what_they_define():
                     assert (address.hostname, address.port) == (f"{cluster['metadata']['name']}-head-svc", 8265)
 
 
-def test_mlflow_asks_for_a_login_and_the_ray_pods_have_one():
+def _mlflow_pod() -> dict:
+    """The pod spec of the MLflow Deployment (the only Deployment)."""
     (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
-    (server,) = [
-        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["command"][:2] == ["mlflow", "server"]
-    ]
+    return deployment["spec"]["template"]["spec"]
+
+
+def _mlflow_server(pod: dict) -> dict:
+    """The container of `pod` that runs `mlflow server`."""
+    (server,) = [c for c in pod["containers"] if c["command"][:2] == ["mlflow", "server"]]
+    return server
+
+
+def test_mlflow_asks_for_a_login_and_the_ray_pods_have_one():
+    server = _mlflow_server(_mlflow_pod())
     assert "--app-name=basic-auth" in server["args"]
     env = {e["name"]: e for e in server["env"]}
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
@@ -189,10 +198,7 @@ def test_mlflow_asks_for_a_login_and_the_ray_pods_have_one():
 def test_the_mlflow_server_starts_without_mlflows_job_runner():
     from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
-    (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
-    (server,) = [
-        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["command"][:2] == ["mlflow", "server"]
-    ]
+    server = _mlflow_server(_mlflow_pod())
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env[MLFLOW_SERVER_ENABLE_JOB_EXECUTION.name] == "false"
 
@@ -226,9 +232,8 @@ def test_network_policies_guard_mlflow_postgres_and_the_ray_head_from_outside_th
 
 
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_in_s3():
-    (deployment,) = [doc for _, doc in MANIFESTS if doc["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    (server,) = [c for c in pod["containers"] if c["command"][:2] == ["mlflow", "server"]]
+    pod = _mlflow_pod()
+    server = _mlflow_server(pod)
     assert any(arg.startswith("--artifacts-destination=s3://") for arg in server["args"])
     assert not any(arg.startswith("--backend-store-uri") for arg in server["args"]), "the URI holds a password"
     assert {"secretRef": {"name": "mlflow-db"}} in server["envFrom"]
