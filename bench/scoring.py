@@ -50,9 +50,8 @@ def register_detector(setup: Setup, x: np.ndarray, y: np.ndarray, columns: list[
     cut = rows // 10
     fit(model, encoded[cut:], encoded[:cut], ObjectiveConfig(), TrainConfig(epochs=3, batch_size=256), log=None)
     detector = Detector(model, pre, metadata={"key_columns": ["row_id"]})
-    detector.calibrate(detector.score(frame.iloc[:cut])[0])
-    scores, contributions = detector.score(frame.iloc[cut:])
-    detector.metadata["score_reference"] = reference_statistics(scores, contributions)
+    detector.calibrate(*detector.score(frame.iloc[:cut]))
+    detector.metadata["score_reference"] = reference_statistics(detector.score(frame.iloc[cut:])[0])
     tracker = Tracker(TrackingSettings(tracking_uri=setup.tracking_uri, experiment="bench-scoring",
                                        model_name=MODEL_NAME, alias="champion"))  # fmt: skip
     with tracked_run(tracker, "bench-scorer", {}):

@@ -47,6 +47,7 @@ _EXPORTS = {
         "reconstruction_error",
         "samples_per_chunk",
         "score_rows",
+        "typical_contributions",
     ],
     "selection": ["Choice", "choose_over_reference", "row_hashes"],
     "training": ["FitResult", "build_optimizer", "fit", "param_groups"],

@@ -14,7 +14,7 @@ from .config_base import ConfigError
 from .images import ImagePreprocessor
 from .model import VAE
 from .preprocessing import Preprocessor, observed_features
-from .scoring import RowScores, calibrate_threshold, score_rows
+from .scoring import RowScores, calibrate_threshold, score_rows, typical_contributions
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,15 @@ class Detector:
         rows = self.score_rows(table, seed, batch_size)
         return rows.score, rows.contributions
 
-    def calibrate(self, scores: np.ndarray, contributions: np.ndarray | None = None) -> float:
+    def calibrate(
+        self, scores: np.ndarray, contributions: np.ndarray | None = None, observed: np.ndarray | None = None
+    ) -> float:
         """Set the threshold from validation scores (N,) and the configured contamination or quantile, bound to
         the current `score_config`; with the rows' contributions (N, F), also record each feature's median
-        contribution as the reference of `relative_contributions`. Returns the threshold."""
+        contribution over the rows that have it (`observed` (N, F), see `typical_contributions`) as the reference
+        of `relative_contributions`. Returns the threshold."""
         threshold = calibrate_threshold(scores, self.score_config.contamination, self.score_config.quantile)
-        reference = None if contributions is None else tuple(np.median(contributions, axis=0).tolist())
+        reference = None if contributions is None else tuple(typical_contributions(contributions, observed).tolist())
         self.calibration = Calibration(threshold, self.score_config, reference)
         return threshold
 

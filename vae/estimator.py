@@ -143,7 +143,8 @@ class AnomalyDetector:
             device=self.device, log=self.log, log_every=max(1, settings.train.epochs // 10))  # fmt: skip
         self.detector_ = Detector(model, pre, settings.score, objective=settings.objective, seed=self.seed)
         self.numpy_columns_ = table.shape[1] if isinstance(table, np.ndarray) else None
-        self.detector_.calibrate(*self.detector_.score(calibrating))
+        rows = self.detector_.score_rows(calibrating)
+        self.detector_.calibrate(rows.score, rows.contributions, self.detector_.observed(calibrating))
         return self
 
     @property

@@ -260,3 +260,17 @@ def calibrate_threshold(scores: np.ndarray, contamination: float | None = None, 
         raise ValueError("calibrate_threshold: scores must be a non-empty array of finite numbers")
     q = 1.0 - contamination if contamination is not None else quantile
     return float(np.quantile(scores, q))
+
+
+def typical_contributions(contributions: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+    """(F,) each feature's median contribution (N, F) over the rows where it is observed (`observed` (N, F) bool,
+    None: all): a missing feature contributes 0 by construction, which is no evidence of its typical size, so a
+    column missing in most rows would otherwise get a reference of 0 and be blamed for every row that has it.
+    A feature observed in no row gets 0."""
+    values = np.asarray(contributions, dtype=np.float64)
+    if observed is not None:
+        values = np.where(np.asarray(observed, dtype=bool), values, np.nan)
+    seen = ~np.isnan(values).all(axis=0)
+    typical = np.zeros(values.shape[1])
+    typical[seen] = np.nanmedian(values[:, seen], axis=0)
+    return typical

@@ -196,14 +196,14 @@ def register(
     started = time.perf_counter()
     validation = score_sample(detector, prepared.validation, prepared.validation_rows)
     scoring_s = time.perf_counter() - started
-    threshold = detector.calibrate(validation.scores, validation.contributions)
+    threshold = detector.calibrate(validation.scores, validation.contributions, validation.observed)
     source = open_merged(data.path)  # the types every file's values fit, as Ray Data read them
     detector.metadata = {
         "run_name": config.run.name,
         "mlflow_run_id": tracker.run_id,
         "key_columns": list(data.key),
         SCHEMA_KEY: recorded_schema(source.schema, (*data.features, *data.conditions)),
-        "score_reference": reference_statistics(validation.scores, validation.contributions),
+        "score_reference": reference_statistics(validation.scores),
     }
     tracker.log_metrics({**best, "threshold": threshold, "val_score_p50": float(np.median(validation.scores)),
                          "validation_s": scoring_s}, step=last_epoch)  # fmt: skip

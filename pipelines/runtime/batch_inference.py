@@ -65,9 +65,10 @@ def text_labels(detector: Detector) -> dict[str, list[str]]:
 
 
 def feature_baseline(detector: Detector) -> np.ndarray:
-    """(F,) each feature's typical score contribution on the training rows (zeros for a model without them)."""
-    reference = detector.metadata.get("score_reference", {})
-    return np.asarray(reference.get("feature_baseline", np.zeros(len(detector.feature_names))), dtype=np.float64)
+    """(F,) each feature's typical score contribution on the calibration rows, over the rows that have it
+    (`Detector.calibrate`); zeros for a model calibrated without contributions."""
+    reference = None if detector.calibration is None else detector.calibration.reference
+    return np.zeros(len(detector.feature_names)) if reference is None else np.asarray(reference, dtype=np.float64)
 
 
 def top_features(contributions: np.ndarray, baseline: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ class EncodedScores:
     contributions: np.ndarray  # (N, F)
     latent_means: np.ndarray  # (N, L) posterior means
     labels: np.ndarray | None  # (N,) when the dataset carries a label column
+    observed: np.ndarray | None = None  # (N, F) the features each row has (tabular rows), see `EncodedScorer`
 
     def __len__(self) -> int:
         return self.scores.size
@@ -31,8 +32,9 @@ class EncodedScores:
 
 class EncodedScorer:
     """Ray Data callable class: a numpy batch of N encoded rows ({"x", ["observed"], ["c"], ["label"]}) ->
-    {"score": (N,), "contributions": (N, F), "latent_mean": (N, L)[, "label": (N,)]} under the detector it was
-    given; the features "observed" marks missing are left out of the scores, as in `Detector.score`."""
+    {"score": (N,), "contributions": (N, F), "latent_mean": (N, L)[, "observed": (N, F)][, "label": (N,)]} under
+    the detector it was given; the features "observed" marks missing are left out of the scores, as in
+    `Detector.score`, and the mask is passed on (a feature's typical contribution counts the rows that have it)."""
 
     def __init__(self, detector: Detector) -> None:
         self.model = detector.model.eval()
@@ -45,8 +47,7 @@ class EncodedScorer:
             c_t = None if c is None else torch.tensor(c, dtype=torch.float32)
             means = self.model.encode(torch.tensor(x, dtype=torch.float32), c_t).mu.numpy()
         out = {"score": rows.score, "contributions": rows.contributions, "latent_mean": means}
-        if "label" in batch:
-            out["label"] = batch["label"]
+        out |= {name: batch[name] for name in ("observed", "label") if name in batch}
         return out
 
 
@@ -61,7 +62,8 @@ def score_sample(
         batch_size=BATCH_ROWS, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
     )  # fmt: skip
     columns = _collect(scored, sample_rows)
-    return EncodedScores(columns["score"], columns["contributions"], columns["latent_mean"], columns.get("label"))
+    return EncodedScores(columns["score"], columns["contributions"], columns["latent_mean"], columns.get("label"),
+                         columns.get("observed"))  # fmt: skip
 
 
 def sample_rows(ds: ray.data.Dataset, rows: int, sample_rows: int, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:

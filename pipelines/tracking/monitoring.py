@@ -8,14 +8,14 @@ PSI_BINS = 10
 _EPS = 1e-4
 
 
-def reference_statistics(scores: np.ndarray, contributions: np.ndarray) -> dict[str, object]:
-    """What a model keeps about its training scores (N,) and per-feature contributions (N, F)."""
+def reference_statistics(scores: np.ndarray) -> dict[str, object]:
+    """What a model keeps about its training scores (N,): the drift signal's reference. (Each feature's typical
+    contribution is the detector's calibration reference, `Detector.calibrate`.)"""
     return {
         "rows": int(scores.size),
         "mean": float(scores.mean()),
         "std": float(scores.std()),
         "quantiles": np.quantile(scores, np.linspace(0, 1, 101)).tolist(),
-        "feature_baseline": np.median(contributions, axis=0).tolist(),
     }
 
 

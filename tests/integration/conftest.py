@@ -269,9 +269,8 @@ def register_scoring_model(tracking_uri: str, thyroid_dir: Path, name: str = "th
     x = pre.transform(rows)
     fit(model, x[100:], x[:100], ObjectiveConfig(), TrainConfig(epochs=epochs, batch_size=64, lr=5e-3), log=None)
     detector = Detector(model, pre, metadata={"key_columns": ["row_id"]})
-    detector.calibrate(detector.score(rows.iloc[:100])[0])
-    scores, contributions = detector.score(rows)
-    detector.metadata["score_reference"] = reference_statistics(scores, contributions)
+    detector.calibrate(*detector.score(rows.iloc[:100]))
+    detector.metadata["score_reference"] = reference_statistics(detector.score(rows)[0])
     settings = TrackingSettings(tracking_uri=tracking_uri, experiment="fixtures", model_name=name,
                                 alias="champion")  # fmt: skip
     tracker = Tracker(settings)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vae import ConfigError, ScoreConfig, load_detector, save_detector
+from vae import ConfigError, ScoreConfig, load_detector, save_detector, typical_contributions
 from vae.persistence import SPEC_FILE, WEIGHTS_FILE
 
 from .tabular_models import mixed_table, train_detector
@@ -98,3 +98,10 @@ def test_relative_contributions_point_at_the_corrupted_column(detector, trained)
     detector.score_config = ScoreConfig(kind="nll", samples=16)
     with pytest.raises(ConfigError, match="calibrated with kind="):
         detector.relative_contributions(contributions)
+
+
+def test_a_features_reference_is_its_median_over_the_rows_that_have_it():
+    contributions = np.array([[1.0, 5.0, 0.0], [3.0, 0.0, 0.0], [2.0, 7.0, 0.0], [9.0, 0.0, 0.0]])
+    observed = np.array([[True, True, False], [True, False, False], [True, True, False], [True, False, False]])
+    np.testing.assert_array_equal(typical_contributions(contributions, observed), [2.5, 6.0, 0.0])
+    np.testing.assert_array_equal(typical_contributions(contributions), [2.5, 2.5, 0.0])  # no mask: every row

@@ -205,6 +205,24 @@ def test_a_missing_value_has_no_relative_feature_score(fitted):
     assert relative.iloc[0].idxmax() != "b" and np.isfinite(relative.iloc[1:].to_numpy()).all()
 
 
+def test_a_column_missing_in_most_rows_is_not_blamed_for_rows_that_have_it():
+    """Its reference is its typical contribution where it is observed, not the 0 its missing rows contribute: on
+    complete normal rows of four exchangeable columns, the often-missing one is the top feature in 37 % of them
+    (99 % with a median over every row)."""
+
+    def exchangeable(n: int, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        return pd.DataFrame(rng.normal(size=(n, 1)) + 0.5 * rng.normal(size=(n, 4)), columns=list("abcd"))
+
+    train = exchangeable(1000, 0)
+    train.loc[np.random.default_rng(1).random(1000) < 0.7, "a"] = np.nan
+    fitted = AnomalyDetector(overrides={"train.epochs": 10}, device="cpu").fit(train)
+    reference = np.asarray(fitted.detector.calibration.reference)
+    assert reference[0] == pytest.approx(reference[1:].mean(), abs=0.3)
+    top = fitted.feature_scores(exchangeable(1000, 2)).idxmax(axis=1)
+    assert (top == "a").mean() < 0.5
+
+
 def test_an_objective_that_cannot_give_the_score_fails_before_training(monkeypatch):
     monkeypatch.setattr("vae.estimator.fit", lambda *args, **kwargs: pytest.fail("trained before the check"))
     with pytest.raises(ConfigError, match="aae"):  # the default scores by the ELBO, which an AAE does not train

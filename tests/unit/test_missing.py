@@ -104,6 +104,7 @@ def test_validation_scoring_on_encoded_rows_leaves_missing_features_out_as_the_d
     expected, contributions = detector.score(rows)
     np.testing.assert_allclose(scored["score"], expected, rtol=1e-5)
     np.testing.assert_allclose(scored["contributions"], contributions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scored["observed"], detector.observed(rows))  # for the features' references
     as_if_observed = EncodedScorer(detector)({"x": encoded["x"]})["score"]
     assert not np.allclose(as_if_observed[::3], expected[::3])  # the fill scored as a value: what it did before
 
