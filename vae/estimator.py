@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .auto import Settings, auto_settings, with_values
+from .auto import Settings, auto_settings, epochs_for, with_values
 from .columns import as_columns, infer_feature_types, names, type_kinds
 from .config import DataLayout, check_variant
-from .config_base import from_dict
+from .config_base import AUTO, from_dict
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector, write_atomically
@@ -135,6 +135,9 @@ class AnomalyDetector:
         chosen = {} if self.contamination is None else {"score.contamination": self.contamination}
         settings = with_values(self.settings or auto_settings(len(train_index), layout, self.seed),
                                {**chosen, **self.overrides})  # fmt: skip
+        if self.settings is None and self.overrides.get("train.epochs", AUTO) == AUTO:
+            # the default's epochs keep its step budget at the batch actually used, as `make train` chooses them
+            settings = with_values(settings, {"train.epochs": epochs_for(len(train_index), settings.train.batch_size)})
         check_variant(settings.model, settings.objective, settings.score)  # before the budget is spent, not after
         torch.manual_seed(settings.train.seed)  # the initial weights too: the same seed gives the same model
         model = VAE(settings.model, layout)

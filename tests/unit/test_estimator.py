@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from vae import AnomalyDetector, ConfigError
-from vae.auto import Settings, auto_settings, epochs_for, latent_size, with_values
+from vae.auto import Settings, auto_settings, epochs_for, latent_size, resolve, with_values
 from vae.columns import as_columns, type_kinds
-from vae.config import DataLayout, FeatureBlock
+from vae.config import DataLayout, FeatureBlock, ModelConfig, ScoreConfig, TrainConfig
 
 EPOCHS = 25
 
@@ -321,6 +321,16 @@ def test_dotted_values_replace_the_default_and_auto_keeps_it():
 
     with pytest.raises(ValueError, match="'network.depth' is not in a section"):
         with_values(base, {"network.depth": 3})
+
+
+def test_a_batch_size_given_alone_keeps_the_default_step_budget_as_make_train_does(monkeypatch):
+    trained = []
+    monkeypatch.setattr("vae.estimator.fit", lambda *args, **kwargs: trained.append(args[4]))  # its TrainConfig
+    AnomalyDetector(exclude=["id"], overrides={"train.batch_size": 32}, device="cpu").fit(frame(400))
+    AnomalyDetector(exclude=["id"], overrides={"train.batch_size": 32, "train.epochs": 5}, device="cpu").fit(frame(400))
+    layout = DataLayout((FeatureBlock("gaussian", 2), FeatureBlock("bernoulli", 1), FeatureBlock("categorical", 3)))
+    _, pipeline, _ = resolve(ModelConfig(), TrainConfig(batch_size=32, epochs="auto"), ScoreConfig(), 400, layout)
+    assert [t.epochs for t in trained] == [pipeline.epochs, 5] and pipeline.epochs == epochs_for(400, 32) == 231
 
 
 def test_one_threshold_rule_given_alone_replaces_the_other():
