@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import is_missing
+from .labels import is_missing, plain_values
 
 KINDS = ("numeric", "binary", "categorical")
 INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
@@ -68,7 +68,7 @@ def _arrow_values(column: Any) -> np.ndarray:
     values = plain.to_numpy(zero_copy_only=False)
     if pa.types.is_integer(plain.type) and plain.null_count:
         return _exact_integers(values, lambda: np.array(plain.to_pylist(), dtype=object))
-    return values.astype(object) if pa.types.is_dictionary(column.type) else values
+    return plain_values(values) if pa.types.is_dictionary(column.type) else values
 
 
 def _pandas_values(series: Any) -> np.ndarray:
@@ -79,7 +79,8 @@ def _pandas_values(series: Any) -> np.ndarray:
 
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return series.astype(object).to_numpy()
+        narrow = dtype.categories.dtype.kind == "f" and dtype.categories.dtype.itemsize < 8
+        return plain_values(series.to_numpy()) if narrow else series.astype(object).to_numpy()
     if isinstance(dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":  # Int64, int64[pyarrow], ...

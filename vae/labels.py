@@ -60,6 +60,16 @@ def _number_label(value: numbers.Real | Decimal) -> str:
     return repr(float(value))
 
 
+def plain_values(values: Any) -> np.ndarray:
+    """A 1-D array-like's values as an (N,) object array of Python objects; a float16 or float32 value becomes the
+    float its shortest decimal spells (numpy.float32(0.1) -> 0.1, not the 0.10000000149011612 it widens to), so a
+    category reads the same in any float width."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        return np.array([float(str(v)) for v in array], dtype=object)
+    return array.astype(object)
+
+
 def canonical_label(value: Any, kind: str | None = None) -> str | None:
     """The category label of one raw value, the same whatever dtype the column arrives in; None when missing.
 
@@ -70,6 +80,8 @@ def canonical_label(value: Any, kind: str | None = None) -> str | None:
     """
     if is_missing(value):
         return None
+    if isinstance(value, (np.float16, np.float32)):
+        value = float(str(value))  # its shortest decimal, as `plain_values`
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, (bytes, bytearray)):
@@ -86,7 +98,7 @@ def canonical_label(value: Any, kind: str | None = None) -> str | None:
 
 def canonical_labels(values: Any, kind: str | None = None) -> np.ndarray:
     """`canonical_label` of each value of a 1-D array-like: (N,) object array, None where missing."""
-    return np.array([canonical_label(v, kind) for v in np.asarray(values, dtype=object)], dtype=object)
+    return np.array([canonical_label(v, kind) for v in plain_values(values)], dtype=object)
 
 
 def legacy_labels(labels: list[str]) -> tuple[str, list[str]]:

@@ -193,6 +193,23 @@ def test_canonical_labels_of_numpy_scalars_bytes_bools_and_numeric_text():
     assert canonical_labels([None, np.nan, "a", 2.0]).tolist() == [None, None, "a", "2"]
 
 
+def test_a_fractional_category_is_one_label_in_float32_and_float64_whatever_the_table():
+    import pandas as pd
+    import pyarrow as pa
+
+    from vae.columns import as_columns
+    from vae.labels import canonical_label, canonical_labels
+
+    narrow = np.array([0.1, 0.7, np.nan], dtype=np.float32)  # 0.1 widens to 0.10000000149011612
+    assert canonical_labels(narrow).tolist() == canonical_labels(narrow.astype(np.float64).round(6)).tolist()
+    assert canonical_labels(narrow).tolist() == ["0.1", "0.7", None] and canonical_label(np.float16(0.1)) == "0.1"
+    tables = [pd.DataFrame({"zone": pd.Categorical(narrow)}), pa.table({"zone": pa.array(narrow).dictionary_encode()})]
+    for table in tables:
+        pre = Preprocessor(categorical=["zone"]).fit(as_columns(table))
+        assert pre.categories["zone"] == ["0.1", "0.7"]
+        assert pre.unknown_counts({"zone": np.array([0.1, 0.7])}) == {"zone": 0}
+
+
 def test_bool_categories_read_0_and_1_as_the_training_bools():
     pre = Preprocessor(categorical=["flag"]).fit({"flag": np.array([True, False, True], dtype=object)})
     np.testing.assert_array_equal(pre.transform({"flag": np.array([1.0, 0.0, np.nan])}).argmax(1), [2, 1, 0])
