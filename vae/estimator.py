@@ -54,13 +54,17 @@ def _rows(columns: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 
 def _calibration_rows(table: Any, names: list[str], pre: Preprocessor) -> dict[str, np.ndarray]:
-    """The usable rows of `table`, which must have the training table's columns `names`, to calibrate on."""
+    """The usable rows of `table`, which must have the training table's columns `names`, to calibrate on; the
+    others are left out with a warning, as unusable training rows are."""
     columns = as_columns(table)
     if list(columns) != names:
         raise ValueError(f"AnomalyDetector.fit: calibration has the columns {list(columns)}, the table {names}")
     usable = ~pre.unusable_rows(columns)
     if not usable.any():
         raise ValueError("AnomalyDetector.fit: calibration has no usable row (none, or every one unusable)")
+    if not usable.all():
+        left_out = f"{int((~usable).sum()):,} of {usable.size:,} calibration rows left out"
+        warnings.warn(f"AnomalyDetector.fit: {left_out}: a value {UNUSABLE}", stacklevel=3)
     return _rows(columns, np.flatnonzero(usable))
 
 

@@ -263,6 +263,9 @@ def test_given_calibration_rows_every_row_trains_and_the_threshold_is_their_quan
     with pytest.raises(ValueError, match=r"calibration has the columns \['id', 'a', 'b', 'flag'\], the table"):
         given.fit(table, calibration=calibration.drop(columns="colour"))
     assert given.detector.calibrated_threshold() == threshold  # refused before anything was trained
+    calibration.loc[calibration.index[:2], "b"] = np.inf
+    with pytest.warns(UserWarning, match=r"2 of 300 calibration rows left out: a value infinite"):
+        AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table, calibration=calibration)
 
 
 def test_contamination_places_the_threshold_with_given_settings_too(fitted):
