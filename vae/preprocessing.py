@@ -6,7 +6,10 @@ standardized numeric columns (Gaussian), binary columns in {0, 1} (Bernoulli), t
 group per categorical column whose first slot is the unknown bucket (Categorical).
 Missing values (None, NaN, +-inf) are imputed with training statistics, or rejected with `missing="error"`.
 Numeric values more than `Z_BOUND` standard deviations off the training mean are out of the training range
-(`out_of_range_mask`); they are encoded as +-`Z_BOUND`, so no float32 overflow reaches the network.
+(`out_of_range_mask`); they are encoded as +-`Z_BOUND`, so no float32 overflow reaches the network. The training
+statistics themselves leave out values more than `Z_BOUND` robust standard deviations off the training median
+(`screen_bounds`): one fill value such as 9.97e36 among ordinary numbers would otherwise set the std alone, and
+every value up to it would look normal.
 +-inf and a binary value other than 0/1 are `impossible_mask` values: no model gives them a likelihood above zero,
 so a detector scores them +inf (`vae.detector.Detector.score_rows`); the encoder sees the missing-value fill.
 Categorical values are compared by their canonical label (`canonical_label`): 1, 1.0, numpy.int64(1) and
@@ -37,8 +40,16 @@ MAX_MAGNITUDE = 1e100
 # Gaussian likelihood (~1e8 / variance) far inside float32, yet astronomically above any normal row's score.
 Z_BOUND = 1e4
 
+# A normal distribution's interquartile range in standard deviations: IQR / IQR_STDS is a robust std.
+IQR_STDS = 1.349
+# mean |x - median| of a normal distribution is sqrt(2 / pi) std: the robust std where the IQR is 0
+MEAN_ABS_STDS = 0.7979
+
 # Why `Preprocessor.unusable_rows` leaves a row out, in the words every caller prints.
-UNUSABLE = f"infinite, beyond {MAX_MAGNITUDE:g} or more than {Z_BOUND:g} training stds off the mean"
+UNUSABLE = (
+    f"infinite, beyond {MAX_MAGNITUDE:g}, more than {Z_BOUND:g} robust stds off the training median or more than "
+    f"{Z_BOUND:g} training stds off the mean"
+)
 
 
 def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
@@ -60,9 +71,28 @@ def usable(values: np.ndarray) -> np.ndarray:
     return np.abs(values) <= MAX_MAGNITUDE  # NaN and +-inf compare False
 
 
-def _moments(values: np.ndarray) -> tuple[int, float, float]:
-    """(count, mean, population std) of the usable values among (N,) floats; bounded, so no sum overflows."""
-    values = values[usable(values)]
+def screen_bounds(values: np.ndarray) -> tuple[float, float]:
+    """(low, high): the values of a numeric column that its training statistics count, from (N,) usable floats
+    (a sample of them will do: the bounds are that loose): within Z_BOUND robust stds of their median, a robust
+    std being IQR / IQR_STDS, or mean |x - median| / MEAN_ABS_STDS where more than half the values are equal.
+    (-inf, inf) when there is no spread to measure (no value, or all equal)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return -np.inf, np.inf
+    median = float(np.median(values))
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    scale = (q3 - q1) / IQR_STDS
+    if not scale > 0:
+        scale = float(np.mean(np.abs(values - median))) / MEAN_ABS_STDS
+    if not scale > 0:
+        return -np.inf, np.inf
+    return median - Z_BOUND * scale, median + Z_BOUND * scale
+
+
+def _moments(values: np.ndarray, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[int, float, float]:
+    """(count, mean, population std) of the usable values among (N,) floats that lie within `bounds`; bounded,
+    so no sum overflows."""
+    values = values[usable(values) & (values >= bounds[0]) & (values <= bounds[1])]
     return values.size, values.mean() if values.size else 0.0, values.std() if values.size else 0.0
 
 
@@ -93,6 +123,9 @@ class Preprocessor:
         self.rate: np.ndarray | None = None  # (binary,) share of ones, imputes missing binary values
         self.categories: dict[str, list[str]] = {}  # canonical labels, sorted
         self.label_kinds: dict[str, str] = {}  # per categorical column, its training values' label kind
+        # per numeric column, the (low, high) its statistics counted (`screen_bounds`): which training rows are
+        # usable; not saved, a loaded preprocessor scores with its mean and std
+        self.bounds: dict[str, tuple[float, float]] = {}
 
     @property
     def columns(self) -> list[str]:
@@ -111,32 +144,38 @@ class Preprocessor:
     def fit(self, table: Mapping[str, Any]) -> Preprocessor:
         """Learn the statistics and category sets from training rows.
 
-        Missing entries are ignored, and so are numbers that are not `usable` (+-inf, beyond MAX_MAGNITUDE):
-        the mean and std of the rest are finite.
+        Missing entries are ignored, and so are numbers that are not `usable` (+-inf, beyond MAX_MAGNITUDE) and
+        numeric values outside their column's `screen_bounds`: the mean and std of the rest are finite, and no
+        single value sets them.
         """
         self.check_columns(table)
-        moments = {}
-        for column in [*self.numeric, *self.binary]:
-            values = self._binary_values(table, column) if column in self.binary else _as_float(table, column)
-            moments[column] = _moments(values)
+        moments, bounds = {}, {}
+        for column in self.binary:
+            moments[column] = _moments(self._binary_values(table, column))
+        for column in self.numeric:
+            values = _as_float(table, column)
+            bounds[column] = screen_bounds(values[usable(values)])
+            moments[column] = _moments(values, bounds[column])
         categories, kinds = {}, {}
         for column in self.categorical:
             values = np.asarray(table[column], dtype=object)
             kinds[column] = column_label_kind(label_kind(v) for v in values)
             categories[column] = set(canonical_labels(values, kinds[column]).tolist()) - {None}
-        return self.fit_statistics(moments, categories, kinds)
+        return self.fit_statistics(moments, categories, kinds, bounds)
 
     def fit_statistics(
         self,
         moments: Mapping[str, tuple[int, float, float]],
         categories: Mapping[str, Iterable[Any]],
         kinds: Mapping[str, str] | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
     ) -> Preprocessor:
         """Set the fitted state from statistics computed elsewhere (e.g. by distributed aggregation).
 
         moments: per numeric or binary column, (count of usable values, mean, population std).
         categories: per categorical column, the values (or their `canonical_label`s) seen in training.
         kinds: per categorical column, the `column_label_kind` of its training values; "text" when not given.
+        bounds: per numeric column, the `screen_bounds` the moments were counted within; none: no screen.
         """
         for column in [*self.numeric, *self.binary]:
             if moments[column][0] == 0:
@@ -153,6 +192,7 @@ class Preprocessor:
         if unknown:
             raise ValueError(f"Preprocessor: unknown label kind(s) {unknown}; expected one of {list(LABEL_KINDS)}")
         self.label_kinds = {c: kinds.get(c, "text") for c in self.categorical}
+        self.bounds = dict(bounds or {})
         self.categories = {
             c: sorted(set(canonical_labels(list(categories[c]), self.label_kinds[c]).tolist()) - {None})
             for c in self.categorical
@@ -194,13 +234,15 @@ class Preprocessor:
 
     def unusable_rows(self, table: Mapping[str, Any]) -> np.ndarray:
         """(N,) bool: the rows training leaves out: a numeric or binary value that is infinite or beyond
-        MAX_MAGNITUDE (not `usable`, so not in the statistics either) or out of the training range
-        (`out_of_range_mask`). Missing values (None, NaN) are not: the missing policy handles them."""
+        MAX_MAGNITUDE (not `usable`), or a numeric one outside its `bounds` (neither is in the statistics), or
+        out of the training range (`out_of_range_mask`). Missing values (None, NaN) are not: the missing policy
+        handles them."""
         n = len(np.asarray(table[self.columns[0]]))
         bad = np.zeros(n, dtype=bool)
         for column in [*self.numeric, *self.binary]:
             values = _as_float(table, column)
-            bad |= ~np.isnan(values) & ~usable(values)
+            low, high = self.bounds.get(column, (-np.inf, np.inf))
+            bad |= ~np.isnan(values) & (~usable(values) | (values < low) | (values > high))
         for mask in self.out_of_range_mask(table).values():
             bad |= mask
         return bad

@@ -23,13 +23,18 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.labels import canonical_labels, column_label_kind, label_kind
-from vae.preprocessing import MAX_MAGNITUDE, usable
+from vae.preprocessing import MAX_MAGNITUDE, screen_bounds, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 from .parquet_checks import DataError, check_label, check_parquet, check_ray_readable, merged_schema, open_parquet
 from .row_encoding import encode_rows, report_left_out
+from .value_sample import ValueSample
 
 SPLIT_BUCKETS = 1_000_000
+# values per numeric column whose median and quartiles give its `screen_bounds` (all of them up to that many;
+# beyond, a uniform sample: its quartiles place bounds 10^4 robust stds wide within a few per cent of where all
+# the values would, and a wide table's accumulators stay small: 8 kB a column)
+SCREEN_SAMPLE = 1_000
 KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
 
 
@@ -149,19 +154,25 @@ def split_rows(ds: ray.data.Dataset, config: DataConfig) -> tuple[ray.data.Datas
 
 
 def _as_statistics_input(
-    batch: pd.DataFrame, numeric: list[str], binary: list[str], categorical: list[str]
+    batch: pd.DataFrame,
+    numeric: list[str],
+    binary: list[str],
+    categorical: list[str],
+    bounds: dict[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """A batch of N raw rows as the columns the aggregations read, the values they must skip as nulls.
 
-    Numeric: float64, null unless `usable` (finite, at most MAX_MAGNITUDE), as `Preprocessor.fit` counts them:
-    no huge value reaches the sums. Binary: float64, null unless finite (other values are checked for 0/1).
-    Categorical: `canonical_labels` (None when missing), and beside each, under KIND_PREFIX + column, the
-    values' `label_kind`s, from which the driver learns the column's kind.
+    Numeric: float64, null unless `usable` (finite, at most MAX_MAGNITUDE) and within its `bounds` (given: the
+    `screen_bounds`), as `Preprocessor.fit` counts them: no huge value reaches the sums. Binary: float64, null
+    unless finite (other values are checked for 0/1). Categorical: `canonical_labels` (None when missing), and
+    beside each, under KIND_PREFIX + column, the values' `label_kind`s, from which the driver learns the kind.
     """
     out = pd.DataFrame(index=batch.index)
     for column in [*numeric, *binary]:
         values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
         keep = usable(values.to_numpy()) if column in numeric else np.isfinite(values.to_numpy())
+        if bounds and column in bounds:
+            keep &= values.between(*bounds[column]).to_numpy()
         out[column] = values.where(keep)
     for column in categorical:
         out[column] = canonical_labels(batch[column])
@@ -176,37 +187,51 @@ def fit_preprocessor(
     categorical: tuple[str, ...],
     missing: str,
 ) -> Preprocessor:
-    """A Preprocessor fitted with one pass of Ray Data aggregations over the training rows, to the statistics
-    `Preprocessor.fit` would compute on them in one process.
+    """A Preprocessor fitted with Ray Data aggregations over the training rows, to the statistics
+    `Preprocessor.fit` would compute on them in one process: one pass, and a second for the moments of the
+    numeric columns where a value lies outside its `screen_bounds` (a fill value such as 9.97e36), which the
+    first pass finds from a sample of SCREEN_SAMPLE values per column (every value up to that many).
 
     Raises DataError for a column with no usable value or a binary column with values other than 0/1.
     """
     pre = Preprocessor(numeric, binary, categorical, missing)
-    moment_columns = [*numeric, *binary]
-    stats_input = train.map_batches(
-        _as_statistics_input,
-        fn_kwargs={"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)},
-        batch_format="pandas",
-    )
-    aggregations = [Count(on=c, ignore_nulls=True) for c in moment_columns]
-    aggregations += [Mean(on=c, ignore_nulls=True) for c in moment_columns]
-    aggregations += [Std(on=c, ddof=0, ignore_nulls=True) for c in moment_columns]
+    columns = {"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)}
+    stats_input = train.map_batches(_as_statistics_input, fn_kwargs=columns, batch_format="pandas")
+    aggregations = _moment_aggregations([*numeric, *binary])
+    aggregations += [ValueSample(on=c, size=SCREEN_SAMPLE) for c in numeric]
+    aggregations += [agg(on=c, ignore_nulls=True) for c in numeric for agg in (Min, Max)]
     aggregations += [Unique(on=c, ignore_nulls=True) for c in [*binary, *categorical]]
     aggregations += [Unique(on=KIND_PREFIX + c, ignore_nulls=True) for c in categorical]
     result: dict[str, Any] = stats_input.aggregate(*aggregations)
-    moments = {c: (result[f"count({c})"], result[f"mean({c})"], result[f"std({c})"]) for c in moment_columns}
+    moments = _moments(result, [*numeric, *binary])
     empty = [c for c, (count, _, _) in moments.items() if not count]
     if empty:
         raise DataError(
             f"column(s) {empty} have no finite value in the training rows (of magnitude up to {MAX_MAGNITUDE:g})"
         )
+    bounds = {c: screen_bounds(np.asarray(result[f"sample({c})"], dtype=np.float64)) for c in numeric}
+    screened = [c for c in numeric if result[f"min({c})"] < bounds[c][0] or result[f"max({c})"] > bounds[c][1]]
+    if screened:
+        again = train.map_batches(_as_statistics_input, fn_kwargs={**columns, "bounds": bounds}, batch_format="pandas")
+        moments |= _moments(again.aggregate(*_moment_aggregations(screened)), screened)
     for column in binary:
         other = sorted(set(result[f"unique({column})"]) - {0.0, 1.0})
         if other:
             raise DataError(f"binary column {column!r} has values other than 0/1, e.g. {other[:3]}")
     categories = {c: result[f"unique({c})"] for c in categorical}
     kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
-    return pre.fit_statistics(moments, categories, kinds)
+    return pre.fit_statistics(moments, categories, kinds, bounds)
+
+
+def _moment_aggregations(columns: list[str]) -> list[Any]:
+    return [agg(on=c, ignore_nulls=True) for agg in (Count, Mean) for c in columns] + [
+        Std(on=c, ddof=0, ignore_nulls=True) for c in columns
+    ]
+
+
+def _moments(result: dict[str, Any], columns: list[str]) -> dict[str, tuple[int, float, float]]:
+    """Per column, (count, mean, population std) from the results of `_moment_aggregations`."""
+    return {c: (result[f"count({c})"], result[f"mean({c})"], result[f"std({c})"]) for c in columns}
 
 
 @dataclass

@@ -27,6 +27,9 @@ class InProcessDataset:
         "std": lambda s: s.std(ddof=0),  # fit_preprocessor asks Std(ddof=0)
         "unique": lambda s: s.dropna().unique().tolist(),
         "sum": pd.Series.sum,
+        "min": pd.Series.min,
+        "max": pd.Series.max,
+        "sample": lambda s: s.dropna().tolist(),  # every value: these tests hold fewer than SCREEN_SAMPLE
     }
 
     def __init__(self, batches: list[pd.DataFrame]) -> None:
@@ -60,6 +63,17 @@ def test_pipeline_statistics_agree_with_the_library_across_int_and_float_batches
     np.testing.assert_allclose(library.std, pipeline.std)
     np.testing.assert_allclose(pipeline.rate, library.rate)
     np.testing.assert_array_equal(pipeline.transform(floats), library.transform(floats))
+
+
+def test_pipeline_statistics_leave_out_a_fill_value_as_the_library_does():
+    first = pd.DataFrame({"x": np.arange(20.0)})
+    second = pd.DataFrame({"x": [3.0, 9.96921e36, 5.0]})  # a fill value in the second block
+    pipeline = fit_preprocessor(InProcessDataset([first, second]), ("x",), (), (), "impute")
+    library = Preprocessor(["x"]).fit(pd.concat([first, second], ignore_index=True))
+    clean = np.r_[np.arange(20.0), 3.0, 5.0]
+    np.testing.assert_allclose([pipeline.mean[0], pipeline.std[0]], [clean.mean(), clean.std()])
+    np.testing.assert_allclose([library.mean[0], library.std[0]], [pipeline.mean[0], pipeline.std[0]])
+    assert pipeline.bounds == library.bounds and left_out_rows(second, [pipeline]).tolist() == [False, True, False]
 
 
 def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_and_counted(capsys):

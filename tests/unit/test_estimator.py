@@ -244,10 +244,11 @@ def test_infinite_and_non_binary_values_score_plus_infinity_in_their_column(fitt
 
 def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_with_a_warning():
     train = frame(300)
-    train.loc[train.index[:3], "a"] = [np.inf, 1e300, -np.inf]
-    with pytest.warns(UserWarning, match=r"3 of 300 rows left out: a value infinite, beyond 1e\+100"):
+    train.loc[train.index[:4], "a"] = [np.inf, 1e300, -np.inf, 9.96921e36]  # the last: a fill value
+    with pytest.warns(UserWarning, match=r"4 of 300 rows left out: a value infinite, beyond 1e\+100, more than"):
         detector = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(train)
     assert np.isfinite(detector.detector.threshold) and np.isfinite(detector.score_samples(frame(5))).all()
+    assert detector.detector.preprocessor.std[0] < 2  # a is N(0, 1): the fill value set no statistic
     with pytest.raises(ValueError, match="need at least 2 usable rows, got 1"), pytest.warns(UserWarning):
         AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(pd.DataFrame({"a": [1.0, np.inf, -np.inf]}))
 

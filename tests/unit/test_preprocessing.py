@@ -241,6 +241,29 @@ def test_huge_and_infinite_training_values_are_left_out_of_finite_statistics():
         Preprocessor(numeric=["a"]).fit({"a": np.array([1e200, -np.inf])})
 
 
+def test_screen_bounds_are_10_to_the_4_robust_stds_around_the_median():
+    from vae.preprocessing import IQR_STDS, MEAN_ABS_STDS, Z_BOUND, screen_bounds
+
+    values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 1e30])  # quartiles 1.25 and 3.75 (numpy's linear rule)
+    np.testing.assert_allclose(screen_bounds(values), 2.5 + np.array([-1, 1]) * Z_BOUND * 2.5 / IQR_STDS)
+    sparse = np.array([0.0] * 8 + [3.0, 5.0])  # IQR 0: the mean absolute deviation from the median, 0.8
+    np.testing.assert_allclose(screen_bounds(sparse), np.array([-1, 1]) * Z_BOUND * 0.8 / MEAN_ABS_STDS)
+    assert screen_bounds(np.full(4, 7.0)) == screen_bounds(np.array([])) == (-np.inf, np.inf)
+
+
+def test_a_fill_value_in_training_is_left_out_of_the_statistics_and_its_row_of_training():
+    """One 9.97e36 among 300 values of N(0, 1) set the std alone (5.8e35), and every finite value looked normal."""
+    values = np.random.default_rng(0).normal(size=300)
+    values[7] = 9.96921e36
+    pre = Preprocessor(numeric=["a"]).fit({"a": values})
+    clean = np.delete(values, 7)
+    np.testing.assert_allclose([pre.mean[0], pre.std[0]], [clean.mean(), clean.std()])
+    assert np.flatnonzero(pre.unusable_rows({"a": values})).tolist() == [7]
+    far = pre.out_of_range_mask({"a": np.array([0.5, 1e6, 1e9])})["a"]
+    assert far.tolist() == [False, True, True]
+    assert not Preprocessor.from_dict(pre.to_dict()).bounds  # training-time state: a loaded one scores as before
+
+
 def test_values_far_outside_the_training_range_are_flagged_and_encoded_without_overflow(table):
     pre = _fitted(table)
     far = {**table, "age": np.array([1e300, -1e308, np.nan, 35.0]), "smoker": np.array([0, 2, 1, np.nan])}
