@@ -123,7 +123,7 @@ class AnomalyDetector:
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = round(n * VALIDATION_FRACTION) if calibration is None and n >= CALIBRATION_ROWS else 0
         pre = Preprocessor(types.numeric, types.binary, types.categorical).fit(_rows(columns, order[n_val:]))
-        unusable = pre.unusable_rows(columns)  # infinite or out of the training range: left out, as the pipeline does
+        unusable = pre.unusable_rows(columns)  # infinite, huge or off the statistics: left out, as the pipeline does
         if unusable.any():
             left_out = f"{int(unusable.sum()):,} of {n:,} rows left out"
             warnings.warn(f"AnomalyDetector.fit: {left_out}: a value {UNUSABLE}", stacklevel=2)

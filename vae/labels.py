@@ -64,7 +64,7 @@ def plain_values(values: Any) -> np.ndarray:
     """A 1-D array-like's values as an (N,) object array of Python objects; a float16 or float32 value becomes the
     float its shortest decimal spells (numpy.float32(0.1) -> 0.1, not the 0.10000000149011612 it widens to), so a
     category reads the same in any float width."""
-    array = np.asarray(values)
+    array = np.asarray(values) if hasattr(values, "dtype") else np.asarray(values, dtype=object)  # a list: as is
     if array.dtype.kind == "f" and array.dtype.itemsize < 8:
         return np.array([float(str(v)) for v in array], dtype=object)
     return array.astype(object)

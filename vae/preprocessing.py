@@ -42,8 +42,8 @@ Z_BOUND = 1e4
 
 # A normal distribution's interquartile range in standard deviations: IQR / IQR_STDS is a robust std.
 IQR_STDS = 1.349
-# mean |x - median| of a normal distribution is sqrt(2 / pi) std: the robust std where the IQR is 0
-MEAN_ABS_STDS = 0.7979
+# the median of |x - median| of a normal distribution in standard deviations
+MAD_STDS = 0.6745
 
 # Why `Preprocessor.unusable_rows` leaves a row out, in the words every caller prints.
 UNUSABLE = (
@@ -74,8 +74,9 @@ def usable(values: np.ndarray) -> np.ndarray:
 def screen_bounds(values: np.ndarray) -> tuple[float, float]:
     """(low, high): the values of a numeric column that its training statistics count, from (N,) usable floats
     (a sample of them will do: the bounds are that loose): within Z_BOUND robust stds of their median, a robust
-    std being IQR / IQR_STDS, or mean |x - median| / MEAN_ABS_STDS where more than half the values are equal.
-    (-inf, inf) when there is no spread to measure (no value, or all equal)."""
+    std being IQR / IQR_STDS, or, where the IQR is 0 (a column mostly of one value, such as zeros), the median
+    |x - median| of the values that differ from the median / MAD_STDS: either way a few huge values do not move
+    it. (-inf, inf) when there is no spread to measure (no value, or all equal)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return -np.inf, np.inf
@@ -83,9 +84,11 @@ def screen_bounds(values: np.ndarray) -> tuple[float, float]:
     q1, q3 = np.quantile(values, [0.25, 0.75])
     scale = (q3 - q1) / IQR_STDS
     if not scale > 0:
-        scale = float(np.mean(np.abs(values - median))) / MEAN_ABS_STDS
-    if not scale > 0:
-        return -np.inf, np.inf
+        deviations = np.abs(values - median)
+        deviations = deviations[deviations > 0]
+        if deviations.size == 0:
+            return -np.inf, np.inf
+        scale = float(np.median(deviations)) / MAD_STDS
     return median - Z_BOUND * scale, median + Z_BOUND * scale
 
 

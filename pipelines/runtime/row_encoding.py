@@ -1,5 +1,6 @@
 """Raw rows to model inputs with fitted preprocessors, as Ray Data batch functions: the rows training leaves out
-(non-finite, huge or out of the training range), their count, and the encoding of the others."""
+(non-finite, huge, outside the statistics' robust screen or out of the training range), their count, and the
+encoding of the others."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from vae.preprocessing import UNUSABLE, observed_features
 
 def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:
     """(N,) bool: the rows of a batch of N raw training rows that training leaves out, by any of the model's
-    column preprocessors (`Preprocessor.unusable_rows`: infinite, beyond MAX_MAGNITUDE or out of the training
-    range). Missing values (null, NaN) are the missing policy's to handle."""
+    column preprocessors (`Preprocessor.unusable_rows`: infinite, beyond MAX_MAGNITUDE, outside its column's
+    `screen_bounds` or out of the training range). Missing values (null, NaN) are the missing policy's to handle."""
     bad = np.zeros(len(batch), dtype=bool)
     for pre in preprocessors:
         bad |= pre.unusable_rows(batch)

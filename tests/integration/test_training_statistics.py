@@ -1,5 +1,6 @@
 """The training statistics on a real local Ray (`fit_preprocessor`): what `Preprocessor.fit` computes in one
-process, with a fill value among ordinary numbers left out of them by the robust screen, over many blocks."""
+process, with a fill value among ordinary numbers left out of them by the robust screen, over many blocks (one of
+them empty)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def test_a_fill_value_is_screened_out_of_the_statistics_as_the_library_screens_i
     rows.loc[[5, 20_000], "a"] = 9.96921e36  # netCDF's float fill value, twice, in two blocks
     rows.loc[7, "b"] = 1e20
     blocks = [rows.iloc[start : start + len(rows) // 8] for start in range(0, len(rows), len(rows) // 8)]
+    blocks.insert(3, rows.iloc[:0])  # an empty block, as a split that keeps no row of a file leaves
     with ray_data_context():  # as the pipeline aggregates: the sort-based shuffle
         pipeline = fit_preprocessor(ray.data.from_pandas(blocks), ("a", "b"), (), (), "impute")
     library = Preprocessor(numeric=["a", "b"]).fit(rows)

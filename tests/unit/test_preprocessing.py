@@ -191,6 +191,7 @@ def test_canonical_labels_of_numpy_scalars_bytes_bools_and_numeric_text():
     assert [canonical_label(v, "number") for v in ("2.0", " 3 ", True, "x")] == ["2", "3", "1", "x"]
     assert [canonical_label(v, "bool") for v in (1.0, 0, True, "True")] == ["True", "False", "True", "True"]
     assert canonical_labels([None, np.nan, "a", 2.0]).tolist() == [None, None, "a", "2"]
+    assert canonical_labels([True, 2, 2**53 + 1]).tolist() == ["True", "2", "9007199254740993"]  # a list as is
 
 
 def test_a_fractional_category_is_one_label_in_float32_and_float64_whatever_the_table():
@@ -242,13 +243,16 @@ def test_huge_and_infinite_training_values_are_left_out_of_finite_statistics():
 
 
 def test_screen_bounds_are_10_to_the_4_robust_stds_around_the_median():
-    from vae.preprocessing import IQR_STDS, MEAN_ABS_STDS, Z_BOUND, screen_bounds
+    from vae.preprocessing import IQR_STDS, MAD_STDS, Z_BOUND, screen_bounds
 
     values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 1e30])  # quartiles 1.25 and 3.75 (numpy's linear rule)
     np.testing.assert_allclose(screen_bounds(values), 2.5 + np.array([-1, 1]) * Z_BOUND * 2.5 / IQR_STDS)
-    sparse = np.array([0.0] * 8 + [3.0, 5.0])  # IQR 0: the mean absolute deviation from the median, 0.8
-    np.testing.assert_allclose(screen_bounds(sparse), np.array([-1, 1]) * Z_BOUND * 0.8 / MEAN_ABS_STDS)
+    sparse = np.array([0.0] * 8 + [3.0, 5.0])  # IQR 0: the median deviation of the values off the median, 4
+    np.testing.assert_allclose(screen_bounds(sparse), np.array([-1, 1]) * Z_BOUND * 4.0 / MAD_STDS)
     assert screen_bounds(np.full(4, 7.0)) == screen_bounds(np.array([])) == (-np.inf, np.inf)
+    mostly_zeros = np.r_[np.zeros(240), np.random.default_rng(0).normal(size=59), 9.96921e36]  # rain, and a fill
+    low, high = screen_bounds(mostly_zeros)
+    assert low > -1e5 and high < 1e5  # the fill value moves no bound: it lies outside them
 
 
 def test_a_fill_value_in_training_is_left_out_of_the_statistics_and_its_row_of_training():
