@@ -16,6 +16,8 @@ from ray.job_submission import JobSubmissionClient
 
 from tests.integration.conftest import PROJECT, VENV_BIN, free_port, published_rows, stop_process_tree, wait_for_http
 
+HEAD_STARTS = 3  # a head whose job agent never registers is started again on other ports, this many times in all
+
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
@@ -23,11 +25,33 @@ def ray_head(tmp_path_factory):
 
     Every port the head listens on is a free one: the session's in-process Ray may be running beside it, and two
     nodes on one machine both take the dashboard agent's default HTTP port (52365), where the second agent's
-    server fails and every `ray job submit` is refused ("No available agent to submit job")."""
-    dashboard = free_port()
+    server fails and every `ray job submit` is refused ("No available agent to submit job"). A port picked free can
+    still be taken before the head binds it (another process's Ray workers draw from the same range; seen once: the
+    agent's HTTP port): then no job agent ever registers, and the head is stopped and started on other ports."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    log_path = tmp_path_factory.mktemp("head") / "ray-head.log"
+    for start in range(1, HEAD_STARTS + 1):
+        log_path = tmp_path_factory.mktemp("head") / "ray-head.log"
+        head, address, log = _start_head(env, log_path)
+        try:
+            wait_for_http(f"{address}/api/version", timeout=180, proc=head)
+            _wait_for_job_agent(address, log_path, timeout=180 if start == HEAD_STARTS else 90)
+            break
+        except TimeoutError:
+            stop_process_tree(head, grace=5)
+            log.close()
+            if start == HEAD_STARTS:
+                raise
+    try:
+        yield address, env
+    finally:
+        stop_process_tree(head, grace=5)
+        log.close()
+
+
+def _start_head(env: dict, log_path) -> tuple[subprocess.Popen, str, object]:
+    """A `ray start --head --block` process on free ports, logging to `log_path`: (process, dashboard URL, log)."""
+    dashboard = free_port()
     log = open(log_path, "w")  # noqa: SIM115 - open for the head's life
     head = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
@@ -36,14 +60,7 @@ def ray_head(tmp_path_factory):
          f"--metrics-export-port={free_port()}", "--num-cpus=4", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    try:
-        address = f"http://127.0.0.1:{dashboard}"
-        wait_for_http(f"{address}/api/version", timeout=180, proc=head)
-        _wait_for_job_agent(address, log_path)
-        yield address, env
-    finally:
-        stop_process_tree(head, grace=5)
-        log.close()
+    return head, f"http://127.0.0.1:{dashboard}", log
 
 
 def _wait_for_job_agent(address: str, log_path, timeout: float = 180) -> None:
