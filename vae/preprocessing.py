@@ -66,9 +66,13 @@ def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
         raise ValueError(f"column {column!r} must be numeric, got values like {values[:3].tolist()}") from err
 
 
-def usable(values: np.ndarray) -> np.ndarray:
-    """(N,) bool: which of the float values (N,) statistics are computed from: finite, |v| <= MAX_MAGNITUDE."""
-    return np.abs(values) <= MAX_MAGNITUDE  # NaN and +-inf compare False
+NO_BOUNDS = (-np.inf, np.inf)
+
+
+def usable(values: np.ndarray, bounds: tuple[float, float] = NO_BOUNDS) -> np.ndarray:
+    """(N,) bool: which of the float values (N,) statistics are computed from: finite, |v| <= MAX_MAGNITUDE, and
+    within `bounds` (a numeric column's `screen_bounds`)."""
+    return (np.abs(values) <= MAX_MAGNITUDE) & (values >= bounds[0]) & (values <= bounds[1])  # NaN compares False
 
 
 def screen_bounds(values: np.ndarray) -> tuple[float, float]:
@@ -92,10 +96,10 @@ def screen_bounds(values: np.ndarray) -> tuple[float, float]:
     return median - Z_BOUND * scale, median + Z_BOUND * scale
 
 
-def _moments(values: np.ndarray, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[int, float, float]:
+def _moments(values: np.ndarray, bounds: tuple[float, float] = NO_BOUNDS) -> tuple[int, float, float]:
     """(count, mean, population std) of the usable values among (N,) floats that lie within `bounds`; bounded,
     so no sum overflows."""
-    values = values[usable(values) & (values >= bounds[0]) & (values <= bounds[1])]
+    values = values[usable(values, bounds)]
     return values.size, values.mean() if values.size else 0.0, values.std() if values.size else 0.0
 
 
@@ -244,8 +248,7 @@ class Preprocessor:
         bad = np.zeros(n, dtype=bool)
         for column in [*self.numeric, *self.binary]:
             values = _as_float(table, column)
-            low, high = self.bounds.get(column, (-np.inf, np.inf))
-            bad |= ~np.isnan(values) & (~usable(values) | (values < low) | (values > high))
+            bad |= ~np.isnan(values) & ~usable(values, self.bounds.get(column, NO_BOUNDS))
         for mask in self.out_of_range_mask(table).values():
             bad |= mask
         return bad

@@ -23,7 +23,7 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.labels import canonical_labels, column_label_kind, label_kind
-from vae.preprocessing import MAX_MAGNITUDE, screen_bounds, usable
+from vae.preprocessing import MAX_MAGNITUDE, NO_BOUNDS, screen_bounds, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 from .parquet_checks import DataError, check_label, check_parquet, check_ray_readable, merged_schema, open_parquet
@@ -171,9 +171,8 @@ def _as_statistics_input(
     out = pd.DataFrame(index=batch.index)
     for column in [*numeric, *binary]:
         values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
-        keep = usable(values.to_numpy()) if column in numeric else np.isfinite(values.to_numpy())
-        if bounds and column in bounds:
-            keep &= values.between(*bounds[column]).to_numpy()
+        numbers = values.to_numpy()
+        keep = usable(numbers, (bounds or {}).get(column, NO_BOUNDS)) if column in numeric else np.isfinite(numbers)
         out[column] = values.where(keep)
     for column in categorical:
         out[column] = canonical_labels(batch[column])
