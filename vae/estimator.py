@@ -31,8 +31,9 @@ from .config_base import AUTO, from_dict
 from .detector import Detector
 from .model import VAE
 from .persistence import load_detector, save_detector, write_atomically
-from .preprocessing import UNUSABLE, Preprocessor, observed_features
+from .preprocessing import Preprocessor, observed_features
 from .training import fit
+from .value_screen import UNUSABLE
 
 # The threshold comes from held-out rows (10 %) when the table has at least CALIBRATION_ROWS rows; smaller tables
 # cannot spare them (on a few hundred rows the 10 % cost detection quality), so there it comes from the training

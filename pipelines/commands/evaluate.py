@@ -30,7 +30,7 @@ from pipelines.tracking import plots
 from pipelines.tracking.registry import load_registered_detector, resolve_model_version, version_by_alias
 from pipelines.tracking.runs import Tracker, TrackingError, flatten, resolve_tracking_uri, tracked_run
 from vae import Detector, calibrate_threshold
-from vae.preprocessing import UNUSABLE
+from vae.value_screen import UNUSABLE
 
 from .promotion import (
     METRIC_TITLES,

@@ -23,7 +23,7 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.labels import canonical_labels, column_label_kind, label_kind
-from vae.preprocessing import MAX_MAGNITUDE, NO_BOUNDS, screen_bounds, usable
+from vae.value_screen import MAX_MAGNITUDE, NO_BOUNDS, screen_bounds, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
 from .parquet_checks import DataError, check_label, check_parquet, check_ray_readable, merged_schema, open_parquet

@@ -10,7 +10,8 @@ import ray.data
 
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
-from vae.preprocessing import UNUSABLE, observed_features
+from vae.preprocessing import observed_features
+from vae.value_screen import UNUSABLE
 
 
 def left_out_rows(batch: pd.DataFrame, preprocessors: list[Preprocessor]) -> np.ndarray:

@@ -1,5 +1,5 @@
 """A Ray Data aggregation that keeps a uniform random sample of a column's values, merged exactly across blocks
-(for statistics that need order, such as the quartiles `vae.preprocessing.screen_bounds` reads)."""
+(for statistics that need order, such as the quartiles `vae.value_screen.screen_bounds` reads)."""
 
 from __future__ import annotations
 

@@ -243,7 +243,7 @@ def test_huge_and_infinite_training_values_are_left_out_of_finite_statistics():
 
 
 def test_screen_bounds_are_10_to_the_4_robust_stds_around_the_median():
-    from vae.preprocessing import IQR_STDS, MAD_STDS, Z_BOUND, screen_bounds
+    from vae.value_screen import IQR_STDS, MAD_STDS, Z_BOUND, screen_bounds
 
     values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 1e30])  # quartiles 1.25 and 3.75 (numpy's linear rule)
     np.testing.assert_allclose(screen_bounds(values), 2.5 + np.array([-1, 1]) * Z_BOUND * 2.5 / IQR_STDS)
@@ -273,7 +273,7 @@ def test_values_far_outside_the_training_range_are_flagged_and_encoded_without_o
     far = {**table, "age": np.array([1e300, -1e308, np.nan, 35.0]), "smoker": np.array([0, 2, 1, np.nan])}
     x = pre.transform({**far, "smoker": table["smoker"]})
     assert x.dtype == np.float32 and np.isfinite(x).all()
-    from vae.preprocessing import Z_BOUND
+    from vae.value_screen import Z_BOUND
 
     np.testing.assert_array_equal(x[:, 0], [Z_BOUND, -Z_BOUND, 0.0, 0.0])  # clipped; missing -> the mean
     masks = pre.out_of_range_mask(far)
