@@ -24,6 +24,7 @@ from .labels import is_missing, plain_values
 KINDS = ("numeric", "binary", "categorical")
 INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+DECIMAL_DIGITS = 15  # a float64 keeps every decimal of up to 15 significant digits apart
 
 
 def arrow_kind(kind: Any) -> str | None:
@@ -61,9 +62,11 @@ def _exact_integers(as_float: np.ndarray, as_objects: Callable[[], np.ndarray]) 
 
 def _arrow_values(column: Any) -> np.ndarray:
     """A pyarrow ChunkedArray as (N,) numpy values of its `plain_arrow_type`: decoded categories as objects,
-    integers with nulls as `_exact_integers`."""
+    integers with nulls as `_exact_integers`, decimals of more than DECIMAL_DIGITS digits as Decimal objects."""
     import pyarrow as pa
 
+    if pa.types.is_decimal(column.type) and column.type.precision > DECIMAL_DIGITS:  # float64 would merge codes
+        return np.array(column.to_pylist(), dtype=object)  # decimal.Decimal values, None where missing
     plain = column.cast(plain_arrow_type(column.type))
     values = plain.to_numpy(zero_copy_only=False)
     if pa.types.is_integer(plain.type) and plain.null_count:
@@ -71,8 +74,8 @@ def _arrow_values(column: Any) -> np.ndarray:
     return plain_values(values) if pa.types.is_dictionary(column.type) else values
 
 
-def _pandas_values(series: Any) -> np.ndarray:
-    """A pandas Series as (N,) numpy values: categories as objects, nullable floats as float64 with NaN, nullable
+def pandas_values(series: Any) -> np.ndarray:
+    """A pandas Series as (N,) numpy values: categories as objects, nullable floats at their width with NaN, nullable
     integers as their numpy integers when none is missing, else as `_exact_integers`, timezone-aware times as UTC
     datetime64."""
     import pandas as pd
@@ -88,8 +91,8 @@ def _pandas_values(series: Any) -> np.ndarray:
             return series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))  # a SparseDtype has none: its own
         as_float = series.to_numpy(dtype=np.float64, na_value=np.nan)
         return _exact_integers(as_float, lambda: series.to_numpy(dtype=object, na_value=None))
-    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "f":  # Float64, double[pyarrow]
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "f":  # Float32, double[pyarrow]
+        return series.to_numpy(dtype=getattr(dtype, "numpy_dtype", np.float64), na_value=np.nan)  # its own width
     return series.to_numpy()
 
 
@@ -123,9 +126,13 @@ def as_columns(table: Any) -> dict[str, np.ndarray]:
         return {name: _arrow_values(table.column(name)) for name in _arrow_names(table)}
     if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # pandas.DataFrame
         names = _unique_names([str(name) for name in table.columns])
-        return {name: _pandas_values(table.iloc[:, i]) for i, name in enumerate(names)}
+        return {name: pandas_values(table.iloc[:, i]) for i, name in enumerate(names)}
     if isinstance(table, Mapping):
-        return {str(name): np.asarray(values) for name, values in table.items()}
+        columns = dict(zip(_unique_names([str(name) for name in table]), map(np.asarray, table.values()), strict=True))
+        lengths = {name: len(np.atleast_1d(values)) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the table's columns differ in length: {lengths}")
+        return columns
     raise TypeError(f"expected a pandas DataFrame, a pyarrow Table, a mapping or a 2-D array, got {type(table)}")
 
 
@@ -241,6 +248,9 @@ def infer_feature_types(
         raise ValueError(f"column(s) {absent} named in exclude / numeric / binary / categorical are not in the "
                          f"table, which has {sorted(columns)}")  # fmt: skip
     if numeric is not None or binary is not None or categorical is not None:
+        both = [c for c in sum(declared, []) if c in exclude]
+        if both:
+            raise ValueError(f"column(s) {both} are declared as features and excluded: name each in one of them")
         return FeatureTypes(*(tuple(d) for d in declared))
     types = types or {}
     kinds: dict[str, list[str]] = {kind: [] for kind in KINDS}

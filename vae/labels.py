@@ -4,6 +4,7 @@ category (`canonical_label`), read as the kind of values the column held in trai
 from __future__ import annotations
 
 import numbers
+import sys
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -63,7 +64,14 @@ def _number_label(value: numbers.Real | Decimal) -> str:
 def plain_values(values: Any) -> np.ndarray:
     """A 1-D array-like's values as an (N,) object array of Python objects; a float16 or float32 value becomes the
     float its shortest decimal spells (numpy.float32(0.1) -> 0.1, not the 0.10000000149011612 it widens to), so a
-    category reads the same in any float width."""
+    category reads the same in any float width. A pandas Series goes through `vae.columns.pandas_values`: its
+    nullable integers stay exact Python ints beside a missing value (numpy would make them floats, and two ids
+    above 2**53 one label)."""
+    pandas = sys.modules.get("pandas")  # loaded wherever a Series exists
+    if pandas is not None and isinstance(values, pandas.Series):
+        from .columns import pandas_values  # here: vae.columns imports this module
+
+        values = pandas_values(values)
     array = np.asarray(values) if hasattr(values, "dtype") else np.asarray(values, dtype=object)  # a list: as is
     if array.dtype.kind == "f" and array.dtype.itemsize < 8:
         return np.array([float(str(v)) for v in array], dtype=object)
@@ -88,6 +96,8 @@ def canonical_label(value: Any, kind: str | None = None) -> str | None:
         value = bytes(value).decode("utf-8", errors="backslashreplace")
     if isinstance(value, str) and kind == "number":
         number = parse_number(value)
+        if number is not None and is_missing(number):  # "nan" spells a missing number, as in a numeric column
+            return None
         value = value if number is None else number
     if isinstance(value, bool):
         return str(int(value)) if kind == "number" else str(value)

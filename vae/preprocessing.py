@@ -25,13 +25,21 @@ from typing import Any
 import numpy as np
 
 from .config import DataLayout, FeatureBlock
-from .labels import LABEL_KINDS, canonical_labels, column_label_kind, is_missing, label_kind, legacy_labels
+from .labels import (
+    LABEL_KINDS,
+    canonical_labels,
+    column_label_kind,
+    is_missing,
+    label_kind,
+    legacy_labels,
+    plain_values,
+)
 from .value_screen import NO_BOUNDS, Z_BOUND, column_moments, screen_bounds, usable
 
 MISSING_POLICIES = ("impute", "error")
 
 
-def _as_float(table: Mapping[str, Any], column: str) -> np.ndarray:
+def float_values(table: Mapping[str, Any], column: str) -> np.ndarray:
     """A numeric column as (N,) float64, None and pandas.NA as NaN; dates and times are refused, not read as
     their integer encoding."""
     values = np.asarray(table[column])
@@ -102,12 +110,12 @@ class Preprocessor:
         for column in self.binary:
             moments[column] = column_moments(self._binary_values(table, column))
         for column in self.numeric:
-            values = _as_float(table, column)
+            values = float_values(table, column)
             bounds[column] = screen_bounds(values[usable(values)])
             moments[column] = column_moments(values, bounds[column])
         categories, kinds = {}, {}
         for column in self.categorical:
-            values = np.asarray(table[column], dtype=object)
+            values = plain_values(table[column])  # float32 0.1 as 0.1, exact ids beside a missing one
             kinds[column] = column_label_kind(label_kind(v) for v in values)
             categories[column] = set(canonical_labels(values, kinds[column]).tolist()) - {None}
         return self.fit_statistics(moments, categories, kinds, bounds)
@@ -129,6 +137,9 @@ class Preprocessor:
         for column in [*self.numeric, *self.binary]:
             if moments[column][0] == 0:
                 raise ValueError(f"column {column!r} has no finite value to fit on")
+        for column in self.categorical:
+            if not set(categories[column]) - {None}:  # one slot, always certain: any value would score as normal
+                raise ValueError(f"column {column!r} has no value to fit on")
         self.mean = np.array([moments[c][1] for c in self.numeric], dtype=np.float64)
         std = np.array([moments[c][2] for c in self.numeric], dtype=np.float64)
         # constant: no spread beyond the float64 rounding of its mean (relative, so a column of tiny values in
@@ -149,7 +160,7 @@ class Preprocessor:
         return self
 
     def _binary_values(self, table: Mapping[str, Any], column: str) -> np.ndarray:
-        values = _as_float(table, column)
+        values = float_values(table, column)
         finite = values[np.isfinite(values)]
         bad = finite[(finite != 0) & (finite != 1)]
         if bad.size:
@@ -160,7 +171,7 @@ class Preprocessor:
         """For each numeric or binary column with missing or non-finite entries, the (N,) mask of them."""
         masks = {}
         for column in [*self.numeric, *self.binary]:
-            bad = ~np.isfinite(_as_float(table, column))
+            bad = ~np.isfinite(float_values(table, column))
             if bad.any():
                 masks[column] = bad
         for column in self.categorical:
@@ -174,7 +185,7 @@ class Preprocessor:
         either kind, and binary values other than 0/1."""
         masks = {}
         for column in [*self.numeric, *self.binary]:
-            values = _as_float(table, column)
+            values = float_values(table, column)
             binary = column in self.binary
             impossible = (~np.isnan(values) & (values != 0) & (values != 1)) if binary else np.isinf(values)
             if impossible.any():
@@ -189,7 +200,7 @@ class Preprocessor:
         n = len(np.asarray(table[self.columns[0]]))
         bad = np.zeros(n, dtype=bool)
         for column in [*self.numeric, *self.binary]:
-            values = _as_float(table, column)
+            values = float_values(table, column)
             bad |= ~np.isnan(values) & ~usable(values, self.bounds.get(column, NO_BOUNDS))
         for mask in self.out_of_range_mask(table).values():
             bad |= mask
@@ -207,7 +218,7 @@ class Preprocessor:
             if far.any():
                 masks[column] = far
         for column in self.binary:
-            values = _as_float(table, column)
+            values = float_values(table, column)
             other = np.isfinite(values) & (values != 0) & (values != 1)
             if other.any():
                 masks[column] = other
@@ -217,7 +228,7 @@ class Preprocessor:
         """(N, numeric) float64 z-scores, unclipped: NaN where the raw value is missing or not finite, +-inf
         where a huge finite one overflowed."""
         n = len(np.asarray(table[self.columns[0]]))
-        raw = np.column_stack([_as_float(table, c) for c in self.numeric]) if self.numeric else np.zeros((n, 0))
+        raw = np.column_stack([float_values(table, c) for c in self.numeric]) if self.numeric else np.zeros((n, 0))
         with np.errstate(over="ignore", invalid="ignore"):
             z = (raw - self.mean) / self.std
         return np.where(np.isfinite(raw), z, np.nan)
@@ -237,7 +248,7 @@ class Preprocessor:
             z = self._standardized(table)
             parts.append(np.where(np.isnan(z), 0.0, np.clip(z, -Z_BOUND, Z_BOUND)))  # missing -> the training mean
         if self.binary:  # a value other than 0/1 gets the missing-value fill too (it is an `impossible_mask` one)
-            raw = np.column_stack([_as_float(table, c) for c in self.binary])
+            raw = np.column_stack([float_values(table, c) for c in self.binary])
             parts.append(np.where((raw == 0) | (raw == 1), raw, self.rate))
         for column in self.categorical:
             parts.append(self._one_hot(table, column))

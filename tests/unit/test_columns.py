@@ -3,12 +3,15 @@ estimator and `make train` type them."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from vae.columns import INTEGER, FeatureTypes, arrow_kind, as_columns, infer_feature_types, type_kinds
+from vae.labels import canonical_labels
 
 from .test_estimator import frame
 
@@ -101,3 +104,29 @@ def test_integer_codes_beyond_float_precision_keep_their_labels_whatever_the_dty
     assert small.dtype == np.float64 and np.isnan(small[1])
     sparse = as_columns(pd.get_dummies(pd.Series(["a", "b", "a"]), sparse=True, dtype=int))  # SparseDtype: kind "i"
     assert sparse["a"].tolist() == [1, 0, 1]
+
+
+def test_decimal_codes_beyond_float_precision_stay_apart():
+    """18-digit decimal codes read as float64 were one category (a code never seen scored as a seen one)."""
+    codes = pa.array([Decimal("100000000000000001"), Decimal("100000000000000002"), None], pa.decimal128(18, 0))
+    values = as_columns(pa.table({"code": codes}))["code"]
+    assert canonical_labels(values, "number").tolist() == ["100000000000000001", "100000000000000002", None]
+    short = as_columns(pa.table({"x": pa.array([Decimal("1.25"), None], pa.decimal128(5, 2))}))["x"]
+    assert short.dtype == np.float64 and short[0] == 1.25  # a number a float64 holds: read as one
+
+
+def test_nullable_floats_keep_their_width_so_float32_categories_match_plain_ones():
+    values = as_columns(pd.DataFrame({"c": pd.array([0.1, None], dtype="Float32")}))["c"]
+    assert values.dtype == np.float32 and canonical_labels(values).tolist() == ["0.1", None]
+
+
+def test_a_mapping_with_columns_of_different_lengths_or_one_name_twice_is_refused():
+    with pytest.raises(ValueError, match=r"^the table's columns differ in length: \{'a': 2, 'b': 3\}$"):
+        as_columns({"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"more than one column \['1'\]"):
+        as_columns({1: [1.0], "1": [2.0]})
+
+
+def test_a_column_declared_and_excluded_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^column\(s\) \['id'\] are declared as features and excluded"):
+        infer_feature_types(as_columns(frame(10)), exclude=["id"], numeric=["a", "id"])

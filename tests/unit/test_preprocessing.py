@@ -204,11 +204,26 @@ def test_a_fractional_category_is_one_label_in_float32_and_float64_whatever_the_
     narrow = np.array([0.1, 0.7, np.nan], dtype=np.float32)  # 0.1 widens to 0.10000000149011612
     assert canonical_labels(narrow).tolist() == canonical_labels(narrow.astype(np.float64).round(6)).tolist()
     assert canonical_labels(narrow).tolist() == ["0.1", "0.7", None] and canonical_label(np.float16(0.1)) == "0.1"
-    tables = [pd.DataFrame({"zone": pd.Categorical(narrow)}), pa.table({"zone": pa.array(narrow).dictionary_encode()})]
-    for table in tables:
+    tables = [pd.DataFrame({"zone": pd.Categorical(narrow)}), pa.table({"zone": pa.array(narrow).dictionary_encode()}),
+              {"zone": narrow}, pd.DataFrame({"zone": narrow}), pa.table({"zone": pa.array(narrow)})]  # fmt: skip
+    for table in tables:  # a plain float32 column was fitted on its widened labels: every value unknown
         pre = Preprocessor(categorical=["zone"]).fit(as_columns(table))
         assert pre.categories["zone"] == ["0.1", "0.7"]
         assert pre.unknown_counts({"zone": np.array([0.1, 0.7])}) == {"zone": 0}
+
+
+def test_a_categorical_column_with_no_value_in_training_is_refused():
+    """One slot, always certain: any value would score as normal, as a numeric column of NaN is refused."""
+    with pytest.raises(ValueError, match=r"^column 'host' has no value to fit on$"):
+        Preprocessor(categorical=["host"]).fit({"host": np.array([None, None], dtype=object)})
+
+
+def test_the_text_nan_in_a_number_categorical_is_missing_as_in_a_numeric_column():
+    from vae.labels import canonical_label
+
+    pre = Preprocessor(categorical=["code"]).fit({"code": np.array([1, 2, 1])})
+    assert canonical_label("nan", "number") is None and canonical_label("NaN", "text") == "NaN"
+    assert pre.missing_mask({"code": np.array(["nan", "1"], dtype=object)})["code"].tolist() == [True, False]
 
 
 def test_bool_categories_read_0_and_1_as_the_training_bools():
