@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.cli import config_parser
-from pipelines.runtime.batch_inference import feature_columns, text_labels
+from pipelines.runtime.batch_inference import category_labels, feature_columns
 from pipelines.runtime.parquet_checks import DataError, check_label, check_parquet, open_parquet
 from pipelines.runtime.parquet_sample import sample_parquet
 from pipelines.runtime.row_encoding import left_out_rows, table_preprocessors
@@ -90,7 +90,7 @@ def check_features(path: str, detectors: list[Detector]) -> list[str]:
     """The columns the detectors read, after checking the Parquet at `path` has them (DataError otherwise)."""
     numeric = [c for d in detectors for c in feature_columns(d)[0]]
     categorical = [c for d in detectors for c in feature_columns(d)[1]]
-    labels = {c: text for d in detectors for c, text in text_labels(d).items()}
+    labels = {c: labels for d in detectors for c, labels in category_labels(d).items()}
     check_parquet(path, tuple(dict.fromkeys([*numeric, *categorical])), tuple(dict.fromkeys(numeric)), None, labels)
     return list(dict.fromkeys([*numeric, *categorical]))
 

@@ -20,11 +20,11 @@ import pyarrow as pa
 from pipelines.cli import run_config_command
 from pipelines.runtime.batch_inference import (
     ScoringPlan,
+    category_labels,
     feature_columns,
     output_schema,
     score_into,
     stored_keys,
-    text_labels,
 )
 from pipelines.runtime.cluster import ray_session
 from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable
@@ -92,7 +92,7 @@ def plan(config: ScoreJobConfig) -> tuple[ScoringPlan, Detector]:
     scoring = ScoringPlan(spec["name"], version, tracking_uri, _threshold(config, detector), keys, numeric,
                           categorical, config.unknown_categories == "quarantine", rows=0,
                           image_column=image and image.column)  # fmt: skip
-    labels = text_labels(detector)
+    labels = category_labels(detector)
     check_ray_readable(config.input_path)
     checked = check_parquet(config.input_path, tuple(scoring.columns), tuple(numeric), image, labels)
     scoring.rows, scoring.key_schema = checked.rows, stored_keys(pa.schema([checked.schema.field(k) for k in keys]))

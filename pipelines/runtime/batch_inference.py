@@ -58,10 +58,10 @@ def feature_columns(detector: Detector) -> tuple[list[str], list[str]]:
     return numeric, [c for p in pres for c in p.categorical]
 
 
-def text_labels(detector: Detector) -> dict[str, list[str]]:
-    """Categorical input column -> its training labels, for the columns whose training values were text."""
+def category_labels(detector: Detector) -> dict[str, tuple[str, list[str]]]:
+    """Categorical input column -> the label kind of its training values and its training labels."""
     pres = table_preprocessors(detector.preprocessor, detector.condition)
-    return {c: p.categories[c] for p in pres for c in p.categorical if p.label_kinds.get(c) == "text"}
+    return {c: (p.label_kinds.get(c, "text"), p.categories[c]) for p in pres for c in p.categorical}
 
 
 def feature_baseline(detector: Detector) -> np.ndarray:

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 
 from pipelines.storage import filesystems
 from vae import ImagePreprocessor
-from vae.columns import plain_arrow_type
-from vae.labels import parse_number
+from vae.columns import arrow_kind, plain_arrow_type
+from vae.labels import canonical_label, parse_number
 
 FOOTER_READERS = 16
 PARQUET_SUFFIX = ".parquet"  # the only files Ray Data's read_parquet reads (its default file_extensions)
@@ -149,10 +149,10 @@ def check_parquet(
     required: tuple[str, ...],
     numeric: tuple[str, ...],
     image: ImagePreprocessor | None = None,
-    text_labels: Mapping[str, Sequence[str]] | None = None,
+    categories: Mapping[str, tuple[str, Sequence[str]]] | None = None,
 ) -> CheckedParquet:
     """Check that the `required` columns exist, the `numeric` ones hold numbers, the categorical columns of
-    `text_labels` (column -> its text labels in training) have a type whose values can be one of those labels,
+    `categories` (column -> its training `label_kind` and labels) have a type whose values can be those labels,
     and the `image` column (one of `required`) can hold its images; returns the row count and the merged schema
     (from Parquet metadata, each footer read once). Raises DataError naming the missing or mistyped columns, or an
     empty input."""
@@ -161,7 +161,7 @@ def check_parquet(
     missing = [c for c in required if c not in schema.names]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; it has {schema.names}")
-    _check_types(path, schema, numeric, text_labels or {})
+    _check_types(path, schema, numeric, categories or {})
     if image is not None:
         check_image_column(path, schema, image)
     try:
@@ -176,7 +176,7 @@ def check_parquet(
         lacking = [c for c in required if c not in [*file_schema.names, *keys]]
         if lacking:
             raise DataError(f"{fragment.path}: missing column(s) {lacking}, which other files of {path} have")
-        _check_types(fragment.path, file_schema, numeric, text_labels or {})
+        _check_types(fragment.path, file_schema, numeric, categories or {})
         _check_mergeable(merged, file_schema, fragment.path)
     rows = sum(footer.num_rows for footer in footers)
     if rows == 0:
@@ -190,21 +190,22 @@ def check_parquet(
 
 
 def _check_types(
-    where: str, schema: pa.Schema, numeric: tuple[str, ...], text_labels: Mapping[str, Sequence[str]]
+    where: str, schema: pa.Schema, numeric: tuple[str, ...], categories: Mapping[str, tuple[str, Sequence[str]]]
 ) -> None:
     """Raise DataError naming the `numeric` columns of `schema` (one file's, or a dataset's) that hold no numbers,
-    or a `text_labels` column whose type cannot hold any of its training labels (`_cannot_match`); a null-typed
-    or absent column is left to the other checks."""
+    or a `categories` column whose type cannot hold its training labels (`_category_mismatch`); a null-typed or
+    absent column is left to the other checks."""
     kinds = {c: schema.field(c).type for c in numeric if c in schema.names}
     mistyped = {c: str(k) for c, k in kinds.items() if not _is_numeric(k) and not pa.types.is_null(k)}
     if mistyped:
         raise DataError(f"{where}: numeric feature column(s) hold non-numeric values: {mistyped}")
-    for column, labels in text_labels.items():
-        if column in schema.names and _cannot_match(schema.field(column).type, labels):
-            shown = ", ".join([*labels[:3], "..."] if len(labels) > 3 else labels)
-            raise DataError(f"{where}: categorical column {column!r} is {schema.field(column).type} here, but its "
-                            f"training labels are text ({shown}): every value would be a category never seen in "
-                            "training")  # fmt: skip
+    for column, (label_kind, labels) in categories.items():
+        if column in schema.names:
+            problem = _category_mismatch(schema.field(column).type, label_kind, labels)
+            if problem:
+                raise DataError(
+                    f"{where}: categorical column {column!r} is {schema.field(column).type} here, {problem}"
+                )
 
 
 def _check_mergeable(merged: dict[str, tuple[pa.DataType, str]], schema: pa.Schema, where: str) -> None:
@@ -227,17 +228,33 @@ def _check_mergeable(merged: dict[str, tuple[pa.DataType, str]], schema: pa.Sche
             ) from err
 
 
-def _cannot_match(kind: pa.DataType, labels: Sequence[str]) -> bool:
-    """Whether no value of Arrow type `kind` reads as one of a column's text `labels` (`vae.labels`): booleans
-    when no label is True / False, numbers when no label spells a number."""
+def _category_mismatch(kind: pa.DataType, label_kind: str, labels: Sequence[str]) -> str | None:
+    """Why no value, or not every value, of Arrow type `kind` can read as one of a categorical column's training
+    `labels` (`vae.labels`, of `label_kind`), else None: a type no category is read from (lists, structs, bytes,
+    times); for text labels, booleans when no label is True / False, numbers when no label spells a number or
+    when some label spells one in a form no number prints as ("02134", "1.50": the type lost those digits)."""
+    if pa.types.is_null(kind):
+        return None
+    if arrow_kind(kind) is None:
+        return "a type no category is read from: write the column as text or numbers, as in training"
     kind = plain_arrow_type(kind)
-    if not labels:
-        return False
+    if label_kind != "text" or not labels:
+        return None
+    shown = ", ".join([*labels[:3], "..."] if len(labels) > 3 else labels)
+    never = f"but its training labels are text ({shown}): every value would be a category never seen in training"
     if pa.types.is_boolean(kind):
-        return not {"True", "False"} & set(labels)
+        return None if {"True", "False"} & set(labels) else never
     if _is_numeric(kind):
-        return all(parse_number(label) is None for label in labels)
-    return False
+        spelled = [label for label in labels if parse_number(label) is not None]
+        if not spelled:
+            return never
+        lossy = [label for label in spelled if canonical_label(label, "number") != label]
+        if lossy:
+            return (
+                f"but training labels such as {lossy[:3]} spell numbers with digits a number does not keep "
+                "(leading or trailing zeros, spaces): write the column as text, as in training"
+            )
+    return None
 
 
 def read_footers(fragments: list[pads.ParquetFileFragment]) -> list[pq.FileMetaData]:

@@ -23,6 +23,7 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, Unique
 from pipelines.settings.yaml_configs import DataConfig
 from vae import DataLayout, ImagePreprocessor, Preprocessor
 from vae.labels import canonical_labels, column_label_kind, label_kind
+from vae.preprocessing import float_values
 from vae.value_screen import MAX_MAGNITUDE, NO_BOUNDS, screen_bounds, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
@@ -131,10 +132,22 @@ def check_images(ds: ray.data.Dataset, config: DataConfig) -> None:
 
 
 def split_bucket(batch: pd.DataFrame, key: tuple[str, ...], seed: int) -> np.ndarray:
-    """A stable per-row bucket in [0, SPLIT_BUCKETS) from the key columns' values: (N,)."""
+    """A stable per-row bucket in [0, SPLIT_BUCKETS) from the key columns' values: (N,), whatever else the batch
+    holds: integer keys are hashed as nullable integers, which hash a present value as numpy's integers do (with a
+    null key in its batch, an Arrow-backed integer column would be hashed as floats, and its other rows would
+    change split between passes over differently grouped blocks)."""
     salt = hashlib.sha256(str(seed).encode()).hexdigest()[:16]
-    hashes = pd.util.hash_pandas_object(batch[list(key)], index=False, hash_key=salt).to_numpy()
+    keys = batch[list(key)].apply(_as_nullable_integers)
+    hashes = pd.util.hash_pandas_object(keys, index=False, hash_key=salt).to_numpy()
     return (hashes % SPLIT_BUCKETS).astype(np.int64)
+
+
+def _as_nullable_integers(column: pd.Series) -> pd.Series:
+    """An integer column as pandas' nullable integers of the same width (int32 -> Int32); others as they are."""
+    if not pd.api.types.is_integer_dtype(column.dtype):
+        return column
+    width = np.dtype(getattr(column.dtype, "numpy_dtype", column.dtype))
+    return column.astype(f"{'U' if width.kind == 'u' else ''}Int{8 * width.itemsize}")
 
 
 def split_rows(ds: ray.data.Dataset, config: DataConfig) -> tuple[ray.data.Dataset, ray.data.Dataset]:
@@ -170,8 +183,8 @@ def _as_statistics_input(
     """
     out = pd.DataFrame(index=batch.index)
     for column in [*numeric, *binary]:
-        values = pd.to_numeric(batch[column], errors="coerce").astype("float64")
-        numbers = values.to_numpy()
+        numbers = float_values(batch, column)  # as the library reads them (float16 and decimals with nulls too)
+        values = pd.Series(numbers, index=batch.index)
         keep = usable(numbers, (bounds or {}).get(column, NO_BOUNDS)) if column in numeric else np.isfinite(numbers)
         out[column] = values.where(keep)
     for column in categorical:
@@ -220,6 +233,9 @@ def fit_preprocessor(
         if other:
             raise DataError(f"binary column {column!r} has values other than 0/1, e.g. {other[:3]}")
     categories = {c: result[f"unique({c})"] for c in categorical}
+    empty = [c for c in categorical if not categories[c]]
+    if empty:
+        raise DataError(f"categorical column(s) {empty} have no value in the training rows")
     kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
     return pre.fit_statistics(moments, categories, kinds, bounds)
 

@@ -41,15 +41,17 @@ def column_types(detector: Detector) -> dict[str, pa.DataType]:
 
 def to_arrow(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     """A library column (float64 numbers, int64 0/1, or object labels with None) as an Arrow array of `kind`;
-    numbers going to an integer column are rounded first, labels are parsed (e.g. "3" -> 3 for int64)."""
+    numbers going to an integer column are rounded and clipped to its range first, labels are parsed (e.g. "3" ->
+    3 for int64)."""
     values = np.asarray(values)
     if pa.types.is_null(kind):  # the column held only nulls: keep the library's own type
         kind = pa.string() if values.dtype == object else pa.from_numpy_dtype(values.dtype)
     if values.dtype == object:
         labels = pa.array([None if v is None else str(v) for v in values], type=pa.string())
         return labels.cast(kind)
-    if pa.types.is_integer(kind):
-        values = np.rint(values)
+    if pa.types.is_integer(kind):  # a drawn value beyond the type (-1 for a uint8 count) is its nearest one
+        limits = np.iinfo(kind.to_pandas_dtype())
+        values = np.clip(np.rint(values), limits.min, limits.max)
     elif pa.types.is_boolean(kind):
         values = values >= 0.5
-    return pa.array(values).cast(kind)
+    return pa.array(values, from_pandas=pa.types.is_integer(kind)).cast(kind)  # NaN: null, in an integer column

@@ -122,3 +122,10 @@ def test_image_layouts_generate_in_model_space():
     draws = generate(model, 6, mode="sample", seed=0)
     assert means.shape == draws.shape == (6, 64)
     assert ((means > 0) & (means < 1)).all() and set(np.unique(draws)) <= {0.0, 1.0}
+
+
+def test_drawn_numbers_beyond_an_integer_columns_range_become_its_nearest_value():
+    """A Gaussian draw of a uint8 count can be -1: the cast failed ("Float value -1.000000 was truncated")."""
+    drawn = np.array([-1.4, 2.6, 300.2, np.nan])
+    assert to_arrow(drawn, pa.uint8()).to_pylist() == [0, 3, 255, None]
+    assert to_arrow(drawn, pa.int8()).to_pylist() == [-1, 3, 127, None]

@@ -1,6 +1,8 @@
 """Parquet input checks from the footers: every file, hive partition keys included."""
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.runtime.parquet_checks import DataError, check_parquet
@@ -43,17 +45,40 @@ def test_a_categorical_column_whose_type_cannot_hold_its_text_labels_is_named(tm
     required = ("row_id", "sex", "ok", "grade")
     with pytest.raises(DataError, match=r"categorical column 'sex' is int64 here, but its training labels are text "
                                         r"\(F, M\): every value would be a category never seen"):  # fmt: skip
-        check_parquet(str(tmp_path), required, (), text_labels={"sex": ["F", "M"]})
+        check_parquet(str(tmp_path), required, (), categories={"sex": ("text", ["F", "M"])})
     with pytest.raises(DataError, match="categorical column 'ok' is bool here"):
-        check_parquet(str(tmp_path), required, (), text_labels={"ok": ["no", "yes"]})
+        check_parquet(str(tmp_path), required, (), categories={"ok": ("text", ["no", "yes"])})
     # labels a value of the type can read as: digits for integers, True/False for booleans, or any label for text
-    assert check_parquet(str(tmp_path), required, (), text_labels={"sex": ["1", "F"], "ok": ["True"]}).rows == 3
+    readable = {"sex": ("text", ["1", "F"]), "ok": ("text", ["True"])}
+    assert check_parquet(str(tmp_path), required, (), categories=readable).rows == 3
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     rows.assign(sex=["F", "M", "F"]).to_parquet(mixed / "part-0.parquet", index=False)
     rows.to_parquet(mixed / "part-1.parquet", index=False)  # a later file with the column as integers
     with pytest.raises(DataError, match=rf"^{mixed / 'part-1.parquet'}: categorical column 'sex' is int64"):
-        check_parquet(str(mixed), required, (), text_labels={"sex": ["F", "M"]})
+        check_parquet(str(mixed), required, (), categories={"sex": ("text", ["F", "M"])})
+
+
+def test_numbers_cannot_stand_for_text_labels_that_spell_numbers_with_more_digits(tmp_path):
+    """Zip codes as text in training ("02134"), as integers at scoring: 2134 reads as "2134", a category never
+    seen, so the rows would score as anomalies; labels a number prints as they are ("10001") were matched alone."""
+    pd.DataFrame({"row_id": [1, 2], "zip": [2134, 10001]}).to_parquet(tmp_path / "part-0.parquet", index=False)
+    with pytest.raises(DataError, match=r"categorical column 'zip' is int64 here, but training labels such as "
+                                        r"\['02134'\] spell numbers with digits a number does not keep"):  # fmt: skip
+        check_parquet(str(tmp_path), ("row_id", "zip"), (), categories={"zip": ("text", ["02134", "10001"])})
+    assert check_parquet(str(tmp_path), ("row_id", "zip"), (), categories={"zip": ("text", ["10001", "x"])}).rows == 2
+
+
+@pytest.mark.parametrize("kind", ["text", "number"])
+def test_a_categorical_column_of_lists_or_structs_is_refused_whatever_its_labels(tmp_path, kind):
+    """Training types such a column as no feature; at scoring every value would be an unseen category (or crash
+    the job on a list of two values)."""
+    rows = pa.table({"row_id": [1, 2], "grade": pa.array([[1], [2, 3]]), "unit": [{"a": 1}, {"a": 2}]})
+    pq.write_table(rows, tmp_path / "part-0.parquet")
+    for column in ("grade", "unit"):
+        with pytest.raises(DataError, match=rf"categorical column '{column}' is (list|struct).* here, a type no "
+                                            "category is read from"):  # fmt: skip
+            check_parquet(str(tmp_path), ("row_id", column), (), categories={column: (kind, ["1", "2"])})
 
 
 def test_a_column_whose_type_cannot_merge_with_another_files_is_named_with_both_files(tmp_path):
