@@ -76,6 +76,13 @@ def open_merged(path: str) -> pads.Dataset:
     return dataset if merged == dataset.schema else open_parquet(path, merged)
 
 
+def partition_columns(dataset: pads.Dataset) -> list[str]:
+    """The hive partition keys of the dataset's file paths (`date=2026-11-01/`), in schema order: columns Ray
+    Data adds to every row from the path, not values stored in the files. Reads no footer."""
+    keys = {k for f in dataset.get_fragments() for k in pads.get_partition_keys(f.partition_expression)}
+    return [name for name in dataset.schema.names if name in keys]
+
+
 def merged_schema(dataset: pads.Dataset) -> pa.Schema:
     """The dataset's columns with every file's types merged as Ray Data merges them (int64 in one file and double
     in another: double; `_check_mergeable`); `dataset.schema` is the first file's alone. Reads every footer."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,15 @@ from vae.preprocessing import float_values
 from vae.value_screen import MAX_MAGNITUDE, NO_BOUNDS, screen_bounds, usable
 
 from .feature_kinds import INTEGER, describe, feature_types, schema_kinds, untyped
-from .parquet_checks import DataError, check_label, check_parquet, check_ray_readable, merged_schema, open_parquet
+from .parquet_checks import (
+    DataError,
+    check_label,
+    check_parquet,
+    check_ray_readable,
+    merged_schema,
+    open_parquet,
+    partition_columns,
+)
 from .row_encoding import encode_rows, report_left_out
 from .value_sample import ValueSample
 
@@ -40,19 +49,27 @@ SCREEN_SAMPLE = 1_000
 KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categorical value's label kind
 
 
-def inferred_kinds(config: DataConfig, schema: pa.Schema) -> dict[str, str]:
+def inferred_kinds(config: DataConfig, schema: pa.Schema, partitions: Collection[str] = ()) -> dict[str, str]:
     """column -> kind (`pipelines.runtime.feature_kinds.schema_kinds`) of the columns that become features when `config`
-    declares none. Raises DataError naming the columns whose Arrow type has no feature kind, or when no column
-    is left."""
-    kinds = schema_kinds(schema, config.not_features)
+    declares none; hive `partitions` keys are none (a path's `date=...` would be a category no later night has seen,
+    and a night's own directory lacks it). Raises DataError naming the columns whose Arrow type has no feature kind,
+    or when no column is left."""
+    kinds = schema_kinds(schema, (*config.not_features, *partitions))
     bad = untyped(schema, kinds)
     if bad:
         raise DataError(f"{config.path}: no feature kind for column(s) {bad}; list them in data.exclude, or declare "
                         f"the feature columns (data.numeric, data.binary, data.categorical)")  # fmt: skip
     if not kinds:
         raise DataError(f"{config.path}: no feature columns: each of {schema.names} is a key, the label, a "
-                        f"condition or excluded")  # fmt: skip
+                        f"condition, excluded or a partition key")  # fmt: skip
     return kinds
+
+
+def _inferred_kinds(config: DataConfig) -> tuple[dict[str, str], list[str]]:
+    """`inferred_kinds` of the Parquet at `config.path`, and its hive partition keys."""
+    dataset = open_parquet(config.path)
+    partitions = partition_columns(dataset)
+    return inferred_kinds(config, merged_schema(dataset), partitions), partitions
 
 
 def zero_one_columns(path: str, columns: list[str]) -> set[str]:
@@ -70,9 +87,11 @@ def declare_features(config: DataConfig) -> DataConfig:
     line saying which columns were inferred."""
     if not config.infers_features:
         return config
-    kinds = inferred_kinds(config, merged_schema(open_parquet(config.path)))
+    kinds, partitions = _inferred_kinds(config)
     types = feature_types(kinds, zero_one_columns(config.path, [c for c, k in kinds.items() if k == INTEGER]))
-    print(f"feature columns inferred from the schema of {config.path}: {describe(types)}", flush=True)
+    keys = [k for k in partitions if k not in config.not_features]
+    left = f"; hive partition key(s) {keys} are no features (declare the features to use one)" if keys else ""
+    print(f"feature columns inferred from the schema of {config.path}: {describe(types)}{left}", flush=True)
     return dataclasses.replace(config, numeric=types.numeric, binary=types.binary, categorical=types.categorical)
 
 
@@ -83,7 +102,7 @@ def check_training_data(config: DataConfig) -> int:
     check_ray_readable(config.path)
     inputs = config.inputs
     if config.infers_features:
-        inputs = tuple(inferred_kinds(config, merged_schema(open_parquet(config.path))))
+        inputs = tuple(_inferred_kinds(config)[0])
     required = (*inputs, *config.conditions, *config.key, *([config.label] if config.label else []))
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
     checked = check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.runtime.feature_kinds import INTEGER, arrow_kind, describe, feature_types, schema_kinds
 from pipelines.runtime.parquet_checks import DataError
-from pipelines.runtime.parquet_input import check_training_data, inferred_kinds
+from pipelines.runtime.parquet_input import check_training_data, declare_features, inferred_kinds
 from pipelines.settings.yaml_configs import DataConfig
 from vae.columns import FeatureTypes
 
@@ -126,3 +126,17 @@ def test_a_validation_fraction_that_leaves_no_row_is_refused_before_training(tmp
     with pytest.raises(DataError, match=r"data.validation_fraction=0.001 of 300 rows leaves 0.3 rows to calibrate"):
         check_training_data(config)  # was: a whole training run, then "no validation rows to calibrate ..."
     assert check_training_data(DataConfig(path=str(tmp_path / "rows.parquet"), key=("row_id",))) == 300
+
+
+def test_hive_partition_keys_are_no_inferred_features(tmp_path, capsys):
+    """`date=.../hour=.../` directories: a date typed categorical would be a category no later night has seen,
+    and scoring one night's directory would lack the column."""
+    for day in ("2026-11-01", "2026-11-02"):
+        (tmp_path / f"date={day}" / "hour=3").mkdir(parents=True)
+        pq.write_table(pa.table({"row_id": [1, 2], "amount": [1.0, 2.0]}),
+                       tmp_path / f"date={day}" / "hour=3" / "part-0.parquet")  # fmt: skip
+    config = DataConfig(path=str(tmp_path), key=("row_id",), validation_fraction=0.5)
+    declared = declare_features(config)
+    assert (declared.numeric, declared.binary, declared.categorical) == (("amount",), (), ())
+    assert "hive partition key(s) ['date', 'hour'] are no features" in capsys.readouterr().out
+    assert check_training_data(config) == 4
