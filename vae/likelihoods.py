@@ -145,6 +145,14 @@ class MixedLikelihood(nn.Module):
         """Expected x under p(x | params), in the input's encoded space: (..., D)."""
         return torch.cat([b.mean(p) for b, p in zip(self.blocks, self._split(params), strict=True)], dim=-1)
 
+    def column_mask(self, features: torch.Tensor) -> torch.Tensor:
+        """A per-feature mask (..., F) as a per-column one (..., D): a categorical group's columns take its
+        feature's value."""
+        repeats: list[int] = []
+        for block, width in zip(self.blocks, self.widths, strict=True):
+            repeats += [width] if block.grouped else [1] * width
+        return features.repeat_interleave(torch.tensor(repeats, device=features.device), dim=-1)
+
     def squared_error(self, mean: torch.Tensor, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
         """Per-feature squared distance between x and a reconstruction `mean` (..., D), summed within a
         categorical group: (..., F); 0 where `observed` (..., F) is False."""

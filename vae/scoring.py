@@ -180,6 +180,36 @@ SCORES: dict[str, ScoreFunction] = {
 }
 
 
+# A missing feature's encoder input is its fill (the training mean, the unknown bucket), a value the encoder never
+# saw where the column was complete in training: its posterior drifts, and the row's other features score worse
+# (thyroid, trained on complete rows: one of TT4, FTI or T4U blank in 500 normal rows flagged 13-20 % of them
+# against 7.6 % complete). Any encoder input gives a bound on -log p(x_observed) (the missing features' decoder
+# terms are left out), so the fill is replaced by what the model expects there: the decoder's mean at the
+# posterior mean, REFINE_STEPS times (flagged then 7.8-8.4 %; after 0, 1, 3 steps 19.6, 13.0, 9.2 % for TT4).
+REFINE_STEPS = 10
+
+
+@torch.no_grad()
+def refined_input(
+    model: VAE, x: torch.Tensor, c: torch.Tensor | None, observed: torch.Tensor | None, steps: int = REFINE_STEPS
+) -> torch.Tensor:
+    """x (B, ...) with the entries of its missing features (`observed` (B, F) False) replaced by the decoder's mean
+    at the posterior mean, `steps` times over; observed entries and complete rows as they are."""
+    if observed is None:
+        return x
+    missing = ~model.likelihood.column_mask(observed)  # (B, D)
+    rows = missing.any(-1)
+    if not rows.any():
+        return x
+    part, part_c, part_missing = x[rows].flatten(1), None if c is None else c[rows], missing[rows]
+    for _ in range(steps):
+        expected = model.reconstruct(part.view_as(x[rows]), part_c)
+        part = torch.where(part_missing, expected, part)
+    refined = x.clone()
+    refined[rows] = part.view_as(x[rows])
+    return refined
+
+
 @torch.no_grad()
 def score_batch(
     model: VAE,
@@ -190,9 +220,9 @@ def score_batch(
     observed: torch.Tensor | None = None,
 ) -> RowScores:
     """The configured score (`config.kind`, a name in SCORES) of one batch (`noise` (samples, L): shared draws;
-    `observed` (B, F): known features)."""
+    `observed` (B, F): known features, the others left out of the score and `refined_input` for the encoder)."""
     score = choose(SCORES, config.kind, "ScoreConfig.kind")
-    return score(model, x, c, config.samples, noise, observed)
+    return score(model, refined_input(model, x, c, observed), c, config.samples, noise, observed)
 
 
 def _batch_tensor(
