@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
@@ -29,7 +30,8 @@ from pipelines.tracking.runs import TrackingError, resolve_tracking_uri
 from pipelines.tracking.scoped_env import TRACKING_RETRIES
 from vae import ConfigError, Detector, Preprocessor, from_dict
 
-from .batch_inference import feature_baseline, feature_columns, quarantine_reasons, top_features
+from .batch_inference import category_labels, feature_baseline, feature_columns, quarantine_reasons, top_features
+from .parquet_checks import category_mismatch
 from .row_encoding import table_preprocessors
 from .scored_output import REASON
 
@@ -48,6 +50,7 @@ class ServedModel:
     numeric: list[str]  # numeric and binary input columns
     categorical: list[str]
     baseline: np.ndarray  # (F,) typical feature contributions
+    labels: dict[str, tuple[str, list[str]]]  # categorical column -> its training label kind and labels
 
     @classmethod
     def load(cls, spec: str, tracking_uri: str) -> "ServedModel":
@@ -66,7 +69,7 @@ class ServedModel:
         numeric, categorical = feature_columns(detector)
         return cls(version, detector, detector.calibration.threshold,
                    table_preprocessors(detector.preprocessor, detector.condition), numeric, categorical,
-                   feature_baseline(detector))  # fmt: skip
+                   feature_baseline(detector), category_labels(detector))  # fmt: skip
 
     def score(self, rows: list[Any], top: int, quarantine_unseen: bool) -> list[dict[str, Any]]:
         """One result per row, in order: {"score", "is_anomaly", "top_features": [[name, share], ...], "reason"};
@@ -109,12 +112,24 @@ class ServedModel:
                     wrong.append(f"{column} is beyond the range of a float")
                     columns[column].append(math.nan)
             for column in self.categorical:
-                columns[column].append(row.get(column))
+                value = row.get(column)
+                kind, named = JSON_TYPES.get(type(value), NESTED)
+                problem = None if value is None else category_mismatch(kind, *self.labels[column])
+                if problem:  # a value the batch job's schema check would refuse for the whole column
+                    wrong.append(f"{column} is {named} here, {problem}")
+                    value = None
+                columns[column].append(value)
             if wrong:
                 reasons[i] = "; ".join(wrong)
         kinds = {column: float if column in self.numeric else object for column in columns}
         frame = pd.DataFrame({column: pd.Series(values, dtype=kinds[column]) for column, values in columns.items()})
         return frame, reasons
+
+
+# A JSON value's Arrow type as a Parquet column of such values would have it, and its name in a reason.
+JSON_TYPES = {bool: (pa.bool_(), "true/false"), int: (pa.int64(), "a number"), float: (pa.float64(), "a number"),
+              str: (pa.string(), "text")}  # fmt: skip
+NESTED = (pa.binary(), "a list or an object")  # a type no category is read from
 
 
 # No `from __future__ import annotations` in this module: FastAPI reads the endpoints' annotations as they are, and

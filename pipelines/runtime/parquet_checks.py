@@ -200,7 +200,7 @@ def _check_types(
     where: str, schema: pa.Schema, numeric: tuple[str, ...], categories: Mapping[str, tuple[str, Sequence[str]]]
 ) -> None:
     """Raise DataError naming the `numeric` columns of `schema` (one file's, or a dataset's) that hold no numbers,
-    or a `categories` column whose type cannot hold its training labels (`_category_mismatch`); a null-typed or
+    or a `categories` column whose type cannot hold its training labels (`category_mismatch`); a null-typed or
     absent column is left to the other checks."""
     kinds = {c: schema.field(c).type for c in numeric if c in schema.names}
     mistyped = {c: str(k) for c, k in kinds.items() if not _is_numeric(k) and not pa.types.is_null(k)}
@@ -208,7 +208,7 @@ def _check_types(
         raise DataError(f"{where}: numeric feature column(s) hold non-numeric values: {mistyped}")
     for column, (label_kind, labels) in categories.items():
         if column in schema.names:
-            problem = _category_mismatch(schema.field(column).type, label_kind, labels)
+            problem = category_mismatch(schema.field(column).type, label_kind, labels)
             if problem:
                 raise DataError(
                     f"{where}: categorical column {column!r} is {schema.field(column).type} here, {problem}"
@@ -235,7 +235,7 @@ def _check_mergeable(merged: dict[str, tuple[pa.DataType, str]], schema: pa.Sche
             ) from err
 
 
-def _category_mismatch(kind: pa.DataType, label_kind: str, labels: Sequence[str]) -> str | None:
+def category_mismatch(kind: pa.DataType, label_kind: str, labels: Sequence[str]) -> str | None:
     """Why no value, or not every value, of Arrow type `kind` can read as one of a categorical column's training
     `labels` (`vae.labels`, of `label_kind`), else None: a type no category is read from (lists, structs, bytes,
     times); for text labels, booleans when no label is True / False, numbers when no label spells a number or

@@ -73,6 +73,22 @@ def test_each_unusable_row_gets_its_reason_and_the_others_their_scores(served):
     assert strict[0]["reason"] == "colour has an unseen category" and strict[0]["score"] is None
 
 
+def test_a_category_of_a_json_type_its_labels_cannot_be_is_set_aside_as_the_batch_job_refuses_it(served):
+    """The batch job refuses such a column before scoring; here it was scored in the unknown bucket and flagged."""
+    model, frame = served
+    good = _json_rows(frame.iloc[:1])[0]
+    rows = [{**good, "colour": 3}, {**good, "colour": True}, {**good, "colour": ["red"]},
+            {**good, "grade": {"grade": 2}}, {**good, "grade": "2"}, {**good, "grade": 2.0}]  # fmt: skip
+    results = model.score(rows, top=2, quarantine_unseen=False)
+    text = "here, but its training labels are text (blue, green, red): every value would be a category never seen"
+    nested = "is a list or an object here, a type no category is read from: write the column as text or numbers"
+    reasons = [r["reason"] for r in results]
+    assert reasons[0].startswith(f"colour is a number {text}") and reasons[1].startswith(f"colour is true/false {text}")
+    assert reasons[2].startswith(f"colour {nested}") and reasons[3].startswith(f"grade {nested}")
+    assert all(r["score"] is None for r in results[:4])
+    assert reasons[4:] == [None, None] and results[4]["score"] == pytest.approx(results[5]["score"])  # "2" is 2
+
+
 def test_a_model_without_a_threshold_cannot_serve():
     detector = train_detector(mixed_table(200), epochs=1)
     with pytest.raises(ConfigError, match="no calibrated threshold"):
