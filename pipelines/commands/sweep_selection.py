@@ -19,7 +19,7 @@ from pipelines.runtime.parquet_input import PreparedData
 from pipelines.runtime.validation_pass import drop_seen, sample_rows
 from pipelines.settings.search_space import Axis
 from pipelines.settings.yaml_configs import TunePipelineConfig, get_dotted
-from vae import ScoreConfig, choose_over_reference, score_rows
+from vae import ScoreConfig, choose_over_reference, score_rows, to_dict
 
 P_COLUMN = "p vs default"  # the results table's column of TrialSummary.p_vs_default
 
@@ -60,10 +60,16 @@ def select_best(trials: list[TrialSummary], mode: str, sweep: str, metric: str) 
 def default_trial(
     config: TunePipelineConfig, axes: tuple[Axis, ...], trials: list[TrialSummary]
 ) -> TrialSummary | None:
-    """The trial that ran the config's own value on every swept axis (what `make train` trains), or None."""
+    """The trial that ran the config's own value on every swept axis (what `make train` trains), or None. Values
+    compare as the validated config holds them: Tune hands a trial a list as a tuple, and YAML 1.1 reads 1e-3 as
+    the text '1e-3', which the config reads as 0.001."""
     base = config.train_dict()
-    own = {axis.name: get_dotted(base, axis.name) for axis in axes}
-    return next((t for t in trials if all(t.params.get(name) == value for name, value in own.items())), None)
+
+    def swept(values: dict[str, Any]) -> list[Any]:
+        return [get_dotted(values, axis.name) for axis in axes]
+
+    own = swept(base)
+    return next((t for t in trials if swept(to_dict(config.trial_config(t.params, run_name="default"))) == own), None)
 
 
 def choose_trial(

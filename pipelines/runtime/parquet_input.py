@@ -52,8 +52,12 @@ KIND_PREFIX = "__label_kind__:"  # the statistics input's column of each categor
 def inferred_kinds(config: DataConfig, schema: pa.Schema, partitions: Collection[str] = ()) -> dict[str, str]:
     """column -> kind (`pipelines.runtime.feature_kinds.schema_kinds`) of the columns that become features when `config`
     declares none; hive `partitions` keys are none (a path's `date=...` would be a category no later night has seen,
-    and a night's own directory lacks it). Raises DataError naming the columns whose Arrow type has no feature kind,
-    or when no column is left."""
+    and a night's own directory lacks it). Raises DataError naming the excluded columns the schema lacks, the columns
+    whose Arrow type has no feature kind, or when no column is left."""
+    absent = [c for c in config.exclude if c not in schema.names]
+    if absent:  # a misspelt name would leave the column it meant (an id) a feature
+        raise DataError(f"{config.path}: data.exclude names column(s) {absent} the data does not have; it has "
+                        f"{schema.names}")  # fmt: skip
     kinds = schema_kinds(schema, (*config.not_features, *partitions))
     bad = untyped(schema, kinds)
     if bad:

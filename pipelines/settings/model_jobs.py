@@ -22,6 +22,7 @@ from vae.config_base import (
     PositiveInt,
     Text,
     config_class,
+    number,
     require,
 )
 from vae.imputation import IMPUTATION_METHODS
@@ -31,6 +32,7 @@ from vae.scoring import SCORES
 from .yaml_configs import TrackingSettings, resolve_path
 
 MODEL_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+Share = number(ge=0, le=1)  # a metric's value, never true or false (`floor: no` read as 0 would open the gate)
 
 
 def _model_spec(value: str) -> str:
@@ -117,7 +119,7 @@ class EvaluateConfig:
     challenger: Text = "challenger"  # registry aliases
     champion: Text = "champion"
     metric: Literal["auroc", "average_precision"] = "auroc"  # what the promotion gate compares
-    floor: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5  # the challenger's metric must reach it
+    floor: Share = 0.5  # the challenger's metric must reach it
     margin: NonNegative = 0.0  # the challenger must beat the champion's metric by more than this
     confidence: Fraction = 0.95  # ... and the bootstrap interval of that gain at this level must lie above zero
     resamples: PositiveInt = 200  # bootstrap resamples of the labelled rows for that interval
@@ -192,7 +194,7 @@ class ServeConfig:
 
     model: ModelSpec = "vae-anomaly@champion"  # NAME@ALIAS is followed: each replica swaps in the version it moves to
     host: Text = "127.0.0.1"  # 0.0.0.0 to listen on every interface
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8000
     replicas: PositiveInt = 1
     cpus_per_replica: Positive = 1.0
     max_batch_size: PositiveInt = 16  # requests a replica scores in one model call (@serve.batch)

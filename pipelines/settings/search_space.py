@@ -8,6 +8,7 @@ In YAML the space mirrors the config it sweeps: `section: {field: {kind: values}
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,15 @@ def _is_number(value: Any, integer: bool = False) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _as_number(value: Any) -> Any:
+    """Numeric text as its number ("1e-4", which YAML 1.1 reads as a string, as the config's number fields read
+    it); anything else as it is."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
 def _axis(path: str, spec: Any) -> Axis:
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
         _fail(path, f"expected one of {list(SPACE_KINDS)} with its values, e.g. {{grid: [1, 2]}}; got {spec!r}")
@@ -66,6 +76,7 @@ def _axis(path: str, spec: Any) -> Axis:
     values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
     if kind in RANGE_KINDS:
         integer = kind == "randint"
+        values = values if integer else tuple(map(_as_number, values))
         if len(values) != 2 or not all(_is_number(v, integer) for v in values):
             _fail(path, f"{kind} needs [low, high] as two {'integers' if integer else 'numbers'}, got {list(values)}")
         low, high = values

@@ -164,7 +164,7 @@ class RunSettings:
     """Identity and fault tolerance of a run. The same `name` and `storage_path` resume the run."""
 
     name: Name = "vae"
-    storage_path: str = "runs"  # relative paths resolve against the project directory; or a URI
+    storage_path: Text = "runs"  # relative paths resolve against the project directory; or a URI
     max_failures: Retries = 2  # worker-group restarts from the last checkpoint
     checkpoints_to_keep: PositiveInt = 2  # the best by validation loss (the latest is always kept too)
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray started for the run
@@ -345,14 +345,45 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return data
 
 
+def _overlap(key: str, other: str) -> bool:
+    """Whether setting one of two dotted keys changes what the other set (equal, or one inside the other)."""
+    return key == other or key.startswith(f"{other}.") or other.startswith(f"{key}.")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping."""
+    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping; a key given twice,
+    or inside another given key (`model=...` and `model.latent_dim=...`), is refused: one would silently lose."""
+    keys: list[str] = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
+        clash = next((k for k in keys if _overlap(k, key)), None)
+        if clash is not None:
+            raise ConfigError(f"override {item!r}: {clash} is set by another override too; give it once")
+        keys.append(key)
         data = set_dotted(data, key, _parse_value(raw))
     return dict(data)
+
+
+def layered(defaults: list[str], overrides: list[str]) -> list[str]:
+    """A command's own `key=value` settings that the user's `overrides` leave alone, then the overrides: what the
+    user sets wins."""
+    given = [item.partition("=")[0] for item in overrides]
+    return [d for d in defaults if not any(_overlap(d.partition("=")[0], k) for k in given)] + list(overrides)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPipelineConfig) -> Any:
@@ -363,7 +394,7 @@ def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPi
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from err
     if not isinstance(data, dict):

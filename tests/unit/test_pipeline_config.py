@@ -12,9 +12,10 @@ from pipelines.settings.yaml_configs import (
     TrainPipelineConfig,
     TunePipelineConfig,
     apply_overrides,
+    layered,
     load_config,
 )
-from vae import ConfigError
+from vae import ConfigError, from_dict
 
 YAML_FILES = sorted(CONFIG_DIR.glob("*.yaml"))  # infra/ manifests are validated by their own schema tests
 
@@ -136,6 +137,7 @@ def test_overrides_reach_nested_fields_with_yaml_values(tmp_path):
         ("modle.latent_dim=3", "TrainPipelineConfig: unknown key(s) ['modle']"),
         ("data=3", "TrainPipelineConfig.data: must be a mapping, got 3"),  # a key at the top: named with the class
         ("train", "override 'train': expected key.sub=value"),
+        ("run.storage_path=", "run.storage_path: must be a non-empty string, got ''"),  # was the project directory
     ],
 )
 def test_impossible_values_fail_before_anything_runs(override, message):
@@ -245,3 +247,26 @@ def test_resume_changed_is_a_flag_of_the_commands_that_resume_named_runs():
     assert not loaded("train.lr=0.01").run.resume_changed
     with pytest.raises(SystemExit):
         loaded("--resume-changed", resumes=False)
+
+
+def test_a_key_given_twice_is_refused_not_last_wins(tmp_path):
+    twice = ["train.lr=0.1", "train.lr=0.0001"]
+    with pytest.raises(ConfigError, match=r"^override 'train.lr=0.0001': train.lr is set by another override too"):
+        load_config(CONFIG_DIR / "train.yaml", twice)
+    with pytest.raises(ConfigError, match=r"^override 'model=\{hidden_dims: \[8\]\}': model.latent_dim is set by"):
+        load_config(CONFIG_DIR / "train.yaml", ["model.latent_dim=3", "model={hidden_dims: [8]}"])
+    doubled = tmp_path / "train.yaml"  # PyYAML kept the second section alone: epochs 5 and lr 0.01 were lost
+    doubled.write_text("train:\n  epochs: 5\n  lr: 0.01\ntrain:\n  batch_size: 64\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML: key 'train' appears twice"):
+        load_config(doubled)
+    assert layered(["scaling.num_workers=1", "tune.name=x"], ["scaling=[]", "data.path=p"]) == [
+        "tune.name=x", "scaling=[]", "data.path=p",
+    ]  # fmt: skip
+
+
+def test_numbers_in_a_models_jobs_are_never_true_or_false():
+    """`floor: no` read as 0 opened the promotion gate to any model."""
+    with pytest.raises(ConfigError, match=r"^EvaluateConfig.floor: must be a number in \[0, 1\], got False"):
+        from_dict(EvaluateConfig, {"input": "rows", "floor": False, "baselines": False})
+    with pytest.raises(ConfigError, match=r"^ServeConfig.port: must be an integer in \[1, 65535\], got True"):
+        from_dict(ServeConfig, {"port": True})

@@ -140,3 +140,10 @@ def test_hive_partition_keys_are_no_inferred_features(tmp_path, capsys):
     assert (declared.numeric, declared.binary, declared.categorical) == (("amount",), (), ())
     assert "hive partition key(s) ['date', 'hour'] are no features" in capsys.readouterr().out
     assert check_training_data(config) == 4
+
+
+def test_a_misspelt_excluded_column_is_named_not_ignored():
+    """The column it meant (an id) would otherwise be trained on as a feature."""
+    config = _config(exclude=("seen", "custmer_id"))
+    with pytest.raises(DataError, match=r"data.exclude names column\(s\) \['custmer_id'\] the data does not have"):
+        inferred_kinds(config, SCHEMA)

@@ -87,3 +87,12 @@ def test_invalid_space_fails_before_ray_starts():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("vae-anomaly tune: config error: tune.space.train.lr:")
+
+
+def test_a_range_of_numbers_yaml_reads_as_text_is_read_as_the_config_reads_them():
+    """YAML 1.1 reads 1e-4 as a string: the README's own `loguniform: [1e-4, 1e-2]` was refused."""
+    space = load_config(CONFIG_DIR / "tune.yaml", ["tune.space={train: {lr: {loguniform: [1e-4, 1e-2]}}}"],
+                        cls=TunePipelineConfig).tune.space  # fmt: skip
+    assert parse_space(space) == (Axis("train.lr", "loguniform", (1e-4, 1e-2)),)
+    with pytest.raises(ConfigError, match=r"loguniform needs \[low, high\] as two numbers, got \['low', 0.01\]"):
+        parse_space({"train": {"lr": {"loguniform": ["low", 1e-2]}}})

@@ -69,3 +69,24 @@ def test_the_default_trial_ran_the_configs_own_value_on_every_swept_axis():
     assert default_trial(config, axes, trials[:2] + trials[3:]) is None
     swept_elsewhere = load_config(CONFIG_DIR / "tune.yaml", ["objective.beta=0.1"], cls=TunePipelineConfig)
     assert default_trial(swept_elsewhere, axes, trials).trial_id == "a"
+
+
+def test_the_default_trial_is_found_by_validated_values_whatever_form_tune_hands_them_in():
+    """Tune gives a trial a listed grid value as a tuple, and YAML 1.1 reads 1e-3 as the text '1e-3': compared as
+    they came, no trial was the default one, and the best NLL won without the significance rule."""
+    from pipelines.commands.sweep_selection import default_trial
+    from pipelines.settings.search_space import parse_space
+    from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config
+
+    sweep = [
+        "train.lr=1e-3",
+        "model.hidden_dims=[64, 64]",
+        "tune.space={train: {lr: {grid: [1e-4, 1e-3]}}, model: {hidden_dims: {grid: [[64, 64], [128, 128]]}}}",
+    ]
+    config = load_config(CONFIG_DIR / "tune.yaml", sweep, cls=TunePipelineConfig)  # fmt: skip
+    axes = parse_space(config.tune.space)
+    trials = [
+        TrialSummary(name, {"train.lr": lr, "model.hidden_dims": dims}, 12, 1.0, 12, 1.0, COMPLETED, "/c", None)
+        for name, lr, dims in [("a", "1e-4", (64, 64)), ("b", "1e-3", (64, 64)), ("c", "1e-3", (128, 128))]
+    ]
+    assert default_trial(config, axes, trials).trial_id == "b"
