@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines.sample_data.datasets import write_thyroid_parquet
 from pipelines.settings.model_jobs import EvaluateConfig, ScoreJobConfig
-from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, layered, load_config, resolve_path
+from pipelines.settings.yaml_configs import CONFIG_DIR, TunePipelineConfig, load_config, resolve_path
 from pipelines.storage.scores_table import ScoresTable
 
 from . import evaluate, score, tune
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> float:
 
     _step(2, "train: a Ray Tune sweep, each trial a Ray Train run; the chosen trial becomes the challenger")
     sweep_name = time.strftime("thyroid-demo-%Y%m%d-%H%M%S")
-    own = [*DEMO_SWEEP, f"data.path={train_path}", f"tune.name={sweep_name}"]
-    config = load_config(args.config, layered(own, args.overrides), cls=TunePipelineConfig)
+    config = load_config(args.config, [*DEMO_SWEEP, f"data.path={train_path}", f"tune.name={sweep_name}",
+                                       *args.overrides], cls=TunePipelineConfig)  # fmt: skip
     sweep = tune.run(config)
     tune.report(sweep)
     trained = sweep.training

@@ -26,7 +26,7 @@ from pipelines.runtime.batch_inference import (
     score_into,
     stored_keys,
 )
-from pipelines.runtime.cluster import ray_session
+from pipelines.runtime.cluster import ray_session, require_local_resources
 from pipelines.runtime.parquet_checks import DataError, check_parquet, check_ray_readable
 from pipelines.runtime.scored_output import SAMPLE_ROWS, ScoresSink, Tally
 from pipelines.runtime.shared_storage import require_shared
@@ -120,6 +120,8 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
         raise DataError(f"{config.input_path}: {'; '.join(problems)}")
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
+    require_local_resources(config.ray_address, config.local_cpus, config.cpus_per_actor, config.gpus_per_actor,
+                            "a scoring actor")  # fmt: skip
     with ray_session(config.ray_address, config.local_cpus):
         require_shared(config.output, "output")
         with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as tracked:

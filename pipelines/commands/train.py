@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.cluster import ray_session
+from pipelines.runtime.cluster import ray_session, require_local_resources
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import open_merged
 from pipelines.runtime.parquet_input import PreparedData, check_training_data, declare_features, prepare_data
@@ -61,6 +61,8 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     done, changes = check_resume(config, tracker, params)
     if done is not None:
         return done
+    cpus, gpus = config.scaling.group_resources()
+    require_local_resources(config.run.ray_address, config.run.local_cpus, cpus, gpus, "the worker group")
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
         with tracked_run(tracker, config.run.name, params) as tracked:

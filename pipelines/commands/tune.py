@@ -52,7 +52,7 @@ from pipelines.commands.train import (
     resolve_auto,
 )
 from pipelines.commands.train import report as report_training
-from pipelines.runtime.cluster import cluster_capacity, ray_data_context, ray_session, verbose
+from pipelines.runtime.cluster import cluster_capacity, ray_data_context, ray_session, require_local_resources, verbose
 from pipelines.runtime.distributed_run import build_trainer, fit, load_checkpoint_detector, loop_spec
 from pipelines.runtime.parquet_checks import DataError
 from pipelines.runtime.parquet_input import PreparedData, check_training_data
@@ -237,6 +237,8 @@ def run(config: TunePipelineConfig) -> SweepOutcome:
     done, changes = _check_resume(config, parent, params)
     if done is not None:
         return done
+    cpus, gpus = config.scaling.group_resources()
+    require_local_resources(config.run.ray_address, config.run.local_cpus, cpus + TRIAL_DRIVER_CPUS, gpus, "a trial")
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
         with tracked_run(parent, config.tune.name, params) as tracked:

@@ -29,7 +29,7 @@ from vae.imputation import IMPUTATION_METHODS
 from vae.likelihoods import GENERATION_MODES
 from vae.scoring import SCORES
 
-from .yaml_configs import TrackingSettings, resolve_path
+from .yaml_configs import Alias, ModelName, TrackingSettings, resolve_path
 
 MODEL_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 Share = number(ge=0, le=1)  # a metric's value, never true or false (`floor: no` read as 0 would open the gate)
@@ -55,6 +55,7 @@ RunDate = Annotated[
     Field(description="a date YYYY-MM-DD, or empty for today (UTC)"),
 ]
 ParquetFile = Annotated[str, Field(pattern=r"\.parquet$", description="a path ending in .parquet")]
+TableName = Annotated[str, Field(pattern=r"^[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*$", description="namespace.table")]
 
 
 @config_class
@@ -63,7 +64,7 @@ class ScoreJobConfig:
 
     input: str  # Parquet file, directory or URI; "{run_date}" in it is replaced by the run date
     output: str = "outputs/scores"  # the Iceberg warehouse: local path, shared mount or s3:// URI
-    table: str = "vae.scores"  # namespace.table in the catalog; each run replaces its run_date's rows
+    table: TableName = "vae.scores"  # namespace.table in the catalog; each run replaces its run_date's rows
     catalog: str = ""  # SQLAlchemy URI of the catalog; empty: VAE_CATALOG_URI, else <output>/catalog.db (SQLite)
     model: ModelSpec = "vae-anomaly@champion"
     run_date: RunDate = ""
@@ -115,9 +116,9 @@ class EvaluateConfig:
     input: str  # labelled Parquet rows (file, directory or URI)
     train: str = ""  # the rows the model was trained on: the baselines are fitted on them
     label: Text = "label"  # 1 = anomaly, 0 = normal
-    model_name: Text = "vae-anomaly"
-    challenger: Text = "challenger"  # registry aliases
-    champion: Text = "champion"
+    model_name: ModelName = "vae-anomaly"
+    challenger: Alias = "challenger"  # registry aliases
+    champion: Alias = "champion"
     metric: Literal["auroc", "average_precision"] = "auroc"  # what the promotion gate compares
     floor: Share = 0.5  # the challenger's metric must reach it
     margin: NonNegative = 0.0  # the challenger must beat the champion's metric by more than this

@@ -9,12 +9,13 @@ required in a file: Ray reads `RAY_ADDRESS` and MLflow `MLFLOW_TRACKING_URI` whe
 
 from __future__ import annotations
 
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import auto_fields, check_variant
@@ -48,6 +49,22 @@ AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be 
 _FOLDER = r"^([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)$"
 Name = Annotated[str, Field(pattern=_FOLDER, description="a folder name (no '/' or '\\', not '.' or '..')")]
 Retries = Annotated[int, Field(strict=True, ge=-1)]  # -1: retry forever
+
+
+def _alias(value: str) -> str:
+    if value == "latest" or re.fullmatch(r"v\d+", value):
+        raise ValueError("'latest' and v<digits> name versions in MLflow, not aliases")
+    return value
+
+
+# Registry names MLflow takes and `NAME@ALIAS` / `NAME/VERSION` can name, checked before training (MLflow refused
+# them only at registration, after it)
+ModelName = Annotated[str, Field(pattern=r"^[^/:@]+$", description="a registered model name (no '/', ':' or '@')")]
+Alias = Annotated[
+    str,
+    Field(pattern=r"^[\w-]+$", description="letters, digits, '_' and '-'; not 'latest' or v<digits>"),
+    AfterValidator(_alias),
+]
 Factor = number(gt=1)
 
 
@@ -158,6 +175,10 @@ class ScalingSettings:
             resources["GPU"] = self.gpus_per_worker
         return resources
 
+    def group_resources(self) -> tuple[float, float]:
+        """(CPUs, GPUs) the whole worker group holds."""
+        return self.num_workers * self.cpus_per_worker, self.num_workers * self.gpus_per_worker * self.use_gpu
+
 
 @config_class
 class RunSettings:
@@ -182,8 +203,8 @@ class TrackingSettings:
 
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else a SQLite store under mlruns/
     experiment: Text = "vae-anomaly"
-    model_name: Text = "vae-anomaly"
-    alias: Text = "challenger"
+    model_name: ModelName = "vae-anomaly"
+    alias: Alias = "challenger"
 
 
 @config_class
@@ -345,32 +366,15 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return data
 
 
-def _overlap(key: str, other: str) -> bool:
-    """Whether setting one of two dotted keys changes what the other set (equal, or one inside the other)."""
-    return key == other or key.startswith(f"{other}.") or other.startswith(f"{key}.")
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping; a key given twice,
-    or inside another given key (`model=...` and `model.latent_dim=...`), is refused: one would silently lose."""
-    keys: list[str] = []
+    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping, in order: a later
+    pair wins over an earlier one that sets the same key or one inside it."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
-        clash = next((k for k in keys if _overlap(k, key)), None)
-        if clash is not None:
-            raise ConfigError(f"override {item!r}: {clash} is set by another override too; give it once")
-        keys.append(key)
         data = set_dotted(data, key, _parse_value(raw))
     return dict(data)
-
-
-def layered(defaults: list[str], overrides: list[str]) -> list[str]:
-    """A command's own `key=value` settings that the user's `overrides` leave alone, then the overrides: what the
-    user sets wins."""
-    given = [item.partition("=")[0] for item in overrides]
-    return [d for d in defaults if not any(_overlap(d.partition("=")[0], k) for k in given)] + list(overrides)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

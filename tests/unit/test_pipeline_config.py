@@ -12,7 +12,6 @@ from pipelines.settings.yaml_configs import (
     TrainPipelineConfig,
     TunePipelineConfig,
     apply_overrides,
-    layered,
     load_config,
 )
 from vae import ConfigError, from_dict
@@ -249,19 +248,12 @@ def test_resume_changed_is_a_flag_of_the_commands_that_resume_named_runs():
         loaded("--resume-changed", resumes=False)
 
 
-def test_a_key_given_twice_is_refused_not_last_wins(tmp_path):
-    twice = ["train.lr=0.1", "train.lr=0.0001"]
-    with pytest.raises(ConfigError, match=r"^override 'train.lr=0.0001': train.lr is set by another override too"):
-        load_config(CONFIG_DIR / "train.yaml", twice)
-    with pytest.raises(ConfigError, match=r"^override 'model=\{hidden_dims: \[8\]\}': model.latent_dim is set by"):
-        load_config(CONFIG_DIR / "train.yaml", ["model.latent_dim=3", "model={hidden_dims: [8]}"])
+def test_a_later_override_wins_and_a_key_twice_in_a_yaml_mapping_is_refused(tmp_path):
+    assert load_config(CONFIG_DIR / "train.yaml", ["train.lr=0.1", "train.lr=0.0001"]).train.lr == 0.0001
     doubled = tmp_path / "train.yaml"  # PyYAML kept the second section alone: epochs 5 and lr 0.01 were lost
     doubled.write_text("train:\n  epochs: 5\n  lr: 0.01\ntrain:\n  batch_size: 64\n")
     with pytest.raises(ConfigError, match=r"is not valid YAML: key 'train' appears twice"):
         load_config(doubled)
-    assert layered(["scaling.num_workers=1", "tune.name=x"], ["scaling=[]", "data.path=p"]) == [
-        "tune.name=x", "scaling=[]", "data.path=p",
-    ]  # fmt: skip
 
 
 def test_numbers_in_a_models_jobs_are_never_true_or_false():
@@ -270,3 +262,40 @@ def test_numbers_in_a_models_jobs_are_never_true_or_false():
         from_dict(EvaluateConfig, {"input": "rows", "floor": False, "baselines": False})
     with pytest.raises(ConfigError, match=r"^ServeConfig.port: must be an integer in \[1, 65535\], got True"):
         from_dict(ServeConfig, {"port": True})
+
+
+def test_resources_a_local_ray_can_never_give_are_refused_before_it_starts(monkeypatch):
+    """Ray Train skips its own check without an autoscaler and waits for the workers forever."""
+    import ray
+    import torch
+
+    from pipelines.runtime.cluster import require_local_resources
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert not ray.is_initialized()
+    cpus, gpus = load_config(CONFIG_DIR / "train.yaml", ["scaling.num_workers=8"]).scaling.group_resources()
+    with pytest.raises(ConfigError, match=r"^the worker group needs 8 CPUs, more than the local Ray.s run.local_cpus="):
+        require_local_resources(None, 4, cpus, gpus, "the worker group")
+    with pytest.raises(ConfigError, match=r"^a scoring actor needs 1 GPU\(s\); this machine has 0$"):
+        require_local_resources(None, 4, 1.0, 1.0, "a scoring actor")
+    require_local_resources(None, 4, 4.0, 0.0, "the worker group")  # fits
+    require_local_resources("ray://head:10001", 4, 64.0, 8.0, "the worker group")  # a cluster's to schedule
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tracking.alias=latest", "tracking.alias: must be letters, digits, '_' and '-'; not 'latest' or v<digits>"),
+        ("tracking.alias=v2", "tracking.alias: must be letters, digits, '_' and '-'; not 'latest' or v<digits>"),
+        ("tracking.alias=my.alias", "tracking.alias: must be letters, digits, '_' and '-'"),
+        ("tracking.model_name=team/vae", "tracking.model_name: must be a registered model name (no '/', ':' or '@')"),
+    ],
+)
+def test_registry_names_mlflow_or_a_model_spec_cannot_take_fail_before_training(override, message):
+    """MLflow refused them only at registration, after the whole training (a bad alias left a version without it)."""
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "train.yaml", [override])
+    assert str(err.value).startswith(message)
+    with pytest.raises(ConfigError, match=r"^ScoreJobConfig.table: must be namespace.table, got 'vae.scores.daily'"):
+        load_config(CONFIG_DIR / "score.yaml", ["input=rows", "table=vae.scores.daily"], cls=ScoreJobConfig)
