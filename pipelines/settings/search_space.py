@@ -43,9 +43,14 @@ class Axis:
     values: tuple[Any, ...]  # grid / choice: the values; ranges: (low, high)
 
     def candidates(self) -> tuple[Any, ...]:
-        """Values that must each give a valid config: all listed values, or a range's two ends."""
+        """Values that must each give a valid config: all listed values, or a range's two ends and, for a range of
+        floats, a draw between them (a float: an integer field refuses it, as it would refuse the trials' draws)."""
         if self.kind == "randint":
             return (self.values[0], self.values[1] - 1)
+        if self.kind == "uniform":
+            return (*self.values, (self.values[0] + self.values[1]) / 2)
+        if self.kind == "loguniform":
+            return (*self.values, math.sqrt(self.values[0] * self.values[1]))
         return self.values
 
 

@@ -9,6 +9,7 @@ required in a file: Ray reads `RAY_ADDRESS` and MLflow `MLFLOW_TRACKING_URI` whe
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import field
 from pathlib import Path
@@ -49,6 +50,8 @@ AUTO_SECTIONS = ("model", "train", "score")  # the sections whose fields may be 
 _FOLDER = r"^([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)$"
 Name = Annotated[str, Field(pattern=_FOLDER, description="a folder name (no '/' or '\\', not '.' or '..')")]
 Retries = Annotated[int, Field(strict=True, ge=-1)]  # -1: retry forever
+# a sweep's combinations of values (grids crossed, ranges' ends) validated before Ray starts, when there are no more
+CHECKED_TRIALS = 1000
 
 
 def _alias(value: str) -> str:
@@ -303,7 +306,8 @@ class TunePipelineConfig(TrainPipelineConfig):
         if self.tune.metric == "auroc":
             require(bool(self.data.label), self.data, "label", "tune.metric=auroc needs the label column")
         base = self.train_dict()
-        for axis in parse_space(self.tune.space):
+        axes = parse_space(self.tune.space)
+        for axis in axes:
             for value in axis.candidates():
                 try:
                     from_dict(TrainPipelineConfig, set_dotted(base, axis.name, value))
@@ -312,6 +316,16 @@ class TunePipelineConfig(TrainPipelineConfig):
                     if why.startswith(f"{axis.name}: "):  # the value's own problem: the line already names the value
                         why = why.removeprefix(f"{axis.name}: ").removesuffix(f", got {value!r}")
                     raise ConfigError(f"tune.space.{axis.name}: value {value!r} is invalid: {why}") from err
+        trials = list(itertools.product(*(axis.candidates() for axis in axes)))
+        for values in trials if len(axes) > 1 and len(trials) <= CHECKED_TRIALS else ():  # values valid together
+            data = base
+            for axis, value in zip(axes, values, strict=True):
+                data = set_dotted(data, axis.name, value)
+            try:
+                from_dict(TrainPipelineConfig, data)
+            except ConfigError as err:
+                trial = ", ".join(f"{axis.name}={value!r}" for axis, value in zip(axes, values, strict=True))
+                raise ConfigError(f"tune.space: the trial {trial} is invalid: {err}") from err
         return self
 
     def train_dict(self) -> dict[str, Any]:

@@ -96,3 +96,20 @@ def test_a_range_of_numbers_yaml_reads_as_text_is_read_as_the_config_reads_them(
     assert parse_space(space) == (Axis("train.lr", "loguniform", (1e-4, 1e-2)),)
     with pytest.raises(ConfigError, match=r"loguniform needs \[low, high\] as two numbers, got \['low', 0.01\]"):
         parse_space({"train": {"lr": {"loguniform": ["low", 1e-2]}}})
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("{train: {epochs: {uniform: [5, 10]}}}", "tune.space.train.epochs: value 7.5 is invalid: must be an integer"),
+        ("{model: {latent_dim: {loguniform: [2, 18]}}}", "tune.space.model.latent_dim: value 6.0 is invalid"),
+        ("{objective: {kind: {grid: [iwae, elbo]}}, model: {flow_steps: {grid: [0, 2]}}}",
+         "tune.space: the trial objective.kind='elbo', model.flow_steps=2 is invalid: objective.analytic_kl: a flow"),
+    ],
+)  # fmt: skip
+def test_draws_of_a_range_and_values_crossed_with_other_axes_are_validated_before_ray(space, message):
+    """Each axis alone against the config was checked (an IWAE base takes a flow, an ELBO without one is fine),
+    and a range only at its ends: these trials failed inside Tune, after the data was prepared."""
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "tune.yaml", ["objective.kind=iwae", f"tune.space={space}"], cls=TunePipelineConfig)
+    assert str(err.value).startswith(message)
