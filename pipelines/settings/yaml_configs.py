@@ -21,6 +21,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from vae import ImagePreprocessor, ModelConfig, ObjectiveConfig, ScoreConfig, TrainConfig
 from vae.config import auto_fields, check_variant
 from vae.config_base import (
+    AUTO,
     ConfigError,
     Count,
     Flag,
@@ -307,6 +308,11 @@ class TunePipelineConfig(TrainPipelineConfig):
             require(bool(self.data.label), self.data, "label", "tune.metric=auroc needs the label column")
         base = self.train_dict()
         axes = parse_space(self.tune.space)
+        budget = {"train.epochs"} | ({"train.batch_size"} if self.train.epochs == AUTO else set())
+        swept = sorted(budget & {axis.name for axis in axes})
+        require(not (self.tune.asha.enabled and swept), self.tune, "asha",
+                f"ASHA stops every trial at the base config's epochs, so a sweep of {swept} (which sets a trial's "
+                "epochs) would cut trials short and call them completed; sweep it without ASHA")  # fmt: skip
         for axis in axes:
             for value in axis.candidates():
                 try:

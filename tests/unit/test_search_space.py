@@ -113,3 +113,12 @@ def test_draws_of_a_range_and_values_crossed_with_other_axes_are_validated_befor
     with pytest.raises(ConfigError) as err:
         load_config(CONFIG_DIR / "tune.yaml", ["objective.kind=iwae", f"tune.space={space}"], cls=TunePipelineConfig)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("space", ["{train: {epochs: {grid: [10, 40]}}}", "{train: {batch_size: {grid: [32, 64]}}}"])
+def test_asha_is_refused_for_a_sweep_that_sets_a_trials_epochs(space):
+    """ASHA's max_t is the base config's epochs: a 40-epoch trial was stopped at 10 and tagged completed (a swept
+    batch with auto epochs gives each trial other epochs too)."""
+    with pytest.raises(ConfigError, match=r"^tune.asha: ASHA stops every trial at the base config's epochs"):
+        load_config(CONFIG_DIR / "tune.yaml", ["tune.asha.enabled=true", f"tune.space={space}"], cls=TunePipelineConfig)
+    assert load_config(CONFIG_DIR / "tune-cluster.yaml", cls=TunePipelineConfig).tune.asha.enabled  # beta x latent
