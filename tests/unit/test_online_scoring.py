@@ -89,6 +89,21 @@ def test_a_category_of_a_json_type_its_labels_cannot_be_is_set_aside_as_the_batc
     assert reasons[4:] == [None, None] and results[4]["score"] == pytest.approx(results[5]["score"])  # "2" is 2
 
 
+def test_a_large_request_is_scored_in_bounded_model_batches_with_the_same_scores(served, monkeypatch):
+    from pipelines.runtime import online_scoring
+
+    model, frame = served
+    rows = _json_rows(pd.concat([frame] * 3, ignore_index=True))  # 1,200 rows
+    whole = [r["score"] for r in model.score(rows, top=1, quarantine_unseen=False)]
+    calls = []
+    original = model.detector.score
+    monkeypatch.setattr(model.detector, "score", lambda table, **kw: calls.append(kw) or original(table, **kw))
+    monkeypatch.setattr(online_scoring, "SCORE_BATCH", 500)
+    batched = [r["score"] for r in model.score(rows, top=1, quarantine_unseen=False)]
+    assert calls == [{"batch_size": 500}]
+    np.testing.assert_allclose(batched, whole, rtol=1e-6)
+
+
 def test_a_model_without_a_threshold_cannot_serve():
     detector = train_detector(mixed_table(200), epochs=1)
     with pytest.raises(ConfigError, match="no calibrated threshold"):
