@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from pipelines.settings.yaml_configs import get_dotted
+from pipelines.settings.dotted_yaml import get_dotted
 from vae.selection import choose_over_reference, row_hashes
 
 from .detection import _seed_list, protocol_split, rows_from_csv, sort_key

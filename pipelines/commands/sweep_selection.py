@@ -17,8 +17,9 @@ from pipelines.commands.sweep_trials import FINISHED
 from pipelines.runtime.distributed_run import load_checkpoint_detector
 from pipelines.runtime.parquet_input import PreparedData
 from pipelines.runtime.validation_pass import drop_seen, sample_rows
+from pipelines.settings.dotted_yaml import get_dotted
 from pipelines.settings.search_space import Axis
-from pipelines.settings.yaml_configs import TunePipelineConfig, get_dotted
+from pipelines.settings.yaml_configs import TunePipelineConfig
 from vae import ScoreConfig, choose_over_reference, score_rows, to_dict
 
 P_COLUMN = "p vs default"  # the results table's column of TrialSummary.p_vs_default

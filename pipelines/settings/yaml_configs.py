@@ -40,6 +40,7 @@ from vae.config_base import (
 from vae.images import IMAGE_ENCODINGS, IMAGE_LIKELIHOODS
 from vae.preprocessing import MISSING_POLICIES
 
+from .dotted_yaml import apply_overrides, read_yaml, set_dotted
 from .search_space import SPACE_SCHEMA, parse_space
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -356,60 +357,6 @@ def resolve_path(path: str) -> str:
     return str(local if local.is_absolute() else PROJECT_DIR / local)
 
 
-def _parse_value(raw: str) -> Any:
-    """A YAML scalar or list; text YAML cannot read (e.g. the date 2026-02-30) stays text for validation."""
-    if not raw:
-        return ""
-    try:
-        return yaml.safe_load(raw)
-    except (yaml.YAMLError, ValueError):
-        return raw
-
-
-def get_dotted(data: dict[str, Any], key: str) -> Any:
-    """The value at `key` ("section.sub.leaf") of the nested mapping `data`; KeyError when a part is missing."""
-    for part in key.split("."):
-        data = data[part]
-    return data
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of the nested mapping `data` with `key` ("section.sub.leaf") set to `value`."""
-    data = dict(data)
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        child = node.get(part)
-        node[part] = dict(child) if isinstance(child, dict) else {}
-        node = node[part]
-    node[leaf] = value
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set `key.sub=value` pairs (values parsed as YAML scalars or lists) into a nested mapping, in order: a later
-    pair wins over an earlier one that sets the same key or one inside it."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        data = set_dotted(data, key, _parse_value(raw))
-    return dict(data)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPipelineConfig) -> Any:
     """Read a YAML config, apply overrides and validate everything; raises ConfigError naming the field."""
     path = Path(path)
@@ -418,7 +365,7 @@ def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPi
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from err
     if not isinstance(data, dict):

@@ -9,7 +9,8 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from pipelines.commands.config_schema import COMMAND_CONFIGS, SCHEMA_DIR, json_schema, schema_path
-from pipelines.settings.yaml_configs import CONFIG_DIR, PROJECT_DIR, apply_overrides, load_config
+from pipelines.settings.dotted_yaml import apply_overrides
+from pipelines.settings.yaml_configs import CONFIG_DIR, PROJECT_DIR, load_config
 from vae import ConfigError
 from vae.config_base import from_dict
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.settings.dotted_yaml import apply_overrides
 from pipelines.settings.model_jobs import EvaluateConfig, GenerateConfig, ImputeConfig, ScoreJobConfig, ServeConfig
 from pipelines.settings.yaml_configs import (
     CONFIG_DIR,
     PROJECT_DIR,
     TrainPipelineConfig,
     TunePipelineConfig,
-    apply_overrides,
     load_config,
 )
 from vae import ConfigError, from_dict
