@@ -18,6 +18,7 @@ import ray.data
 
 from pipelines.settings.model_jobs import ScoreJobConfig
 from vae import Detector, ImagePreprocessor, Preprocessor
+from vae.preprocessing import float_values
 
 from .cluster import data_context_values, map_batches_on_actors
 from .row_encoding import table_preprocessors
@@ -82,33 +83,41 @@ def top_features(contributions: np.ndarray, baseline: np.ndarray, k: int) -> tup
 
 def quarantine_reasons(
     batch: pd.DataFrame,
-    preprocessors: list[Preprocessor],
+    features: Preprocessor | ImagePreprocessor,
+    condition: Preprocessor | None,
     quarantine_unseen: bool,
-    image: ImagePreprocessor | None = None,
 ) -> pd.DataFrame:
     """Adds `quarantine_reason` to a batch of N raw rows: why a row cannot be scored ("; "-joined), or None.
 
-    `preprocessors` are the model's column preprocessors (`table_preprocessors`). A row is unscorable with
-    a missing, NaN or infinite feature, a number out of the training range (`Preprocessor.out_of_range_mask`),
-    a category unseen in training when `quarantine_unseen`, or an image that the model's `image` preprocessor
-    cannot use: missing, of another size, with NaN/inf or out-of-range pixels. The checks are vectorised;
-    reason strings are built for the unscorable rows only.
+    A row is unscorable with an infinite feature, a number out of the training range
+    (`Preprocessor.out_of_range_mask`), a category unseen in training when `quarantine_unseen`, an image that an
+    image model's `features` cannot use (missing, of another size, with NaN/inf or out-of-range pixels), or a
+    missing condition value. A missing feature value (null, NaN) is scored, left out of the score as
+    `Detector.score` leaves it out, when the model's missing policy is "impute" (the default); a row with no
+    feature value at all, or with a missing one under "error", is set aside. The checks are vectorised; reason
+    strings are built for the unscorable rows only.
     """
     checks: list[tuple[np.ndarray, str]] = []  # (N,) mask, reason
-    for pre in preprocessors:
-        missing, far = pre.missing_mask(batch), pre.out_of_range_mask(batch)
-        unseen = pre.unknown_mask(batch) if quarantine_unseen else {}
+    for pre in table_preprocessors(features, condition):
+        scored_missing = pre is features and pre.missing == "impute"
+        far, unseen = pre.out_of_range_mask(batch), pre.unknown_mask(batch) if quarantine_unseen else {}
+        absent = {}  # column -> (N,) null or NaN
         for column in [*pre.numeric, *pre.binary]:
-            checks += [(missing.get(column), f"{column} is missing or not finite"),
+            values = float_values(batch, column)
+            absent[column] = np.isnan(values)
+            checks += [(np.isinf(values), f"{column} is not finite"),
                        (far.get(column), f"{column} is out of the training range")]  # fmt: skip
-        for column in pre.categorical:
-            checks += [(missing.get(column), f"{column} is missing"),
-                       (unseen.get(column), f"{column} has an unseen category")]  # fmt: skip
+        absent |= {column: np.equal(pre.labels(batch, column), None) for column in pre.categorical}
+        checks += [(unseen.get(column), f"{column} has an unseen category") for column in pre.categorical]
+        if scored_missing:
+            checks.append((np.logical_and.reduce(list(absent.values())), "no feature has a value"))
+        else:
+            checks += [(mask, f"{column} is missing") for column, mask in absent.items()]
     checks = [(np.asarray(mask, dtype=bool), reason) for mask, reason in checks if mask is not None]
     bad = np.zeros(len(batch), dtype=bool)
     for mask, _ in checks:
         bad |= mask
-    image_problems = image.problems(batch) if image is not None else None
+    image_problems = features.problems(batch) if isinstance(features, ImagePreprocessor) else None
     if image_problems is not None:
         bad |= np.array([problem is not None for problem in image_problems], dtype=bool)
     reasons = np.full(len(batch), None, dtype=object)
@@ -187,8 +196,6 @@ class ScoreActor:
         if ray.get_gpu_ids():  # the GPUs Ray gave this actor (gpus_per_actor), not merely visible ones
             self.detector.model.to("cuda")
         self.job = job
-        self.preprocessors = table_preprocessors(detector.preprocessor, detector.condition)
-        self.image = detector.preprocessor if isinstance(detector.preprocessor, ImagePreprocessor) else None
         self.baseline = feature_baseline(detector)
         self.names = pa.array(self.detector.feature_names, pa.string())
         self.schema: pa.Schema = job["schema"]
@@ -199,7 +206,8 @@ class ScoreActor:
         self.counter = counter
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        tagged = quarantine_reasons(batch, self.preprocessors, self.job["quarantine_unseen"], self.image)
+        tagged = quarantine_reasons(batch, self.detector.preprocessor, self.detector.condition,
+                                    self.job["quarantine_unseen"])  # fmt: skip
         bad = tagged[REASON].notna().to_numpy()
         parts = [self._score(batch[~bad])] if (~bad).any() else []
         if bad.any():

@@ -32,7 +32,6 @@ from vae import ConfigError, Detector, Preprocessor, from_dict
 
 from .batch_inference import category_labels, feature_baseline, feature_columns, quarantine_reasons, top_features
 from .parquet_checks import category_mismatch
-from .row_encoding import table_preprocessors
 from .scored_output import REASON
 
 APP_NAME = "vae-score"
@@ -47,7 +46,6 @@ class ServedModel:
     version: str  # NAME/VERSION
     detector: Detector
     threshold: float
-    preprocessors: list[Preprocessor]
     numeric: list[str]  # numeric and binary input columns
     categorical: list[str]
     baseline: np.ndarray  # (F,) typical feature contributions
@@ -68,15 +66,14 @@ class ServedModel:
         if detector.calibration is None:
             raise ConfigError(f"model {version} has no calibrated threshold: it cannot flag anomalies online")
         numeric, categorical = feature_columns(detector)
-        return cls(version, detector, detector.calibration.threshold,
-                   table_preprocessors(detector.preprocessor, detector.condition), numeric, categorical,
+        return cls(version, detector, detector.calibration.threshold, numeric, categorical,
                    feature_baseline(detector), category_labels(detector))  # fmt: skip
 
     def score(self, rows: list[Any], top: int, quarantine_unseen: bool) -> list[dict[str, Any]]:
         """One result per row, in order: {"score", "is_anomaly", "top_features": [[name, share], ...], "reason"};
         a row that cannot be scored gets null score, flag and features, and its reason."""
         frame, reasons = self._frame(rows)
-        tagged = quarantine_reasons(frame, self.preprocessors, quarantine_unseen)
+        tagged = quarantine_reasons(frame, self.detector.preprocessor, self.detector.condition, quarantine_unseen)
         for i, reason in enumerate(tagged[REASON]):
             reasons[i] = reasons[i] or reason  # what is wrong with the JSON itself comes first, alone
         good = np.array([reason is None for reason in reasons], dtype=bool)
@@ -97,13 +94,14 @@ class ServedModel:
 
     def _frame(self, rows: list[Any]) -> tuple[pd.DataFrame, list[str | None]]:
         """The rows as a DataFrame of the model's input columns, and per row why its JSON cannot be used (not an
-        object, a number that is not a number), or None; such values become missing."""
+        object, a column left out, a number that is not a number), or None; such values become missing."""
         reasons: list[str | None] = [None] * len(rows)
         columns: dict[str, list[Any]] = {column: [] for column in [*self.numeric, *self.categorical]}
         for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                reasons[i], row = "the row is not a JSON object", {}
-            wrong = []
+            if isinstance(row, dict):  # a column left out is a client's mistake; null is a missing value
+                wrong = [f"{column} is not in the row" for column in columns if column not in row]
+            else:
+                reasons[i], row, wrong = "the row is not a JSON object", {}, []
             for column in self.numeric:
                 value = row.get(column)
                 if value is not None and not isinstance(value, Real):

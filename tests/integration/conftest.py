@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from pipelines.runtime.cluster import end_processes
-from pipelines.sample_data.datasets import load_thyroid, one_class_split
+from pipelines.sample_data.datasets import THYROID_COLUMNS, load_thyroid, one_class_split
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -257,7 +257,6 @@ def register_scoring_model(tracking_uri: str, thyroid_dir: Path, name: str = "th
     """A real registered model, a new version of `name` that becomes `name@champion` on `tracking_uri` (trained
     in-process for `epochs` in seconds; the Ray Train path has its own tests), with the reference statistics and key
     columns the training pipeline stores."""
-    from pipelines.sample_data.datasets import THYROID_COLUMNS
     from pipelines.settings.yaml_configs import TrackingSettings
     from pipelines.tracking.monitoring import reference_statistics
     from pipelines.tracking.runs import Tracker, input_signature, tracked_run
@@ -288,13 +287,14 @@ def scoring_model(mlflow_server, thyroid_dir) -> str:
 
 @pytest.fixture(scope="session")
 def scoring_input(thyroid_dir, tmp_path_factory) -> Path:
-    """The held-out thyroid rows as four Parquet files, plus rows that cannot be scored (NaN, inf, null)."""
+    """The held-out thyroid rows as four Parquet files, plus a row with a missing value (NaN: scored without it)
+    and rows that cannot be scored (900_002: an infinite value; 900_003: no feature value, all null)."""
     rows = pd.read_parquet(thyroid_dir / "test.parquet")
     bad = rows.iloc[:3].copy()
     bad["row_id"] = [900_001, 900_002, 900_003]
     bad.loc[bad.index[0], "TSH"] = np.nan
     bad.loc[bad.index[1], "T3"] = np.inf
-    bad.loc[bad.index[2], "FTI"] = None
+    bad.loc[bad.index[2], THYROID_COLUMNS] = None
     directory = tmp_path_factory.mktemp("to-score")
     frame = pd.concat([rows, bad], ignore_index=True)
     for i, part in enumerate(np.array_split(np.arange(len(frame)), 4)):

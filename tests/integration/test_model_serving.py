@@ -163,7 +163,7 @@ def test_ray_serve_endpoint_returns_the_batch_jobs_scores_and_follows_the_alias(
         np.testing.assert_allclose([r["top_features"][0][1] for r in served], expected.top_feature_1_share, rtol=1e-5)
         assert [r["reason"] for r in refused] == [
             "TSH is not a number",
-            "FTI is missing or not finite",
+            "FTI is not in the row",
             "the row is not a JSON object",
             "T3 is out of the training range",
         ]

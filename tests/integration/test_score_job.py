@@ -64,12 +64,12 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_run_date
     source = pd.read_parquet(scoring_input)
     assert len(scored) + len(quarantined) == len(source) == summary.rows_read == len(rows)
     assert sorted(rows.row_id) == sorted(source.row_id)
-    assert sorted(quarantined.row_id) == [900_001, 900_002, 900_003]
-    assert set(quarantined.quarantine_reason) == {"TSH is missing or not finite", "T3 is missing or not finite",
-                                                  "FTI is missing or not finite"}  # fmt: skip
-    bad_input = json.loads(quarantined.set_index("row_id").quarantined_input[900_001])
-    assert bad_input["TSH"] is None and bad_input["T3"] == source.set_index("row_id").T3[900_001]
-    assert json.loads(quarantined.set_index("row_id").quarantined_input[900_002])["T3"] == "inf"
+    assert sorted(quarantined.row_id) == [900_002, 900_003]  # 900_001's missing TSH is left out of its score
+    assert quarantined.set_index("row_id").quarantine_reason.to_dict() == {
+        900_002: "T3 is not finite", 900_003: "no feature has a value"}  # fmt: skip
+    bad_input = json.loads(quarantined.set_index("row_id").quarantined_input[900_002])
+    assert bad_input["T3"] == "inf" and bad_input["TSH"] == source.set_index("row_id").TSH[900_002]
+    assert set(json.loads(quarantined.set_index("row_id").quarantined_input[900_003]).values()) == {None}
     assert quarantined.anomaly_score.isna().all() and scored.quarantine_reason.isna().all()
     assert set(rows.columns) >= {"row_id", "anomaly_score", "is_anomaly", "top_feature_1", "top_feature_1_share",
                                  "status", "model_name", "model_version", "run_date", "scored_at"}  # fmt: skip
@@ -93,7 +93,7 @@ def test_every_row_is_scored_or_quarantined_once_and_reruns_replace_the_run_date
     experiment = client.get_experiment_by_name("vae-anomaly-scoring").experiment_id
     (run,) = client.search_runs([experiment], f"tags.`vae.snapshot` = '{summary.snapshot}'")  # this job's run only
     assert committed["vae.job"] == run.info.run_id
-    assert run.data.metrics["rows_quarantined"] == 3 and run.data.metrics["rows_scored"] == len(scored)
+    assert run.data.metrics["rows_quarantined"] == 2 and run.data.metrics["rows_scored"] == len(scored)
     assert run.data.metrics["psi"] == pytest.approx(summary.psi) and "score_p99" in run.data.metrics
     assert summary.psi < 0.1, "held-out rows of the training distribution must not look like drift"
 

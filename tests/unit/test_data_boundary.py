@@ -146,15 +146,15 @@ def test_training_rows_with_infinite_or_out_of_range_values_are_left_out_and_cou
 
 @pytest.fixture
 def model_columns():
-    """A model's column preprocessors, fitted on ints: a numeric column, a binary one, an int-coded category."""
+    """A model's features, fitted on ints: a numeric column, a binary one, an int-coded category."""
     train = {"x": np.arange(10.0), "flag": np.arange(10) % 2, "grade": np.arange(10) % 3 + 1}
-    return [Preprocessor(numeric=["x"], binary=["flag"], categorical=["grade"]).fit(train)]
+    return Preprocessor(numeric=["x"], binary=["flag"], categorical=["grade"]).fit(train)
 
 
 def test_quarantine_reads_int_categories_from_a_float_column_with_a_nan(model_columns):
     batch = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "flag": [0, 1, 0, 1], "grade": [1.0, np.nan, 3.0, 7.0]})
-    reasons = quarantine_reasons(batch, model_columns, quarantine_unseen=True)[REASON].tolist()
-    assert reasons == [None, "grade is missing", None, "grade has an unseen category"]
+    reasons = quarantine_reasons(batch, model_columns, None, quarantine_unseen=True)[REASON].tolist()
+    assert reasons == [None, None, None, "grade has an unseen category"]  # NaN: missing, scored without it
 
 
 def test_quarantine_sets_aside_values_out_of_the_training_range_with_their_reason(model_columns):
@@ -163,14 +163,36 @@ def test_quarantine_sets_aside_values_out_of_the_training_range_with_their_reaso
         "flag": [0, 1, 0, 2, 1],
         "grade": [1, 2, 3, 1, 2],
     })  # fmt: skip
-    reasons = quarantine_reasons(batch, model_columns, quarantine_unseen=False)[REASON].tolist()
+    reasons = quarantine_reasons(batch, model_columns, None, quarantine_unseen=False)[REASON].tolist()
     assert reasons == [
         "x is out of the training range",
         "x is out of the training range",
-        "x is missing or not finite",
+        "x is not finite",
         "flag is out of the training range",
         None,
     ]
+
+
+def test_missing_feature_values_are_scored_unless_the_row_has_none_or_the_policy_is_error(model_columns):
+    batch = pd.DataFrame({
+        "x": [np.nan, 1.0, np.nan, np.nan, None],
+        "flag": [0, np.nan, np.nan, 1, None],
+        "grade": [1, None, 2, None, None],
+    })  # fmt: skip
+    reasons = quarantine_reasons(batch, model_columns, None, quarantine_unseen=True)[REASON].tolist()
+    assert reasons == [None, None, None, None, "no feature has a value"]
+
+    model_columns.missing = "error"  # the model's transform refuses missing values: the job sets them aside
+    reasons = quarantine_reasons(batch, model_columns, None, quarantine_unseen=True)[REASON].tolist()
+    assert reasons[0] == "x is missing" and reasons[1] == "flag is missing; grade is missing"
+    assert reasons[4] == "x is missing; flag is missing; grade is missing"
+
+
+def test_a_missing_condition_value_is_set_aside_even_when_missing_features_are_scored(model_columns):
+    condition = Preprocessor(numeric=["site"]).fit({"site": np.arange(4.0)})
+    batch = pd.DataFrame({"x": [np.nan, 1.0], "flag": [0, 1], "grade": [1, 2], "site": [1.0, np.nan]})
+    reasons = quarantine_reasons(batch, model_columns, condition, quarantine_unseen=False)[REASON].tolist()
+    assert reasons == [None, "site is missing"]
 
 
 def test_a_quarantined_rows_input_keeps_its_infinite_values_apart_from_missing_ones():

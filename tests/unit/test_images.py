@@ -178,12 +178,12 @@ def test_scoring_quarantines_each_unusable_image_with_its_reason():
     batch = pd.DataFrame({"image_id": [1, 2, 3, 4], "pixels": [good, good[:4], [*good[:5], np.inf], good],
                           "digit": [3.0, 3.0, 3.0, np.nan]})  # fmt: skip
     digit = Preprocessor(numeric=["digit"]).fit({"digit": np.array([1.0, 5.0])})
-    tagged = quarantine_reasons(batch, [digit], quarantine_unseen=False, image=_digits_like())
+    tagged = quarantine_reasons(batch, _digits_like(), digit, quarantine_unseen=False)
     assert [r if isinstance(r, str) else None for r in tagged["quarantine_reason"]] == [
         None,
         "pixels has 4 values, expected 6 values (1x2x3)",
         "pixels has NaN or infinite pixels",
-        "digit is missing or not finite",
+        "digit is missing",
     ]
 
 

@@ -50,7 +50,7 @@ def test_each_unusable_row_gets_its_reason_and_the_others_their_scores(served):
         good[0],
         {**good[1], "income": "a lot"},  # not a number
         [1, 2, 3],  # not an object
-        {k: v for k, v in good[2].items() if k != "age"},  # a column missing
+        {k: v for k, v in good[2].items() if k != "age"},  # a column left out
         {**good[2], "income": 1e300},  # beyond the training range
         {**good[2], "colour": "purple"},  # an unseen category: scored in the unknown bucket
         good[2],
@@ -59,7 +59,7 @@ def test_each_unusable_row_gets_its_reason_and_the_others_their_scores(served):
     results = model.score(rows, top=3, quarantine_unseen=False)
 
     assert [r["reason"] for r in results] == [
-        None, "income is not a number", "the row is not a JSON object", "age is missing or not finite",
+        None, "income is not a number", "the row is not a JSON object", "age is not in the row",
         "income is out of the training range", None, None, "income is beyond the range of a float",
     ]  # fmt: skip
     for result in (results[1], results[2], results[3], results[4], results[7]):
@@ -108,3 +108,13 @@ def test_a_model_without_a_threshold_cannot_serve():
     detector = train_detector(mixed_table(200), epochs=1)
     with pytest.raises(ConfigError, match="no calibrated threshold"):
         ServedModel.of(detector, "mixed/1")
+
+
+def test_a_null_value_is_scored_without_its_feature_as_the_library_scores_it(served):
+    model, frame = served
+    row = _json_rows(frame.iloc[:1])[0] | {"age": None}
+    (result,) = model.score([row], top=3, quarantine_unseen=False)
+    expected, contributions = model.detector.score(frame.iloc[:1].assign(age=np.nan))
+    assert result["reason"] is None and result["score"] == pytest.approx(expected[0], rel=1e-6)
+    age = model.detector.feature_names.index("age")
+    assert contributions[0, age] == 0 and "age" not in [name for name, share in result["top_features"] if share]
