@@ -37,6 +37,9 @@ from .labels import (
 from .value_screen import NO_BOUNDS, Z_BOUND, column_moments, screen_bounds, usable
 
 MISSING_POLICIES = ("impute", "error")
+# The most distinct values a categorical column may have: each is a one-hot slot, and a column of ids or free text
+# (every row its own value) would be thousands of slots, none of which a new row can match.
+MAX_CATEGORIES = 1000
 
 
 def float_values(table: Mapping[str, Any], column: str) -> np.ndarray:
@@ -130,7 +133,8 @@ class Preprocessor:
         """Set the fitted state from statistics computed elsewhere (e.g. by distributed aggregation).
 
         moments: per numeric or binary column, (count of usable values, mean, population std).
-        categories: per categorical column, the values (or their `canonical_label`s) seen in training.
+        categories: per categorical column, the values (or their `canonical_label`s) seen in training; at most
+            MAX_CATEGORIES distinct ones (ValueError otherwise).
         kinds: per categorical column, the `column_label_kind` of its training values; "text" when not given.
         bounds: per numeric column, the `screen_bounds` the moments were counted within; none: no screen.
         """
@@ -138,8 +142,14 @@ class Preprocessor:
             if moments[column][0] == 0:
                 raise ValueError(f"column {column!r} has no finite value to fit on")
         for column in self.categorical:
-            if not set(categories[column]) - {None}:  # one slot, always certain: any value would score as normal
+            count = len(set(categories[column]) - {None})
+            if not count:  # one slot, always certain: any value would score as normal
                 raise ValueError(f"column {column!r} has no value to fit on")
+            if count > MAX_CATEGORIES:
+                raise ValueError(
+                    f"categorical column {column!r} has {count:,} distinct values, more than {MAX_CATEGORIES:,}: ids "
+                    f"or free text rather than categories; leave it out of the features (exclude it, or make it a key)"
+                )
         self.mean = np.array([moments[c][1] for c in self.numeric], dtype=np.float64)
         std = np.array([moments[c][2] for c in self.numeric], dtype=np.float64)
         # constant: no spread beyond the float64 rounding of its mean (relative, so a column of tiny values in

@@ -228,7 +228,8 @@ def fit_preprocessor(
     numeric columns where a value lies outside its `screen_bounds` (a fill value such as 9.97e36), which the
     first pass finds from a sample of SCREEN_SAMPLE values per column (every value up to that many).
 
-    Raises DataError for a column with no usable value or a binary column with values other than 0/1.
+    Raises DataError for a column with no usable value, a binary column with values other than 0/1 or a
+    categorical one with more than MAX_CATEGORIES values.
     """
     pre = Preprocessor(numeric, binary, categorical, missing)
     columns = {"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)}
@@ -260,7 +261,10 @@ def fit_preprocessor(
     if empty:
         raise DataError(f"categorical column(s) {empty} have no value in the training rows")
     kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
-    return pre.fit_statistics(moments, categories, kinds, bounds)
+    try:
+        return pre.fit_statistics(moments, categories, kinds, bounds)
+    except ValueError as err:  # a categorical column of ids or free text (MAX_CATEGORIES)
+        raise DataError(str(err)) from err
 
 
 def _moment_aggregations(columns: list[str]) -> list[Any]:

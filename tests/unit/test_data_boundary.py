@@ -20,6 +20,7 @@ from pipelines.runtime.parquet_input import SPLIT_BUCKETS, fit_preprocessor, spl
 from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
 from vae import VAE, DataLayout, Detector, ModelConfig, Preprocessor
 from vae.columns import as_columns
+from vae.preprocessing import MAX_CATEGORIES
 
 
 class InProcessDataset:
@@ -111,6 +112,20 @@ def test_a_categorical_column_without_a_value_in_the_training_rows_is_named():
     batches = [pd.DataFrame({"x": [1.0, 2.0], "host": [None, None]}), pd.DataFrame({"x": [3.0], "host": [None]})]
     with pytest.raises(DataError, match=r"^categorical column\(s\) \['host'\] have no value in the training rows$"):
         fit_preprocessor(InProcessDataset(batches), ("x",), (), ("host",), "impute")
+
+
+def test_a_categorical_column_of_ids_is_refused_in_the_pipeline_as_in_the_library():
+    """Every row its own value: thousands of one-hot slots (20,000 rows held 6.5 GB in `fit`), none of which a new
+    row can match, so every new row would look anomalous."""
+    batches = [pd.DataFrame({"x": np.arange(600.0), "email": [f"u{i}@x.org" for i in range(600 * b, 600 * (b + 1))]})
+               for b in range(2)]  # fmt: skip
+    message = r"^categorical column 'email' has 1,200 distinct values, more than 1,000: ids or free text"
+    with pytest.raises(DataError, match=message):
+        fit_preprocessor(InProcessDataset(batches), ("x",), (), ("email",), "impute")
+    with pytest.raises(ValueError, match=message):
+        Preprocessor(numeric=["x"], categorical=["email"]).fit(pd.concat(batches))
+    kept = fit_preprocessor(InProcessDataset([batches[0][:500], batches[1][:500]]), ("x",), (), ("email",), "impute")
+    assert len(kept.categories["email"]) == MAX_CATEGORIES
 
 
 def test_a_rows_split_does_not_depend_on_a_null_key_in_its_batch():
