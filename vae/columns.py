@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import is_missing, plain_values
+from .labels import CONTAINERS, is_missing, plain_values
 
 KINDS = ("numeric", "binary", "categorical")
 INTEGER = "integer"  # an integer column: binary or numeric, as its values decide
@@ -116,9 +116,20 @@ def _arrow_names(table: Any) -> list[str]:
     return _unique_names([name for name in table.column_names if name not in index])
 
 
+def _unmasked(values: Any) -> np.ndarray:
+    """`values` as a plain numpy array; a masked array's masked entries as None (missing), not the data under
+    the mask."""
+    if np.ma.isMaskedArray(values):
+        plain = np.array(values.data, dtype=object)
+        plain[np.ma.getmaskarray(values)] = None
+        return plain
+    return np.asarray(values)
+
+
 def as_columns(table: Any) -> dict[str, np.ndarray]:
     """The table as column name -> 1-D numpy array (pandas, pyarrow, a mapping, or a 2-D array as x0..x{d-1})."""
     if isinstance(table, np.ndarray):
+        table = _unmasked(table)  # also a plain array for np.matrix, whose columns stay 2-D
         if table.ndim != 2:
             raise ValueError(f"a numpy table must be 2-D (rows, features), got shape {table.shape}")
         return {f"x{i}": table[:, i] for i in range(table.shape[1])}
@@ -128,8 +139,12 @@ def as_columns(table: Any) -> dict[str, np.ndarray]:
         names = _unique_names([str(name) for name in table.columns])
         return {name: pandas_values(table.iloc[:, i]) for i, name in enumerate(names)}
     if isinstance(table, Mapping):
-        columns = dict(zip(_unique_names([str(name) for name in table]), map(np.asarray, table.values()), strict=True))
-        lengths = {name: len(np.atleast_1d(values)) for name, values in columns.items()}
+        columns = dict(zip(_unique_names([str(name) for name in table]), map(_unmasked, table.values()), strict=True))
+        scalars = [name for name, values in columns.items() if values.ndim == 0]
+        if scalars:
+            raise ValueError(f"the table's column(s) {scalars} are one value, not a column of rows (one row: "
+                             f"{{name: [value], ...}})")  # fmt: skip
+        lengths = {name: len(values) for name, values in columns.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"the table's columns differ in length: {lengths}")
         return columns
@@ -185,15 +200,17 @@ def infer_kind(values: np.ndarray) -> str | None:
 
 def _object_kind(present: list[Any]) -> str | None:
     """The kind of an object column from its present values' Python types: booleans binary; integers binary when
-    all are 0/1, else numeric; any other numbers (floats, Decimals) numeric; dates, times and durations None;
-    anything else (text, mixed types) categorical. A DataFrame's `to_numpy()`, a SQL DECIMAL column and a list
-    with None all arrive like this."""
+    all are 0/1, else numeric; any other numbers (floats, Decimals) numeric; dates, times, durations and containers
+    (lists, arrays, dicts) None; anything else (text, mixed types) categorical. A DataFrame's `to_numpy()`, a SQL
+    DECIMAL column and a list with None all arrive like this."""
     import datetime
     import decimal
 
     def all_of(types: type | tuple[type, ...]) -> bool:
         return bool(present) and all(isinstance(v, types) for v in present)
 
+    if any(isinstance(v, CONTAINERS) for v in present):
+        return None  # lists or arrays (embeddings): no one feature
     if all_of((bool, np.bool_)):
         return "binary"
     if any(isinstance(v, bool | np.bool_) for v in present):

@@ -55,11 +55,14 @@ def _rows(columns: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 
 def _calibration_rows(table: Any, names: list[str], pre: Preprocessor) -> dict[str, np.ndarray]:
-    """The usable rows of `table`, which must have the training table's columns `names`, to calibrate on; the
-    others are left out with a warning, as unusable training rows are."""
+    """The usable rows of `table`, which must have the feature columns `names` (in any order, others beside them
+    ignored), to calibrate on; the others are left out with a warning, as unusable training rows are."""
     columns = as_columns(table)
-    if list(columns) != names:
-        raise ValueError(f"AnomalyDetector.fit: calibration has the columns {list(columns)}, the table {names}")
+    absent = [name for name in names if name not in columns]
+    if absent:
+        raise ValueError(f"AnomalyDetector.fit: calibration lacks the feature column(s) {absent}; it has "
+                         f"{list(columns)}")  # fmt: skip
+    columns = {name: columns[name] for name in names}
     usable = ~pre.unusable_rows(columns)
     if not usable.any():
         raise ValueError("AnomalyDetector.fit: calibration has no usable row (none, or every one unusable)")
@@ -133,7 +136,7 @@ class AnomalyDetector:
             raise ValueError(f"AnomalyDetector.fit: need at least 2 usable rows, got {len(train_index)}")
         train = _rows(columns, train_index)
         if calibration is not None:
-            calibrating = _calibration_rows(calibration, list(columns), pre)
+            calibrating = _calibration_rows(calibration, pre.columns, pre)
         else:
             calibrating = _rows(columns, held_out_index) if len(held_out_index) else train
         layout = DataLayout(pre.layout_blocks())
@@ -178,7 +181,8 @@ class AnomalyDetector:
         return self.detector.is_anomaly(self.score_samples(table)).astype(np.int64)
 
     def feature_scores(self, table: Any, relative: bool = True) -> pd.DataFrame:
-        """Each feature's share of the score, (N, F), columns named by feature, indexed like a pandas input.
+        """Each feature's share of the score, (N, F), columns named by feature; for a pandas input, its own
+        column labels in its order (an int or tuple label stays one) and its index.
 
         relative: minus the feature's median share on the held-out training rows, so the column furthest above
         its typical value is the odd one, and NaN for a missing value (left out of the score, it is no evidence
@@ -193,8 +197,12 @@ class AnomalyDetector:
             if observed is not None:  # an impossible value (+inf) is not observed either, but it is evidence
                 shares = np.where(observed | np.isposinf(contributions), shares, np.nan)
             contributions = shares
-        index = table.index if isinstance(table, pd.DataFrame) else None
-        return pd.DataFrame(contributions, columns=list(self.detector.feature_names), index=index)
+        frame = pd.DataFrame(contributions, columns=list(self.detector.feature_names))
+        if not isinstance(table, pd.DataFrame):
+            return frame
+        own = {str(label): label for label in table.columns}  # as `as_columns` names them: 1 -> "1"
+        order = [name for name in own if name in frame.columns]
+        return frame[order].set_axis([own[name] for name in order], axis=1).set_axis(table.index, axis=0)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the fitted detector as plain files (`weights.pt`, `detector.json`) and the estimator's own

@@ -14,10 +14,15 @@ import numpy as np
 LABEL_KINDS = ("bool", "number", "text")  # what a categorical column's training values were
 
 
+CONTAINERS = (list, tuple, dict, set, np.ndarray)  # values that are no one number or label
+
+
 def is_missing(value: Any) -> bool:
-    """None, NaN, or a missing marker whose self-comparison is undefined (pandas.NA)."""
+    """None, NaN, or a missing marker whose self-comparison is undefined (pandas.NA); a container is not."""
     if value is None:
         return True
+    if isinstance(value, CONTAINERS):
+        return False
     try:
         return bool(value != value)
     except TypeError:

@@ -40,6 +40,24 @@ MISSING_POLICIES = ("impute", "error")
 # The most distinct values a categorical column may have: each is a one-hot slot, and a column of ids or free text
 # (every row its own value) would be thousands of slots, none of which a new row can match.
 MAX_CATEGORIES = 1000
+# A categorical column is also refused as ids when more than this share of its training values are distinct and
+# there are more than ID_MIN_VALUES of them: then over half of them occur once, so (Good-Turing) over half of new
+# rows would carry a value training never saw, and score as anomalies for it.
+ID_SHARE = 0.75
+ID_MIN_VALUES = 20
+
+
+def check_category_count(column: str, distinct: int, labelled: int | None = None) -> None:
+    """Raise ValueError when a categorical column with `distinct` training values (of `labelled` rows that have
+    one, when known) holds ids or free text rather than categories: over MAX_CATEGORIES values, or over
+    ID_MIN_VALUES of which more than ID_SHARE of its rows' values are distinct."""
+    fix = "leave it out of the features (exclude it, or make it a key)"
+    if distinct > MAX_CATEGORIES:
+        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values, more than "
+                         f"{MAX_CATEGORIES:,}: ids or free text rather than categories; {fix}")  # fmt: skip
+    if labelled is not None and distinct > ID_MIN_VALUES and distinct > ID_SHARE * labelled:
+        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values in {labelled:,} rows: ids "
+                         f"or free text, whose new values would all look anomalous; {fix}")  # fmt: skip
 
 
 def float_values(table: Mapping[str, Any], column: str) -> np.ndarray:
@@ -117,11 +135,14 @@ class Preprocessor:
             bounds[column] = screen_bounds(values[usable(values)])
             moments[column] = column_moments(values, bounds[column])
         categories, kinds = {}, {}
+        labelled = {}
         for column in self.categorical:
             values = plain_values(table[column])  # float32 0.1 as 0.1, exact ids beside a missing one
             kinds[column] = column_label_kind(label_kind(v) for v in values)
-            categories[column] = set(canonical_labels(values, kinds[column]).tolist()) - {None}
-        return self.fit_statistics(moments, categories, kinds, bounds)
+            labels = canonical_labels(values, kinds[column])
+            categories[column] = set(labels.tolist()) - {None}
+            labelled[column] = int(np.not_equal(labels, None).sum())
+        return self.fit_statistics(moments, categories, kinds, bounds, labelled)
 
     def fit_statistics(
         self,
@@ -129,27 +150,25 @@ class Preprocessor:
         categories: Mapping[str, Iterable[Any]],
         kinds: Mapping[str, str] | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
+        labelled: Mapping[str, int] | None = None,
     ) -> Preprocessor:
         """Set the fitted state from statistics computed elsewhere (e.g. by distributed aggregation).
 
         moments: per numeric or binary column, (count of usable values, mean, population std).
-        categories: per categorical column, the values (or their `canonical_label`s) seen in training; at most
-            MAX_CATEGORIES distinct ones (ValueError otherwise).
+        categories: per categorical column, the values (or their `canonical_label`s) seen in training; ids or free
+            text are refused (`check_category_count`, ValueError).
         kinds: per categorical column, the `column_label_kind` of its training values; "text" when not given.
         bounds: per numeric column, the `screen_bounds` the moments were counted within; none: no screen.
+        labelled: per categorical column, the training rows that have a value; none: not known.
         """
         for column in [*self.numeric, *self.binary]:
             if moments[column][0] == 0:
                 raise ValueError(f"column {column!r} has no finite value to fit on")
         for column in self.categorical:
-            count = len(set(categories[column]) - {None})
-            if not count:  # one slot, always certain: any value would score as normal
+            distinct = len(set(categories[column]) - {None})
+            if not distinct:  # one slot, always certain: any value would score as normal
                 raise ValueError(f"column {column!r} has no value to fit on")
-            if count > MAX_CATEGORIES:
-                raise ValueError(
-                    f"categorical column {column!r} has {count:,} distinct values, more than {MAX_CATEGORIES:,}: ids "
-                    f"or free text rather than categories; leave it out of the features (exclude it, or make it a key)"
-                )
+            check_category_count(column, distinct, (labelled or {}).get(column))
         self.mean = np.array([moments[c][1] for c in self.numeric], dtype=np.float64)
         std = np.array([moments[c][2] for c in self.numeric], dtype=np.float64)
         # constant: no spread beyond the float64 rounding of its mean (relative, so a column of tiny values in

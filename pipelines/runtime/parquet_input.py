@@ -229,7 +229,7 @@ def fit_preprocessor(
     first pass finds from a sample of SCREEN_SAMPLE values per column (every value up to that many).
 
     Raises DataError for a column with no usable value, a binary column with values other than 0/1 or a
-    categorical one with more than MAX_CATEGORIES values.
+    categorical one of ids or free text (`vae.preprocessing.check_category_count`).
     """
     pre = Preprocessor(numeric, binary, categorical, missing)
     columns = {"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)}
@@ -237,7 +237,8 @@ def fit_preprocessor(
     aggregations = _moment_aggregations([*numeric, *binary])
     aggregations += [ValueSample(on=c, size=SCREEN_SAMPLE) for c in numeric]
     aggregations += [agg(on=c, ignore_nulls=True) for c in numeric for agg in (Min, Max)]
-    aggregations += [Unique(on=c, ignore_nulls=True) for c in [*binary, *categorical]]
+    aggregations += [Unique(on=c, ignore_nulls=True) for c in binary]
+    aggregations += [agg(on=c, ignore_nulls=True) for c in categorical for agg in (Unique, Count)]
     aggregations += [Unique(on=KIND_PREFIX + c, ignore_nulls=True) for c in categorical]
     result: dict[str, Any] = stats_input.aggregate(*aggregations)
     moments = _moments(result, [*numeric, *binary])
@@ -261,9 +262,10 @@ def fit_preprocessor(
     if empty:
         raise DataError(f"categorical column(s) {empty} have no value in the training rows")
     kinds = {c: column_label_kind(result[f"unique({KIND_PREFIX}{c})"]) for c in categorical}
+    labelled = {c: result[f"count({c})"] for c in categorical}
     try:
-        return pre.fit_statistics(moments, categories, kinds, bounds)
-    except ValueError as err:  # a categorical column of ids or free text (MAX_CATEGORIES)
+        return pre.fit_statistics(moments, categories, kinds, bounds, labelled)
+    except ValueError as err:  # a categorical column of ids or free text (`check_category_count`)
         raise DataError(str(err)) from err
 
 

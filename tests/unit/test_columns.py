@@ -130,3 +130,27 @@ def test_a_mapping_with_columns_of_different_lengths_or_one_name_twice_is_refuse
 def test_a_column_declared_and_excluded_is_refused_by_name():
     with pytest.raises(ValueError, match=r"^column\(s\) \['id'\] are declared as features and excluded"):
         infer_feature_types(as_columns(frame(10)), exclude=["id"], numeric=["a", "id"])
+
+
+def test_a_masked_arrays_masked_entries_are_missing_not_the_data_under_the_mask():
+    data = np.array([[1.0, -999.0], [2.0, 3.0]])
+    masked = np.ma.masked_array(data, mask=[[False, True], [False, False]])
+    for table in (masked, {"x0": masked[:, 0], "x1": masked[:, 1]}):
+        columns = as_columns(table)
+        assert columns["x1"].tolist() == [None, 3.0] and columns["x0"].tolist() == [1.0, 2.0]
+    assert as_columns(np.asarray(data))["x1"].tolist() == [-999.0, 3.0]  # a plain array keeps every value
+
+
+def test_a_matrix_is_read_as_its_array_and_a_mapping_of_single_values_is_refused():
+    columns = as_columns(np.matrix([[1.0, 2.0], [3.0, 4.0]]))
+    assert columns["x1"].shape == (2,) and columns["x1"].tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError, match=r"^the table's column\(s\) \['a', 'b'\] are one value, not a column of rows"):
+        as_columns({"a": 0.1, "b": 3.0})
+
+
+def test_a_column_of_lists_or_arrays_has_no_feature_kind_and_is_refused_by_name():
+    table = frame(4).assign(embedding=[np.zeros(3)] * 4, tags=[["a"], ["b"], [], ["a", "b"]])
+    with pytest.raises(ValueError, match=r"^column\(s\) \['embedding', 'tags'\] hold dates, times or other values"):
+        infer_feature_types(as_columns(table), exclude=["id"])
+    kinds = infer_feature_types(as_columns(table), exclude=["id", "embedding", "tags"])
+    assert kinds.categorical == ("colour",)

@@ -20,7 +20,7 @@ from pipelines.runtime.parquet_input import SPLIT_BUCKETS, fit_preprocessor, spl
 from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
 from vae import VAE, DataLayout, Detector, ModelConfig, Preprocessor
 from vae.columns import as_columns
-from vae.preprocessing import MAX_CATEGORIES
+from vae.preprocessing import ID_MIN_VALUES, ID_SHARE
 
 
 class InProcessDataset:
@@ -124,8 +124,29 @@ def test_a_categorical_column_of_ids_is_refused_in_the_pipeline_as_in_the_librar
         fit_preprocessor(InProcessDataset(batches), ("x",), (), ("email",), "impute")
     with pytest.raises(ValueError, match=message):
         Preprocessor(numeric=["x"], categorical=["email"]).fit(pd.concat(batches))
-    kept = fit_preprocessor(InProcessDataset([batches[0][:500], batches[1][:500]]), ("x",), (), ("email",), "impute")
-    assert len(kept.categories["email"]) == MAX_CATEGORIES
+    few = [batch[:150] for batch in batches]  # 300 rows, each its own address
+    with pytest.raises(DataError, match=r"^categorical column 'email' has 300 distinct values in 300 rows: ids"):
+        fit_preprocessor(InProcessDataset(few), ("x",), (), ("email",), "impute")
+    repeated = [batch.assign(email=[f"u{i % 200}@x.org" for i in range(600)]) for batch in batches]
+    kept = fit_preprocessor(InProcessDataset(repeated), ("x",), (), ("email",), "impute")  # each value 6 times
+    assert len(kept.categories["email"]) == 200
+
+
+def test_an_id_column_is_refused_by_the_share_of_distinct_values_not_only_by_their_number():
+    """400 rows, each its own order id: the threshold came from those rows, all known, and 86 % of new normal
+    rows (new ids) were flagged. Above ID_SHARE distinct values in their rows (and more than ID_MIN_VALUES) the
+    column is refused; a short or repetitive column is not."""
+    ids = np.array([f"o{i}" for i in range(400)], dtype=object)
+    with pytest.raises(ValueError, match=r"^categorical column 'order' has 400 distinct values in 400 rows: ids"):
+        Preprocessor(categorical=["order"]).fit({"order": ids})
+    edge = int(ID_SHARE * 400)  # exactly the share: kept, one value more: refused
+    Preprocessor(categorical=["order"]).fit({"order": np.concatenate([ids[:edge], ids[: 400 - edge]])})
+    with pytest.raises(ValueError, match="ids or free text"):
+        Preprocessor(categorical=["order"]).fit({"order": np.concatenate([ids[: edge + 1], ids[: 399 - edge]])})
+    Preprocessor(categorical=["order"]).fit({"order": ids[:ID_MIN_VALUES]})  # too short to tell
+    missing = np.array([*ids[:100], *[None] * 300], dtype=object)  # 100 of 100 labelled rows: missing ones don't count
+    with pytest.raises(ValueError, match="has 100 distinct values in 100 rows"):
+        Preprocessor(categorical=["order"]).fit({"order": missing})
 
 
 def test_a_rows_split_does_not_depend_on_a_null_key_in_its_batch():

@@ -261,9 +261,12 @@ def test_given_calibration_rows_every_row_trains_and_the_threshold_is_their_quan
     assert threshold == pytest.approx(np.quantile(given.score_samples(calibration), 0.95))
     alone = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table)
     assert not np.allclose(alone.detector.preprocessor.mean, table[["a", "b"]].mean())  # 10 % held out
-    with pytest.raises(ValueError, match=r"calibration has the columns \['id', 'a', 'b', 'flag'\], the table"):
+    with pytest.raises(ValueError, match=r"calibration lacks the feature column\(s\) \['colour'\]; it has \['id'"):
         given.fit(table, calibration=calibration.drop(columns="colour"))
     assert given.detector.calibrated_threshold() == threshold  # refused before anything was trained
+    shuffled = calibration[["colour", "flag", "b", "a"]].assign(label=0)  # no id, another order, a label beside
+    again = AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table, calibration=shuffled)
+    assert again.detector.calibrated_threshold() == pytest.approx(threshold)
     calibration.loc[calibration.index[:2], "b"] = np.inf
     with pytest.warns(UserWarning, match=r"2 of 300 calibration rows left out: a value infinite"):
         AnomalyDetector(exclude=["id"], settings=quick(epochs=2), device="cpu").fit(table, calibration=calibration)
@@ -352,3 +355,15 @@ def test_overrides_change_one_setting_of_the_default():
     fitted = AnomalyDetector(overrides={"model.latent_dim": 2, "train.epochs": 1}, device="cpu").fit(rows)
     assert fitted.detector.model.config.latent_dim == 2
     assert fitted.detector.model.config.hidden_dims == (128, 128)  # the rest stays the default
+
+
+def test_feature_scores_carry_the_inputs_own_column_labels_in_its_order():
+    """Labels 0..3 came back as "0".."3", grouped by kind: scores[1] raised KeyError."""
+    table = frame(300).drop(columns="id")[["colour", "b", "flag", "a"]].set_axis([3, 1, 2, 0], axis=1)
+    detector = AnomalyDetector(settings=quick(epochs=2), device="cpu").fit(table)
+    scores = detector.feature_scores(table)
+    assert list(scores.columns) == [3, 1, 2, 0] and scores.index.equals(table.index)
+    reordered = detector.feature_scores(table[[0, 1, 2, 3]])
+    assert list(reordered.columns) == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(reordered[[3, 1, 2, 0]], scores)
+    assert scores[1].shape == (300,) and set(scores.idxmax(axis=1)) <= {3, 1, 2, 0}

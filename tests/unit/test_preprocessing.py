@@ -326,7 +326,7 @@ def test_one_hot_encoding_takes_memory_in_rows_not_in_categories_squared():
 
     from vae.preprocessing import MAX_CATEGORIES
 
-    labels = np.array([f"c{i}" for i in range(MAX_CATEGORIES)], dtype=object)
+    labels = np.array([f"c{i}" for i in range(MAX_CATEGORIES)] * 2, dtype=object)  # each twice: no id column
     pre = Preprocessor(categorical=["code"]).fit({"code": labels})
     tracemalloc.start()
     x = pre.transform({"code": np.array(["c7", "never seen"], dtype=object)})
