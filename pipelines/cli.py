@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"vae-anomaly {argv[0]}: config error: {err}", file=sys.stderr)
             return 2
-        except (DataError, StorageError, TrackingError, CatalogError, ConcurrentRunError, FileNotFoundError) as err:
+        except (DataError, StorageError, TrackingError, CatalogError, ConcurrentRunError, FileNotFoundError,
+                FileExistsError, NotADirectoryError, PermissionError) as err:  # fmt: skip
             print(f"vae-anomaly {argv[0]}: error: {err}", file=sys.stderr)
             return 1
     return 0

@@ -77,7 +77,7 @@ def row_chunks(path: str, dataset: pads.Dataset, rows: int, columns: list[str] |
                 yield table.slice(0, rows)
                 rest = table.slice(rows)
                 pending, held = rest.to_batches(), rest.num_rows
-    except pa.ArrowException as err:
+    except (OSError, pa.ArrowException) as err:  # corrupt pages: pyarrow's OSError ("Corrupt snappy ...")
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
     if held:
         yield pa.Table.from_batches(pending)

@@ -112,16 +112,18 @@ def run(config: ScoreJobConfig) -> ScoreSummary:
     started = time.perf_counter()
     scoring, detector = plan(config)
     date, output = config.date, resolve_path(config.output)
+    if filesystems.contains(config.input_path, output):  # the next night would read the table's files as input
+        raise ConfigError(f"output {config.output} is inside the input {config.input_path}: write the scores elsewhere")
+    require_local_resources(config.ray_address, config.local_cpus, config.cpus_per_actor, config.gpus_per_actor,
+                            "a scoring actor", setting="local_cpus")  # fmt: skip
     table = ScoresTable.at(output, config.table, config.catalog)
-    filesystems.check_writable(output)
-    table.catalog()  # an unreachable catalog database fails here, before Ray starts
-    problems = table.key_problems(scoring.key_schema)
+    problems = table.key_problems(scoring.key_schema)  # reads the table, if there is one: creates nothing
     if problems:
         raise DataError(f"{config.input_path}: {'; '.join(problems)}")
+    filesystems.check_writable(output)
+    table.catalog()  # an unreachable catalog database fails here, before Ray starts
     tracker = Tracker(config.tracking)
     name = f"score-{scoring.model_name}-{date}"
-    require_local_resources(config.ray_address, config.local_cpus, config.cpus_per_actor, config.gpus_per_actor,
-                            "a scoring actor")  # fmt: skip
     with ray_session(config.ray_address, config.local_cpus):
         require_shared(config.output, "output")
         with tracked_run(tracker, name, flatten(dataclasses.asdict(config)), resume=False) as tracked:

@@ -54,6 +54,8 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     """Train, calibrate, log and register; raises DataError / ConfigError / TrackingError on bad input."""
     data = config.data
     rows = check_training_data(data)
+    cpus, gpus = config.scaling.group_resources()
+    require_local_resources(config.run.ray_address, config.run.local_cpus, cpus, gpus, "the worker group")
     filesystems.check_writable(config.run.resolved_storage_path())
     tracker = Tracker(config.tracking)
     later = chosen_from_data(config)  # logged once the data has decided them
@@ -61,8 +63,6 @@ def run(config: TrainPipelineConfig) -> TrainOutcome:
     done, changes = check_resume(config, tracker, params)
     if done is not None:
         return done
-    cpus, gpus = config.scaling.group_resources()
-    require_local_resources(config.run.ray_address, config.run.local_cpus, cpus, gpus, "the worker group")
     with ray_session(config.run.ray_address, config.run.local_cpus):
         require_shared(config.run.storage_path, "run.storage_path")
         with tracked_run(tracker, config.run.name, params) as tracked:

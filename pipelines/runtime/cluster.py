@@ -190,21 +190,24 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def require_local_resources(address: str | None, local_cpus: int, cpus: float, gpus: float, what: str) -> None:
+def require_local_resources(
+    address: str | None, local_cpus: int, cpus: float, gpus: float, what: str, setting: str = "run.local_cpus"
+) -> None:
     """Raise ConfigError when the local Ray that `ray_session` would start (no `address`, no RAY_ADDRESS, no Ray
     already running) has fewer than `cpus` logical CPUs or this machine fewer than `gpus` GPUs for one unit of
     `what` (a worker group, a trial, an actor): Ray would wait for them forever (Ray Train skips its check of a
-    cluster without an autoscaler and retries the wait without end). A cluster's capacity is Ray's to manage."""
+    cluster without an autoscaler and retries the wait without end). A cluster's capacity is Ray's to manage.
+    `setting`: the config key of `local_cpus`, named in the message."""
     if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return
     if cpus > local_cpus:
-        raise ConfigError(f"{what} needs {cpus:g} CPUs, more than the local Ray's run.local_cpus={local_cpus}: raise "
+        raise ConfigError(f"{what} needs {cpus:g} CPUs, more than the local Ray's {setting}={local_cpus}: raise "
                           "it, or ask for fewer CPUs")  # fmt: skip
     if gpus:
         import torch
 
-        if gpus > torch.cuda.device_count():
-            raise ConfigError(f"{what} needs {gpus:g} GPU(s); this machine has {torch.cuda.device_count()}")
+        if gpus > (have := torch.cuda.device_count()):
+            raise ConfigError(f"{what} needs {gpus:g} GPU(s); this machine has {have}")
 
 
 @contextlib.contextmanager

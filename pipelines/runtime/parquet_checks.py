@@ -43,20 +43,31 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     if info.type == pafs.FileType.NotFound:
         filesystems.require_bucket(path)
         raise DataError(f"data path {path} does not exist")
+    others: list[str] = []
     try:
-        dataset = pads.dataset(where, schema=schema, filesystem=filesystem, format="parquet", partitioning="hive")
-        directory = info.type == pafs.FileType.Directory
-        others = [f for f in dataset.files if directory and not f.lower().endswith(PARQUET_SUFFIX)]
-        if others:  # Ray Data reads only a directory's *.parquet files: check exactly the files the job will read
-            files = [f for f in dataset.files if f.lower().endswith(PARQUET_SUFFIX)]
+        if info.type == pafs.FileType.Directory:  # Ray Data reads only its *.parquet files: check exactly those
+            found = _data_files(filesystem, where)
+            files = [f for f in found if f.lower().endswith(PARQUET_SUFFIX)]
+            others = [f for f in found if not f.lower().endswith(PARQUET_SUFFIX)]
             dataset = pads.dataset(files, schema=schema, filesystem=filesystem, format="parquet",
                                    partitioning="hive", partition_base_dir=where)  # fmt: skip
+        else:
+            dataset = pads.dataset(where, schema=schema, filesystem=filesystem, format="parquet", partitioning="hive")
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
     if not dataset.files:
         named = f" (Ray Data reads only files named *{PARQUET_SUFFIX}; here: {others[:3]})" if others else ""
         raise DataError(f"{path} holds no Parquet files{named}")
     return dataset
+
+
+def _data_files(filesystem: pafs.FileSystem, where: str) -> list[str]:
+    """The files under directory `where`, at any depth, but those a name starting with "." or "_" hides (as
+    pyarrow's datasets skip them: _SUCCESS, .crc files, _temporary/)."""
+    base = where.rstrip("/") + "/"
+    files = [f.path for f in filesystem.get_file_info(pafs.FileSelector(where, recursive=True))
+             if f.type == pafs.FileType.File]  # fmt: skip
+    return sorted(f for f in files if not any(part.startswith((".", "_")) for part in f.removeprefix(base).split("/")))
 
 
 def check_ray_readable(path: str) -> None:

@@ -52,12 +52,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last one silently)."""
+    """YAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last one silently) and a
+    key that is not text (YAML 1.1 reads yes, null and 2026-11-24 as a bool, None and a date; [a, b] as a list)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            key = self.construct_object(key_node, deep=True)  # a list key whole, to name it
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is not a name (quote it to keep it as written)", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
             seen.add(key)

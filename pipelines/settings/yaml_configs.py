@@ -365,7 +365,9 @@ def load_config(path: str | Path, overrides: list[str] = (), cls: type = TrainPi
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = read_yaml(path.read_text()) or {}
+        data = read_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from err
     if not isinstance(data, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -30,6 +31,16 @@ class StorageError(OSError):
 def is_remote(location: str) -> bool:
     """True for an object-store URI (s3://, gs://, ...), false for a local path or file:// URI."""
     return "://" in location and not location.startswith("file://")
+
+
+def contains(outer: str, inner: str) -> bool:
+    """Whether location `inner` is `outer` or lies under it: local paths (or file:// URIs) compared resolved,
+    object-store URIs as text."""
+    if is_remote(outer) or is_remote(inner):
+        outer, inner = outer.rstrip("/"), inner.rstrip("/")
+        return inner == outer or inner.startswith(outer + "/")
+    outer_path, inner_path = (Path(p.removeprefix("file://")).expanduser().resolve() for p in (outer, inner))
+    return inner_path == outer_path or outer_path in inner_path.parents
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:

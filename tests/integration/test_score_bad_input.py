@@ -66,3 +66,18 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
     assert done.returncode != 0 and "key column(s) ['status'] have the name of a column the scores table adds" in (
         done.last_error_line
     )
+    # an output inside the input: the next night would read the scores table's files as input (found by a review)
+    inside = tmp_path / "nightly"
+    inside.mkdir()
+    _write(tmp_path, "nightly/part-0.parquet", rows)
+    done = run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), f"input={inside}",
+                       f"output={inside / 'scores'}", f"model={scoring_model}", "run_date=2026-11-24",
+                       f"tracking.tracking_uri={mlflow_server}")  # fmt: skip
+    assert done.returncode == 2 and f"is inside the input {inside}" in done.last_error_line
+    assert not (inside / "scores").exists()
+    # a resource refusal comes before anything is written (was: after the table's catalog database was made)
+    done = run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), f"input={inside}",
+                       f"output={tmp_path / 'fresh'}", f"model={scoring_model}", "run_date=2026-11-24",
+                       f"tracking.tracking_uri={mlflow_server}", "cpus_per_actor=64")  # fmt: skip
+    assert done.returncode == 2 and "more than the local Ray's local_cpus=" in done.last_error_line
+    assert not (tmp_path / "fresh").exists()

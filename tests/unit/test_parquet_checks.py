@@ -104,6 +104,15 @@ def test_only_the_files_ray_data_reads_are_checked_and_counted(tmp_path):
         check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",))
 
 
+@pytest.mark.parametrize("beside", ["README.txt", "zz_notes.txt"])
+def test_a_text_file_beside_the_parquet_files_is_skipped_whatever_its_name_sorts_as(tmp_path, beside):
+    """A README.txt sorting first was read for the dataset's schema: 'cannot read Parquet'; zz_notes.txt passed."""
+    ROWS.to_parquet(tmp_path / "part-0.parquet", index=False)
+    (tmp_path / beside).write_text("notes")
+    (tmp_path / "_SUCCESS").write_text("")
+    assert check_parquet(str(tmp_path), ("row_id", "TSH"), ("TSH",)).rows == 3
+
+
 def test_a_single_file_ray_data_would_skip_is_refused_before_training(tmp_path):
     from pipelines.runtime.parquet_checks import check_ray_readable
     from pipelines.runtime.parquet_input import check_training_data

@@ -256,6 +256,25 @@ def test_a_later_override_wins_and_a_key_twice_in_a_yaml_mapping_is_refused(tmp_
         load_config(doubled)
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    ("yes:\n  epochs: 5\n", "True"), ("null: 1\n", "None"), ("2026-11-24: 1\n", "datetime.date(2026, 11, 24)"),
+    ("? [a, b]\n: 1\n", "['a', 'b']"), ("train:\n  ? {x: 1}\n  : 2\n", "{'x': 1}"),
+])  # fmt: skip
+def test_a_yaml_key_that_is_not_text_is_refused_by_name(tmp_path, text, named):
+    """A date key failed with KeyError, a list key with TypeError (tracebacks); `yes:` blamed another field."""
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"is not valid YAML: key {re.escape(named)} is not a name \(quote it"):
+        load_config(path)
+
+
+def test_a_config_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"\xff\xfetrain: {}\n")
+    with pytest.raises(ConfigError, match=r"train.yaml is not UTF-8 text: 'utf-8' codec can't decode byte 0xff"):
+        load_config(path)
+
+
 def test_numbers_in_a_models_jobs_are_never_true_or_false():
     """`floor: no` read as 0 opened the promotion gate to any model."""
     with pytest.raises(ConfigError, match=r"^EvaluateConfig.floor: must be a number in \[0, 1\], got False"):

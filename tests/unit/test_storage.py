@@ -189,3 +189,14 @@ def test_the_scores_command_refuses_a_negative_age_or_count(tmp_path):
             main(["--expire-older-than", days, f"output={tmp_path}"])
     with pytest.raises(ConfigError, match=r"--top: expected a count of rows >= 0, got -1"):
         main(["--run-date", "2026-11-24", "--top", "-1", f"output={tmp_path}"])
+
+
+def test_a_location_contains_itself_and_what_lies_under_it_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert filesystems.contains(str(tmp_path / "in"), "in/scores")  # relative to the working directory
+    assert filesystems.contains(f"file://{tmp_path}/in", str(tmp_path / "in"))
+    assert not filesystems.contains(str(tmp_path / "in"), str(tmp_path / "input-2"))  # a prefix is not a parent
+    assert not filesystems.contains(str(tmp_path / "in" / "day.parquet"), str(tmp_path / "in"))
+    assert filesystems.contains("s3://bucket/exports/", "s3://bucket/exports/scores")
+    assert not filesystems.contains("s3://bucket/exports", "s3://bucket/exports-scores")
+    assert not filesystems.contains("s3://bucket/exports", str(tmp_path))
