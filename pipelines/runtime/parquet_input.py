@@ -101,8 +101,8 @@ def declare_features(config: DataConfig) -> DataConfig:
 
 def check_training_data(config: DataConfig) -> int:
     """`check_parquet` for the training config's columns (with inferred features: the schema's columns that will
-    be typed, `inferred_kinds`), its label (`check_label`) and that the validation split can hold a row; returns
-    the row count."""
+    be typed, `inferred_kinds`), its keys (no lists or structs), its label (`check_label`) and that the validation
+    split can hold a row; returns the row count."""
     check_ray_readable(config.path)
     inputs = config.inputs
     if config.infers_features:
@@ -110,6 +110,10 @@ def check_training_data(config: DataConfig) -> int:
     required = (*inputs, *config.conditions, *config.key, *([config.label] if config.label else []))
     numeric = (*config.numeric, *config.binary, *config.condition_numeric)
     checked = check_parquet(config.path, required, numeric, config.image.preprocessor() if config.image else None)
+    nested = [k for k in config.key if pa.types.is_nested(checked.schema.field(k).type)]
+    if nested:  # the split hashes each row's key: a list or struct fails inside Ray Data's tasks
+        raise DataError(f"{config.path}: key column(s) {nested} hold lists, structs or maps; a key must be numbers, "
+                        "text, dates or bytes")  # fmt: skip
     if config.label:
         check_label(config.path, checked.schema, config.label)
     expected = checked.rows * int(config.validation_fraction * SPLIT_BUCKETS) / SPLIT_BUCKETS  # as split_rows cuts

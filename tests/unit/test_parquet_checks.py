@@ -127,6 +127,18 @@ def test_a_single_file_ray_data_would_skip_is_refused_before_training(tmp_path):
     check_ray_readable(str(tmp_path))  # a directory: Ray Data reads its *.parquet files
 
 
+def test_a_key_of_structs_or_lists_is_refused_before_ray(tmp_path):
+    """The split hashes each row's key: a struct key passed every check and failed inside Ray Data's tasks."""
+    from pipelines.runtime.parquet_input import check_training_data
+    from pipelines.settings.yaml_configs import DataConfig
+
+    table = pa.table({"TSH": [1.0, 2.0], "who": [{"a": 1}, {"a": 2}], "tags": [[1], [2]]})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    for key in ("who", "tags"):
+        with pytest.raises(DataError, match=rf"key column\(s\) \['{key}'\] hold lists, structs or maps"):
+            check_training_data(DataConfig(path=str(tmp_path), numeric=("TSH",), key=(key,)))
+
+
 def test_a_struct_column_does_not_shift_the_null_counts_of_the_columns_after_it(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
