@@ -75,9 +75,10 @@ def test_each_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
                        f"tracking.tracking_uri={mlflow_server}")  # fmt: skip
     assert done.returncode == 2 and f"is inside the input {inside}" in done.last_error_line
     assert not (inside / "scores").exists()
-    # a resource refusal comes before anything is written (was: after the table's catalog database was made)
-    done = run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), f"input={inside}",
+    # a key the table cannot take is refused before anything is written (was: after the catalog database was made)
+    stamped = _write(tmp_path, "stamped.parquet", rows.assign(event_ts=pd.Timestamp("2026-11-24 12:00:00.123456789")))
+    done = run_command(capsys, "score", "--config", str(CONFIG_DIR / "score.yaml"), f"input={stamped}",
                        f"output={tmp_path / 'fresh'}", f"model={scoring_model}", "run_date=2026-11-24",
-                       f"tracking.tracking_uri={mlflow_server}", "cpus_per_actor=64")  # fmt: skip
-    assert done.returncode == 2 and "more than the local Ray's local_cpus=" in done.last_error_line
+                       f"tracking.tracking_uri={mlflow_server}", "key=[row_id,event_ts]")  # fmt: skip
+    assert done.returncode == 1 and "key column 'event_ts' holds nanosecond timestamps" in done.last_error_line
     assert not (tmp_path / "fresh").exists()
