@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import torch
 
 from pipelines.cli import run_config_command
-from pipelines.runtime.parquet_checks import DataError, open_merged
+from pipelines.runtime.parquet_checks import DataError, open_merged, unreadable
 from pipelines.settings.model_jobs import ImputeConfig
 from pipelines.settings.yaml_configs import resolve_path
 from pipelines.storage.arrow_types import to_arrow
@@ -78,7 +78,7 @@ def row_chunks(path: str, dataset: pads.Dataset, rows: int, columns: list[str] |
                 rest = table.slice(rows)
                 pending, held = rest.to_batches(), rest.num_rows
     except (OSError, pa.ArrowException) as err:  # corrupt pages: pyarrow's OSError ("Corrupt snappy ...")
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+        raise unreadable(path, err) from err
     if held:
         yield pa.Table.from_batches(pending)
 

@@ -35,6 +35,11 @@ def _file_info(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
         raise filesystems.explain(err, path) from err
 
 
+def unreadable(path: str, err: Exception) -> DataError:
+    """The DataError for Parquet at `path` that pyarrow cannot read (`err`: a corrupt footer or page), in one line."""
+    return DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}")
+
+
 def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     """A pyarrow dataset over a Parquet file, directory (hive partitions allowed) or URI, with `schema` (None: the
     first file's); a location that cannot be read raises StorageError (missing bucket, credentials, endpoint), a
@@ -54,7 +59,7 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
         else:
             dataset = pads.dataset(where, schema=schema, filesystem=filesystem, format="parquet", partitioning="hive")
     except (OSError, pa.ArrowException) as err:
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+        raise unreadable(path, err) from err
     if not dataset.files:
         named = f" (Ray Data reads only files named *{PARQUET_SUFFIX}; here: {others[:3]})" if others else ""
         raise DataError(f"{path} holds no Parquet files{named}")
@@ -186,7 +191,7 @@ def check_parquet(
         fragments = list(dataset.get_fragments())
         footers = read_footers(fragments)
     except (OSError, pa.ArrowException) as err:
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+        raise unreadable(path, err) from err
     merged: dict[str, tuple[pa.DataType, str]] = {}  # column -> its type so far and the file that gave it
     for fragment, footer in zip(fragments, footers, strict=True):
         keys = pads.get_partition_keys(fragment.partition_expression)  # hive directories: `date=.../`

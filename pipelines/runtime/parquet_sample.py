@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .parquet_checks import DataError, open_merged
+from .parquet_checks import open_merged, unreadable
 
 
 def sample_parquet(path: str, columns: list[str], rows: int, seed: int) -> pa.Table:
@@ -26,5 +26,5 @@ def sample_parquet(path: str, columns: list[str], rows: int, seed: int) -> pa.Ta
             if kept == rows:
                 break
     except (OSError, pa.ArrowException) as err:  # corrupt pages behind a valid footer
-        raise DataError(f"cannot read Parquet at {path}: {str(err).splitlines()[0]}") from err
+        raise unreadable(path, err) from err
     return pa.Table.from_batches(parts, schema=pa.schema([dataset.schema.field(c) for c in columns]))
