@@ -51,7 +51,7 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     others: list[str] = []
     try:
         if info.type == pafs.FileType.Directory:  # Ray Data reads only its *.parquet files: check exactly those
-            found = _data_files(filesystem, where)
+            found = _data_files(path, where)
             files = [f for f in found if f.lower().endswith(PARQUET_SUFFIX)]
             others = [f for f in found if not f.lower().endswith(PARQUET_SUFFIX)]
             dataset = pads.dataset(files, schema=schema, filesystem=filesystem, format="parquet",
@@ -66,13 +66,12 @@ def open_parquet(path: str, schema: pa.Schema | None = None) -> pads.Dataset:
     return dataset
 
 
-def _data_files(filesystem: pafs.FileSystem, where: str) -> list[str]:
-    """The files under directory `where`, at any depth, but those a name starting with "." or "_" hides (as
-    pyarrow's datasets skip them: _SUCCESS, .crc files, _temporary/)."""
-    base = where.rstrip("/") + "/"
-    files = [f.path for f in filesystem.get_file_info(pafs.FileSelector(where, recursive=True))
-             if f.type == pafs.FileType.File]  # fmt: skip
-    return sorted(f for f in files if not any(part.startswith((".", "_")) for part in f.removeprefix(base).split("/")))
+def _data_files(path: str, where: str) -> list[str]:
+    """The files under directory `path` (`where` on its filesystem), at any depth, as paths on that filesystem,
+    but those a name starting with "." or "_" hides (as pyarrow's datasets skip them: _SUCCESS, .crc files,
+    _temporary/)."""
+    return [f"{where.rstrip('/')}/{rel}" for rel in filesystems.list_files(path)
+            if not any(part.startswith((".", "_")) for part in rel.split("/"))]  # fmt: skip
 
 
 def check_ray_readable(path: str) -> None:
