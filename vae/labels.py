@@ -1,5 +1,6 @@
 """Category labels that do not depend on the dtype a column arrives in: 1, 1.0, numpy.int64(1) and b"1" are one
-category (`canonical_label`), read as the kind of values the column held in training (`label_kind`)."""
+category (`canonical_label`), read as the kind of values the column held in training (`label_kind`); and how many
+labels make a category rather than ids (`check_category_count`)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,26 @@ def legacy_labels(labels: list[str]) -> tuple[str, list[str]]:
     if labels and numeric and len(set(canonical)) == len(canonical):
         return "number", canonical
     return "text", labels
+
+
+# The most distinct values a categorical column may have: each is a one-hot slot, and a column of ids or free text
+# (every row its own value) would be thousands of slots, none of which a new row can match.
+MAX_CATEGORIES = 1000
+# A categorical column is also refused as ids when more than this share of its training values are distinct and
+# there are more than ID_MIN_VALUES of them: then over half of them occur once, so (Good-Turing) over half of new
+# rows would carry a value training never saw, and score as anomalies for it.
+ID_SHARE = 0.75
+ID_MIN_VALUES = 20
+
+
+def check_category_count(column: str, distinct: int, labelled: int | None = None) -> None:
+    """Raise ValueError when a categorical column with `distinct` training values (of `labelled` rows that have
+    one, when known) holds ids or free text rather than categories: over MAX_CATEGORIES values, or over
+    ID_MIN_VALUES of which more than ID_SHARE of its rows' values are distinct."""
+    fix = "leave it out of the features (exclude it, or make it a key)"
+    if distinct > MAX_CATEGORIES:
+        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values, more than "
+                         f"{MAX_CATEGORIES:,}: ids or free text rather than categories; {fix}")  # fmt: skip
+    if labelled is not None and distinct > ID_MIN_VALUES and distinct > ID_SHARE * labelled:
+        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values in {labelled:,} rows: ids "
+                         f"or free text, whose new values would all look anomalous; {fix}")  # fmt: skip

@@ -28,6 +28,7 @@ from .config import DataLayout, FeatureBlock
 from .labels import (
     LABEL_KINDS,
     canonical_labels,
+    check_category_count,
     column_label_kind,
     is_missing,
     label_kind,
@@ -37,27 +38,6 @@ from .labels import (
 from .value_screen import NO_BOUNDS, Z_BOUND, column_moments, screen_bounds, usable
 
 MISSING_POLICIES = ("impute", "error")
-# The most distinct values a categorical column may have: each is a one-hot slot, and a column of ids or free text
-# (every row its own value) would be thousands of slots, none of which a new row can match.
-MAX_CATEGORIES = 1000
-# A categorical column is also refused as ids when more than this share of its training values are distinct and
-# there are more than ID_MIN_VALUES of them: then over half of them occur once, so (Good-Turing) over half of new
-# rows would carry a value training never saw, and score as anomalies for it.
-ID_SHARE = 0.75
-ID_MIN_VALUES = 20
-
-
-def check_category_count(column: str, distinct: int, labelled: int | None = None) -> None:
-    """Raise ValueError when a categorical column with `distinct` training values (of `labelled` rows that have
-    one, when known) holds ids or free text rather than categories: over MAX_CATEGORIES values, or over
-    ID_MIN_VALUES of which more than ID_SHARE of its rows' values are distinct."""
-    fix = "leave it out of the features (exclude it, or make it a key)"
-    if distinct > MAX_CATEGORIES:
-        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values, more than "
-                         f"{MAX_CATEGORIES:,}: ids or free text rather than categories; {fix}")  # fmt: skip
-    if labelled is not None and distinct > ID_MIN_VALUES and distinct > ID_SHARE * labelled:
-        raise ValueError(f"categorical column {column!r} has {distinct:,} distinct values in {labelled:,} rows: ids "
-                         f"or free text, whose new values would all look anomalous; {fix}")  # fmt: skip
 
 
 def float_values(table: Mapping[str, Any], column: str) -> np.ndarray:

@@ -233,7 +233,7 @@ def fit_preprocessor(
     first pass finds from a sample of SCREEN_SAMPLE values per column (every value up to that many).
 
     Raises DataError for a column with no usable value, a binary column with values other than 0/1 or a
-    categorical one of ids or free text (`vae.preprocessing.check_category_count`).
+    categorical one of ids or free text (`vae.labels.check_category_count`).
     """
     pre = Preprocessor(numeric, binary, categorical, missing)
     columns = {"numeric": list(numeric), "binary": list(binary), "categorical": list(categorical)}

@@ -20,7 +20,7 @@ from pipelines.runtime.parquet_input import SPLIT_BUCKETS, fit_preprocessor, spl
 from pipelines.runtime.row_encoding import EncodeRows, left_out_rows, report_left_out
 from vae import VAE, DataLayout, Detector, ModelConfig, Preprocessor
 from vae.columns import as_columns
-from vae.preprocessing import ID_MIN_VALUES, ID_SHARE
+from vae.labels import ID_MIN_VALUES, ID_SHARE
 
 
 class InProcessDataset:

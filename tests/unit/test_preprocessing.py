@@ -324,7 +324,7 @@ def test_a_row_with_a_huge_value_scores_far_above_normal_rows():
 def test_one_hot_encoding_takes_memory_in_rows_not_in_categories_squared():
     import tracemalloc
 
-    from vae.preprocessing import MAX_CATEGORIES
+    from vae.labels import MAX_CATEGORIES
 
     labels = np.array([f"c{i}" for i in range(MAX_CATEGORIES)] * 2, dtype=object)  # each twice: no id column
     pre = Preprocessor(categorical=["code"]).fit({"code": labels})
